@@ -1,0 +1,40 @@
+# The two fresh-machine commands: `make demo` (the main job) and `make test` (the whole suite).
+SHELL := /bin/bash
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: demo test lint typecheck bench bench-smoke docs system-deps venv clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Debian packages for the integration tests: installed when missing and running as root.
+system-deps:
+	@bash scripts/install-system-deps.sh
+
+demo: venv
+	$(BIN)/python -m examples.demo
+
+test: venv system-deps
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=900
+
+lint: venv
+	$(BIN)/ruff check src tests benchmarks examples
+
+typecheck: venv
+	$(BIN)/mypy
+
+bench: venv system-deps
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks

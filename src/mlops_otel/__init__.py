@@ -1,0 +1,1 @@
+"""mlops-otel: OpenTelemetry-native model registry, A/B testing, drift detection and telemetry."""

@@ -1,0 +1,277 @@
+"""Every name mlops-otel exports: metrics, units, buckets, attributes and spans.
+
+This module is the single source of truth for the telemetry contract. The
+exporters, the Prometheus exposition, the Grafana dashboard and the alert rules
+are all derived from the :class:`MetricSpec` values defined here, so a name can
+only ever be changed in one place.
+
+Naming follows the OpenTelemetry conventions: an instrument has an OTel *name*
+and a UCUM *unit*; the Prometheus name is derived from them by the
+OpenTelemetry-to-Prometheus compatibility rules (unit suffix, ``_total`` for
+monotonic sums), see :func:`prometheus_name`.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+
+import attrs
+
+__all__ = [
+    "ALL_METRICS",
+    "ATTR_ERROR_TYPE",
+    "ATTR_GEN_AI_INPUT_TOKENS",
+    "ATTR_GEN_AI_OUTPUT_TOKENS",
+    "ATTR_GEN_AI_REQUEST_MODEL",
+    "ATTR_METRIC",
+    "ATTR_MODEL_TYPE",
+    "ATTR_MODEL_VERSION",
+    "ATTR_STAGE",
+    "ATTR_STATUS",
+    "OVERFLOW_LABEL_VALUE",
+    "SEED_METRICS",
+    "SPAN_DIAGNOSIS",
+    "SPAN_GNN_INFERENCE",
+    "SPAN_RAG_GENERATION",
+    "STAGE_GNN_INFERENCE",
+    "STAGE_RAG_GENERATION",
+    "STATUS_ERROR",
+    "STATUS_SUCCESS",
+    "MetricKind",
+    "MetricSpec",
+    "metric_by_name",
+    "prometheus_name",
+    "span_name_for_stage",
+]
+
+# ---------------------------------------------------------------- attributes
+ATTR_STATUS = "status"
+ATTR_MODEL_VERSION = "model_version"
+ATTR_MODEL_TYPE = "model_type"
+ATTR_STAGE = "stage"
+ATTR_ERROR_TYPE = "error_type"
+ATTR_METRIC = "metric"
+ATTR_TEST = "test"
+ATTR_VARIANT = "variant"
+ATTR_DECISION = "decision"
+ATTR_STORE = "store"
+ATTR_REASON = "reason"
+
+# Span attributes (dotted, OTel style).
+SPAN_ATTR_MODEL_TYPE = "mlops.model.type"
+SPAN_ATTR_MODEL_VERSION = "mlops.model.version"
+SPAN_ATTR_ANOMALY_SCORE = "mlops.gnn.anomaly_score"
+SPAN_ATTR_CONFIDENCE = "mlops.gnn.confidence"
+SPAN_ATTR_REQUEST_NAME = "mlops.request.name"
+SPAN_ATTR_STAGE = "mlops.stage"
+SPAN_ATTR_AB_TEST = "mlops.ab.test"
+SPAN_ATTR_AB_VARIANT = "mlops.ab.variant"
+# OTel GenAI semantic conventions for the RAG stage.
+ATTR_GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
+ATTR_GEN_AI_INPUT_TOKENS = "gen_ai.usage.input_tokens"
+ATTR_GEN_AI_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+ATTR_GEN_AI_OPERATION_NAME = "gen_ai.operation.name"
+
+STATUS_SUCCESS = "success"
+STATUS_ERROR = "error"
+UNKNOWN_LABEL_VALUE = "unknown"
+OVERFLOW_LABEL_VALUE = "other"
+
+# --------------------------------------------------------------- stages/spans
+STAGE_GNN_INFERENCE = "gnn_inference"
+STAGE_RAG_GENERATION = "rag_generation"
+SPAN_DIAGNOSIS = "diagnosis"
+SPAN_GNN_INFERENCE = "gnn.inference"
+SPAN_RAG_GENERATION = "rag.generation"
+
+_STAGE_SPANS = {
+    STAGE_GNN_INFERENCE: SPAN_GNN_INFERENCE,
+    STAGE_RAG_GENERATION: SPAN_RAG_GENERATION,
+}
+
+
+def span_name_for_stage(stage: str) -> str:
+    """Return the span name used for *stage* (``gnn_inference`` -> ``gnn.inference``)."""
+    return _STAGE_SPANS.get(stage, stage)
+
+
+# ------------------------------------------------------------------- metrics
+class MetricKind(enum.Enum):
+    """The OTel instrument kind of a metric family."""
+
+    COUNTER = "counter"
+    HISTOGRAM = "histogram"
+    GAUGE = "gauge"
+
+
+@attrs.frozen
+class MetricSpec:
+    """One metric family: OTel name, unit, kind, label keys and buckets."""
+
+    name: str
+    kind: MetricKind
+    unit: str
+    description: str
+    labels: tuple[str, ...]
+    buckets: tuple[float, ...] = ()
+
+    @property
+    def prometheus_name(self) -> str:
+        """The family name in the Prometheus exposition (without ``_bucket`` etc.)."""
+        return prometheus_name(self.name, self.unit, self.kind)
+
+
+_UNIT_SUFFIXES = {"s": "seconds", "ms": "milliseconds", "By": "bytes", "1": "", "%": "percent"}
+_ANNOTATION = re.compile(r"\{[^}]*\}")
+_INVALID = re.compile(r"[^a-zA-Z0-9_:]+")
+
+
+def prometheus_name(name: str, unit: str, kind: MetricKind) -> str:
+    """Translate an OTel metric to its Prometheus family name.
+
+    Implements the OpenTelemetry "Prometheus and OpenMetrics compatibility"
+    rules the Collector applies: invalid characters become ``_``, the unit
+    (minus ``{annotations}``) becomes a suffix unless already present, and a
+    monotonic counter gets ``_total``.
+    """
+    base = _INVALID.sub("_", name)
+    suffix = _UNIT_SUFFIXES.get(_ANNOTATION.sub("", unit), _ANNOTATION.sub("", unit))
+    suffix = _INVALID.sub("_", suffix).strip("_")
+    if suffix and not base.endswith("_" + suffix):
+        base = f"{base}_{suffix}"
+    if kind is MetricKind.COUNTER and not base.endswith("_total"):
+        base += "_total"
+    return base
+
+
+_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+_GNN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_RAG_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0)
+_UNIT_INTERVAL_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+_CONFIDENCE_BUCKETS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.99, 1.0)
+_TOKEN_BUCKETS = (50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0, 16000.0)
+
+DIAGNOSIS_REQUESTS = MetricSpec(
+    "diagnosis_requests", MetricKind.COUNTER, "{request}",
+    "Diagnosis requests by outcome and the model version that served them.",
+    (ATTR_STATUS, ATTR_MODEL_VERSION),
+)
+DIAGNOSIS_DURATION = MetricSpec(
+    "diagnosis_duration", MetricKind.HISTOGRAM, "s",
+    "Wall-clock duration of a diagnosis request or one of its stages.",
+    (ATTR_STAGE,), _DURATION_BUCKETS,
+)
+GNN_INFERENCE_DURATION = MetricSpec(
+    "gnn_inference_duration", MetricKind.HISTOGRAM, "s",
+    "GNN inference latency.", (ATTR_MODEL_VERSION,), _GNN_BUCKETS,
+)
+GNN_ANOMALY_SCORE = MetricSpec(
+    "gnn_anomaly_score", MetricKind.HISTOGRAM, "{score}",
+    "Anomaly score produced by the GNN, in [0, 1].", (ATTR_MODEL_VERSION,), _UNIT_INTERVAL_BUCKETS,
+)
+GNN_CONFIDENCE = MetricSpec(
+    "gnn_confidence", MetricKind.HISTOGRAM, "{score}",
+    "Confidence of the GNN prediction, in [0, 1].", (ATTR_MODEL_VERSION,), _CONFIDENCE_BUCKETS,
+)
+RAG_GENERATION_DURATION = MetricSpec(
+    "rag_generation_duration", MetricKind.HISTOGRAM, "s",
+    "RAG answer generation latency.", (ATTR_MODEL_VERSION,), _RAG_BUCKETS,
+)
+RAG_TOKENS_USED = MetricSpec(
+    "rag_tokens_used", MetricKind.HISTOGRAM, "{token}",
+    "Tokens used by one RAG generation (input plus output).", (ATTR_MODEL_VERSION,), _TOKEN_BUCKETS,
+)
+MODEL_DRIFT_SCORE = MetricSpec(
+    "model_drift_score", MetricKind.GAUGE, "{score}",
+    "Drift score of a model version: the largest KS distance over its monitored outputs (0..1).",
+    (ATTR_MODEL_TYPE, ATTR_MODEL_VERSION),
+)
+DIAGNOSIS_ERRORS = MetricSpec(
+    "diagnosis_errors", MetricKind.COUNTER, "{error}",
+    "Errors by exception type and the stage that raised them.", (ATTR_ERROR_TYPE, ATTR_STAGE),
+)
+
+SEED_METRICS: tuple[MetricSpec, ...] = (
+    DIAGNOSIS_REQUESTS,
+    DIAGNOSIS_DURATION,
+    GNN_INFERENCE_DURATION,
+    GNN_ANOMALY_SCORE,
+    GNN_CONFIDENCE,
+    RAG_GENERATION_DURATION,
+    RAG_TOKENS_USED,
+    MODEL_DRIFT_SCORE,
+    DIAGNOSIS_ERRORS,
+)
+
+# SDK self-observability and the experimentation/registry families.
+INVALID_MEASUREMENTS = MetricSpec(
+    "mlops_invalid_measurements", MetricKind.COUNTER, "{measurement}",
+    "Measurements rejected as invalid (NaN, infinite, negative or out of range).", (ATTR_METRIC,),
+)
+LABEL_OVERFLOW = MetricSpec(
+    "mlops_label_overflow", MetricKind.COUNTER, "{measurement}",
+    "Measurements whose label values were folded into 'other' by the cardinality limit.",
+    (ATTR_METRIC,),
+)
+MODEL_CHAMPION = MetricSpec(
+    "model_champion", MetricKind.GAUGE, "{model}",
+    "1 for the current champion version of each model type, 0 for versions that were champion.",
+    (ATTR_MODEL_TYPE, ATTR_MODEL_VERSION),
+)
+AB_ASSIGNMENTS = MetricSpec(
+    "ab_assignments", MetricKind.COUNTER, "{assignment}",
+    "A/B test variant assignments.", (ATTR_TEST, ATTR_VARIANT),
+)
+AB_RESULTS = MetricSpec(
+    "ab_results", MetricKind.COUNTER, "{result}",
+    "A/B test results recorded, by variant.", (ATTR_TEST, ATTR_VARIANT),
+)
+AB_DECISIONS = MetricSpec(
+    "ab_decisions", MetricKind.COUNTER, "{decision}",
+    "A/B test evaluations by decision (promote, rollback, continue, halt).", (ATTR_TEST, ATTR_DECISION),
+)
+DRIFT_ALERT = MetricSpec(
+    "model_drift_alert", MetricKind.GAUGE, "{alert}",
+    "1 while the drift alert of a model version is firing (with hysteresis), else 0.",
+    (ATTR_MODEL_TYPE, ATTR_MODEL_VERSION),
+)
+STORE_DROPPED = MetricSpec(
+    "mlops_store_dropped", MetricKind.COUNTER, "{write}",
+    "Write-behind operations dropped because the pending buffer was full.", (ATTR_STORE,),
+)
+STORE_FLUSH_ERRORS = MetricSpec(
+    "mlops_store_flush_errors", MetricKind.COUNTER, "{flush}",
+    "Failed write-behind flushes (retried with backoff).", (ATTR_STORE,),
+)
+STORE_PENDING = MetricSpec(
+    "mlops_store_pending", MetricKind.GAUGE, "{write}",
+    "Write-behind operations waiting to be flushed.", (ATTR_STORE,),
+)
+TELEMETRY_ERRORS = MetricSpec(
+    "mlops_telemetry_errors", MetricKind.COUNTER, "{error}",
+    "Internal telemetry faults that were swallowed to protect the request path.", (ATTR_REASON,),
+)
+
+SDK_METRICS: tuple[MetricSpec, ...] = (
+    INVALID_MEASUREMENTS,
+    LABEL_OVERFLOW,
+    MODEL_CHAMPION,
+    AB_ASSIGNMENTS,
+    AB_RESULTS,
+    AB_DECISIONS,
+    DRIFT_ALERT,
+    STORE_DROPPED,
+    STORE_FLUSH_ERRORS,
+    STORE_PENDING,
+    TELEMETRY_ERRORS,
+)
+
+ALL_METRICS: tuple[MetricSpec, ...] = SEED_METRICS + SDK_METRICS
+
+_BY_NAME = {m.name: m for m in ALL_METRICS}
+
+
+def metric_by_name(name: str) -> MetricSpec:
+    """Return the spec of the metric with OTel *name* (raises :class:`KeyError`)."""
+    return _BY_NAME[name]
