@@ -1,0 +1,17 @@
+"""Recording, spans and export: the layer every other part of mlops-otel records through."""
+
+from ._aggregate import FamilySnapshot, SeriesSnapshot
+from ._default import default_telemetry, set_default_telemetry
+from ._otlp import MetricsExporter
+from ._telemetry import Mode, StageTracker, Telemetry
+
+__all__ = [
+    "FamilySnapshot",
+    "MetricsExporter",
+    "Mode",
+    "SeriesSnapshot",
+    "StageTracker",
+    "Telemetry",
+    "default_telemetry",
+    "set_default_telemetry",
+]

@@ -1,0 +1,71 @@
+"""Prometheus exposition of aggregated snapshots (pull, ``/metrics``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ..semconv import MetricKind
+from ._aggregate import FamilySnapshot
+
+__all__ = ["SnapshotCollector", "make_registry", "render"]
+
+
+class SnapshotCollector(Collector):
+    """A prometheus_client collector that renders fresh snapshots on every scrape."""
+
+    def __init__(self, snapshot: Callable[[], list[FamilySnapshot]]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterable[Metric]:
+        for family in self._snapshot():
+            yield to_prometheus(family)
+
+
+def _le(bound: float) -> str:
+    """Format a bucket bound as Prometheus clients do (``0.5``, ``1.0``, ``+Inf``)."""
+    if bound == float("inf"):
+        return "+Inf"
+    return repr(float(bound))
+
+
+def to_prometheus(family: FamilySnapshot) -> Metric:
+    """Convert one family snapshot to a prometheus_client metric family."""
+    spec = family.spec
+    name = spec.prometheus_name
+    keys = list(spec.labels)
+    if spec.kind is MetricKind.COUNTER:
+        counter = CounterMetricFamily(name, spec.description, labels=keys)
+        for s in family.series:
+            counter.add_metric(list(s.labels), s.value)
+        return counter
+    if spec.kind is MetricKind.GAUGE:
+        gauge = GaugeMetricFamily(name, spec.description, labels=keys)
+        for s in family.series:
+            gauge.add_metric(list(s.labels), s.value)
+        return gauge
+    histogram = HistogramMetricFamily(name, spec.description, labels=keys)
+    bounds = [*spec.buckets, float("inf")]
+    for s in family.series:
+        cumulative = 0
+        buckets = []
+        for bound, count in zip(bounds, s.bucket_counts, strict=True):
+            cumulative += count
+            buckets.append((_le(bound), float(cumulative)))
+        histogram.add_metric(list(s.labels), buckets, s.sum)
+    return histogram
+
+
+def make_registry(snapshot: Callable[[], list[FamilySnapshot]]) -> CollectorRegistry:
+    """Return a private registry (never the global default) serving *snapshot*."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(snapshot))
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """Render *registry* in the Prometheus text exposition format."""
+    return generate_latest(registry)

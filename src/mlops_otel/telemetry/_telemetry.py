@@ -1,0 +1,456 @@
+"""The :class:`Telemetry` owner: recording, spans and export for one process."""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, Literal, TypeVar, cast
+
+import attrs
+from opentelemetry import metrics as otel_metrics
+from opentelemetry import trace
+from opentelemetry.sdk.metrics.export import MetricsData
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Span, Status, StatusCode
+from prometheus_client import CollectorRegistry
+
+from .. import semconv
+from .._forksafe import after_fork_in_child
+from ..semconv import MetricKind, MetricSpec
+from ._aggregate import Aggregator, FamilySnapshot
+from ._otlp import MetricsExporter, PeriodicPusher, to_metrics_data
+from ._prometheus import make_registry, render
+
+__all__ = ["Mode", "Telemetry"]
+
+Mode = Literal["aggregate", "passthrough"]
+F = TypeVar("F", bound=Callable[..., Any])
+
+SCOPE_NAME = "mlops_otel"
+_VERSION = "0.1.0"
+
+_MS = 0.001
+
+
+class _RequestState:
+    """Mutable per-request state carried in a context variable."""
+
+    __slots__ = ("model_version",)
+
+    def __init__(self) -> None:
+        self.model_version = semconv.UNKNOWN_LABEL_VALUE
+
+
+# The model version that served the current request, set by record_gnn_metrics inside
+# a @track_diagnosis_request call. A ContextVar is per task/thread, not shared state.
+_REQUEST: contextvars.ContextVar[_RequestState | None] = contextvars.ContextVar(
+    "mlops_otel_request", default=None
+)
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def _check_positive(name: str, value: object) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+
+
+@attrs.define(eq=False)
+class Telemetry:
+    """Records the mlops-otel metric families and spans for one process.
+
+    Measurements are aggregated in process (``mode="aggregate"``, the
+    default, about 10x cheaper than an OTel SDK instrument call) and exported
+    from one snapshot both as a Prometheus exposition (:meth:`metrics_app`)
+    and, when *exporter* is given, as OTLP pushed every *export_interval*
+    seconds. With ``mode="passthrough"`` every measurement is *also* sent to
+    instruments of *meter_provider* (the global one when ``None``), for users
+    who want their own Views, readers and exemplars.
+
+    Spans go through *tracer_provider* (the global one when ``None``).
+    Nothing here raises into the caller: invalid values and internal faults are
+    counted and logged once.
+    """
+
+    meter_provider: otel_metrics.MeterProvider | None = attrs.field(default=None, kw_only=True)
+    tracer_provider: trace.TracerProvider | None = attrs.field(default=None, kw_only=True)
+    mode: Mode = attrs.field(default="aggregate", kw_only=True)
+    max_label_values: int = attrs.field(default=100, kw_only=True)
+    resource: Resource | None = attrs.field(default=None, kw_only=True)
+    exporter: MetricsExporter | None = attrs.field(default=None, kw_only=True)
+    export_interval: float = attrs.field(default=60.0, kw_only=True)
+    export_timeout: float = attrs.field(default=10.0, kw_only=True)
+
+    _agg: Aggregator = attrs.field(init=False, repr=False)
+    _tracer: trace.Tracer = attrs.field(init=False, repr=False)
+    _registry: CollectorRegistry = attrs.field(init=False, repr=False)
+    _pusher: PeriodicPusher | None = attrs.field(init=False, repr=False, default=None)
+    _instruments: dict[str, Any] = attrs.field(init=False, repr=False, factory=dict)
+    _scope: InstrumentationScope = attrs.field(init=False, repr=False)
+    _closed: bool = attrs.field(init=False, repr=False, default=False)
+
+    def __attrs_post_init__(self) -> None:
+        _check_choice("mode", self.mode, ("aggregate", "passthrough"))
+        _check_positive("export_interval", self.export_interval)
+        _check_positive("export_timeout", self.export_timeout)
+        self._agg = Aggregator(max_label_values=self.max_label_values)
+        self._tracer = trace.get_tracer(SCOPE_NAME, _VERSION, tracer_provider=self.tracer_provider)
+        self._registry = make_registry(self.snapshot)
+        self._scope = InstrumentationScope(SCOPE_NAME, _VERSION)
+        if self.resource is None:
+            # Resource.create() reads OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES now, not at import.
+            self.resource = Resource.create()
+        if self.mode == "passthrough":
+            self._create_instruments()
+        if self.exporter is not None:
+            self._pusher = PeriodicPusher(
+                self.exporter, self.metrics_data, interval=self.export_interval,
+                timeout=self.export_timeout, on_error=self._agg.fault,
+            )
+            self._pusher.ensure_started()
+        after_fork_in_child(self, Telemetry._after_fork)
+
+    def _after_fork(self) -> None:
+        # The child starts from zero: the parent's counts are the parent's to export.
+        self._agg.reset()
+        if self._pusher is not None:
+            self._pusher.after_fork()
+            if not self._closed:
+                self._pusher.ensure_started()
+
+    def _create_instruments(self) -> None:
+        meter = otel_metrics.get_meter(SCOPE_NAME, _VERSION, meter_provider=self.meter_provider)
+        for spec in semconv.ALL_METRICS:
+            instrument: Any
+            if spec.kind is MetricKind.COUNTER:
+                instrument = meter.create_counter(spec.name, spec.unit, spec.description)
+            elif spec.kind is MetricKind.GAUGE:
+                instrument = meter.create_gauge(spec.name, spec.unit, spec.description)
+            else:
+                instrument = meter.create_histogram(
+                    spec.name, spec.unit, spec.description,
+                    explicit_bucket_boundaries_advisory=list(spec.buckets),
+                )
+            self._instruments[spec.name] = instrument
+
+    def _forward(self, spec: MetricSpec, labels: tuple[str, ...], value: float) -> None:
+        try:
+            instrument = self._instruments[spec.name]
+            attributes = dict(zip(spec.labels, labels, strict=True))
+            if spec.kind is MetricKind.COUNTER:
+                instrument.add(value, attributes)
+            elif spec.kind is MetricKind.GAUGE:
+                instrument.set(value, attributes)
+            else:
+                instrument.record(value, attributes)
+        except Exception as exc:
+            self._agg.fault("passthrough", exc)
+
+    # ------------------------------------------------------------ generic API
+    @property
+    def tracer(self) -> trace.Tracer:
+        """The tracer every mlops-otel span is started from."""
+        return self._tracer
+
+    def add(self, spec: MetricSpec, labels: tuple[str, ...], value: float = 1.0) -> None:
+        """Add *value* to the counter *spec* for *labels* (ordered as ``spec.labels``)."""
+        try:
+            self._agg.add(self._agg.families[spec.name], labels, value)
+        except Exception as exc:
+            self._agg.fault("add", exc)
+            return
+        if self._instruments:
+            self._forward(spec, labels, value)
+
+    def record(self, spec: MetricSpec, labels: tuple[str, ...], value: float) -> None:
+        """Record *value* in the histogram *spec* for *labels*."""
+        try:
+            self._agg.record(self._agg.families[spec.name], labels, value)
+        except Exception as exc:
+            self._agg.fault("record", exc)
+            return
+        if self._instruments:
+            self._forward(spec, labels, value)
+
+    def set(self, spec: MetricSpec, labels: tuple[str, ...], value: float) -> None:
+        """Set the gauge *spec* for *labels* to *value*."""
+        try:
+            self._agg.set(self._agg.families[spec.name], labels, value)
+        except Exception as exc:
+            self._agg.fault("set", exc)
+            return
+        if self._instruments:
+            self._forward(spec, labels, value)
+
+    def invalid(self, metric: str, value: object) -> None:
+        """Count (and log once) a rejected measurement of *metric* from a caller's hot path."""
+        self._agg.invalid(metric, value)
+
+    def fault(self, reason: str, exc: BaseException) -> None:
+        """Count (and log once) an internal fault that was swallowed."""
+        self._agg.fault(reason, exc)
+
+    # -------------------------------------------------------- seed recording API
+    def record_gnn_metrics(
+        self, model_version: str, inference_time_ms: float, anomaly_score: float, confidence: float
+    ) -> None:
+        """Record one GNN inference: latency, anomaly score and confidence."""
+        agg = self._agg
+        try:
+            fams = agg.families
+            labels = (model_version,)
+            seconds = inference_time_ms * _MS
+            agg.record(fams[semconv.GNN_INFERENCE_DURATION.name], labels, seconds)
+            agg.record(fams[semconv.GNN_ANOMALY_SCORE.name], labels, anomaly_score)
+            agg.record(fams[semconv.GNN_CONFIDENCE.name], labels, confidence)
+            state = _REQUEST.get()
+            if state is not None:
+                state.model_version = model_version
+            span = trace.get_current_span()
+            if span.is_recording():
+                span.set_attributes({
+                    semconv.SPAN_ATTR_MODEL_VERSION: model_version,
+                    semconv.SPAN_ATTR_ANOMALY_SCORE: anomaly_score,
+                    semconv.SPAN_ATTR_CONFIDENCE: confidence,
+                })
+        except Exception as exc:
+            agg.fault("record_gnn_metrics", exc)
+            return
+        if self._instruments:
+            self._forward(semconv.GNN_INFERENCE_DURATION, labels, seconds)
+            self._forward(semconv.GNN_ANOMALY_SCORE, labels, anomaly_score)
+            self._forward(semconv.GNN_CONFIDENCE, labels, confidence)
+
+    def record_rag_metrics(
+        self,
+        model_version: str,
+        generation_time_ms: float,
+        tokens_used: float,
+        *,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+    ) -> None:
+        """Record one RAG generation: latency and tokens used."""
+        agg = self._agg
+        try:
+            fams = agg.families
+            labels = (model_version,)
+            seconds = generation_time_ms * _MS
+            agg.record(fams[semconv.RAG_GENERATION_DURATION.name], labels, seconds)
+            agg.record(fams[semconv.RAG_TOKENS_USED.name], labels, tokens_used)
+            span = trace.get_current_span()
+            if span.is_recording():
+                attributes: dict[str, str | int] = {semconv.ATTR_GEN_AI_REQUEST_MODEL: model_version}
+                if input_tokens is not None:
+                    attributes[semconv.ATTR_GEN_AI_INPUT_TOKENS] = input_tokens
+                if output_tokens is not None:
+                    attributes[semconv.ATTR_GEN_AI_OUTPUT_TOKENS] = output_tokens
+                span.set_attributes(attributes)
+        except Exception as exc:
+            agg.fault("record_rag_metrics", exc)
+            return
+        if self._instruments:
+            self._forward(semconv.RAG_GENERATION_DURATION, labels, seconds)
+            self._forward(semconv.RAG_TOKENS_USED, labels, tokens_used)
+
+    def record_error(self, error_type: str, stage: str) -> None:
+        """Count one error of *error_type* raised in *stage*."""
+        self.add(semconv.DIAGNOSIS_ERRORS, (error_type, stage))
+
+    def set_drift_score(self, model_type: str, model_version: str, score: float) -> None:
+        """Set ``model_drift_score{model_type,model_version}`` (0..1)."""
+        self.set(semconv.MODEL_DRIFT_SCORE, (model_type, model_version), score)
+
+    def record_request(self, status: str, model_version: str, duration_s: float, stage: str) -> None:
+        """Count one request and record its duration under ``diagnosis_duration_seconds{stage}``."""
+        agg = self._agg
+        try:
+            fams = agg.families
+            agg.add(fams[semconv.DIAGNOSIS_REQUESTS.name], (status, model_version), 1.0)
+            agg.record(fams[semconv.DIAGNOSIS_DURATION.name], (stage,), duration_s)
+        except Exception as exc:
+            agg.fault("record_request", exc)
+            return
+        if self._instruments:
+            self._forward(semconv.DIAGNOSIS_REQUESTS, (status, model_version), 1.0)
+            self._forward(semconv.DIAGNOSIS_DURATION, (stage,), duration_s)
+
+    def track_stage(self, stage: str, model_version: str | None = None) -> StageTracker:
+        """Time a stage, open its span and count its errors (``with`` or ``async with``)."""
+        return StageTracker(self, stage, model_version)
+
+    def track_diagnosis_request(self, name: str) -> Callable[[F], F]:
+        """Decorate a (sync or async) request handler: count it, time it, trace it."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name must be a non-empty string, got {name!r}")
+
+        def decorator(func: F) -> F:
+            if inspect.iscoroutinefunction(func):
+                @functools.wraps(func)
+                async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                    with _RequestScope(self, name):
+                        return await func(*args, **kwargs)
+
+                return cast("F", async_wrapper)
+
+            @functools.wraps(func)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                with _RequestScope(self, name):
+                    return func(*args, **kwargs)
+
+            return cast("F", wrapper)
+
+        return decorator
+
+    # ------------------------------------------------------------------ export
+    def snapshot(self) -> list[FamilySnapshot]:
+        """Copy every recorded family (the one source of both exports)."""
+        return self._agg.snapshot()
+
+    def metrics_data(self) -> MetricsData:
+        """The current snapshot in the OTel SDK data model (what OTLP sends)."""
+        assert self.resource is not None  # set in __attrs_post_init__
+        return to_metrics_data(self.snapshot(), self.resource, self._scope)
+
+    @property
+    def prometheus_registry(self) -> CollectorRegistry:
+        """A private prometheus_client registry serving this instance's metrics."""
+        return self._registry
+
+    def render_prometheus(self) -> bytes:
+        """The current Prometheus text exposition."""
+        return render(self._registry)
+
+    def metrics_app(self) -> Callable[..., Awaitable[None]]:
+        """An ASGI app serving the Prometheus exposition; mount it at ``/metrics``."""
+        from prometheus_client import make_asgi_app
+
+        return cast("Callable[..., Awaitable[None]]", make_asgi_app(registry=self._registry))
+
+    def force_flush(self) -> bool:
+        """Push one OTLP export now (when an exporter is configured)."""
+        return True if self._pusher is None else self._pusher.push()
+
+    def close(self) -> None:
+        """Stop the export thread after a final push. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._pusher is not None:
+            self._pusher.shutdown()
+
+
+class StageTracker:
+    """Context manager returned by :meth:`Telemetry.track_stage` (sync and async)."""
+
+    __slots__ = ("_cm", "_span", "_start", "model_version", "stage", "telemetry")
+
+    def __init__(self, telemetry: Telemetry, stage: str, model_version: str | None) -> None:
+        self.telemetry = telemetry
+        self.stage = stage
+        self.model_version = model_version
+        self._cm: Any = None
+        self._span: Span | None = None
+        self._start = 0.0
+
+    def __enter__(self) -> Span:
+        try:
+            attributes = {semconv.SPAN_ATTR_STAGE: self.stage}
+            if self.model_version is not None:
+                attributes[semconv.SPAN_ATTR_MODEL_VERSION] = self.model_version
+            self._cm = self.telemetry.tracer.start_as_current_span(
+                semconv.span_name_for_stage(self.stage), attributes=attributes,
+                record_exception=False, set_status_on_exception=False,
+            )
+            self._span = self._cm.__enter__()
+        except Exception as exc:
+            self.telemetry.fault("track_stage", exc)
+            self._cm = None
+            self._span = trace.INVALID_SPAN
+        self._start = time.perf_counter()
+        return self._span
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        elapsed = time.perf_counter() - self._start
+        tel = self.telemetry
+        tel.record(semconv.DIAGNOSIS_DURATION, (self.stage,), elapsed)
+        if exc_type is not None:
+            tel.record_error(exc_type.__name__, self.stage)
+            if self._span is not None and exc is not None:
+                try:
+                    self._span.record_exception(exc)
+                    self._span.set_status(Status(StatusCode.ERROR, exc_type.__name__))
+                except Exception as fault:
+                    tel.fault("track_stage", fault)
+        if self._cm is not None:
+            try:
+                self._cm.__exit__(exc_type, exc, tb)
+            except Exception as fault:
+                tel.fault("track_stage", fault)
+
+    async def __aenter__(self) -> Span:
+        return self.__enter__()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+class _RequestScope:
+    """The body of :meth:`Telemetry.track_diagnosis_request` around one call."""
+
+    __slots__ = ("_cm", "_span", "_start", "_state", "_token", "name", "telemetry")
+
+    def __init__(self, telemetry: Telemetry, name: str) -> None:
+        self.telemetry = telemetry
+        self.name = name
+        self._cm: Any = None
+        self._span: Span | None = None
+
+    def __enter__(self) -> None:
+        self._state = _RequestState()
+        self._token = _REQUEST.set(self._state)
+        try:
+            self._cm = self.telemetry.tracer.start_as_current_span(
+                semconv.SPAN_DIAGNOSIS, attributes={semconv.SPAN_ATTR_REQUEST_NAME: self.name},
+                record_exception=False, set_status_on_exception=False,
+            )
+            self._span = self._cm.__enter__()
+        except Exception as exc:
+            self.telemetry.fault("track_diagnosis_request", exc)
+            self._cm = None
+            self._span = None
+        self._start = time.perf_counter()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        elapsed = time.perf_counter() - self._start
+        _REQUEST.reset(self._token)
+        tel = self.telemetry
+        status = semconv.STATUS_SUCCESS if exc_type is None else semconv.STATUS_ERROR
+        tel.record_request(status, self._state.model_version, elapsed, self.name)
+        if exc_type is not None:
+            tel.record_error(exc_type.__name__, self.name)
+        span = self._span
+        if span is not None and self._cm is not None:
+            try:
+                if span.is_recording():
+                    span.set_attribute(semconv.SPAN_ATTR_MODEL_VERSION, self._state.model_version)
+                    if exc is not None:
+                        span.record_exception(exc)
+                        span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                self._cm.__exit__(exc_type, exc, tb)
+            except Exception as fault:
+                tel.fault("track_diagnosis_request", fault)
