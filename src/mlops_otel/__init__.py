@@ -1,1 +1,100 @@
-"""mlops-otel: OpenTelemetry-native model registry, A/B testing, drift detection and telemetry."""
+"""mlops-otel: OpenTelemetry-native model registry, A/B testing, drift detection and telemetry.
+
+Explicit objects first::
+
+    runtime = mlops_otel.Runtime.create(store="redis://localhost:6379/0")
+    runtime.registry.register("gnn", "v2.1.0")
+
+and, for the seed's module-level style, lazily created defaults::
+
+    from mlops_otel import model_registry, ab_test_manager, get_drift_detector
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._runtime import Runtime, configure, default_runtime, install_default, open_store, reset_default
+from .metrics import (
+    metrics_app,
+    record_error,
+    record_gnn_metrics,
+    record_rag_metrics,
+    set_drift_score,
+    track_diagnosis_request,
+    track_stage,
+)
+from .stores import MemoryStore, StateStore
+from .telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from .ab import ABTestConfig, ABTestManager
+    from .drift import DriftDetector, DriftMonitor
+    from .registry import ModelRegistry
+
+__all__ = [
+    "ABTestConfig",
+    "ABTestManager",
+    "DriftDetector",
+    "DriftMonitor",
+    "MemoryStore",
+    "ModelRegistry",
+    "Runtime",
+    "StateStore",
+    "Telemetry",
+    "ab_test_manager",
+    "configure",
+    "default_runtime",
+    "drift_detectors",
+    "get_drift_detector",
+    "install_default",
+    "metrics_app",
+    "model_registry",
+    "open_store",
+    "record_error",
+    "record_gnn_metrics",
+    "record_rag_metrics",
+    "reset_default",
+    "set_drift_score",
+    "track_diagnosis_request",
+    "track_stage",
+]
+
+
+def get_drift_detector(model_type: str, version: str, *, window_size: int | None = None) -> DriftDetector:
+    """Return (creating on first use) the default monitor's detector for a model version."""
+    monitor = default_runtime().drift
+    if window_size is None:
+        return monitor.get_detector(model_type, version)
+    return monitor.get_detector(model_type, version, window_size=window_size)
+
+
+def drift_detectors() -> Mapping[str, DriftDetector]:
+    """Every detector of the default monitor, keyed ``"<model_type>:<version>"``."""
+    return default_runtime().drift.detectors()
+
+
+_LAZY_CLASSES = {
+    "ABTestConfig": ("ab", "ABTestConfig"),
+    "ABTestManager": ("ab", "ABTestManager"),
+    "DriftDetector": ("drift", "DriftDetector"),
+    "DriftMonitor": ("drift", "DriftMonitor"),
+    "ModelRegistry": ("registry", "ModelRegistry"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: the seed's module-level defaults are created on first access, on the
+    # default runtime (memory store unless configure() said otherwise).
+    if name == "model_registry":
+        return default_runtime().registry
+    if name == "ab_test_manager":
+        return default_runtime().ab
+    if name in _LAZY_CLASSES:
+        import importlib
+
+        module, attr = _LAZY_CLASSES[name]
+        return getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
