@@ -52,8 +52,10 @@ def test_decorator_sync_counts_success_with_served_version(tel: Telemetry, spans
     by_name = {s.name: s for s in spans.get_finished_spans()}
     assert set(by_name) == {semconv.SPAN_DIAGNOSIS, semconv.SPAN_GNN_INFERENCE}
     gnn, diag = by_name[semconv.SPAN_GNN_INFERENCE], by_name[semconv.SPAN_DIAGNOSIS]
-    assert gnn.parent is not None and gnn.parent.span_id == diag.context.span_id
-    assert gnn.attributes is not None and diag.attributes is not None
+    assert gnn.parent is not None
+    assert gnn.parent.span_id == diag.context.span_id
+    assert gnn.attributes is not None
+    assert diag.attributes is not None
     assert gnn.attributes[semconv.SPAN_ATTR_ANOMALY_SCORE] == 0.4
     assert gnn.attributes[semconv.SPAN_ATTR_CONFIDENCE] == 0.95
     assert diag.attributes[semconv.SPAN_ATTR_MODEL_VERSION] == "v2.2.0"

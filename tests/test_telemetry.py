@@ -106,7 +106,7 @@ def test_eight_threads_give_exact_totals() -> None:
 
     def work(k: int) -> None:
         barrier.wait()
-        for i in range(n):
+        for _ in range(n):
             tel.record_gnn_metrics(f"v{k % 2}", 5.0, 0.5, 0.9)
             tel.add(semconv.DIAGNOSIS_REQUESTS, ("success", f"v{k % 2}"))
 
