@@ -6,19 +6,25 @@ In CI (``CI=true``) a missing binary is a failure, never a skip.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 __all__ = [
+    "PrometheusServer",
     "free_port",
+    "prometheus_server",
     "redis_cluster",
     "redis_server",
     "require_binary",
@@ -143,3 +149,103 @@ def redis_cluster(nodes: int = 3) -> Iterator[list[RedisServer]]:
         finally:
             for server in servers:
                 server.stop()
+
+
+@contextlib.contextmanager
+def uvicorn_process(
+    target: str, *, env: dict[str, str] | None = None, prefix: tuple[str, ...] = (), workers: int = 1,
+    cwd: str | None = None,
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run ``uvicorn <target>`` (optionally under *prefix*, e.g. opentelemetry-instrument) on a free port.
+
+    Yields the base URL and the process; stdout/stderr are captured to a temporary file
+    readable via ``proc.output_path`` (attribute set on the Popen object).
+    """
+    import sys
+
+    port = free_port()
+    root = str(Path(__file__).resolve().parent.parent)
+    full_env = {**os.environ, "PYTHONPATH": root, **(env or {})}
+    bindir = str(Path(sys.executable).parent)
+    full_env["PATH"] = bindir + os.pathsep + full_env.get("PATH", "")
+    cmd = [*prefix, sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port),
+           "--workers", str(workers), "--log-level", "warning"]
+    with tempfile.NamedTemporaryFile(prefix="mlops-uvicorn-", suffix=".log", delete=False) as log:
+        output_path = log.name
+    with open(output_path, "wb") as out:
+        proc = subprocess.Popen(cmd, env=full_env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd or root)
+    proc.output_path = output_path  # type: ignore[attr-defined]  # tests read the log after stopping
+    try:
+        wait_for_port(port, timeout=60, proc=proc)
+        yield f"http://127.0.0.1:{port}", proc
+    finally:
+        _stop(proc)
+
+
+class PrometheusServer:
+    """A running ``prometheus`` on a loopback port, with a small HTTP API client."""
+
+    def __init__(self, port: int, workdir: Path, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+        self.port = port
+        self.workdir = workdir
+        self.proc = proc
+        self.log_path = log_path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def api(self, path: str, **params: str) -> Any:
+        """GET ``/api/v1/<path>`` and return its ``data`` (raises on an API error)."""
+        query = urllib.parse.urlencode(params)
+        with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{query}", timeout=10) as response:
+            body = json.load(response)
+        if body.get("status") != "success":
+            raise RuntimeError(f"prometheus /api/v1/{path} {params}: {body}")
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """Evaluate the instant PromQL *expr*; return its vector (``[{"metric": ..., "value": ...}]``)."""
+        data = self.api("query", query=expr)
+        result: list[dict[str, Any]] = data["result"]
+        return result
+
+    def log(self) -> str:
+        """The server's output so far (for failure messages)."""
+        return self.log_path.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def prometheus_server(config_text: str, *, files: Mapping[str, str] | None = None) -> Iterator[PrometheusServer]:
+    """A ``prometheus`` server with *config_text* as its ``prometheus.yml``, on a free loopback port.
+
+    *files* (name -> text) are written next to the config, e.g. the rule files it
+    names. Yields once the server reports ready; stops it afterwards.
+    """
+    binary = require_binary("prometheus")
+    with tempfile.TemporaryDirectory(prefix="mlops-prometheus-") as tmp:
+        workdir = Path(tmp)
+        for name, text in {**(files or {}), "prometheus.yml": config_text}.items():
+            (workdir / name).write_text(text, encoding="utf-8")
+        port = free_port()
+        log_path = workdir / "prometheus.log"
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                [binary, f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
+                 f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle", "--log.level=warn"],
+                stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
+            )
+        server = PrometheusServer(port, workdir, proc, log_path)
+        try:
+            wait_for_port(port, timeout=30, proc=proc)
+            deadline = time.monotonic() + 30
+            while True:
+                with contextlib.suppress(OSError), urllib.request.urlopen(f"{server.url}/-/ready", timeout=1) as r:
+                    if r.status == 200:
+                        break
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"prometheus did not become ready:\n{server.log()}")
+                time.sleep(0.1)
+            yield server
+        finally:
+            _stop(proc)

@@ -19,7 +19,15 @@ if TYPE_CHECKING:
     from .drift import DriftMonitor
     from .registry import ModelRegistry
 
-__all__ = ["Runtime", "configure", "default_runtime", "open_store", "reset_default"]
+__all__ = [
+    "Runtime",
+    "configure",
+    "default_runtime",
+    "install_default",
+    "open_store",
+    "release_default",
+    "reset_default",
+]
 
 #: Environment variables read by :meth:`Runtime.from_env` (never at import time).
 ENV_STORE_URL = "MLOPS_OTEL_STORE_URL"
@@ -100,14 +108,15 @@ class Runtime:
 
         ``MLOPS_OTEL_STORE_URL`` (default memory), ``MLOPS_OTEL_STORE_PREFIX``,
         ``MLOPS_OTEL_MODE`` (aggregate|passthrough), ``MLOPS_OTEL_MAX_LABEL_VALUES``,
-        ``MLOPS_OTEL_OTLP`` (1/true: push OTLP using the ``OTEL_EXPORTER_OTLP_*`` variables).
+        ``MLOPS_OTEL_OTLP`` (1/true: push OTLP using the ``OTEL_EXPORTER_OTLP_*`` variables;
+        when unset, OTLP is pushed if ``OTEL_METRICS_EXPORTER`` names ``otlp``).
         """
         env = os.environ if environ is None else environ
         options: dict[str, Any] = {
             "store": env.get(ENV_STORE_URL) or None,
             "store_prefix": env.get(ENV_STORE_PREFIX, "mlops"),
             "mode": env.get(ENV_MODE, "aggregate"),
-            "otlp": env.get(ENV_OTLP, "").lower() in ("1", "true", "yes", "on"),
+            "otlp": _otlp_wanted(env),
         }
         if env.get(ENV_MAX_LABEL_VALUES):
             raw = env[ENV_MAX_LABEL_VALUES]
@@ -162,6 +171,15 @@ class Runtime:
                 close()
         self.store.close()
         self.telemetry.close()
+
+
+def _otlp_wanted(env: Mapping[str, str]) -> bool:
+    """``MLOPS_OTEL_OTLP`` if set, else whether ``OTEL_METRICS_EXPORTER`` names ``otlp``."""
+    explicit = env.get(ENV_OTLP)
+    if explicit:
+        return explicit.strip().lower() in ("1", "true", "yes", "on")
+    exporters = env.get("OTEL_METRICS_EXPORTER", "")
+    return "otlp" in (e.strip().lower() for e in exporters.split(","))
 
 
 class _Slot:
@@ -222,6 +240,18 @@ def install_default(runtime: Runtime | None) -> Runtime | None:
     if previous is not None and previous is not runtime:
         previous.close()
     return previous
+
+
+def release_default(runtime: Runtime, *, close: bool) -> None:
+    """Stop using *runtime* as the default (if it is), closing it when *close*."""
+    with _SLOT.lock:
+        was_default = _SLOT.value is runtime
+        if was_default:
+            _SLOT.value = None
+    if was_default:
+        set_default_telemetry(None)
+    if close:
+        runtime.close()
 
 
 def reset_default() -> None:

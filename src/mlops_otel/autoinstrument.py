@@ -1,0 +1,76 @@
+"""Zero-code instrumentation: ``opentelemetry-instrument uvicorn app:app``.
+
+Registered as the ``mlops_otel`` entry point of the ``opentelemetry_instrumentor``
+group, so the OTel auto-instrumentation agent loads it. Every FastAPI app
+created afterwards is passed to :func:`mlops_otel.fastapi.instrument_app` with a
+runtime built by :meth:`mlops_otel.Runtime.from_env` when the app starts
+(``MLOPS_OTEL_*`` and ``OTEL_*`` variables, read then, not at import).
+
+``MLOPS_OTEL_METRICS_PATH`` (default ``/metrics``; empty disables the mount) and
+``MLOPS_OTEL_MANAGEMENT_TOKEN`` (enables the management API under ``/mlops``)
+are read when an app is created.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Collection
+from typing import Any
+
+# mypy cannot see BaseInstrumentor through the namespace package (ships no py.typed): it is Any.
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+
+__all__ = ["MlopsOtelInstrumentor"]
+
+_log = logging.getLogger("mlops_otel.autoinstrument")
+
+
+class MlopsOtelInstrumentor(BaseInstrumentor):  # type: ignore[misc]  # base is Any (see import)
+    """Instrument every FastAPI app created while this instrumentor is active."""
+
+    _original_init: Any = None
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return ("fastapi >= 0.110",)
+
+    def _instrument(self, **kwargs: Any) -> None:
+        from fastapi import FastAPI
+
+        if MlopsOtelInstrumentor._original_init is not None:
+            return
+        original = FastAPI.__init__
+        MlopsOtelInstrumentor._original_init = original
+
+        def __init__(app: FastAPI, *args: Any, **init_kwargs: Any) -> None:
+            original(app, *args, **init_kwargs)
+            _instrument_new_app(app)
+
+        FastAPI.__init__ = __init__  # type: ignore[method-assign,assignment]  # hooks app creation
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        from fastapi import FastAPI
+
+        if MlopsOtelInstrumentor._original_init is not None:
+            FastAPI.__init__ = MlopsOtelInstrumentor._original_init  # type: ignore[method-assign]  # restore
+            MlopsOtelInstrumentor._original_init = None
+
+
+def _instrument_new_app(app: Any) -> None:
+    from ._runtime import Runtime
+    from .fastapi import instrument_app
+
+    try:
+        path = os.environ.get("MLOPS_OTEL_METRICS_PATH", "/metrics")
+        token = os.environ.get("MLOPS_OTEL_MANAGEMENT_TOKEN") or None
+        instrument_app(
+            app,
+            runtime_factory=Runtime.from_env,
+            metrics_path=path or None,
+            # The OTel FastAPI instrumentor, when also active, instruments its own subclass.
+            instrument_http=type(app).__name__ != "_InstrumentedFastAPI",
+            management=token is not None,
+            management_token=token,
+        )
+    except Exception:  # zero-code must never stop the service from starting
+        _log.exception("mlops-otel: could not instrument %r", app)
