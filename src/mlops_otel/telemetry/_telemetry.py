@@ -7,12 +7,15 @@ import functools
 import inspect
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import Token
 from types import TracebackType
 from typing import Any, Literal, TypeVar, cast
 
 import attrs
+from opentelemetry import context as otel_context
 from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.metrics.export import MetricsData
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -348,17 +351,40 @@ class Telemetry:
             self._pusher.shutdown()
 
 
+def _open_span(tracer: trace.Tracer, name: str, attributes: dict[str, str]) -> tuple[Span, object | None]:
+    """Start *name* and make it current; return the span and the context token.
+
+    Cheaper than ``start_as_current_span`` (no generator-based context manager), and
+    a span with an invalid context (the API's no-op tracer) is not attached at all.
+    A valid but unsampled span *is* attached, so children inherit the decision.
+    """
+    span = tracer.start_span(name, attributes=attributes)
+    if not span.get_span_context().is_valid:
+        return span, None
+    return span, otel_context.attach(trace.set_span_in_context(span))
+
+
+def _close_span(span: Span, token: object | None, exc: BaseException | None) -> None:
+    """Record *exc* (if any) on *span*, end it and restore the previous context."""
+    if exc is not None and span.is_recording():
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+    if token is not None:
+        otel_context.detach(cast("Token[Context]", token))
+    span.end()
+
+
 class StageTracker:
     """Context manager returned by :meth:`Telemetry.track_stage` (sync and async)."""
 
-    __slots__ = ("_cm", "_span", "_start", "model_version", "stage", "telemetry")
+    __slots__ = ("_span", "_start", "_token", "model_version", "stage", "telemetry")
 
     def __init__(self, telemetry: Telemetry, stage: str, model_version: str | None) -> None:
         self.telemetry = telemetry
         self.stage = stage
         self.model_version = model_version
-        self._cm: Any = None
-        self._span: Span | None = None
+        self._span: Span = trace.INVALID_SPAN
+        self._token: object | None = None
         self._start = 0.0
 
     def __enter__(self) -> Span:
@@ -366,15 +392,12 @@ class StageTracker:
             attributes = {semconv.SPAN_ATTR_STAGE: self.stage}
             if self.model_version is not None:
                 attributes[semconv.SPAN_ATTR_MODEL_VERSION] = self.model_version
-            self._cm = self.telemetry.tracer.start_as_current_span(
-                semconv.span_name_for_stage(self.stage), attributes=attributes,
-                record_exception=False, set_status_on_exception=False,
+            self._span, self._token = _open_span(
+                self.telemetry.tracer, semconv.span_name_for_stage(self.stage), attributes
             )
-            self._span = self._cm.__enter__()
         except Exception as exc:
             self.telemetry.fault("track_stage", exc)
-            self._cm = None
-            self._span = trace.INVALID_SPAN
+            self._span, self._token = trace.INVALID_SPAN, None
         self._start = time.perf_counter()
         return self._span
 
@@ -386,17 +409,10 @@ class StageTracker:
         tel.record(semconv.DIAGNOSIS_DURATION, (self.stage,), elapsed)
         if exc_type is not None:
             tel.record_error(exc_type.__name__, self.stage)
-            if self._span is not None and exc is not None:
-                try:
-                    self._span.record_exception(exc)
-                    self._span.set_status(Status(StatusCode.ERROR, exc_type.__name__))
-                except Exception as fault:
-                    tel.fault("track_stage", fault)
-        if self._cm is not None:
-            try:
-                self._cm.__exit__(exc_type, exc, tb)
-            except Exception as fault:
-                tel.fault("track_stage", fault)
+        try:
+            _close_span(self._span, self._token, exc)
+        except Exception as fault:
+            tel.fault("track_stage", fault)
 
     async def __aenter__(self) -> Span:
         return self.__enter__()
@@ -410,27 +426,23 @@ class StageTracker:
 class _RequestScope:
     """The body of :meth:`Telemetry.track_diagnosis_request` around one call."""
 
-    __slots__ = ("_cm", "_span", "_start", "_state", "_token", "name", "telemetry")
+    __slots__ = ("_span", "_span_token", "_start", "_state", "_token", "name", "telemetry")
 
     def __init__(self, telemetry: Telemetry, name: str) -> None:
         self.telemetry = telemetry
         self.name = name
-        self._cm: Any = None
-        self._span: Span | None = None
+        self._span: Span = trace.INVALID_SPAN
+        self._span_token: object | None = None
 
     def __enter__(self) -> None:
         self._state = _RequestState()
         self._token = _REQUEST.set(self._state)
         try:
-            self._cm = self.telemetry.tracer.start_as_current_span(
-                semconv.SPAN_DIAGNOSIS, attributes={semconv.SPAN_ATTR_REQUEST_NAME: self.name},
-                record_exception=False, set_status_on_exception=False,
+            self._span, self._span_token = _open_span(
+                self.telemetry.tracer, semconv.SPAN_DIAGNOSIS, {semconv.SPAN_ATTR_REQUEST_NAME: self.name}
             )
-            self._span = self._cm.__enter__()
         except Exception as exc:
             self.telemetry.fault("track_diagnosis_request", exc)
-            self._cm = None
-            self._span = None
         self._start = time.perf_counter()
 
     def __exit__(
@@ -443,14 +455,9 @@ class _RequestScope:
         tel.record_request(status, self._state.model_version, elapsed, self.name)
         if exc_type is not None:
             tel.record_error(exc_type.__name__, self.name)
-        span = self._span
-        if span is not None and self._cm is not None:
-            try:
-                if span.is_recording():
-                    span.set_attribute(semconv.SPAN_ATTR_MODEL_VERSION, self._state.model_version)
-                    if exc is not None:
-                        span.record_exception(exc)
-                        span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-                self._cm.__exit__(exc_type, exc, tb)
-            except Exception as fault:
-                tel.fault("track_diagnosis_request", fault)
+        try:
+            if self._span.is_recording():
+                self._span.set_attribute(semconv.SPAN_ATTR_MODEL_VERSION, self._state.model_version)
+            _close_span(self._span, self._span_token, exc)
+        except Exception as fault:
+            tel.fault("track_diagnosis_request", fault)
