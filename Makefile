@@ -23,12 +23,12 @@ demo: venv
 	$(BIN)/python -m examples.demo
 
 test: venv system-deps
-	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=900
 
 lint: venv
-	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff check .
 
 typecheck: venv
 	$(BIN)/mypy
