@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._fleet import FleetMetrics
 from ._runtime import Runtime, configure, default_runtime, install_default, open_store, reset_default
 from .metrics import (
     metrics_app,
@@ -39,6 +40,7 @@ __all__ = [
     "ABTestManager",
     "DriftDetector",
     "DriftMonitor",
+    "FleetMetrics",
     "MemoryStore",
     "ModelRegistry",
     "Runtime",

@@ -11,6 +11,7 @@ import attrs
 from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
 
+from ._fleet import FleetMetrics
 from .stores import MemoryStore, StateStore
 from .telemetry import Mode, Telemetry, set_default_telemetry
 
@@ -35,6 +36,7 @@ ENV_STORE_PREFIX = "MLOPS_OTEL_STORE_PREFIX"
 ENV_MODE = "MLOPS_OTEL_MODE"
 ENV_MAX_LABEL_VALUES = "MLOPS_OTEL_MAX_LABEL_VALUES"
 ENV_OTLP = "MLOPS_OTEL_OTLP"
+ENV_FLEET_METRICS = "MLOPS_OTEL_FLEET_METRICS"
 
 
 def open_store(url: str | None, *, prefix: str = "mlops", telemetry: Telemetry | None = None) -> StateStore:
@@ -73,6 +75,7 @@ class Runtime:
 
     telemetry: Telemetry
     store: StateStore
+    fleet: FleetMetrics | None = attrs.field(default=None, kw_only=True)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
     _registry: ModelRegistry | None = attrs.field(default=None, init=False, repr=False)
     _ab: ABTestManager | None = attrs.field(default=None, init=False, repr=False)
@@ -91,8 +94,14 @@ class Runtime:
         max_label_values: int = 100,
         otlp: bool = False,
         export_interval: float = 60.0,
+        fleet_metrics: bool | None = None,
     ) -> Runtime:
-        """Build a runtime; *store* is a :class:`StateStore` or a URL (see :func:`open_store`)."""
+        """Build a runtime; *store* is a :class:`StateStore` or a URL (see :func:`open_store`).
+
+        *fleet_metrics* makes ``/metrics`` serve the totals of every worker sharing
+        the store (:class:`~mlops_otel.FleetMetrics`); by default it is on for
+        shared stores (anything but the in-memory one) and off otherwise.
+        """
         telemetry = Telemetry(
             meter_provider=meter_provider, tracer_provider=tracer_provider, mode=mode,
             max_label_values=max_label_values, exporter=_otlp_exporter() if otlp else None,
@@ -100,13 +109,18 @@ class Runtime:
         )
         if store is None or isinstance(store, str):
             store = open_store(store, prefix=store_prefix, telemetry=telemetry)
-        return cls(telemetry, store)
+        fleet = None
+        if store.kind != "memory" if fleet_metrics is None else fleet_metrics:
+            fleet = FleetMetrics(store, telemetry)
+            fleet.start()
+        return cls(telemetry, store, fleet=fleet)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Runtime:
         """Build a runtime from ``MLOPS_OTEL_*`` variables (read now, not at import).
 
         ``MLOPS_OTEL_STORE_URL`` (default memory), ``MLOPS_OTEL_STORE_PREFIX``,
+        ``MLOPS_OTEL_FLEET_METRICS`` (1/0; default: on for shared stores),
         ``MLOPS_OTEL_MODE`` (aggregate|passthrough), ``MLOPS_OTEL_MAX_LABEL_VALUES``,
         ``MLOPS_OTEL_OTLP`` (1/true: push OTLP using the ``OTEL_EXPORTER_OTLP_*`` variables;
         when unset, OTLP is pushed if ``OTEL_METRICS_EXPORTER`` names ``otlp``).
@@ -118,6 +132,8 @@ class Runtime:
             "mode": env.get(ENV_MODE, "aggregate"),
             "otlp": _otlp_wanted(env),
         }
+        if env.get(ENV_FLEET_METRICS):
+            options["fleet_metrics"] = env[ENV_FLEET_METRICS].strip().lower() in ("1", "true", "yes", "on")
         if env.get(ENV_MAX_LABEL_VALUES):
             raw = env[ENV_MAX_LABEL_VALUES]
             try:
@@ -169,6 +185,8 @@ class Runtime:
             close = getattr(part, "close", None)
             if callable(close):
                 close()
+        if self.fleet is not None:
+            self.fleet.close()
         self.store.close()
         self.telemetry.close()
 
@@ -216,6 +234,7 @@ def configure(
     max_label_values: int = 100,
     otlp: bool = False,
     export_interval: float = 60.0,
+    fleet_metrics: bool | None = None,
 ) -> Runtime:
     """Create a :class:`Runtime` and install it as the process default.
 
@@ -226,7 +245,7 @@ def configure(
     runtime = Runtime.create(
         store=store, store_prefix=store_prefix, meter_provider=meter_provider,
         tracer_provider=tracer_provider, mode=mode, max_label_values=max_label_values, otlp=otlp,
-        export_interval=export_interval,
+        export_interval=export_interval, fleet_metrics=fleet_metrics,
     )
     install_default(runtime)
     return runtime

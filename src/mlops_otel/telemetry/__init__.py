@@ -2,6 +2,7 @@
 
 from ._aggregate import FamilySnapshot, SeriesSnapshot
 from ._default import default_telemetry, set_default_telemetry
+from ._merge import merge_snapshots, snapshot_from_json, snapshot_to_json
 from ._otlp import MetricsExporter
 from ._telemetry import Mode, StageTracker, Telemetry
 
@@ -13,5 +14,8 @@ __all__ = [
     "StageTracker",
     "Telemetry",
     "default_telemetry",
+    "merge_snapshots",
     "set_default_telemetry",
+    "snapshot_from_json",
+    "snapshot_to_json",
 ]

@@ -6,6 +6,7 @@ import contextvars
 import functools
 import inspect
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import Token
 from types import TracebackType
@@ -38,6 +39,14 @@ SCOPE_NAME = "mlops_otel"
 _VERSION = "0.1.0"
 
 _MS = 0.001
+
+
+_INSTANCE_ID = "service.instance.id"
+
+
+def _with_instance_id(resource: Resource) -> Resource:
+    """*resource* with a fresh random ``service.instance.id``."""
+    return resource.merge(Resource({_INSTANCE_ID: uuid.uuid4().hex}))
 
 
 class _RequestState:
@@ -99,6 +108,8 @@ class Telemetry:
     _instruments: dict[str, Any] = attrs.field(init=False, repr=False, factory=dict)
     _scope: InstrumentationScope = attrs.field(init=False, repr=False)
     _closed: bool = attrs.field(init=False, repr=False, default=False)
+    _exposition: Callable[[], list[FamilySnapshot]] | None = attrs.field(init=False, repr=False, default=None)
+    _auto_instance_id: bool = attrs.field(init=False, repr=False, default=False)
 
     def __attrs_post_init__(self) -> None:
         _check_choice("mode", self.mode, ("aggregate", "passthrough"))
@@ -106,11 +117,15 @@ class Telemetry:
         _check_positive("export_timeout", self.export_timeout)
         self._agg = Aggregator(max_label_values=self.max_label_values)
         self._tracer = trace.get_tracer(SCOPE_NAME, _VERSION, tracer_provider=self.tracer_provider)
-        self._registry = make_registry(self.snapshot)
+        self._registry = make_registry(self._exposition_snapshot)
         self._scope = InstrumentationScope(SCOPE_NAME, _VERSION)
         if self.resource is None:
             # Resource.create() reads OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES now, not at import.
             self.resource = Resource.create()
+            if _INSTANCE_ID not in self.resource.attributes:
+                # Each worker is its own instance, so pushed cumulative series never collide.
+                self.resource = _with_instance_id(self.resource)
+                self._auto_instance_id = True
         if self.mode == "passthrough":
             self._create_instruments()
         if self.exporter is not None:
@@ -122,8 +137,11 @@ class Telemetry:
         after_fork_in_child(self, Telemetry._after_fork)
 
     def _after_fork(self) -> None:
-        # The child starts from zero: the parent's counts are the parent's to export.
+        # The child starts from zero: the parent's counts are the parent's to export,
+        # and it is a new instance of the service.
         self._agg.reset()
+        if self._auto_instance_id and self.resource is not None:
+            self.resource = _with_instance_id(self.resource)
         if self._pusher is not None:
             self._pusher.after_fork()
             if not self._closed:
@@ -317,6 +335,25 @@ class Telemetry:
     def snapshot(self) -> list[FamilySnapshot]:
         """Copy every recorded family (the one source of both exports)."""
         return self._agg.snapshot()
+
+    def use_exposition_source(self, source: Callable[[], list[FamilySnapshot]] | None) -> None:
+        """Serve *source*'s families on ``/metrics`` instead of this process's own.
+
+        Used to expose the merged view of every worker (see
+        :class:`mlops_otel.FleetMetrics`); ``None`` restores the local snapshot.
+        OTLP always pushes this process's own data, tagged with its instance id.
+        """
+        self._exposition = source
+
+    def _exposition_snapshot(self) -> list[FamilySnapshot]:
+        source = self._exposition
+        if source is None:
+            return self.snapshot()
+        try:
+            return source()
+        except Exception as exc:  # a scrape must still answer with this worker's data
+            self.fault("exposition_source", exc)
+            return self.snapshot()
 
     def metrics_data(self) -> MetricsData:
         """The current snapshot in the OTel SDK data model (what OTLP sends)."""

@@ -1,0 +1,110 @@
+"""One Prometheus view of every worker: snapshots shared through the state store."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from typing import Any
+
+import attrs
+
+from ._forksafe import after_fork_in_child
+from .stores import StateStore, make_key
+from .telemetry import FamilySnapshot, Telemetry, merge_snapshots, snapshot_from_json, snapshot_to_json
+
+__all__ = ["FleetMetrics"]
+
+_log = logging.getLogger("mlops_otel.fleet")
+_NAMESPACE = "telemetry"
+_GROUP = "fleet"
+
+
+@attrs.define(eq=False)
+class FleetMetrics:
+    """Publish this worker's snapshot to the store; serve the sum of all workers on ``/metrics``.
+
+    With several uvicorn/gunicorn workers behind one port, a scrape reaches
+    one worker at random; with this enabled every worker answers with the
+    fleet's totals (counters and histograms summed over workers, gauges from
+    the most recent report). Each worker publishes every *interval* seconds
+    and on every scrape, so a scrape sees its own worker's latest counts and
+    the others' as of their last publication. Workers that stopped keep their
+    final counts, so totals never go down; use a store prefix per deployment.
+    """
+
+    store: StateStore
+    telemetry: Telemetry
+    interval: float = attrs.field(default=5.0, kw_only=True)
+    _worker: str = attrs.field(factory=lambda: uuid.uuid4().hex, init=False)
+    _stop: threading.Event = attrs.field(factory=threading.Event, init=False, repr=False)
+    _thread: threading.Thread | None = attrs.field(default=None, init=False, repr=False)
+    _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if not 0 < self.interval < float("inf"):
+            raise ValueError(f"interval must be a positive number of seconds, got {self.interval!r}")
+        after_fork_in_child(self, FleetMetrics._after_fork)
+
+    def _after_fork(self) -> None:
+        self._worker = uuid.uuid4().hex
+        self._lock = threading.Lock()
+        self._thread = None
+        if not self._stop.is_set():
+            self.start()
+
+    @property
+    def worker_id(self) -> str:
+        """This process's id among the fleet's published snapshots."""
+        return self._worker
+
+    def start(self) -> None:
+        """Serve the fleet view on ``/metrics`` and publish in the background."""
+        self.telemetry.use_exposition_source(self.fleet_snapshot)
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._stop = threading.Event()
+                self._thread = threading.Thread(target=self._run, name="mlops-otel-fleet", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.publish()
+
+    def publish(self) -> bool:
+        """Write this worker's snapshot to the store now; return whether it was stored."""
+        key = make_key(_NAMESPACE, _GROUP, self._worker)
+        doc: dict[str, Any] = {"worker": self._worker, "families": snapshot_to_json(self.telemetry.snapshot())}
+        try:
+            for _ in range(3):
+                current = self.store.get_document(key)
+                if self.store.compare_and_set(key, doc, expected_version=0 if current is None else current.version):
+                    return True
+        except Exception as exc:  # the store being down must not break scrapes or the service
+            self.telemetry.fault("fleet_publish", exc)
+        return False
+
+    def fleet_snapshot(self) -> list[FamilySnapshot]:
+        """This worker's fresh snapshot merged with every other worker's last published one."""
+        own = self.telemetry.snapshot()
+        self.publish()
+        prefix = make_key(_NAMESPACE, _GROUP, "")
+        others = []
+        for key in self.store.list_keys(prefix):
+            if key == make_key(_NAMESPACE, _GROUP, self._worker):
+                continue
+            found = self.store.get_document(key)
+            if found is not None and isinstance(found.value, dict):
+                families = found.value.get("families")
+                if isinstance(families, dict):
+                    others.append(snapshot_from_json(families))
+        return merge_snapshots([own, *others])
+
+    def close(self) -> None:
+        """Publish once more and stop; ``/metrics`` serves the local snapshot again."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            thread.join(timeout=self.interval + 5)
+        self.publish()
+        self.telemetry.use_exposition_source(None)

@@ -1,0 +1,92 @@
+"""Serialise snapshots to JSON and merge the snapshots of many workers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from .. import semconv
+from ..semconv import MetricKind
+from ._aggregate import FamilySnapshot, SeriesSnapshot
+
+__all__ = ["merge_snapshots", "snapshot_from_json", "snapshot_to_json"]
+
+
+def snapshot_to_json(families: Sequence[FamilySnapshot]) -> dict[str, Any]:
+    """A JSON-safe document of *families* (numbers and strings only)."""
+    out: dict[str, Any] = {}
+    for f in families:
+        rows: list[list[Any]] = []
+        for s in f.series:
+            if f.spec.kind is MetricKind.HISTOGRAM:
+                rows.append([list(s.labels), s.sum, _finite(s.min), _finite(s.max), list(s.bucket_counts)])
+            else:
+                rows.append([list(s.labels), s.value])
+        out[f.spec.name] = {"start": f.start_time_ns, "time": f.time_ns, "series": rows}
+    return out
+
+
+def _finite(x: float) -> float | None:
+    return x if x not in (float("inf"), float("-inf")) else None
+
+
+def snapshot_from_json(doc: Mapping[str, Any]) -> list[FamilySnapshot]:
+    """Inverse of :func:`snapshot_to_json`; unknown metric names are skipped."""
+    families = []
+    for name, body in doc.items():
+        try:
+            spec = semconv.metric_by_name(name)
+        except KeyError:
+            continue
+        series = []
+        for row in body["series"]:
+            labels = tuple(str(v) for v in row[0])
+            if spec.kind is MetricKind.HISTOGRAM:
+                lo = float("inf") if row[2] is None else float(row[2])
+                hi = float("-inf") if row[3] is None else float(row[3])
+                series.append(SeriesSnapshot(labels, bucket_counts=tuple(int(c) for c in row[4]),
+                                             sum=float(row[1]), min=lo, max=hi))
+            else:
+                series.append(SeriesSnapshot(labels, value=float(row[1])))
+        families.append(FamilySnapshot(spec, tuple(series), int(body["start"]), int(body["time"])))
+    return families
+
+
+def merge_snapshots(workers: Iterable[Sequence[FamilySnapshot]]) -> list[FamilySnapshot]:
+    """Merge the snapshots of several workers into one view of the fleet.
+
+    Counters and histograms add up; a gauge takes the value of the worker
+    that reported it most recently.
+    """
+    merged: dict[str, dict[tuple[str, ...], tuple[int, SeriesSnapshot]]] = {}
+    specs: dict[str, semconv.MetricSpec] = {}
+    times: dict[str, tuple[int, int]] = {}
+    for families in workers:
+        for f in families:
+            specs[f.spec.name] = f.spec
+            start, now = times.get(f.spec.name, (f.start_time_ns, f.time_ns))
+            times[f.spec.name] = (min(start, f.start_time_ns), max(now, f.time_ns))
+            table = merged.setdefault(f.spec.name, {})
+            for s in f.series:
+                previous = table.get(s.labels)
+                if previous is None:
+                    table[s.labels] = (f.time_ns, s)
+                elif f.spec.kind is MetricKind.GAUGE:
+                    if f.time_ns >= previous[0]:
+                        table[s.labels] = (f.time_ns, s)
+                else:
+                    table[s.labels] = (max(previous[0], f.time_ns), _add(previous[1], s))
+    return [
+        FamilySnapshot(specs[name], tuple(s for _, s in table.values()), *times[name])
+        for name, table in merged.items()
+    ]
+
+
+def _add(a: SeriesSnapshot, b: SeriesSnapshot) -> SeriesSnapshot:
+    if a.bucket_counts:
+        return SeriesSnapshot(
+            a.labels,
+            bucket_counts=tuple(x + y for x, y in zip(a.bucket_counts, b.bucket_counts, strict=True)),
+            sum=a.sum + b.sum, min=min(a.min, b.min), max=max(a.max, b.max),
+        )
+    return SeriesSnapshot(a.labels, value=a.value + b.value)
