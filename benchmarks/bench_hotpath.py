@@ -18,6 +18,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 from opentelemetry.sdk.metrics import MeterProvider
@@ -195,6 +196,19 @@ def ratios(rows: list[Row]) -> dict[str, float]:
         "prometheus_client pre-bound / mlops-otel": net["prometheus_client pre-bound"] / ours,
         "OTel SDK / mlops-otel": net["OTel SDK instruments"] / ours,
     }
+
+
+def summary(rows: list[dict[str, Any]]) -> list[str]:
+    """The issue-2 goals as ratios of net per-request cost, measured in this run."""
+    net = {str(r["case"]): float(r["net_us"]) for r in rows}
+    ours = net["mlops-otel (aggregate)"]
+    prom, otel = net["prometheus_client pre-bound"] / ours, net["OTel SDK instruments"] / ours
+    return [
+        f"- prometheus_client pre-bound costs **{prom:.2f}x** mlops-otel's hot path "
+        f"(goal: >= 1.0x, i.e. mlops-otel no slower): {'met' if prom >= 1.0 else 'MISSED'}.",
+        f"- OTel SDK instruments cost **{otel:.2f}x** mlops-otel's hot path (goal: >= 5x): "
+        f"{'met' if otel >= 5.0 else 'MISSED'}.",
+    ]
 
 
 def main(argv: list[str]) -> None:
