@@ -1,0 +1,230 @@
+"""The Grafana dashboard: one or more panels for every metric family of :mod:`mlops_otel.semconv`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from .. import semconv
+from ..semconv import MetricSpec
+from ._prometheus import DRIFT_THRESHOLD
+
+__all__ = ["DASHBOARD_UID", "Panel", "dashboard_panels", "grafana_dashboard"]
+
+DASHBOARD_UID = "mlops-otel-diagnosis"
+
+# Grafana replaces these when it runs a query; tests substitute concrete values to parse the PromQL.
+RATE = "$__rate_interval"
+JOB = 'job=~"$job"'
+_DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+
+
+@attrs.frozen
+class Panel:
+    """One dashboard panel: its queries (PromQL, legend) and the families they read."""
+
+    title: str
+    metrics: tuple[MetricSpec, ...]
+    targets: tuple[tuple[str, str], ...]
+    unit: str = "short"
+    kind: str = "timeseries"
+    thresholds: tuple[float, ...] = ()
+    max: float | None = None
+
+    @property
+    def description(self) -> str:
+        """The families' semconv descriptions (shown as the panel's tooltip)."""
+        return " ".join(f"{m.prometheus_name}: {m.description}" for m in self.metrics)
+
+
+def _sel(spec: MetricSpec, suffix: str = "", matchers: str = "") -> str:
+    extra = f",{matchers}" if matchers else ""
+    return f"{spec.prometheus_name}{suffix}{{{JOB}{extra}}}"
+
+
+def _rate(spec: MetricSpec, by: Sequence[str], suffix: str = "") -> str:
+    return f"sum by ({', '.join(by)}) (rate({_sel(spec, suffix)}[{RATE}]))"
+
+
+def _quantile(spec: MetricSpec, q: float, by: Sequence[str]) -> str:
+    return f"histogram_quantile({q!r}, {_rate(spec, ('le', *by), '_bucket')})"
+
+
+def _mean(spec: MetricSpec, by: Sequence[str]) -> str:
+    return f"{_rate(spec, by, '_sum')}\n/\n{_rate(spec, by, '_count')}"
+
+
+def _legend(by: Sequence[str], prefix: str = "") -> str:
+    return " ".join([*([prefix] if prefix else []), *(f"{{{{{label}}}}}" for label in by)])
+
+
+def _latency(title: str, spec: MetricSpec) -> Panel:
+    by = spec.labels
+    return Panel(
+        title, (spec,),
+        tuple((_quantile(spec, q, by), _legend(by, f"p{round(q * 100)}")) for q in (0.5, 0.95, 0.99)),
+        unit="s",
+    )
+
+
+def _score(title: str, spec: MetricSpec, q: float) -> Panel:
+    by = spec.labels
+    return Panel(
+        title, (spec,),
+        ((_mean(spec, by), _legend(by, "mean")), (_quantile(spec, q, by), _legend(by, f"p{round(q * 100)}"))),
+        unit="percentunit", max=1.0,
+    )
+
+
+def _per_second(title: str, *specs: MetricSpec, unit: str = "ops") -> Panel:
+    return Panel(title, specs, tuple((_rate(s, s.labels), _legend(s.labels)) for s in specs), unit=unit)
+
+
+def _by_labels(spec: MetricSpec) -> str:
+    return f"max by ({', '.join(spec.labels)}) ({_sel(spec)})"
+
+
+def dashboard_panels(
+    *, drift_threshold: float = DRIFT_THRESHOLD, error_ratio_threshold: float = 0.05
+) -> tuple[tuple[str, tuple[Panel, ...]], ...]:
+    """The dashboard's rows: (row title, panels)."""
+    s = semconv
+    requests, errors = s.DIAGNOSIS_REQUESTS, s.DIAGNOSIS_ERRORS
+    error_ratio = f"sum by (job) (rate({_sel(errors)}[{RATE}]))\n/\nsum by (job) (rate({_sel(requests)}[{RATE}]))"
+    tokens = s.RAG_TOKENS_USED
+    return (
+        ("Diagnosis requests", (
+            _per_second("Requests per second by status and model version", requests, unit="reqps"),
+            _per_second("Errors per second by type and stage", errors),
+            Panel("Errors per request", (errors, requests), ((error_ratio, "{{job}}"),),
+                  unit="percentunit", thresholds=(error_ratio_threshold,)),
+            _latency("Request and stage duration (p50/p95/p99)", s.DIAGNOSIS_DURATION),
+        )),
+        ("GNN", (
+            _latency("GNN inference latency (p50/p95/p99)", s.GNN_INFERENCE_DURATION),
+            _score("GNN anomaly score (mean, p95)", s.GNN_ANOMALY_SCORE, 0.95),
+            _score("GNN confidence (mean, p10)", s.GNN_CONFIDENCE, 0.1),
+        )),
+        ("RAG", (
+            _latency("RAG generation latency (p50/p95/p99)", s.RAG_GENERATION_DURATION),
+            Panel("RAG tokens per generation (mean, p95) and per second", (tokens,), (
+                (_mean(tokens, tokens.labels), _legend(tokens.labels, "mean")),
+                (_quantile(tokens, 0.95, tokens.labels), _legend(tokens.labels, "p95")),
+                (_rate(tokens, tokens.labels, "_sum"), _legend(tokens.labels, "tokens/s")),
+            )),
+        )),
+        ("Drift", (
+            Panel("Model drift score", (s.MODEL_DRIFT_SCORE,),
+                  ((_by_labels(s.MODEL_DRIFT_SCORE), _legend(s.MODEL_DRIFT_SCORE.labels)),),
+                  unit="none", thresholds=(drift_threshold,), max=1.0),
+            Panel("Drift alert (1 = firing)", (s.DRIFT_ALERT,),
+                  ((_by_labels(s.DRIFT_ALERT), _legend(s.DRIFT_ALERT.labels)),),
+                  unit="none", thresholds=(1.0,), max=1.0),
+        )),
+        ("A/B tests and model registry", (
+            _per_second("A/B assignments per second by variant", s.AB_ASSIGNMENTS),
+            _per_second("A/B results per second by variant", s.AB_RESULTS),
+            Panel("A/B decisions", (s.AB_DECISIONS,), (
+                (f"sum by ({', '.join(s.AB_DECISIONS.labels)}) "
+                 f"(increase({_sel(s.AB_DECISIONS)}[{RATE}]))", _legend(s.AB_DECISIONS.labels)),
+            )),
+            Panel("Champion model versions", (s.MODEL_CHAMPION,),
+                  ((f"{_by_labels(s.MODEL_CHAMPION)} == 1", _legend(s.MODEL_CHAMPION.labels)),),
+                  unit="none", kind="stat"),
+        )),
+        ("SDK health", (
+            _per_second("Invalid measurements dropped per second", s.INVALID_MEASUREMENTS),
+            _per_second("Label values folded into 'other' per second", s.LABEL_OVERFLOW),
+            _per_second("Telemetry faults swallowed per second", s.TELEMETRY_ERRORS),
+            Panel("Store write-behind backlog", (s.STORE_PENDING,),
+                  ((_by_labels(s.STORE_PENDING), _legend(s.STORE_PENDING.labels)),)),
+            _per_second("Store writes dropped and failed flushes per second",
+                        s.STORE_DROPPED, s.STORE_FLUSH_ERRORS),
+        )),
+    )
+
+
+def _thresholds(values: tuple[float, ...]) -> dict[str, Any]:
+    steps: list[dict[str, Any]] = [{"color": "green", "value": None}]
+    steps += [{"color": "red", "value": v} for v in values]
+    return {"mode": "absolute", "steps": steps}
+
+
+def _panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
+    defaults: dict[str, Any] = {"unit": panel.unit, "thresholds": _thresholds(panel.thresholds)}
+    if panel.kind == "timeseries":
+        defaults["min"] = 0
+        defaults["custom"] = {"thresholdsStyle": {"mode": "line" if panel.thresholds else "off"}}
+    if panel.max is not None:
+        defaults["max"] = panel.max
+    options: dict[str, Any]
+    if panel.kind == "stat":
+        options = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                   "textMode": "name", "colorMode": "value"}
+    else:
+        options = {"legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
+                   "tooltip": {"mode": "multi", "sort": "desc"}}
+    return {
+        "id": panel_id,
+        "type": panel.kind,
+        "title": panel.title,
+        "description": panel.description,
+        "datasource": dict(_DATASOURCE),
+        "gridPos": {"h": 8, "w": 12, "x": x, "y": y},
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "options": options,
+        "targets": [
+            {"refId": chr(ord("A") + i), "datasource": dict(_DATASOURCE), "expr": expr, "legendFormat": legend}
+            for i, (expr, legend) in enumerate(panel.targets)
+        ],
+    }
+
+
+def grafana_dashboard(
+    *,
+    title: str = "mlops-otel: diagnosis service",
+    uid: str = DASHBOARD_UID,
+    drift_threshold: float = DRIFT_THRESHOLD,
+    error_ratio_threshold: float = 0.05,
+    refresh: str = "30s",
+) -> dict[str, Any]:
+    """The dashboard JSON (import it, or provision it with a Prometheus data source)."""
+    panels: list[dict[str, Any]] = []
+    y = 0
+    next_id = 1
+    for row_title, row_panels in dashboard_panels(
+        drift_threshold=drift_threshold, error_ratio_threshold=error_ratio_threshold
+    ):
+        panels.append({"id": next_id, "type": "row", "title": row_title, "collapsed": False,
+                       "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []})
+        next_id += 1
+        y += 1
+        for i, panel in enumerate(row_panels):
+            panels.append(_panel_json(panel, next_id, 12 * (i % 2), y + 8 * (i // 2)))
+            next_id += 1
+        y += 8 * ((len(row_panels) + 1) // 2)
+    job_query = f"label_values({semconv.DIAGNOSIS_REQUESTS.prometheus_name}, job)"
+    return {
+        "title": title,
+        "uid": uid,
+        "tags": ["mlops-otel", "opentelemetry"],
+        "timezone": "browser",
+        "editable": True,
+        "graphTooltip": 1,
+        "refresh": refresh,
+        "schemaVersion": 39,
+        "version": 1,
+        "time": {"from": "now-1h", "to": "now"},
+        "annotations": {"list": []},
+        "templating": {"list": [
+            {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
+             "current": {}, "hide": 0},
+            {"name": "job", "label": "Job", "type": "query", "datasource": dict(_DATASOURCE),
+             "query": {"query": job_query, "refId": "job"}, "definition": job_query,
+             "refresh": 2, "includeAll": True, "multi": True, "allValue": ".+",
+             "current": {}, "hide": 0, "sort": 1},
+        ]},
+        "panels": panels,
+    }

@@ -1,0 +1,180 @@
+"""Prometheus scrape configuration and alerting rules, derived from :mod:`mlops_otel.semconv`."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from .. import semconv
+
+__all__ = [
+    "ALERT_AB_GUARDRAIL",
+    "ALERT_DRIFT",
+    "ALERT_ERROR_RATE",
+    "DRIFT_THRESHOLD",
+    "alert_rules",
+    "prometheus_config",
+]
+
+ALERT_DRIFT = "MLOpsModelDriftHigh"
+ALERT_ERROR_RATE = "MLOpsDiagnosisErrorRateHigh"
+ALERT_AB_GUARDRAIL = "MLOpsABGuardrailBreach"
+
+#: The seed's drift threshold: the KS-distance above which a model version is considered drifted.
+DRIFT_THRESHOLD = 0.3
+
+_DURATION = re.compile(r"(\d+(ms|[smhdwy]))+\Z")
+
+
+def _check_duration(name: str, value: str) -> str:
+    if not isinstance(value, str) or not _DURATION.match(value) or value.strip("0ms") == "":
+        raise ValueError(f"{name} must be a positive Prometheus duration such as '30s' or '5m', got {value!r}")
+    return value
+
+
+def _check_fraction(name: str, value: float) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < 1:
+        raise ValueError(f"{name} must be a number between 0 and 1 (exclusive), got {value!r}")
+    return float(value)
+
+
+def prometheus_config(
+    *,
+    targets: Sequence[str] = ("localhost:8000",),
+    job_name: str = "diagnosis-service",
+    metrics_path: str = "/metrics",
+    scrape_interval: str = "15s",
+    evaluation_interval: str = "15s",
+    rule_files: Sequence[str] = ("alerts.yml",),
+    honor_labels: bool = False,
+    alertmanagers: Sequence[str] = (),
+) -> dict[str, Any]:
+    """A ``prometheus.yml`` scraping the service's ``/metrics`` and loading the alert rules.
+
+    Point *targets* at the service (``host:port``); for the Collector path scrape
+    the Collector's Prometheus exporter instead, with ``honor_labels=True`` so the
+    ``job``/``instance`` it derives from the OTel resource are kept. Shorten
+    *scrape_interval* and *evaluation_interval* in tests.
+    """
+    if not targets or any(not isinstance(t, str) or not t for t in targets):
+        raise ValueError(f"targets must be a non-empty sequence of 'host:port' strings, got {targets!r}")
+    if not metrics_path.startswith("/"):
+        raise ValueError(f"metrics_path must start with '/', got {metrics_path!r}")
+    job: dict[str, Any] = {"job_name": job_name, "metrics_path": metrics_path}
+    if honor_labels:
+        job["honor_labels"] = True
+    job["static_configs"] = [{"targets": list(targets)}]
+    config: dict[str, Any] = {
+        "global": {
+            "scrape_interval": _check_duration("scrape_interval", scrape_interval),
+            "evaluation_interval": _check_duration("evaluation_interval", evaluation_interval),
+        },
+    }
+    if alertmanagers:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": list(alertmanagers)}]}]}
+    if rule_files:
+        config["rule_files"] = list(rule_files)
+    config["scrape_configs"] = [job]
+    return config
+
+
+def _by(*labels: str) -> str:
+    return f"by ({', '.join(labels)})"
+
+
+def drift_expr(threshold: float = DRIFT_THRESHOLD) -> str:
+    """PromQL: model versions whose drift score is above *threshold* (one series per version)."""
+    spec = semconv.MODEL_DRIFT_SCORE
+    return f"max {_by(*spec.labels)} ({spec.prometheus_name}) > {threshold!r}"
+
+
+def error_ratio_expr(window: str = "5m") -> str:
+    """PromQL: errors per request of each job over *window*."""
+    errors = semconv.DIAGNOSIS_ERRORS.prometheus_name
+    requests = semconv.DIAGNOSIS_REQUESTS.prometheus_name
+    return f"  sum {_by('job')} (rate({errors}[{window}]))\n/\n  sum {_by('job')} (rate({requests}[{window}]))"
+
+
+def guardrail_expr(window: str = "10m", decisions: Sequence[str] = ("rollback", "halt")) -> str:
+    """PromQL: A/B tests that decided rollback/halt within *window*.
+
+    ``increase()`` misses a series whose first sample already counts the
+    decision (a ``decision="rollback"`` series is created by the first
+    rollback), so series that did not exist *window* ago count as well.
+    """
+    name = semconv.AB_DECISIONS.prometheus_name
+    selector = f'{name}{{{semconv.ATTR_DECISION}=~"{"|".join(decisions)}"}}'
+    by = _by("job", semconv.ATTR_TEST, semconv.ATTR_DECISION)
+    return (
+        f"sum {by} (increase({selector}[{window}])) > 0\n"
+        f"or\n"
+        f"sum {by} ({selector} unless {selector} offset {window}) > 0"
+    )
+
+
+def alert_rules(
+    *,
+    drift_threshold: float = DRIFT_THRESHOLD,
+    drift_for: str = "5m",
+    error_ratio_threshold: float = 0.05,
+    error_window: str = "5m",
+    error_for: str = "5m",
+    guardrail_window: str = "10m",
+    guardrail_decisions: Sequence[str] = ("rollback", "halt"),
+    evaluation_interval: str | None = None,
+) -> dict[str, Any]:
+    """The alerting rules file: drift above threshold, error-rate spike, A/B guardrail breach.
+
+    The ``for`` durations, windows and the group's *evaluation_interval*
+    (``None``: Prometheus' global one) are parameters so an end-to-end test can
+    shorten them.
+    """
+    _check_fraction("drift_threshold", drift_threshold)
+    _check_fraction("error_ratio_threshold", error_ratio_threshold)
+    if not guardrail_decisions:
+        raise ValueError(f"guardrail_decisions must name at least one decision, got {guardrail_decisions!r}")
+    drift = semconv.MODEL_DRIFT_SCORE.prometheus_name
+    rules: list[dict[str, Any]] = [
+        {
+            "alert": ALERT_DRIFT,
+            "expr": drift_expr(drift_threshold),
+            "for": _check_duration("drift_for", drift_for),
+            "labels": {"severity": "warning"},
+            "annotations": {
+                "summary": "Drift of {{ $labels.model_type }} {{ $labels.model_version }} "
+                f"above {drift_threshold!r}",
+                "description": f"{drift} is {{{{ printf \"%.2f\" $value }}}} (threshold {drift_threshold!r}) "
+                f"for at least {drift_for}. Follow docs/runbook-drift.md.",
+                "runbook": "docs/runbook-drift.md",
+            },
+        },
+        {
+            "alert": ALERT_ERROR_RATE,
+            "expr": f"(\n{error_ratio_expr(_check_duration('error_window', error_window))}\n)"
+            f" > {error_ratio_threshold!r}",
+            "for": _check_duration("error_for", error_for),
+            "labels": {"severity": "critical"},
+            "annotations": {
+                "summary": "Diagnosis errors per request of {{ $labels.job }} above "
+                f"{error_ratio_threshold!r}",
+                "description": "{{ printf \"%.2f\" $value }} errors per request over the last "
+                f"{error_window} (threshold {error_ratio_threshold!r}).",
+            },
+        },
+        {
+            "alert": ALERT_AB_GUARDRAIL,
+            "expr": guardrail_expr(_check_duration("guardrail_window", guardrail_window), guardrail_decisions),
+            "labels": {"severity": "critical"},
+            "annotations": {
+                "summary": "A/B test {{ $labels.test }} decided {{ $labels.decision }}",
+                "description": "A guardrail of A/B test {{ $labels.test }} was breached: the SDK decided "
+                f"{{{{ $labels.decision }}}} within the last {guardrail_window}.",
+            },
+        },
+    ]
+    group: dict[str, Any] = {"name": "mlops-otel"}
+    if evaluation_interval is not None:
+        group["interval"] = _check_duration("evaluation_interval", evaluation_interval)
+    group["rules"] = rules
+    return {"groups": [group]}
