@@ -255,8 +255,10 @@ def default_rules_tests(rules: dict[str, Any]) -> dict[str, Any]:
         "interval": "1m",
         "input_series": [
             series(REQUESTS, "0+100x40", status="success", model_version="v2.1.0"),
-            # 1 error per 100 requests for 10 minutes, then 20 per 100.
-            series(ERRORS, "0+1x10 30+20x29", error_type="TimeoutError", stage="rag_generation"),
+            # 1 failed request per 101 for 10 minutes, then 25 per 125 (a failure ratio of 0.2).
+            series(REQUESTS, "0+1x10 30+25x29", status="error", model_version="v2.1.0"),
+            # Error events alone (e.g. handled errors) do not count.
+            series(ERRORS, "0+50x40", error_type="TimeoutError", stage="rag_generation"),
         ],
         "alert_rule_test": [
             alert_case(rules, ALERT_ERROR_RATE, "9m", []),
@@ -331,7 +333,7 @@ def test_shortened_rules_for_end_to_end_tests(promtool: str, tmp_path: Path) -> 
 def test_alert_expressions_name_only_exported_metrics() -> None:
     rules = alert_rules()["groups"][0]["rules"]
     used = {name for rule in rules for name in metric_names(rule["expr"])}
-    assert used == {DRIFT, ERRORS, REQUESTS, DECISIONS}
+    assert used == {DRIFT, REQUESTS, DECISIONS}
     assert used <= exported_sample_names()
 
 

@@ -90,10 +90,15 @@ def drift_expr(threshold: float = DRIFT_THRESHOLD) -> str:
 
 
 def error_ratio_expr(window: str = "5m") -> str:
-    """PromQL: errors per request of each job over *window*."""
-    errors = semconv.DIAGNOSIS_ERRORS.prometheus_name
+    """PromQL: the fraction of each job's requests that failed over *window*.
+
+    Failed *requests* (``status="error"``), not error events: a request that fails
+    in one stage records ``diagnosis_errors_total`` twice (stage and request) and a
+    handled error records it without failing the request.
+    """
     requests = semconv.DIAGNOSIS_REQUESTS.prometheus_name
-    return f"  sum {_by('job')} (rate({errors}[{window}]))\n/\n  sum {_by('job')} (rate({requests}[{window}]))"
+    failed = f'{requests}{{{semconv.ATTR_STATUS}="{semconv.STATUS_ERROR}"}}'
+    return f"  sum {_by('job')} (rate({failed}[{window}]))\n/\n  sum {_by('job')} (rate({requests}[{window}]))"
 
 
 def guardrail_expr(window: str = "10m", decisions: Sequence[str] = ("rollback", "halt")) -> str:
@@ -156,9 +161,9 @@ def alert_rules(
             "for": _check_duration("error_for", error_for),
             "labels": {"severity": "critical"},
             "annotations": {
-                "summary": "Diagnosis errors per request of {{ $labels.job }} above "
+                "summary": "Failed diagnosis requests of {{ $labels.job }} above "
                 f"{error_ratio_threshold!r}",
-                "description": "{{ printf \"%.2f\" $value }} errors per request over the last "
+                "description": "{{ printf \"%.2f\" $value }} of requests failed over the last "
                 f"{error_window} (threshold {error_ratio_threshold!r}).",
             },
         },
