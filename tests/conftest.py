@@ -23,6 +23,13 @@ def redis_fresh() -> Iterator[RedisServer]:
         yield server
 
 
+@pytest.fixture
+def redis_durable() -> Iterator[RedisServer]:
+    """A redis-server of the test's own with an fsync-always AOF: a kill loses no acknowledged write."""
+    with redis_server(("--appendonly", "yes", "--appendfsync", "always")) as server:
+        yield server
+
+
 @pytest.fixture(scope="session")
 def redis_cluster_nodes() -> Iterator[list[RedisServer]]:
     """A 3-master Redis Cluster shared by the session."""

@@ -99,12 +99,19 @@ class RedisServer:
             _stop(self.proc)
             self.proc = None
 
+    def kill(self) -> None:
+        """SIGKILL the server (a crash: no shutdown save, clients see connection errors)."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[RedisServer]:
-    """A fresh standalone ``redis-server`` for the duration of the block."""
+def redis_server(extra: tuple[str, ...] = ()) -> Iterator[RedisServer]:
+    """A fresh standalone ``redis-server`` (with *extra* arguments) for the duration of the block."""
     with tempfile.TemporaryDirectory(prefix="mlops-redis-") as tmp:
-        server = RedisServer(free_port(), Path(tmp))
+        server = RedisServer(free_port(), Path(tmp), extra)
         server.start()
         try:
             yield server
@@ -113,8 +120,8 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @contextlib.contextmanager
-def redis_cluster(nodes: int = 3) -> Iterator[list[RedisServer]]:
-    """A local Redis Cluster of *nodes* masters, no replicas."""
+def redis_cluster(nodes: int = 3, extra: tuple[str, ...] = ()) -> Iterator[list[RedisServer]]:
+    """A local Redis Cluster of *nodes* masters, no replicas (*extra*: more redis-server arguments)."""
     cli = require_binary("redis-cli")
     with tempfile.TemporaryDirectory(prefix="mlops-cluster-") as tmp:
         servers: list[RedisServer] = []
@@ -123,9 +130,10 @@ def redis_cluster(nodes: int = 3) -> Iterator[list[RedisServer]]:
                 workdir = Path(tmp) / str(i)
                 workdir.mkdir()
                 port = free_port()
+                # The bus port defaults to port + 10000, which may be taken or exceed 65535.
                 server = RedisServer(port, workdir, (
                     "--cluster-enabled", "yes", "--cluster-config-file", str(workdir / "nodes.conf"),
-                    "--cluster-node-timeout", "2000",
+                    "--cluster-node-timeout", "2000", "--cluster-port", str(free_port()), *extra,
                 ))
                 server.start()
                 servers.append(server)

@@ -12,6 +12,26 @@ durations_ms = st.floats(min_value=0.0, max_value=120_000.0, allow_nan=False)
 any_floats = st.floats(allow_nan=True, allow_infinity=True)
 unit_interval = st.floats(min_value=0.0, max_value=1.0)
 
+# --------------------------------------------------------------------- stores
+#: Values a store accepts as window items and documents (JSON, finite numbers).
+json_scalars = (
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=8,
+)
+#: Store keys as callers build them, including braces (Cluster hash tags, stray ones).
+store_keys = st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=24)
+#: One increment: integral deltas, so sums are exact and comparable with ==.
+counter_deltas = st.dictionaries(
+    st.sampled_from(("n", "sum", "sumsq", "errors")),
+    st.integers(-1000, 1000).map(float),
+    min_size=1,
+)
+
 # --------------------------------------------------------------------- deploy
 #: Strings a YAML emitter must carry verbatim: any text plus YAML look-alikes and PromQL fragments.
 yaml_strings = st.text(max_size=16) | st.sampled_from((

@@ -4,52 +4,88 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import attrs
 
+from .._forksafe import after_fork_in_child
 from ._protocol import JSONValue, Versioned
+from ._values import (
+    check_expected_version,
+    check_max_len,
+    clean_deltas,
+    decode_item,
+    encode_document,
+    encode_items,
+)
+
+if TYPE_CHECKING:
+    from ..telemetry import Telemetry
 
 __all__ = ["MemoryStore"]
 
+#: Window items are kept as numbers or as their JSON text (decoded on read, so a
+#: caller can never mutate what the store holds).
+_Item = float | int | str
 
-def _check_max_len(max_len: int) -> None:
-    if not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 1:
-        raise ValueError(f"max_len must be an int >= 1, got {max_len!r}")
+
+def _to_item(item: object, text: str) -> _Item:
+    if type(item) is float or type(item) is int:
+        return item  # already checked finite by encode_items
+    return text
 
 
-@attrs.define
+@attrs.define(eq=False)
 class MemoryStore:
     """A :class:`~mlops_otel.stores.StateStore` in process memory.
 
     Every operation is applied immediately under one lock, so :meth:`flush`
     has nothing to do. State is per process: after a fork each process has its
     own copy. Use :class:`~mlops_otel.stores.RedisStore` to share state
-    between workers.
+    between workers. Values are checked exactly as by ``RedisStore``: invalid
+    hot-path input is counted in ``mlops_invalid_measurements_total`` of
+    *telemetry* (the default one when ``None``) and skipped.
     """
 
+    telemetry: Telemetry | None = attrs.field(default=None, kw_only=True, repr=False)
     kind: str = attrs.field(default="memory", init=False)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
     _counters: dict[str, dict[str, float]] = attrs.field(factory=dict, init=False, repr=False)
-    _windows: dict[str, deque[JSONValue]] = attrs.field(factory=dict, init=False, repr=False)
+    _windows: dict[str, deque[_Item]] = attrs.field(factory=dict, init=False, repr=False)
     _docs: dict[str, Versioned] = attrs.field(factory=dict, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        os.register_at_fork(after_in_child=self._reset_lock)
+        # A weak hook: registering a bound method would keep every store alive forever.
+        after_fork_in_child(self, MemoryStore._reset_lock)
 
     def _reset_lock(self) -> None:
         # A lock held by another thread at fork time would never be released in the child.
         self._lock = threading.Lock()
 
+    def _tel(self) -> Telemetry:
+        if self.telemetry is None:
+            from ..telemetry import default_telemetry
+
+            return default_telemetry()
+        return self.telemetry
+
     def incr(self, key: str, deltas: Mapping[str, float]) -> None:
+        if not deltas:
+            return
+        pairs = clean_deltas(deltas, self._tel())
+        if not pairs:
+            return
+        if type(key) is not str:
+            self._tel().invalid("store.key", key)
+            return
         with self._lock:
             fields = self._counters.get(key)
             if fields is None:
                 fields = self._counters[key] = {}
-            for name, delta in deltas.items():
+            for name, delta in pairs:
                 fields[name] = fields.get(name, 0.0) + delta
 
     def read_counters(self, key: str) -> dict[str, float]:
@@ -57,16 +93,24 @@ class MemoryStore:
             return dict(self._counters.get(key, ()))
 
     def append(self, key: str, items: Sequence[JSONValue], *, max_len: int) -> None:
-        _check_max_len(max_len)
+        check_max_len(max_len)
+        encoded = encode_items(key, items, self._tel())
+        if not encoded:
+            return
+        if type(key) is not str:
+            self._tel().invalid("store.key", key)
+            return
+        values = [_to_item(item, text) for item, text in zip(items, encoded, strict=True)]
         with self._lock:
             window = self._windows.get(key)
             if window is None or window.maxlen != max_len:
                 window = self._windows[key] = deque(window or (), maxlen=max_len)
-            window.extend(items)
+            window.extend(values)
 
     def read_window(self, key: str) -> list[JSONValue]:
         with self._lock:
-            return list(self._windows.get(key, ()))
+            items = list(self._windows.get(key, ()))
+        return [decode_item(item) if type(item) is str else item for item in items]
 
     def get_document(self, key: str) -> Versioned | None:
         with self._lock:
@@ -76,8 +120,9 @@ class MemoryStore:
         return Versioned(copy.deepcopy(doc.value), doc.version)
 
     def compare_and_set(self, key: str, value: JSONValue, *, expected_version: int) -> bool:
+        check_expected_version(expected_version)
         # Round-trip through JSON: the same values are accepted as by RedisStore.
-        stored = json.loads(json.dumps(value, allow_nan=False))
+        stored: JSONValue = json.loads(encode_document(value))
         with self._lock:
             current = self._docs.get(key)
             version = 0 if current is None else current.version

@@ -1,0 +1,780 @@
+"""The shared Redis store (standalone or Cluster) with write-behind hot-path writes."""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import hashlib
+import json
+import logging
+import random
+import secrets
+import threading
+import time
+import urllib.parse
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeAlias, TypeVar
+
+import attrs
+
+from .. import semconv
+from .._forksafe import after_fork_in_child
+from ..telemetry import Telemetry, default_telemetry
+from ._keys import check_prefix, glob_escape, hash_tag, key_slot, slot_tag
+from ._protocol import JSONValue, StoreError, Versioned
+from ._values import (
+    check_expected_version,
+    check_max_len,
+    clean_deltas,
+    decode_item,
+    encode_document,
+    encode_items,
+)
+from ._writebehind import Batch, PendingBuffer
+
+try:
+    from redis import Redis
+    from redis.backoff import NoBackoff
+    from redis.cluster import ClusterNode, RedisCluster
+    from redis.exceptions import (
+        AskError,
+        ClusterDownError,
+        NoScriptError,
+        OutOfMemoryError,
+        ReadOnlyError,
+        RedisClusterException,
+        RedisError,
+        ResponseError,
+        TryAgainError,
+    )
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+    from redis.retry import Retry
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess without redis-py
+    raise ImportError(
+        "RedisStore needs redis-py: install the 'redis' extra, pip install 'mlops-otel[redis]'"
+    ) from exc
+
+__all__ = ["RedisStore"]
+
+logger = logging.getLogger("mlops_otel.stores")
+
+_Client: TypeAlias = Redis | RedisCluster
+_T = TypeVar("_T")
+
+# ----------------------------------------------------------------- Lua scripts
+# Every write-behind script takes KEYS = [data key, writer's companion hash] and
+# ARGV = [batch sequence number, companion TTL, ...]. The companion hash lives on
+# the same Cluster slot as the data key and records, per data key, the last
+# batch of this writer that was applied. A batch retried after a lost reply is
+# therefore applied exactly once. The update and its bookkeeping are one script,
+# so they are atomic (also in the AOF and on replicas).
+_DEDUP = """
+local seq = tonumber(ARGV[1])
+local last = redis.call('HGET', KEYS[2], KEYS[1])
+if last and tonumber(last) >= seq then return 0 end
+"""
+_MARK = """
+redis.call('HSET', KEYS[2], KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+_INCR_LUA = _DEDUP + """
+for i = 3, #ARGV, 2 do
+  redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+""" + _MARK
+# RPUSH in chunks: unpack() of more than ~8000 values overflows Lua's C stack.
+_APPEND_LUA = _DEDUP + """
+local n = #ARGV
+for i = 4, n, 4000 do
+  redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 3999, n)))
+end
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[3]), -1)
+""" + _MARK
+# Documents are hashes {v, doc, tok}. tok is the winner's random token: a caller
+# whose reply was lost and who retries sees its own token and still wins (once).
+_CAS_LUA = """
+local cur = redis.call('HMGET', KEYS[1], 'v', 'tok')
+local v = tonumber(cur[1]) or 0
+if v ~= tonumber(ARGV[1]) then
+  if cur[2] == ARGV[3] then return 1 end
+  return 0
+end
+redis.call('HSET', KEYS[1], 'v', tostring(v + 1), 'doc', ARGV[2], 'tok', ARGV[3])
+return 1
+"""
+_SCRIPTS = (_INCR_LUA, _APPEND_LUA, _CAS_LUA)
+
+
+def _sha(script: str) -> str:
+    return hashlib.sha1(script.encode("utf-8")).hexdigest()  # Redis names scripts by SHA1
+
+
+_INCR_SHA, _APPEND_SHA, _CAS_SHA = (_sha(s) for s in _SCRIPTS)
+
+#: Errors after which the same batch is simply sent again later.
+_TRANSIENT = (
+    RedisConnectionError,  # includes BusyLoadingError (LOADING) and authentication errors
+    RedisTimeoutError,
+    NoScriptError,  # the server restarted and lost its script cache
+    AskError,  # includes MovedError: the slot moved, refresh the topology
+    TryAgainError,
+    ClusterDownError,
+    ReadOnlyError,  # a failover is in progress
+    OutOfMemoryError,  # maxmemory reached: keep the data and retry
+)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, _TRANSIENT):
+        return True
+    # "BUSY Redis is busy running a script" has no exception class of its own.
+    return isinstance(exc, ResponseError) and str(exc).startswith("BUSY")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def _redact(url: str) -> str:
+    """*url* without its password (for repr and logs)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        if parts.password is None:
+            return url
+        user = parts.username or ""
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+    except ValueError:
+        return "<unparsable url>"
+
+
+def _check_url(_inst: object, _attr: attrs.Attribute[str], url: object) -> None:
+    if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"url must start with redis://, rediss:// or unix://, got {_redact(str(url))!r}")
+
+
+def _positive(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
+        raise ValueError(f"{attr.name} must be a positive finite number, got {value!r}")
+
+
+def _positive_int(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{attr.name} must be an int >= 1, got {value!r}")
+
+
+def _check_prefix(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:
+    check_prefix(value)
+
+
+def _check_cluster(_inst: object, _attr: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and not isinstance(value, bool):
+        raise ValueError(f"cluster must be None (detect), True or False, got {value!r}")
+
+
+@attrs.frozen
+class _Call:
+    """One script call of a batch: the update of one key."""
+
+    key: str
+    sha: str
+    keys: tuple[str, str]
+    args: tuple[str | int, ...]
+
+
+class _Incomplete(Exception):
+    """Some keys of a batch are not acknowledged yet; *cause* says why."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(repr(cause))
+        self.cause = cause
+
+
+def _run_flusher(ref: weakref.ReferenceType[RedisStore], wake: threading.Event,
+                 stop: threading.Event) -> None:
+    """The flusher thread: holds its store only weakly, so an unclosed store can still be collected."""
+    while not stop.is_set():
+        store = ref()
+        if store is None:
+            return
+        wake.clear()
+        try:
+            delay = store._tick()
+        except Exception:  # pragma: no cover - _tick handles delivery faults itself
+            logger.exception("mlops-otel: RedisStore flusher fault")
+            delay = 1.0
+        del store
+        wake.wait(delay)
+
+
+def _close_at_exit(ref: weakref.ReferenceType[RedisStore]) -> None:
+    store = ref()
+    if store is not None:
+        store.close()
+
+
+@attrs.define(eq=False)
+class RedisStore:
+    """A :class:`~mlops_otel.stores.StateStore` on Redis, shared by every worker and host.
+
+    Hot-path writes (:meth:`incr`, :meth:`append`) only touch process memory:
+    increments are merged per key and field, window appends are kept trimmed to
+    their ``max_len``. A daemon thread delivers them every *flush_interval*
+    seconds (sooner when *max_batch* entries are pending) in one pipelined round
+    trip (one per node on a Cluster). Each key's update is one Lua script that
+    applies a batch at most once per writer, and a batch is retried unchanged
+    until acknowledged, so delivery is exactly-once across lost replies and
+    Redis restarts. While Redis is unreachable up to *max_pending* entries are
+    kept (beyond that writes are dropped, counted in ``mlops_store_dropped_total``
+    and logged once) and retried with exponential backoff capped at
+    *max_backoff* seconds.
+
+    Reads and :meth:`compare_and_set` go to Redis and raise
+    :class:`~mlops_otel.stores.StoreError` when it fails; call :meth:`flush`
+    first to read this process's own writes.
+
+    *prefix* namespaces one deployment; keys keep their ``{hash tag}``, so all
+    keys of a group share a Cluster slot. *cluster*: ``None`` detects it.
+    """
+
+    url: str = attrs.field(validator=_check_url, repr=_redact)
+    prefix: str = attrs.field(default="mlops", kw_only=True, validator=_check_prefix)
+    cluster: bool | None = attrs.field(default=None, kw_only=True, validator=_check_cluster)
+    flush_interval: float = attrs.field(default=0.1, kw_only=True, validator=_positive)
+    max_batch: int = attrs.field(default=5_000, kw_only=True, validator=_positive_int)
+    max_pending: int = attrs.field(default=100_000, kw_only=True, validator=_positive_int)
+    max_backoff: float = attrs.field(default=5.0, kw_only=True, validator=_positive)
+    flush_timeout: float = attrs.field(default=5.0, kw_only=True, validator=_positive)
+    socket_timeout: float = attrs.field(default=2.0, kw_only=True, validator=_positive)
+    dedup_ttl: int = attrs.field(default=86_400, kw_only=True, validator=_positive_int)
+    telemetry: Telemetry | None = attrs.field(default=None, kw_only=True, repr=False)
+
+    kind: str = attrs.field(default="redis", init=False)
+    _tel: Telemetry = attrs.field(init=False, repr=False)
+    _labels: tuple[str] = attrs.field(init=False, repr=False)
+    _pending: PendingBuffer = attrs.field(init=False, repr=False)
+    _inflight: Batch | None = attrs.field(default=None, init=False, repr=False)
+    _seq: int = attrs.field(default=0, init=False, repr=False)
+    _writer: str = attrs.field(factory=lambda: secrets.token_hex(8), init=False, repr=False)
+    _state_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
+    _send_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
+    _client_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
+    _client: _Client | None = attrs.field(default=None, init=False, repr=False)
+    _inherited: list[_Client] = attrs.field(factory=list, init=False, repr=False)
+    _is_cluster: bool | None = attrs.field(default=None, init=False, repr=False)
+    _topology_stale: bool = attrs.field(default=False, init=False, repr=False)
+    _thread: threading.Thread | None = attrs.field(default=None, init=False, repr=False)
+    _wake: threading.Event = attrs.field(factory=threading.Event, init=False, repr=False)
+    _stop: threading.Event = attrs.field(factory=threading.Event, init=False, repr=False)
+    _closed: bool = attrs.field(default=False, init=False, repr=False)
+    _failures: int = attrs.field(default=0, init=False, repr=False)
+    _next_attempt: float = attrs.field(default=0.0, init=False, repr=False)
+    _logged: set[str] = attrs.field(factory=set, init=False, repr=False)
+    _rejections_logged: set[str] = attrs.field(factory=set, init=False, repr=False)
+    _drop_logged: bool = attrs.field(default=False, init=False, repr=False)
+    _companions: dict[str, str] = attrs.field(factory=dict, init=False, repr=False)
+    _slot_tags: dict[int, str] = attrs.field(factory=dict, init=False, repr=False)
+    _atexit_hook: Callable[[], None] | None = attrs.field(default=None, init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._tel = default_telemetry() if self.telemetry is None else self.telemetry
+        self._labels = (self.kind,)
+        self._pending = PendingBuffer(self.max_pending)
+        self._is_cluster = self.cluster
+        self._atexit_hook = functools.partial(_close_at_exit, weakref.ref(self))
+        atexit.register(self._atexit_hook)
+        after_fork_in_child(self, RedisStore._after_fork)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = "mlops",
+        cluster: bool | None = None,
+        flush_interval: float = 0.1,
+        max_batch: int = 5_000,
+        max_pending: int = 100_000,
+        max_backoff: float = 5.0,
+        flush_timeout: float = 5.0,
+        socket_timeout: float = 2.0,
+        dedup_ttl: int = 86_400,
+        telemetry: Telemetry | None = None,
+    ) -> RedisStore:
+        """Create a store for ``redis://[[user]:password@]host:port/db``, ``rediss://`` (TLS) or ``unix://``.
+
+        Nothing connects yet: the first read, write delivery or flush does, so a
+        service can start while Redis is still coming up.
+        """
+        return cls(
+            url, prefix=prefix, cluster=cluster, flush_interval=flush_interval, max_batch=max_batch,
+            max_pending=max_pending, max_backoff=max_backoff, flush_timeout=flush_timeout,
+            socket_timeout=socket_timeout, dedup_ttl=dedup_ttl, telemetry=telemetry,
+        )
+
+    # ------------------------------------------------------------ lifecycle
+    def _after_fork(self) -> None:
+        # The parent's pending writes are the parent's to deliver. The child gets
+        # fresh buffers, locks, a new writer identity and, lazily, its own
+        # connections and flusher thread.
+        self._pending = PendingBuffer(self.max_pending)
+        self._inflight = None
+        self._seq = 0
+        self._writer = secrets.token_hex(8)
+        self._state_lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._client_lock = threading.Lock()
+        if self._client is not None:
+            # Never close the parent's sockets from here; just stop using them.
+            self._inherited.append(self._client)
+        self._client = None
+        self._thread = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._failures = 0
+        self._next_attempt = 0.0
+        self._logged = set()
+        self._drop_logged = False
+        self._companions = {}
+
+    def _ensure_flusher(self) -> None:
+        with self._state_lock:
+            if self._thread is not None or self._closed:
+                return
+            thread = threading.Thread(
+                target=_run_flusher, args=(weakref.ref(self), self._wake, self._stop),
+                name="mlops-otel-redis-flusher", daemon=True,
+            )
+            self._thread = thread
+        weakref.finalize(self, self._stop.set).atexit = False
+        thread.start()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Deliver pending writes (up to *timeout*, default *flush_timeout*), stop the flusher.
+
+        Idempotent; also runs at interpreter exit. Writes after closing are dropped and counted.
+        """
+        with self._state_lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            if not self.flush(timeout):
+                lost = self._pending.total
+                if lost:
+                    self._tel.add(semconv.STORE_DROPPED, self._labels, float(lost))
+                    logger.warning("mlops-otel: RedisStore %s closed with %d undelivered pending writes "
+                                   "(counted in mlops_store_dropped_total)", _redact(self.url), lost)
+        finally:
+            self._stop.set()
+            self._wake.set()
+            thread = self._thread
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=max(1.0, self.socket_timeout))
+            if self._atexit_hook is not None:
+                atexit.unregister(self._atexit_hook)
+                self._atexit_hook = None
+            client, self._client = self._client, None
+            if client is not None:
+                try:
+                    client.close()
+                except Exception:  # pragma: no cover - closing sockets should not fail
+                    logger.debug("mlops-otel: closing the Redis client failed", exc_info=True)
+
+    def __enter__(self) -> RedisStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ key naming
+    def _full(self, key: str) -> str:
+        return f"{self.prefix}:{key}"
+
+    def _companion(self, full: str) -> str:
+        """The writer's dedup hash for *full*: same Cluster slot, outside the key space."""
+        name = self._companions.get(full)
+        if name is None:
+            tag = hash_tag(full)
+            if tag is not None:
+                anchor = "{" + tag + "}"
+            elif self._is_cluster:
+                slot = key_slot(full)
+                found = self._slot_tags.get(slot)
+                if found is None:
+                    found = self._slot_tags[slot] = slot_tag(slot)
+                anchor = "{" + found + "}"
+            else:
+                anchor = ""
+            name = f"{self.prefix}#wb:{self._writer}:{anchor}"
+            if len(self._companions) >= 100_000:
+                self._companions.clear()
+            self._companions[full] = name
+        return name
+
+    # ------------------------------------------------------------ connections
+    def _retry(self) -> Retry:
+        # One immediate retry: a pooled connection broken by a server restart
+        # reconnects. Safe for every command we send: writes are deduplicated,
+        # compare-and-set recognises its own token, reads are idempotent.
+        return Retry(NoBackoff(), 1)
+
+    def _get_client(self) -> _Client:
+        client = self._client
+        if client is not None:
+            return client
+        with self._client_lock:  # not _state_lock: connecting may take socket_timeout
+            if self._client is None:
+                self._client = self._connect()
+            return self._client
+
+    def _connect(self) -> _Client:
+        timeout = self.socket_timeout
+        if self._is_cluster is None:
+            probe = Redis.from_url(self.url, decode_responses=True, socket_timeout=timeout,
+                                   socket_connect_timeout=timeout, retry=self._retry())
+            try:
+                info = probe.info("cluster")
+                self._is_cluster = bool(isinstance(info, Mapping) and info.get("cluster_enabled"))
+            except BaseException:
+                probe.close()
+                raise
+            if not self._is_cluster:
+                return probe
+            probe.close()
+        if self._is_cluster:
+            return RedisCluster.from_url(self.url, decode_responses=True, socket_timeout=timeout,
+                                         socket_connect_timeout=timeout, retry=self._retry())
+        return Redis.from_url(self.url, decode_responses=True, socket_timeout=timeout,
+                              socket_connect_timeout=timeout, retry=self._retry())
+
+    def _load_scripts(self, client: _Client) -> None:
+        for script in _SCRIPTS:
+            client.script_load(script)  # on a Cluster: every primary
+
+    def _request(self, operation: str, key: str, call: Callable[[_Client], _T]) -> _T:
+        """Run a decision-path request; any failure becomes :class:`StoreError`."""
+        if self._closed:
+            raise StoreError(operation, key, RuntimeError("the store is closed"))
+        try:
+            client = self._get_client()
+            try:
+                return call(client)
+            except NoScriptError:
+                self._load_scripts(client)
+                return call(client)
+        except (RedisError, RedisClusterException, OSError, ValueError) as exc:
+            raise StoreError(operation, key, exc) from exc
+
+    # ------------------------------------------------------------ hot path
+    def incr(self, key: str, deltas: Mapping[str, float]) -> None:
+        """Add *deltas* to the float fields of *key* (buffered; never raises, never blocks on I/O)."""
+        pairs = clean_deltas(deltas, self._tel)
+        if not pairs:
+            return
+        if type(key) is not str:
+            self._tel.invalid("store.key", key)
+            return
+        if self._closed or not self._pending.add_counts(key, pairs):
+            self._drop(1)
+            return
+        self._kick()
+
+    def append(self, key: str, items: Sequence[JSONValue], *, max_len: int) -> None:
+        """Append *items* to the window *key*, keeping the newest *max_len* (buffered; only a bad *max_len* raises)."""
+        check_max_len(max_len)
+        encoded = encode_items(key, items, self._tel)
+        if not encoded:
+            return
+        if type(key) is not str:
+            self._tel.invalid("store.key", key)
+            return
+        if self._closed or not self._pending.add_items(key, encoded, max_len):
+            self._drop(1)
+            return
+        self._kick()
+
+    def _kick(self) -> None:
+        if self._thread is None:
+            self._ensure_flusher()
+        elif self._pending.entries >= self.max_batch:
+            self._wake.set()
+
+    def _drop(self, operations: int) -> None:
+        self._tel.add(semconv.STORE_DROPPED, self._labels, float(operations))
+        if not self._drop_logged:
+            self._drop_logged = True
+            reason = "the store is closed" if self._closed else (
+                f"{self._pending.total} writes are pending (max_pending={self.max_pending})")
+            logger.warning("mlops-otel: RedisStore %s dropped a write because %s; drops are counted in "
+                           "mlops_store_dropped_total (logged once per outage)", _redact(self.url), reason)
+
+    # ------------------------------------------------------------ delivery
+    def flush(self, timeout: float | None = None) -> bool:
+        """Deliver every write this process made before the call.
+
+        Waits up to *timeout* seconds (default *flush_timeout*) and returns
+        whether everything was delivered; a ``False`` keeps the writes pending
+        for the flusher. A read after a successful flush sees them.
+        """
+        limit = self.flush_timeout if timeout is None else max(0.0, timeout)
+        deadline = time.monotonic() + limit
+        if not self._send_lock.acquire(timeout=limit):
+            return False
+        try:
+            return self._drain_locked(deadline, freeze=True)
+        finally:
+            self._send_lock.release()
+            self._publish_pending()
+
+    def _tick(self) -> float:
+        """One flusher iteration; return the seconds to wait before the next one."""
+        now = time.monotonic()
+        if now < self._next_attempt:
+            return self._next_attempt - now
+        if not self._send_lock.acquire(blocking=False):
+            return self.flush_interval  # a flush() or delete() is delivering right now
+        try:
+            if self._inflight is None:
+                self._freeze_locked()
+            ok = self._inflight is None or self._attempt_locked()
+        finally:
+            self._send_lock.release()
+        self._publish_pending()
+        if ok:
+            self._next_attempt = 0.0
+            return 0.0 if self._pending.entries >= self.max_batch else self.flush_interval
+        delay = self._retry_delay()
+        self._next_attempt = time.monotonic() + delay
+        return delay
+
+    def _publish_pending(self) -> None:
+        self._tel.set(semconv.STORE_PENDING, self._labels, float(self._pending.total))
+
+    def _retry_delay(self) -> float:
+        exponent = min(max(self._failures - 1, 0), 30)
+        return min(self.max_backoff, self.flush_interval * 2.0**exponent) * random.uniform(0.5, 1.0)
+
+    def _freeze_locked(self) -> None:
+        batch = self._pending.freeze(self._seq + 1)
+        if batch is not None:
+            self._seq = batch.seq
+            self._inflight = batch
+
+    def _drain_locked(self, deadline: float, *, freeze: bool) -> bool:
+        """Deliver the in-flight batch (and, with *freeze*, what is pending now) before *deadline*."""
+        frozen = not freeze
+        while True:
+            if self._inflight is None:
+                if frozen:
+                    return True
+                self._freeze_locked()
+                frozen = True
+                if self._inflight is None:
+                    return True
+            if self._attempt_locked():
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(self._retry_delay(), remaining))
+
+    def _attempt_locked(self) -> bool:
+        """Send the in-flight batch once; return whether it is fully acknowledged."""
+        batch = self._inflight
+        assert batch is not None
+        try:
+            self._send(batch)
+        except Exception as exc:
+            self._on_failure(exc.cause if isinstance(exc, _Incomplete) else exc)
+            return False
+        self._inflight = None
+        self._on_success()
+        return True
+
+    def _on_success(self) -> None:
+        if self._failures:
+            logger.info("mlops-otel: RedisStore %s delivered pending writes after %d failed attempts",
+                        _redact(self.url), self._failures)
+            self._next_attempt = 0.0  # Redis is back: end the flusher's backoff wait now
+            self._wake.set()
+        self._failures = 0
+        self._logged.clear()
+        self._drop_logged = False
+
+    def _on_failure(self, exc: BaseException) -> None:
+        self._failures += 1
+        self._tel.add(semconv.STORE_FLUSH_ERRORS, self._labels)
+        kind = type(exc).__name__
+        if kind not in self._logged:
+            self._logged.add(kind)
+            logger.warning("mlops-otel: RedisStore %s flush failed (%s: %s); %d pending writes are kept "
+                           "and retried with backoff (logged once per failure kind and outage)",
+                           _redact(self.url), kind, exc, self._pending.total)
+
+    def _calls(self, batch: Batch) -> list[_Call]:
+        seq, ttl = batch.seq, self.dedup_ttl
+        calls = []
+        for key, fields in batch.counters.items():
+            full = self._full(key)
+            args: list[str | int] = [seq, ttl]
+            for name, delta in fields.items():
+                args += (name, repr(delta))
+            calls.append(_Call(key, _INCR_SHA, (full, self._companion(full)), tuple(args)))
+        for key, items in batch.windows.items():
+            full = self._full(key)
+            calls.append(_Call(key, _APPEND_SHA, (full, self._companion(full)),
+                               (seq, ttl, items.maxlen or len(items), *items)))
+        return calls
+
+    def _send(self, batch: Batch) -> None:
+        """Send *batch* once: acknowledged and rejected keys leave it; raise if any key remains."""
+        client = self._get_client()
+        calls = self._calls(batch)
+        results = self._execute(client, calls)
+        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing:
+            self._load_scripts(client)
+            for i, result in zip(missing, self._execute(client, [calls[i] for i in missing]), strict=True):
+                results[i] = result
+        released = 0
+        rejected = 0
+        transient: BaseException | None = None
+        for call, result in zip(calls, results, strict=True):
+            if isinstance(result, BaseException):
+                if _is_transient(result):
+                    transient = result
+                    if isinstance(result, (AskError, ClusterDownError, TryAgainError)):
+                        self._topology_stale = True
+                    continue
+                rejected += 1
+                self._reject(call, result)
+            released += batch.discard(call.key)
+        self._pending.release(released)
+        if rejected:
+            self._tel.add(semconv.STORE_DROPPED, self._labels, float(rejected))
+        if transient is not None:
+            raise _Incomplete(transient)
+
+    def _reject(self, call: _Call, exc: BaseException) -> None:
+        # A rejection repeats on every flush that touches the key: log it once per store,
+        # not once per outage like connection failures.
+        kind = type(exc).__name__
+        if kind not in self._rejections_logged:
+            self._rejections_logged.add(kind)
+            logger.error("mlops-otel: Redis rejected the pending update of key %r (%s); it is dropped and "
+                         "counted in mlops_store_dropped_total (logged once)", call.key, exc)
+
+    def _execute(self, client: _Client, calls: list[_Call]) -> list[Any]:
+        """One pipelined round trip (per node on a Cluster); errors are returned per call."""
+        if not calls:
+            return []
+        if isinstance(client, RedisCluster):
+            return self._execute_cluster(client, calls)
+        pipe = client.pipeline(transaction=False)
+        for call in calls:
+            pipe.evalsha(call.sha, 2, *call.keys, *call.args)
+        return list(pipe.execute(raise_on_error=False))
+
+    def _execute_cluster(self, client: RedisCluster, calls: list[_Call]) -> list[Any]:
+        # redis-py's ClusterPipeline refuses EVALSHA, so pipeline per primary node.
+        if self._topology_stale:
+            client.nodes_manager.initialize()
+            self._topology_stale = False
+        groups: dict[str, tuple[ClusterNode, list[int]]] = {}
+        for i, call in enumerate(calls):
+            node = client.nodes_manager.get_node_from_slot(key_slot(call.keys[0]))
+            groups.setdefault(node.name, (node, []))[1].append(i)
+        results: list[Any] = [None] * len(calls)
+        for node, indexes in groups.values():
+            try:
+                pipe = client.get_redis_connection(node).pipeline(transaction=False)
+                for i in indexes:
+                    call = calls[i]
+                    pipe.evalsha(call.sha, 2, *call.keys, *call.args)
+                replies = list(pipe.execute(raise_on_error=False))
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                self._topology_stale = True
+                replies = [exc] * len(indexes)
+            for i, reply in zip(indexes, replies, strict=True):
+                results[i] = reply
+        return results
+
+    # ------------------------------------------------------------ decision paths
+    def read_counters(self, key: str) -> dict[str, float]:
+        """Return every field of the counter hash *key* from Redis (raises :class:`StoreError`)."""
+        full = self._full(key)
+        raw = self._request("read_counters", key, lambda c: c.hgetall(full))
+        try:
+            return {_text(name): float(value) for name, value in raw.items()}
+        except ValueError as exc:
+            raise StoreError("read_counters", key, exc) from exc
+
+    def read_window(self, key: str) -> list[JSONValue]:
+        """Return the window *key* from Redis, oldest item first (raises :class:`StoreError`)."""
+        full = self._full(key)
+        raw = self._request("read_window", key, lambda c: c.lrange(full, 0, -1))
+        try:
+            return [decode_item(_text(item)) for item in raw]
+        except ValueError as exc:
+            raise StoreError("read_window", key, exc) from exc
+
+    def get_document(self, key: str) -> Versioned | None:
+        """Return the document at *key* with its version, or ``None`` (raises :class:`StoreError`)."""
+        full = self._full(key)
+        version, doc = self._request("get_document", key, lambda c: c.hmget(full, ["v", "doc"]))
+        if version is None or doc is None:
+            return None
+        try:
+            value: JSONValue = json.loads(_text(doc))
+            return Versioned(value, int(_text(version)))
+        except ValueError as exc:
+            raise StoreError("get_document", key, exc) from exc
+
+    def compare_and_set(self, key: str, value: JSONValue, *, expected_version: int) -> bool:
+        """Write *value* if the stored version is *expected_version*; exactly one racer wins.
+
+        Raises :class:`ValueError`/:class:`TypeError` for a value that is not JSON
+        and :class:`StoreError` when Redis fails (the write may then have happened).
+        """
+        check_expected_version(expected_version)
+        doc = encode_document(value)
+        full = self._full(key)
+        token = secrets.token_hex(12)
+        won = self._request("compare_and_set", key,
+                            lambda c: c.evalsha(_CAS_SHA, 1, full, expected_version, doc, token))
+        return bool(int(won))
+
+    def delete(self, key: str) -> None:
+        """Remove *key*, including this process's pending writes to it (raises :class:`StoreError`)."""
+        self._pending.discard(key)
+        full = self._full(key)
+        deadline = time.monotonic() + self.flush_timeout
+        if not self._send_lock.acquire(timeout=self.flush_timeout):
+            raise StoreError("delete", key, TimeoutError("pending writes are still being delivered"))
+        try:
+            batch = self._inflight
+            if (batch is not None and (key in batch.counters or key in batch.windows)
+                    and not self._drain_locked(deadline, freeze=False)):
+                raise StoreError("delete", key, TimeoutError("earlier writes to the key are undelivered"))
+            self._request("delete", key, lambda c: c.delete(full))
+        finally:
+            self._send_lock.release()
+
+    def list_keys(self, prefix: str) -> list[str]:
+        """Return every key starting with *prefix* (without the deployment prefix), sorted.
+
+        Scans every primary of a Cluster; the store's internal keys are never listed.
+        """
+        head = self._full("")
+        pattern = glob_escape(head + prefix) + "*"
+
+        def scan(client: _Client) -> list[str]:
+            return [_text(k) for k in client.scan_iter(match=pattern, count=1000)]
+
+        found = self._request("list_keys", prefix, scan)
+        return sorted({k[len(head):] for k in found if k.startswith(head)})
