@@ -52,3 +52,42 @@ yaml_documents = st.dictionaries(
     ),
     max_size=5,
 )
+
+# ------------------------------------------------------------- registry / ab
+#: User ids as services pass them: any unicode text (including empty and astral characters).
+user_ids = st.text(max_size=40)
+#: Traffic percentages exactly representable in assignment buckets (k / 10_000 percent).
+traffic_buckets = st.integers(min_value=1, max_value=999_999)
+#: Test salts (names): non-empty, no braces or control characters.
+salts = st.text(st.characters(min_codepoint=32, max_codepoint=0x2FFF, exclude_characters="{}"),
+                min_size=1, max_size=20).filter(lambda s: s.strip() != "")
+latencies_ms = st.floats(min_value=0.0, max_value=60_000.0, allow_nan=False)
+
+
+@st.composite
+def sufficient_stats(draw: st.DrawFn, *, max_n: int = 30) -> object:
+    """A :class:`mlops_otel.registry.SufficientStats` of a few raw results."""
+    from mlops_otel.registry import SufficientStats
+
+    n = draw(st.integers(min_value=0, max_value=max_n))
+    lat = draw(st.lists(latencies_ms, min_size=n, max_size=n))
+    conf = draw(st.lists(unit_interval, min_size=n, max_size=n))
+    errors = draw(st.integers(min_value=0, max_value=n))
+    return SufficientStats.of(lat, conf, n=n, errors=errors)
+
+
+@st.composite
+def arm_summaries(draw: st.DrawFn) -> object:
+    """A variant's statistics with realistic sizes, built from (n, errors, mean, sd) directly."""
+    from mlops_otel.registry import Moments, SufficientStats
+
+    n = draw(st.integers(min_value=0, max_value=50_000))
+    errors = draw(st.integers(min_value=0, max_value=n))
+
+    def moments(mean: float, sd: float, shift: float) -> Moments:
+        d = mean - shift
+        return Moments(n, n * d, n * d * d + max(n - 1, 0) * sd * sd, shift)
+
+    lat = moments(draw(st.floats(1.0, 500.0)), draw(st.floats(0.0, 100.0)), 0.0)
+    conf = moments(draw(st.floats(0.0, 1.0)), draw(st.floats(0.0, 0.5)), 0.5)
+    return SufficientStats(n, errors, lat, conf)

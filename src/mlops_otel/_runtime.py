@@ -47,9 +47,11 @@ def open_store(url: str | None, *, prefix: str = "mlops", telemetry: Telemetry |
     if scheme in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
         from .stores.redis import RedisStore
 
-        cluster = scheme.endswith("+cluster")
-        real_url = url.replace("+cluster", "", 1) if cluster else url
-        return RedisStore.from_url(real_url, prefix=prefix, cluster=cluster, telemetry=telemetry)
+        if scheme.endswith("+cluster"):
+            return RedisStore.from_url(url.replace("+cluster", "", 1), prefix=prefix, cluster=True,
+                                       telemetry=telemetry)
+        # cluster=None: RedisStore asks the server whether it is a Cluster node.
+        return RedisStore.from_url(url, prefix=prefix, cluster=None, telemetry=telemetry)
     raise ValueError(
         f"store url must start with memory://, redis://, rediss:// or redis+cluster://, got {url!r}"
     )

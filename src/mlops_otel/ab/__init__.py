@@ -1,0 +1,30 @@
+"""A/B testing between model versions: pure assignment and evaluation, and the store-backed manager."""
+
+from ._assign import Variant, assign, assign_many, bucket, buckets_many
+from ._config import BUCKETS, ABTestConfig, Guardrails, InvalidConfigError
+from ._evaluate import Decision, Evaluation, MetricEffect, StatsBatch, evaluate, evaluate_batch
+from ._manager import ABTest, ABTestManager, ABTestNotFoundError, ABTestState, ABTestStateError, Assignment
+
+__all__ = [
+    "BUCKETS",
+    "ABTest",
+    "ABTestConfig",
+    "ABTestManager",
+    "ABTestNotFoundError",
+    "ABTestState",
+    "ABTestStateError",
+    "Assignment",
+    "Decision",
+    "Evaluation",
+    "Guardrails",
+    "InvalidConfigError",
+    "MetricEffect",
+    "StatsBatch",
+    "Variant",
+    "assign",
+    "assign_many",
+    "bucket",
+    "buckets_many",
+    "evaluate",
+    "evaluate_batch",
+]

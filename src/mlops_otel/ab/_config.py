@@ -1,0 +1,194 @@
+"""A/B test configuration: validated, frozen, JSON round-trippable (pure)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from ..registry._validate import InvalidValueError, check_name
+
+__all__ = ["BUCKETS", "ABTestConfig", "Guardrails", "InvalidConfigError"]
+
+#: Hash buckets per test: assignment granularity is 1/BUCKETS = 0.0001 %.
+BUCKETS = 1_000_000
+_BUCKETS_PER_PCT = BUCKETS // 100
+
+
+class InvalidConfigError(InvalidValueError):
+    """An A/B test configuration value is invalid; names the field, the expectation and the value."""
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _name(_: object, attribute: attrs.Attribute[str], value: object) -> None:
+    try:
+        check_name(attribute.name, value)
+    except InvalidValueError as exc:
+        raise InvalidConfigError(exc.field, exc.expected, exc.value) from None
+
+
+def _range(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Any:
+    lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+    expected = f"a finite number in {lo}{low:g}, {high:g}{hi}"
+
+    def check(_: object, attribute: attrs.Attribute[float], value: object) -> None:
+        ok = _is_number(value)
+        if ok:
+            v = float(value)  # type: ignore[arg-type]  # _is_number checked it is int or float
+            ok = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+        if not ok:
+            raise InvalidConfigError(attribute.name, expected, value)
+
+    return check
+
+
+def _int_at_least(minimum: int) -> Any:
+    def check(_: object, attribute: attrs.Attribute[int], value: object) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise InvalidConfigError(attribute.name, f"an integer >= {minimum}", value)
+
+    return check
+
+
+def _bool(_: object, attribute: attrs.Attribute[bool], value: object) -> None:
+    if not isinstance(value, bool):
+        raise InvalidConfigError(attribute.name, "a bool", value)
+
+
+@attrs.frozen(kw_only=True)
+class Guardrails:
+    """How much worse the treatment may be before the test is rolled back.
+
+    A guardrail fires only when the confidence sequence shows the degradation
+    *exceeds* the tolerance, so noise alone never triggers it.
+    """
+
+    #: Tolerated absolute increase of the error rate (0.01 = one percentage point).
+    max_error_rate_increase: float = attrs.field(default=0.0, validator=_range(0.0, 1.0, high_open=True))
+    #: Tolerated relative increase of the mean latency, in percent.
+    max_latency_increase_pct: float = attrs.field(default=10.0, validator=_range(0.0, 1000.0))
+    #: Tolerated absolute decrease of the mean confidence.
+    max_confidence_decrease: float = attrs.field(default=0.0, validator=_range(0.0, 1.0, high_open=True))
+
+    def to_dict(self) -> dict[str, float]:
+        """The guardrails as JSON-compatible values."""
+        return {
+            "max_error_rate_increase": float(self.max_error_rate_increase),
+            "max_latency_increase_pct": float(self.max_latency_increase_pct),
+            "max_confidence_decrease": float(self.max_confidence_decrease),
+        }
+
+
+_PCT = _range(0.0, 100.0, low_open=True, high_open=True)
+
+
+def _guardrails(value: object) -> object:
+    if isinstance(value, Mapping):
+        return Guardrails(**value)
+    return value
+
+
+def _check_guardrails(_: object, attribute: attrs.Attribute[Guardrails], value: object) -> None:
+    if not isinstance(value, Guardrails):
+        raise InvalidConfigError(attribute.name, "a Guardrails or a mapping of its fields", value)
+
+
+def _default_salt(self: ABTestConfig) -> str:
+    return self.name
+
+
+@attrs.frozen(kw_only=True)
+class ABTestConfig:
+    """One A/B test: which versions, how much traffic, for how long, and how to decide.
+
+    ``treatment_traffic_pct`` percent of users (quantised to 0.0001 %) get the
+    treatment version, the rest the control. ``salt`` (default: the test
+    name) seeds the assignment hash; reuse it to keep users in their variant
+    across tests.
+    """
+
+    name: str = attrs.field(validator=_name)
+    model_type: str = attrs.field(validator=_name)
+    control_version: str = attrs.field(validator=_name)
+    treatment_version: str = attrs.field(validator=_name)
+    treatment_traffic_pct: float = attrs.field(default=10.0, validator=_PCT)
+    duration_days: float = attrs.field(default=7.0, validator=_range(0.0, 3650.0, low_open=True))
+    #: Results each variant needs before anything but a sample-ratio halt is decided.
+    min_samples: int = attrs.field(default=1000, validator=_int_at_least(2))
+    #: Probability, over the whole test however often it is evaluated, of a wrong promote or rollback.
+    alpha: float = attrs.field(default=0.05, validator=_range(0.0, 0.5, low_open=True))
+    #: Total results (both variants) at which the confidence sequences are tightest.
+    planned_samples: int = attrs.field(default=20_000, validator=_int_at_least(10))
+    guardrails: Guardrails = attrs.field(factory=Guardrails, converter=_guardrails,
+                                         validator=_check_guardrails)
+    #: Apply promote/rollback (and abort on halt) as soon as an evaluation decides it.
+    auto_finalize: bool = attrs.field(default=False, validator=_bool)
+    salt: str = attrs.field(default=attrs.Factory(_default_salt, takes_self=True), validator=_name)
+    #: Significance of the sample-ratio-mismatch chi-square check.
+    srm_alpha: float = attrs.field(default=0.001, validator=_range(0.0, 0.5, low_open=True))
+
+    # Derived once: the assignment hot path reads these instead of recomputing.
+    treatment_buckets: int = attrs.field(init=False, repr=False, eq=False)
+    salt_prefix: bytes = attrs.field(init=False, repr=False, eq=False)
+    #: A digest is in treatment iff it sorts below this (see :mod:`mlops_otel.ab._assign`).
+    treatment_threshold: bytes = attrs.field(init=False, repr=False, eq=False)
+
+    @treatment_buckets.default
+    def _treatment_buckets(self) -> int:
+        # Defaults of derived fields run before the validators: check the input first.
+        _PCT(self, attrs.fields(ABTestConfig).treatment_traffic_pct, self.treatment_traffic_pct)
+        buckets = round(float(self.treatment_traffic_pct) * _BUCKETS_PER_PCT)
+        if not 0 < buckets < BUCKETS:
+            raise InvalidConfigError("treatment_traffic_pct", "at least 0.0001 and at most 99.9999",
+                                     self.treatment_traffic_pct)
+        return buckets
+
+    @salt_prefix.default
+    def _salt_prefix(self) -> bytes:
+        # A bad salt is reported by its validator, which runs after this default.
+        return (self.salt + ".").encode("utf-8") if isinstance(self.salt, str) else b""
+
+    @treatment_threshold.default
+    def _treatment_threshold(self) -> bytes:
+        # bucket(h) = floor(h * BUCKETS / 2**64) < t  <=>  h < ceil(t * 2**64 / BUCKETS); as a 32-byte
+        # big-endian bound, comparing whole SHA-256 digests compares their first 8 bytes.
+        bound = -(-self.treatment_buckets * 2**64 // BUCKETS)
+        return bound.to_bytes(8, "big") + bytes(24)
+
+    def __attrs_post_init__(self) -> None:
+        if self.treatment_version == self.control_version:
+            raise InvalidConfigError("treatment_version", "different from control_version",
+                                     self.treatment_version)
+
+    @property
+    def treatment_fraction(self) -> float:
+        """The expected share of treatment results, exactly as assignment quantises it."""
+        return self.treatment_buckets / BUCKETS
+
+    @property
+    def duration_seconds(self) -> float:
+        """``duration_days`` in seconds."""
+        return float(self.duration_days) * 86_400.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as JSON-compatible values (see :meth:`from_dict`)."""
+        return {
+            "name": self.name, "model_type": self.model_type,
+            "control_version": self.control_version, "treatment_version": self.treatment_version,
+            "treatment_traffic_pct": float(self.treatment_traffic_pct),
+            "duration_days": float(self.duration_days), "min_samples": self.min_samples,
+            "alpha": float(self.alpha), "planned_samples": self.planned_samples,
+            "guardrails": self.guardrails.to_dict(), "auto_finalize": self.auto_finalize,
+            "salt": self.salt, "srm_alpha": float(self.srm_alpha),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ABTestConfig:
+        """Rebuild a configuration from :meth:`to_dict` output (unknown keys are ignored)."""
+        names = {a.name for a in attrs.fields(cls) if a.init}
+        return cls(**{k: v for k, v in data.items() if k in names})

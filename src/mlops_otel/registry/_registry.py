@@ -1,0 +1,488 @@
+"""The model registry: versions, champion/challenger roles with history, running metrics."""
+
+from __future__ import annotations
+
+import copy
+import enum
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any, TypeVar, cast
+
+import attrs
+
+from .. import semconv
+from ..stores import JSONValue, StateStore, make_key
+from ..telemetry import Telemetry, default_telemetry
+from ._stats import SufficientStats
+from ._validate import InvalidValueError, check_name, check_result
+
+__all__ = [
+    "ModelRegistry",
+    "ModelVersion",
+    "RegistryConflictError",
+    "Role",
+    "RoleChange",
+    "UnknownVersionError",
+]
+
+log = logging.getLogger("mlops_otel.registry")
+
+T = TypeVar("T")
+
+NAMESPACE = "registry"
+#: Compare-and-set attempts before a role change gives up under contention.
+_MAX_ATTEMPTS = 64
+
+
+class Role(enum.StrEnum):
+    """The role of a model version within its model type."""
+
+    CHAMPION = "champion"
+    CHALLENGER = "challenger"
+    CANDIDATE = "candidate"
+    ARCHIVED = "archived"
+
+
+class UnknownVersionError(LookupError):
+    """The model version is not registered."""
+
+    def __init__(self, model_type: str, version: str, registered: tuple[str, ...] = ()) -> None:
+        self.model_type = model_type
+        self.version = version
+        self.registered = registered
+        known = ", ".join(registered) if registered else "none"
+        super().__init__(f"version {version!r} of model type {model_type!r} is not registered "
+                         f"(registered: {known})")
+
+
+class RegistryConflictError(RuntimeError):
+    """A role change lost the compare-and-set race too many times in a row."""
+
+    def __init__(self, model_type: str, attempts: int) -> None:
+        self.model_type = model_type
+        self.attempts = attempts
+        super().__init__(f"registry document of model type {model_type!r} kept changing; "
+                         f"gave up after {attempts} compare-and-set attempts")
+
+
+@attrs.frozen
+class RoleChange:
+    """One entry of a model type's history: what changed, when and why."""
+
+    time: float
+    model_type: str
+    action: str
+    version: str | None
+    previous_champion: str | None
+    reason: str
+    key: str | None = None
+
+
+@attrs.frozen
+class ModelVersion:
+    """A registered model version with its role and running performance metrics.
+
+    The metrics derive from :attr:`stats`, the mergeable sums every worker's
+    :meth:`ModelRegistry.update_metrics` adds to.
+    """
+
+    model_type: str
+    version: str
+    created_at: float
+    metadata: Mapping[str, JSONValue]
+    role: Role
+    stats: SufficientStats = attrs.field(factory=SufficientStats)
+
+    @property
+    def count(self) -> int:
+        """Results recorded."""
+        return self.stats.n
+
+    @property
+    def error_rate(self) -> float:
+        """Share of results that were errors (NaN before the first)."""
+        return self.stats.error_rate
+
+    @property
+    def latency_mean_ms(self) -> float:
+        """Mean inference latency in milliseconds."""
+        return self.stats.latency_ms.mean
+
+    @property
+    def latency_variance(self) -> float:
+        """Sample variance of the latency (ms squared)."""
+        return self.stats.latency_ms.variance
+
+    @property
+    def confidence_mean(self) -> float:
+        """Mean prediction confidence."""
+        return self.stats.confidence.mean
+
+    @property
+    def confidence_variance(self) -> float:
+        """Sample variance of the confidence."""
+        return self.stats.confidence.variance
+
+    def metrics(self) -> dict[str, float]:
+        """The running metrics as a flat dict."""
+        return {
+            "count": float(self.count), "error_rate": self.error_rate,
+            "latency_mean_ms": self.latency_mean_ms, "latency_variance": self.latency_variance,
+            "confidence_mean": self.confidence_mean, "confidence_variance": self.confidence_variance,
+        }
+
+
+def _empty_doc() -> dict[str, Any]:
+    return {"champion": None, "challenger": None, "previous": [], "versions": {}, "history": []}
+
+
+def _check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, JSONValue]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping) or not all(isinstance(k, str) for k in metadata):
+        raise InvalidValueError("metadata", "a mapping with string keys", metadata)
+    try:
+        return cast(dict[str, JSONValue], json.loads(json.dumps(dict(metadata), allow_nan=False)))
+    except (TypeError, ValueError):
+        raise InvalidValueError("metadata", "JSON-serialisable (no NaN or infinity)", metadata) from None
+
+
+def _check_reason(reason: object) -> str:
+    if not isinstance(reason, str):
+        raise InvalidValueError("reason", "a string", reason)
+    return reason
+
+
+@attrs.define(eq=False)
+class ModelRegistry:
+    """Model versions and their champion/challenger roles, shared through a :class:`StateStore`.
+
+    All state of one model type lives in one versioned document changed by
+    compare-and-set, so concurrent workers never lose or duplicate a role
+    change. :meth:`update_metrics` is the hot path: validated, buffered by
+    the store (write-behind) and never raising.
+
+    The first version registered for a model type becomes its champion.
+    """
+
+    store: StateStore
+    telemetry: Telemetry | None = attrs.field(default=None, kw_only=True)
+    clock: Callable[[], float] = attrs.field(default=time.time, kw_only=True)
+    #: Role changes kept per model type (oldest dropped first).
+    max_history: int = attrs.field(default=1000, kw_only=True)
+
+    _stats_keys: dict[tuple[str, str], str] = attrs.field(factory=dict, init=False, repr=False)
+    _gauge_champion: dict[str, str | None] = attrs.field(factory=dict, init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.max_history, int) or isinstance(self.max_history, bool) or self.max_history < 1:
+            raise InvalidValueError("max_history", "an integer >= 1", self.max_history)
+
+    @property
+    def _tel(self) -> Telemetry:
+        return self.telemetry if self.telemetry is not None else default_telemetry()
+
+    # --------------------------------------------------------------- keys/docs
+    @staticmethod
+    def _doc_key(model_type: str) -> str:
+        return make_key(NAMESPACE, model_type, "doc")
+
+    def _stats_key(self, model_type: str, version: str) -> str:
+        key = self._stats_keys.get((model_type, version))
+        if key is None:
+            key = self._stats_keys[(model_type, version)] = make_key(NAMESPACE, model_type, "stats", version)
+        return key
+
+    def _read(self, model_type: str) -> dict[str, Any]:
+        check_name("model_type", model_type)
+        found = self.store.get_document(self._doc_key(model_type))
+        doc = _empty_doc() if found is None else cast(dict[str, Any], found.value)
+        self._sync_gauge(model_type, doc["champion"])
+        return doc
+
+    def _update(self, model_type: str, mutate: Callable[[dict[str, Any]], T | None]) -> T | None:
+        """Apply *mutate* to the model type's document by compare-and-set, retrying on conflict.
+
+        *mutate* edits the document in place and returns a result, or returns
+        ``None`` to leave the store untouched (a no-op).
+        """
+        check_name("model_type", model_type)
+        key = self._doc_key(model_type)
+        for attempt in range(_MAX_ATTEMPTS):
+            found = self.store.get_document(key)
+            version = 0 if found is None else found.version
+            doc = _empty_doc() if found is None else copy.deepcopy(cast(dict[str, Any], found.value))
+            result = mutate(doc)
+            if result is None:
+                self._sync_gauge(model_type, doc["champion"])
+                return None
+            del doc["history"][:-self.max_history]
+            if self.store.compare_and_set(key, cast(JSONValue, doc), expected_version=version):
+                self._sync_gauge(model_type, doc["champion"])
+                return result
+            time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))
+        raise RegistryConflictError(model_type, _MAX_ATTEMPTS)
+
+    def _sync_gauge(self, model_type: str, champion: str | None) -> None:
+        # Every read refreshes this process's gauge, so workers that did not make a
+        # change still export the current champion.
+        previous = self._gauge_champion.get(model_type, "")
+        if previous == champion:
+            return
+        self._gauge_champion[model_type] = champion
+        tel = self._tel
+        if previous:
+            tel.set(semconv.MODEL_CHAMPION, (model_type, previous), 0.0)
+        if champion:
+            tel.set(semconv.MODEL_CHAMPION, (model_type, champion), 1.0)
+
+    def _entry(self, doc: dict[str, Any], action: str, version: str | None,
+               reason: str, key: str | None) -> None:
+        doc["history"].append({
+            "time": self.clock(), "action": action, "version": version,
+            "previous_champion": doc["champion"], "reason": reason, "key": key,
+        })
+
+    @staticmethod
+    def _seen(doc: dict[str, Any], key: str | None) -> bool:
+        return key is not None and any(h.get("key") == key for h in doc["history"])
+
+    @staticmethod
+    def _require(doc: dict[str, Any], model_type: str, version: str, *, usable: bool = False) -> None:
+        check_name("version", version)
+        entry = doc["versions"].get(version)
+        if entry is None:
+            raise UnknownVersionError(model_type, version, tuple(doc["versions"]))
+        if usable and entry.get("archived"):
+            raise InvalidValueError("version", f"a version of {model_type!r} that is not archived", version)
+
+    def _version(self, model_type: str, version: str, doc: dict[str, Any]) -> ModelVersion:
+        entry = doc["versions"][version]
+        if entry.get("archived"):
+            role = Role.ARCHIVED
+        elif doc["champion"] == version:
+            role = Role.CHAMPION
+        elif doc["challenger"] == version:
+            role = Role.CHALLENGER
+        else:
+            role = Role.CANDIDATE
+        counters = self.store.read_counters(self._stats_key(model_type, version))
+        return ModelVersion(model_type, version, float(entry["created_at"]),
+                            MappingProxyType(dict(entry.get("metadata") or {})), role,
+                            SufficientStats.from_counters(counters))
+
+    # -------------------------------------------------------------- versions
+    def register(self, model_type: str, version: str, *, metadata: Mapping[str, Any] | None = None,
+                 ) -> ModelVersion:
+        """Register *version* of *model_type*; the first version of a type becomes its champion.
+
+        Raises :class:`InvalidValueError` for a bad name or metadata, or when
+        the version is already registered.
+        """
+        check_name("model_type", model_type)
+        check_name("version", version)
+        meta = _check_metadata(metadata)
+
+        def mutate(doc: dict[str, Any]) -> bool:
+            if version in doc["versions"]:
+                raise InvalidValueError("version", f"a version not yet registered for {model_type!r}", version)
+            doc["versions"][version] = {"created_at": self.clock(), "metadata": meta, "archived": False}
+            self._entry(doc, "register", version, "registered", None)
+            if doc["champion"] is None:
+                self._entry(doc, "promote", version, "first version registered", None)
+                doc["champion"] = version
+            return True
+
+        self._update(model_type, mutate)
+        return self.get(model_type, version)
+
+    def get(self, model_type: str, version: str) -> ModelVersion:
+        """Return *version* with its metrics (this process's pending results flushed first)."""
+        doc = self._read(model_type)
+        self._require(doc, model_type, version)
+        self.store.flush()
+        return self._version(model_type, version, doc)
+
+    def list_versions(self, model_type: str) -> list[ModelVersion]:
+        """Every registered version of *model_type*, oldest first."""
+        doc = self._read(model_type)
+        self.store.flush()
+        versions = [self._version(model_type, v, doc) for v in doc["versions"]]
+        return sorted(versions, key=lambda m: (m.created_at, m.version))
+
+    def model_types(self) -> list[str]:
+        """Every model type with a registered version, sorted."""
+        prefix = NAMESPACE + ":{"
+        return sorted(k[len(prefix):k.index("}", len(prefix))] for k in self.store.list_keys(prefix)
+                      if k.endswith("}:doc"))
+
+    def champion_version(self, model_type: str) -> str | None:
+        """The champion's version string of *model_type* (one store read, no metrics)."""
+        champion: str | None = self._read(model_type)["champion"]
+        return champion
+
+    def get_champion(self, model_type: str) -> ModelVersion | None:
+        """The champion of *model_type*, or ``None`` when nothing is registered."""
+        doc = self._read(model_type)
+        champion = doc["champion"]
+        return None if champion is None else self._version(model_type, champion, doc)
+
+    def get_challenger(self, model_type: str) -> ModelVersion | None:
+        """The challenger of *model_type* (e.g. an A/B test's treatment), or ``None``."""
+        doc = self._read(model_type)
+        challenger = doc["challenger"]
+        return None if challenger is None else self._version(model_type, challenger, doc)
+
+    def history(self, model_type: str) -> list[RoleChange]:
+        """Every role change of *model_type*, oldest first (the newest ``max_history``)."""
+        doc = self._read(model_type)
+        return [RoleChange(float(h["time"]), model_type, h["action"], h.get("version"),
+                           h.get("previous_champion"), h.get("reason", ""), h.get("key"))
+                for h in doc["history"]]
+
+    # ----------------------------------------------------------------- roles
+    def promote(self, model_type: str, version: str, *, reason: str, idempotency_key: str | None = None) -> bool:
+        """Make *version* the champion; the current one can be restored with :meth:`rollback`.
+
+        Returns whether the roles changed: ``False`` when *version* already is
+        the champion or a change with the same *idempotency_key* was already
+        applied (so retries and racing workers change roles exactly once).
+        """
+        _check_reason(reason)
+
+        def mutate(doc: dict[str, Any]) -> bool | None:
+            self._require(doc, model_type, version, usable=True)
+            if self._seen(doc, idempotency_key) or doc["champion"] == version:
+                return None
+            self._entry(doc, "promote", version, reason, idempotency_key)
+            if doc["champion"] is not None:
+                doc["previous"].append(doc["champion"])
+            doc["champion"] = version
+            if doc["challenger"] == version:
+                doc["challenger"] = None
+            return True
+
+        changed = self._update(model_type, mutate) is not None
+        if changed:
+            log.info("promoted %s %s to champion: %s", model_type, version, reason)
+        return changed
+
+    def rollback(self, model_type: str, *, reason: str, idempotency_key: str | None = None) -> ModelVersion:
+        """Restore the previous champion; returns the champion afterwards.
+
+        Raises :class:`InvalidValueError` when there is no previous champion.
+        """
+        _check_reason(reason)
+
+        def mutate(doc: dict[str, Any]) -> bool | None:
+            if self._seen(doc, idempotency_key):
+                return None
+            previous = [v for v in doc["previous"] if not doc["versions"][v].get("archived")]
+            if not previous:
+                raise InvalidValueError("model_type", "a model type with a previous champion to roll back to",
+                                        model_type)
+            target = previous[-1]
+            self._entry(doc, "rollback", target, reason, idempotency_key)
+            doc["previous"] = previous[:-1]
+            doc["champion"] = target
+            if doc["challenger"] == target:
+                doc["challenger"] = None
+            return True
+
+        self._update(model_type, mutate)
+        champion = self.get_champion(model_type)
+        assert champion is not None  # rollback always leaves a champion
+        return champion
+
+    def set_challenger(self, model_type: str, version: str, *, reason: str,
+                       idempotency_key: str | None = None) -> bool:
+        """Make *version* the challenger (e.g. an A/B test's treatment); returns whether roles changed."""
+        _check_reason(reason)
+
+        def mutate(doc: dict[str, Any]) -> bool | None:
+            self._require(doc, model_type, version, usable=True)
+            if doc["champion"] == version:
+                raise InvalidValueError("version", f"a version that is not the champion of {model_type!r}",
+                                        version)
+            if self._seen(doc, idempotency_key) or doc["challenger"] == version:
+                return None
+            self._entry(doc, "challenger", version, reason, idempotency_key)
+            doc["challenger"] = version
+            return True
+
+        return self._update(model_type, mutate) is not None
+
+    def clear_challenger(self, model_type: str, *, reason: str, version: str | None = None,
+                         idempotency_key: str | None = None) -> bool:
+        """Remove the challenger role (only from *version* when given); returns whether roles changed."""
+        _check_reason(reason)
+
+        def mutate(doc: dict[str, Any]) -> bool | None:
+            current = doc["challenger"]
+            if (self._seen(doc, idempotency_key) or current is None
+                    or (version is not None and current != version)):
+                return None
+            self._entry(doc, "clear_challenger", current, reason, idempotency_key)
+            doc["challenger"] = None
+            return True
+
+        return self._update(model_type, mutate) is not None
+
+    def archive(self, model_type: str, version: str, *, reason: str = "archived") -> bool:
+        """Retire *version*: it can no longer be promoted or rolled back to.
+
+        The champion cannot be archived (promote another version first).
+        Returns whether anything changed.
+        """
+        _check_reason(reason)
+
+        def mutate(doc: dict[str, Any]) -> bool | None:
+            self._require(doc, model_type, version)
+            if doc["champion"] == version:
+                raise InvalidValueError("version", f"a version that is not the champion of {model_type!r}",
+                                        version)
+            entry = doc["versions"][version]
+            if entry.get("archived"):
+                return None
+            entry["archived"] = True
+            self._entry(doc, "archive", version, reason, None)
+            if doc["challenger"] == version:
+                doc["challenger"] = None
+            doc["previous"] = [v for v in doc["previous"] if v != version]
+            return True
+
+        return self._update(model_type, mutate) is not None
+
+    # -------------------------------------------------------------- hot path
+    def update_metrics(self, model_type: str, version: str, inference_time_ms: float | None,
+                       confidence: float | None, error: bool = False) -> None:
+        """Add one inference result to the version's running metrics (hot path; never raises).
+
+        Write-behind: the store buffers the increment. Invalid values are
+        counted in ``mlops_invalid_measurements_total{metric="registry.<field>"}``
+        and left out; ``None`` means not measured.
+        """
+        try:
+            latency, conf, err, rejected = check_result(inference_time_ms, confidence, error)
+            tel = self._tel
+            if rejected:
+                given = {"inference_time_ms": inference_time_ms, "confidence": confidence, "error": error}
+                for name in rejected:
+                    tel.invalid("registry." + name, given[name])
+            if err is None:
+                return
+            try:
+                key = self._stats_key(model_type, version)
+            except (ValueError, TypeError):
+                tel.invalid("registry.model_version", (model_type, version))
+                return
+            self.store.incr(key, SufficientStats.deltas(latency, conf, err))
+        except Exception as exc:  # the caller's request must never fail because of us
+            self._tel.fault("registry.update_metrics", exc)
+
+    def close(self) -> None:
+        """Nothing to release (the store is closed by its owner)."""
