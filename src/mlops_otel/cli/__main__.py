@@ -1,0 +1,7 @@
+"""``python -m mlops_otel.cli``."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
