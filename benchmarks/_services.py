@@ -51,3 +51,39 @@ def redis_server() -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@contextlib.contextmanager
+def uvicorn_server(target: str, *, env: dict[str, str], workers: int = 1) -> Iterator[str]:
+    """Run ``uvicorn <target>`` on a free loopback port in a subprocess; yield its base URL."""
+    import os
+    import sys
+    from pathlib import Path
+
+    port = free_port()
+    root = str(Path(__file__).resolve().parent.parent)
+    full_env = {**os.environ, "PYTHONPATH": root, **env}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port),
+         "--workers", str(workers), "--log-level", "warning", "--no-access-log"],
+        env=full_env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                raise RuntimeError(f"uvicorn exited with {proc.returncode}: {err[-2000:]}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"uvicorn did not listen on {port}")
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -6,6 +6,7 @@ import importlib
 import math
 
 import pytest
+
 from benchmarks.__main__ import MODULES, as_dict, table
 
 PRESENT = []

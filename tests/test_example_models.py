@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import examples.diagnosis_service as package
 import numpy as np
 import numpy.typing as npt
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy.stats import ks_2samp
+
+import examples.diagnosis_service as package
 from examples.diagnosis_service.equipment import (
     EQUIPMENT_TYPES,
     WINDOW,
@@ -26,9 +30,6 @@ from examples.diagnosis_service.rag import (
     parse_note,
     query_for,
 )
-from hypothesis import given
-from hypothesis import strategies as st
-from scipy.stats import ks_2samp
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -1,0 +1,68 @@
+"""End to end: the example service's latency and throughput with the SDK and without it.
+
+The load generator (benchmarks/_load.py) sends diagnosis requests from 16 concurrent
+clients on loopback to uvicorn running the example service: with mlops-otel on the
+in-memory store (1 worker), on a shared Redis store (2 workers, fleet metrics on), and
+the same models and flow with no SDK at all (1 and 2 workers). Client and server share
+this machine's 2 cores, so absolute numbers are lower than on a real deployment; the
+ratios are what to read.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from typing import Any
+
+from ._load import run_load
+from ._services import redis_server, uvicorn_server
+
+BENCH = "e2e"
+TARGET = "examples.diagnosis_service.app:app"
+
+
+def _case(name: str, env: dict[str, str], workers: int, requests: int) -> dict[str, Any]:
+    with uvicorn_server(TARGET, env=env, workers=workers) as url:
+        run_load(url, requests=min(200, requests), concurrency=16)  # warm-up
+        result = run_load(url, requests=requests, concurrency=16, max_seconds=300)
+    return {
+        "bench": BENCH, "case": name, "workers": workers, "requests": result.sent,
+        "p50_ms": result.p50, "p99_ms": result.percentile(99), "throughput_rps": result.throughput,
+        "non_2xx": result.sent - result.statuses.get(200, 0),
+    }
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    requests = 200 if quick else 3_000
+    rows = [
+        _case("without SDK", {"EXAMPLE_WITHOUT_SDK": "1"}, 1, requests),
+        _case("mlops-otel, memory store", {"MLOPS_OTEL_STORE_URL": "memory://"}, 1, requests),
+    ]
+    if not quick:
+        with redis_server() as url:
+            rows.append(_case("without SDK", {"EXAMPLE_WITHOUT_SDK": "1"}, 2, requests))
+            rows.append(_case("mlops-otel, Redis store", {
+                "MLOPS_OTEL_STORE_URL": url, "MLOPS_OTEL_STORE_PREFIX": f"bench-{uuid.uuid4().hex[:8]}",
+            }, 2, requests))
+    return rows
+
+
+def summary(rows: list[dict[str, Any]]) -> list[str]:
+    """Latency and throughput of each SDK case relative to the no-SDK case with as many workers."""
+    base = {r["workers"]: r for r in rows if r["case"] == "without SDK"}
+    lines = []
+    for r in rows:
+        b = base.get(r["workers"])
+        if r["case"] == "without SDK" or b is None:
+            continue
+        lines.append(
+            f"- {r['case']} ({r['workers']} worker(s)): p50 {r['p50_ms'] / b['p50_ms']:.2f}x, "
+            f"p99 {r['p99_ms'] / b['p99_ms']:.2f}x, throughput {r['throughput_rps'] / b['throughput_rps']:.2f}x "
+            f"of the service without the SDK."
+        )
+    return lines
+
+
+if __name__ == "__main__":
+    for row in run(quick="--quick" in sys.argv):
+        print(row)
