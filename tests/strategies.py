@@ -91,3 +91,19 @@ def arm_summaries(draw: st.DrawFn) -> object:
     lat = moments(draw(st.floats(1.0, 500.0)), draw(st.floats(0.0, 100.0)), 0.0)
     conf = moments(draw(st.floats(0.0, 1.0)), draw(st.floats(0.0, 0.5)), 0.5)
     return SufficientStats(n, errors, lat, conf)
+
+# ---------------------------------------------------------------------- drift
+#: KS samples: continuous values, or values on a coarse lattice so that ties within and
+#: across the two samples are common (the hard case for matching scipy's statistic).
+ks_continuous = st.lists(st.floats(-1e6, 1e6, allow_nan=False, allow_subnormal=False), min_size=1, max_size=300)
+ks_lattice = st.lists(st.integers(-40, 40).map(lambda k: k / 8.0), min_size=1, max_size=300)
+ks_samples = ks_continuous | ks_lattice
+#: A pair of KS samples of the same kind (both continuous or both on the lattice).
+ks_pairs = st.tuples(ks_continuous, ks_continuous) | st.tuples(ks_lattice, ks_lattice)
+#: Values a caller may hand to the drift hot path, valid or not.
+drift_outputs = (
+    st.floats(0.0, 1.0)
+    | st.sampled_from([float("nan"), float("inf"), float("-inf"), -0.1, 1.1, -1e-300, 1.0000001])
+    | st.sampled_from([None, "0.5", True, [0.5], b"x"])
+    | st.integers(-2, 2)
+)
