@@ -727,12 +727,12 @@ class DriftDetector:
     # ------------------------------------------------------------ evaluation
     def _periodic_check(self) -> None:
         """The every-*check_every*-samples work of the hot path: deliver, then check locally."""
+        with self._lock:
+            self._since_check = 0
+        self._push()
         if not self._eval_lock.acquire(blocking=False):
             return  # another thread is evaluating right now; the next period catches up
         try:
-            with self._lock:
-                self._since_check = 0
-            self._push()
             if self._reference is None:
                 self._off_path(self._learn_reference)
             report = self._evaluate(self._reference, self._local_window(), self._alert, "local", None)
