@@ -22,7 +22,7 @@ from mlops_otel.ab import (
     InvalidConfigError,
 )
 from mlops_otel.registry import InvalidValueError, ModelRegistry
-from mlops_otel.stores import MemoryStore, StateStore
+from mlops_otel.stores import MemoryStore, StateStore, make_key
 from mlops_otel.telemetry import Telemetry
 from mlops_otel.testing import sample_value
 
@@ -285,8 +285,9 @@ def test_record_result_never_raises(tel: Telemetry, clock: Clock) -> None:
 
     _, manager = setup(Broken(), tel, clock)
     manager.start_test(make_config())
-    manager.record_result("gnn_v2.2_test", "control", 12.0, 0.9, False)
+    manager.record_result("gnn_v2.2_test", "control", 12.0, 0.9, False)  # buffered: no store call yet
     manager.record_result(None, None, None, None, None)  # type: ignore[arg-type]
+    manager.close()  # the buffered result reaches the broken store: counted, not raised
     assert sample_value(tel, "mlops_telemetry_errors_total", reason="ab.record_result") == 1.0
 
 
@@ -295,7 +296,8 @@ def test_evaluate_sees_this_process_pending_writes(tel: Telemetry, clock: Clock)
     _, manager = setup(store, tel, clock)
     manager.start_test(make_config())
     counts = feed(manager, 300)
-    assert store.pending
+    for variant in ("control", "treatment"):  # buffered in this process: the store has seen nothing yet
+        assert store.read_counters(make_key("ab", "gnn_v2.2_test", "stats", variant)) == {}
     result = manager.evaluate_test("gnn_v2.2_test")
     assert (result["n_control"], result["n_treatment"]) == (counts["control"], counts["treatment"])
     assert sample_value(tel, "ab_decisions_total", test="gnn_v2.2_test", decision=result["decision"]) == 1.0
@@ -456,7 +458,7 @@ def _redis_worker(url: str, prefix: str, worker: int, users: int, barrier: Any, 
             manager.record_result(a["test"] or "", a["name"], float(rng.normal(50, 5)), conf, False)
             registry.update_metrics("gnn", a["version"] or "", 50.0, conf, False)
             counts[a["name"]] += 1
-        flushed = store.flush(30.0)
+        flushed = manager.flush(30.0) and registry.flush(30.0)
         barrier.wait()  # everyone has recorded: now race to finalize
         won = manager.finalize_test("gnn_v2.2_test", "promote")
         out.put({"worker": worker, "counts": counts, "flushed": flushed, "won": won})
@@ -532,7 +534,7 @@ def test_redis_flow_sees_other_workers_and_decides(redis_service: RedisServer, r
         clock.now += 10.0  # past the other worker's refresh interval
         feed(other, 3000, err_treatment=0.2)
         assert starter.evaluate_test("gnn_v2.2_test")["n_control"] == 0  # still buffered in the other worker
-        assert other_store.flush(10.0)
+        assert other.flush(10.0)
         result = starter.evaluate_test("gnn_v2.2_test")
         assert result["n_control"] + result["n_treatment"] == 3000
         assert result["decision"] == "rollback"

@@ -299,7 +299,9 @@ def test_update_metrics_never_raises(registry: ModelRegistry, tel: Telemetry) ->
         def incr(self, key: str, deltas: object) -> None:  # type: ignore[override]
             raise RuntimeError("store down")
 
-    ModelRegistry(Broken(), telemetry=tel).update_metrics("gnn", "v1", 1.0, 0.5, False)
+    broken = ModelRegistry(Broken(), telemetry=tel)
+    broken.update_metrics("gnn", "v1", 1.0, 0.5, False)  # buffered: the store is reached on flush
+    broken.close()
     assert sample_value(tel, "mlops_telemetry_errors_total", reason="registry.update_metrics") == 1.0
 
 

@@ -14,7 +14,7 @@ import attrs
 from .. import semconv
 from ..registry import ModelRegistry, SufficientStats, UnknownVersionError
 from ..registry._validate import InvalidValueError, check_result
-from ..stores import JSONValue, StateStore, make_key
+from ..stores import CounterBuffer, JSONValue, StateStore, make_key
 from ..telemetry import Telemetry, default_telemetry
 from ._assign import Variant, assign
 from ._config import ABTestConfig, InvalidConfigError
@@ -32,6 +32,8 @@ __all__ = [
 log = logging.getLogger("mlops_otel.ab")
 
 NAMESPACE = "ab"
+_TREATMENT_NAME: str = Variant.TREATMENT.value
+_CONTROL_NAME: str = Variant.CONTROL.value
 MODEL_NAMESPACE = "ab.model"
 #: The ``name`` of an assignment outside any test.
 CHAMPION = "champion"
@@ -157,11 +159,28 @@ class ABTestManager:
     _models: dict[str, _ModelView] = attrs.field(factory=dict, init=False, repr=False)
     _tests: dict[str, _TestView] = attrs.field(factory=dict, init=False, repr=False)
     _stats_keys: dict[tuple[str, str], str] = attrs.field(factory=dict, init=False, repr=False)
+    _buffer: CounterBuffer = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if (not isinstance(self.refresh_interval, (int, float)) or isinstance(self.refresh_interval, bool)
                 or not 0 <= self.refresh_interval < float("inf")):
             raise InvalidValueError("refresh_interval", "a finite number of seconds >= 0", self.refresh_interval)
+        self._buffer = CounterBuffer(self.store, SufficientStats.FIELDS,
+                                     on_fault=lambda exc: self._tel.fault("ab.record_result", exc))
+
+    def _flush(self) -> None:
+        """Deliver this process's buffered results, then the store's pending writes."""
+        self.flush()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Deliver the results this process buffered to the store and on to its backend.
+
+        Returns whether nothing remains pending (see :meth:`StateStore.flush`).
+        Reads in this class flush first; call it before a worker exits without
+        :meth:`close`, so other workers see its last results.
+        """
+        self._buffer.flush()
+        return self.store.flush(timeout)
 
     @property
     def _tel(self) -> Telemetry:
@@ -319,7 +338,7 @@ class ABTestManager:
         """
         decision = _check_action(action)
         why = reason or f"A/B test {name!r} finalized: {decision.value}"
-        self.store.flush()  # a decision path: deliver this process's results before the test closes
+        self._flush()  # a decision path: deliver this process's results before the test closes
 
         def begin(test: ABTest) -> ABTest | None:
             if test.state is ABTestState.ACTIVE:
@@ -380,7 +399,7 @@ class ABTestManager:
     # -------------------------------------------------------------- decision
     def results(self, name: str) -> tuple[SufficientStats, SufficientStats]:
         """The (control, treatment) statistics of test *name*, after flushing this process's writes."""
-        self.store.flush()
+        self._flush()
         return (SufficientStats.from_counters(self.store.read_counters(self._stats_key(name, "control"))),
                 SufficientStats.from_counters(self.store.read_counters(self._stats_key(name, "treatment"))))
 
@@ -444,9 +463,13 @@ class ABTestManager:
         except Exception as exc:  # an id whose str() fails: serve the champion
             self._tel.fault("ab.assign", exc)
             return {"name": CHAMPION, "version": view.champion or cfg.control_version, "test": None}
-        self._tel.add(semconv.AB_ASSIGNMENTS, (cfg.name, variant.value))
-        version = cfg.treatment_version if variant is Variant.TREATMENT else cfg.control_version
-        return {"name": variant.value, "version": version, "test": cfg.name}
+        # Plain strings, not variant.value: Enum attribute access is slow on this hot path.
+        if variant is Variant.TREATMENT:
+            name, version = _TREATMENT_NAME, cfg.treatment_version
+        else:
+            name, version = _CONTROL_NAME, cfg.control_version
+        self._tel.add(semconv.AB_ASSIGNMENTS, (cfg.name, name))
+        return {"name": name, "version": version, "test": cfg.name}
 
     def _cached_test(self, name: str) -> ABTest | None:
         view = self._tests.get(name)
@@ -494,10 +517,11 @@ class ABTestManager:
                     tel.invalid("ab." + field, given[field])
             if err is None:
                 return
-            self.store.incr(self._stats_key(test_name, variant), SufficientStats.deltas(latency, conf, err))
+            self._buffer.add(self._stats_key(test_name, variant), SufficientStats.delta_values(latency, conf, err))
             tel.add(semconv.AB_RESULTS, (test_name, variant))
         except Exception as exc:  # the caller's request must never fail because of us
             tel.fault("ab.record_result", exc)
 
     def close(self) -> None:
-        """Nothing to release (the store is closed by its owner)."""
+        """Deliver buffered results (the store itself is closed by its owner). Idempotent."""
+        self._buffer.close()

@@ -339,6 +339,9 @@ class DriftDetector:
     confidence_drop: float = attrs.field(default=0.05, kw_only=True)
     interval_level: float = attrs.field(default=0.95, kw_only=True)
     psi_bins: int = attrs.field(default=10, kw_only=True, validator=lambda _, a, v: _check_int(a.name, v, 2))
+    #: ``True`` when a background thread calls :meth:`run_periodic_check` (as
+    #: :class:`DriftMonitor` does): samples are then delivered there, never on the hot path.
+    background_checks: bool = attrs.field(default=False, kw_only=True)
     clock: Callable[[], float] = attrs.field(default=time.time, kw_only=True, repr=False)
 
     _tel: Telemetry = attrs.field(init=False, repr=False)
@@ -449,6 +452,11 @@ class DriftDetector:
         """Samples in this process's local window (at most *window_size*)."""
         return self._filled
 
+    @property
+    def accepted_samples(self) -> int:
+        """Valid samples this process has recorded since the detector was created."""
+        return self._accepted
+
     def store_keys(self) -> list[str]:
         """Every store key this detector may write (for inspection and clean-up)."""
         return sorted(self._keys.values())
@@ -487,7 +495,8 @@ class DriftDetector:
                 if candidates is not None and len(candidates) < self._ref_size:
                     candidates.append((score, conf))
                 due_check = self.check_every is not None and self._since_check >= self.check_every
-                due_push = self._unpushed >= self._push_every or now - self._last_push >= _PUSH_INTERVAL
+                due_push = not self.background_checks and (
+                    self._unpushed >= self._push_every or now - self._last_push >= _PUSH_INTERVAL)
             if due_check:
                 self._periodic_check()
             elif due_push:
@@ -561,7 +570,8 @@ class DriftDetector:
                 if candidates is not None and room > 0:
                     candidates.extend(zip(scores[:room].tolist(), confs[:room].tolist(), strict=True))
             due_check = self.check_every is not None and self._since_check >= self.check_every
-            due_push = self._unpushed >= self._push_every or now - self._last_push >= _PUSH_INTERVAL
+            due_push = not self.background_checks and (
+                self._unpushed >= self._push_every or now - self._last_push >= _PUSH_INTERVAL)
         if due_check:
             self._periodic_check()
         elif due_push:
@@ -725,6 +735,16 @@ class DriftDetector:
         return self._load_shared_reference()
 
     # ------------------------------------------------------------ evaluation
+    def run_periodic_check(self) -> None:
+        """Deliver pending samples and check the local window, as *check_every* does; never raises.
+
+        :class:`DriftMonitor` calls it from its background thread so requests do not pay for it.
+        """
+        try:
+            self._periodic_check()
+        except Exception as exc:
+            self._tel.fault("drift.check", exc)
+
     def _periodic_check(self) -> None:
         """The every-*check_every*-samples work of the hot path: deliver, then check locally."""
         with self._lock:

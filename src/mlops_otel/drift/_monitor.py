@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from .._forksafe import after_fork_in_child
 from ..stores import StateStore
 from ._detector import DriftDetector, DriftReport
 
@@ -29,6 +30,13 @@ class DriftMonitor:
     the other keyword arguments are the defaults of new detectors (see
     :class:`DriftDetector`). ``mlops_otel.get_drift_detector`` and
     ``mlops_otel.drift_detectors`` are this API on the default runtime's monitor.
+
+    The monitor keeps the statistics off the request path: its detectors are
+    created with ``check_every=None`` and a background thread runs each
+    detector's local check every *check_interval* seconds (when it has new
+    samples), which delivers pending samples and updates the
+    ``model_drift_score`` and ``model_drift_alert`` gauges. ``check_interval=None``
+    turns the thread off (then pass ``check_every`` to check on the hot path).
     """
 
     store: StateStore
@@ -39,16 +47,54 @@ class DriftMonitor:
     threshold: float = attrs.field(default=0.3, kw_only=True)
     clear_threshold: float | None = attrs.field(default=None, kw_only=True)
     min_samples: int | None = attrs.field(default=None, kw_only=True)
-    check_every: int | None = attrs.field(default=100, kw_only=True)
+    check_every: int | None = attrs.field(default=None, kw_only=True)
+    check_interval: float | None = attrs.field(default=1.0, kw_only=True)
     alpha: float = attrs.field(default=0.01, kw_only=True)
     warning_threshold: float = attrs.field(default=0.1, kw_only=True)
     confidence_drop: float = attrs.field(default=0.05, kw_only=True)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
     _detectors: dict[str, DriftDetector] = attrs.field(factory=dict, init=False, repr=False)
+    _stop: threading.Event = attrs.field(factory=threading.Event, init=False, repr=False)
+    _thread: threading.Thread | None = attrs.field(default=None, init=False, repr=False)
+    _checked_at: dict[str, int] = attrs.field(factory=dict, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
+        if self.check_interval is not None and not 0 < self.check_interval < float("inf"):
+            raise ValueError(f"check_interval must be a positive number of seconds or None, "
+                             f"got {self.check_interval!r}")
         # Fail at construction, not at the first request, when a default is invalid.
         self._create("probe", "probe", self.window_size)
+        after_fork_in_child(self, DriftMonitor._after_fork)
+
+    def _after_fork(self) -> None:
+        # Threads do not survive a fork: the child starts its own checker on first use.
+        self._lock = threading.Lock()
+        self._thread = None
+
+    def _ensure_checker(self) -> None:
+        if self.check_interval is None or self._stop.is_set():
+            return
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            self._thread = threading.Thread(target=self._run_checks, name="mlops-otel-drift-check", daemon=True)
+            self._thread.start()
+
+    def _run_checks(self) -> None:
+        assert self.check_interval is not None
+        while not self._stop.wait(self.check_interval):
+            self.check_all()
+
+    def check_all(self) -> None:
+        """Run the local check of every detector that received samples since its last check."""
+        for key, detector in self.detectors().items():
+            seen = detector.accepted_samples
+            if seen == self._checked_at.get(key):
+                continue
+            self._checked_at[key] = seen
+            try:
+                detector.run_periodic_check()
+            except Exception as exc:  # the checker thread must survive any one detector
+                log.warning("mlops-otel drift: check of %s failed: %r", key, exc)
 
     def _create(self, model_type: str, version: str, window_size: int) -> DriftDetector:
         return DriftDetector(
@@ -56,7 +102,7 @@ class DriftMonitor:
             window_size=window_size, reference_size=self.reference_size, threshold=self.threshold,
             clear_threshold=self.clear_threshold, min_samples=self._min_samples(window_size),
             check_every=self.check_every, alpha=self.alpha, warning_threshold=self.warning_threshold,
-            confidence_drop=self.confidence_drop,
+            confidence_drop=self.confidence_drop, background_checks=self.check_interval is not None,
         )
 
     def _min_samples(self, window_size: int) -> int | None:
@@ -80,6 +126,7 @@ class DriftMonitor:
                     detector = self._create(model_type, version,
                                             self.window_size if window_size is None else window_size)
                     self._detectors[key] = detector
+                    self._ensure_checker()
         if window_size is not None and window_size != detector.window_size:
             raise ValueError(f"window_size of the existing detector {key!r} is {detector.window_size}, "
                              f"got {window_size!r}")
@@ -104,6 +151,13 @@ class DriftMonitor:
         return reports
 
     def close(self) -> None:
-        """Deliver every detector's pending samples. Idempotent; the store is closed by its owner."""
+        """Stop the checker and deliver every detector's pending samples. Idempotent.
+
+        The store is closed by its owner.
+        """
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            thread.join(timeout=(self.check_interval or 0) + 5)
         for detector in self.detectors().values():
             detector.close()

@@ -15,7 +15,7 @@ from typing import Any, TypeVar, cast
 import attrs
 
 from .. import semconv
-from ..stores import JSONValue, StateStore, make_key
+from ..stores import CounterBuffer, JSONValue, StateStore, make_key
 from ..telemetry import Telemetry, default_telemetry
 from ._stats import SufficientStats
 from ._validate import InvalidValueError, check_name, check_result
@@ -177,10 +177,27 @@ class ModelRegistry:
 
     _stats_keys: dict[tuple[str, str], str] = attrs.field(factory=dict, init=False, repr=False)
     _gauge_champion: dict[str, str | None] = attrs.field(factory=dict, init=False, repr=False)
+    _buffer: CounterBuffer = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.max_history, int) or isinstance(self.max_history, bool) or self.max_history < 1:
             raise InvalidValueError("max_history", "an integer >= 1", self.max_history)
+        self._buffer = CounterBuffer(self.store, SufficientStats.FIELDS,
+                                     on_fault=lambda exc: self._tel.fault("registry.update_metrics", exc))
+
+    def _flush(self) -> None:
+        """Deliver this process's buffered results, then the store's pending writes."""
+        self.flush()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Deliver the results this process buffered to the store and on to its backend.
+
+        Returns whether nothing remains pending (see :meth:`StateStore.flush`).
+        Reads in this class flush first; call it before a worker exits without
+        :meth:`close`, so other workers see its last results.
+        """
+        self._buffer.flush()
+        return self.store.flush(timeout)
 
     @property
     def _tel(self) -> Telemetry:
@@ -304,13 +321,13 @@ class ModelRegistry:
         """Return *version* with its metrics (this process's pending results flushed first)."""
         doc = self._read(model_type)
         self._require(doc, model_type, version)
-        self.store.flush()
+        self._flush()
         return self._version(model_type, version, doc)
 
     def list_versions(self, model_type: str) -> list[ModelVersion]:
         """Every registered version of *model_type*, oldest first."""
         doc = self._read(model_type)
-        self.store.flush()
+        self._flush()
         versions = [self._version(model_type, v, doc) for v in doc["versions"]]
         return sorted(versions, key=lambda m: (m.created_at, m.version))
 
@@ -480,9 +497,10 @@ class ModelRegistry:
             except (ValueError, TypeError):
                 tel.invalid("registry.model_version", (model_type, version))
                 return
-            self.store.incr(key, SufficientStats.deltas(latency, conf, err))
+            self._buffer.add(key, SufficientStats.delta_values(latency, conf, err))
         except Exception as exc:  # the caller's request must never fail because of us
             self._tel.fault("registry.update_metrics", exc)
 
     def close(self) -> None:
-        """Nothing to release (the store is closed by its owner)."""
+        """Deliver buffered results (the store itself is closed by its owner). Idempotent."""
+        self._buffer.close()

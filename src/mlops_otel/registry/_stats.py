@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from typing import ClassVar
 
 import attrs
 
@@ -113,6 +114,29 @@ class SufficientStats:
     errors: int = 0
     latency_ms: Moments = _EMPTY_LATENCY
     confidence: Moments = _EMPTY_CONFIDENCE
+
+    #: The counter fields of :meth:`delta_values`, in order.
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "n", "errors", "latency_n", "latency_sum", "latency_sumsq", "confidence_n", "confidence_sum",
+        "confidence_sumsq",
+    )
+
+    @staticmethod
+    def delta_values(
+        inference_time_ms: float | None, confidence: float | None, error: bool
+    ) -> tuple[float, float, float, float, float, float, float, float]:
+        """The increments of :attr:`FIELDS` for one result (values already validated); hot path."""
+        if inference_time_ms is None:
+            ln = ls = lq = 0.0
+        else:
+            ls = inference_time_ms - LATENCY_SHIFT_MS
+            ln, lq = 1.0, ls * ls
+        if confidence is None:
+            cn = cs = cq = 0.0
+        else:
+            cs = confidence - CONFIDENCE_SHIFT
+            cn, cq = 1.0, cs * cs
+        return (1.0, 1.0 if error else 0.0, ln, ls, lq, cn, cs, cq)
 
     @staticmethod
     def deltas(inference_time_ms: float | None, confidence: float | None, error: bool) -> dict[str, float]:

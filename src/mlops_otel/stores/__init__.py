@@ -8,13 +8,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ._buffer import CounterBuffer
 from ._memory import MemoryStore
 from ._protocol import JSONValue, StateStore, StoreError, Versioned, make_key
 
 if TYPE_CHECKING:
     from ._redis import RedisStore
 
-__all__ = ["JSONValue", "MemoryStore", "RedisStore", "StateStore", "StoreError", "Versioned", "make_key"]
+__all__ = [
+    "CounterBuffer",
+    "JSONValue",
+    "MemoryStore",     "RedisStore",
+    "StateStore",
+    "StoreError",
+    "Versioned",
+    "make_key",
+]
 
 
 def __getattr__(name: str) -> object:

@@ -7,11 +7,11 @@ import json
 import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import attrs
 
 from .._forksafe import after_fork_in_child
+from ..telemetry import Telemetry, default_telemetry
 from ._protocol import JSONValue, Versioned
 from ._values import (
     check_expected_version,
@@ -21,9 +21,6 @@ from ._values import (
     encode_document,
     encode_items,
 )
-
-if TYPE_CHECKING:
-    from ..telemetry import Telemetry
 
 __all__ = ["MemoryStore"]
 
@@ -66,11 +63,7 @@ class MemoryStore:
         self._lock = threading.Lock()
 
     def _tel(self) -> Telemetry:
-        if self.telemetry is None:
-            from ..telemetry import default_telemetry
-
-            return default_telemetry()
-        return self.telemetry
+        return default_telemetry() if self.telemetry is None else self.telemetry
 
     def incr(self, key: str, deltas: Mapping[str, float]) -> None:
         if not deltas:

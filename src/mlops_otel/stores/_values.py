@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -48,6 +49,9 @@ def encode_document(value: JSONValue) -> str:
     return json.dumps(value, allow_nan=False, separators=_COMPACT)
 
 
+_MAX_FLOAT = sys.float_info.max
+
+
 def _as_float(delta: object) -> float:
     """*delta* as a finite float, or NaN when it is not a finite real number."""
     kind = type(delta)
@@ -74,6 +78,12 @@ def clean_deltas(deltas: Mapping[str, float], telemetry: Telemetry) -> list[tupl
     except Exception:
         telemetry.invalid("store.incr", deltas)
         return None
+    # Fast path (the cores always pass finite floats): the chained comparison rejects NaN and ±inf.
+    for name, delta in items:
+        if type(delta) is not float or type(name) is not str or not -_MAX_FLOAT <= delta <= _MAX_FLOAT:
+            break
+    else:
+        return items
     pairs: list[tuple[str, float]] = []
     ok = True
     for name, delta in items:

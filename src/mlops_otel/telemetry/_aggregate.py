@@ -129,9 +129,18 @@ class Aggregator:
         self.reset()
 
     def reset(self) -> None:
-        """Forget every series (used in a freshly forked child) and restart the clock."""
+        """Forget every series (used in a freshly forked child) and restart the clock.
+
+        Families are cleared in place, so references to them stay valid.
+        """
         self.lock = threading.Lock()
-        self.families: dict[str, _Family] = {s.name: _Family(s, self.max_label_values) for s in self._specs}
+        families: dict[str, _Family] | None = getattr(self, "families", None)
+        if families is None:
+            self.families = {s.name: _Family(s, self.max_label_values) for s in self._specs}
+        else:
+            for family in families.values():
+                family.series = {}
+                family.distinct = [set() for _ in family.spec.labels]
         self.start_time_ns = time.time_ns()
 
     # ------------------------------------------------------------- faults
@@ -210,6 +219,17 @@ class Aggregator:
         with self.lock:
             series = family.series.get(labels) or self._series(family, labels)
             series.values[0] = value
+
+    def observe(self, family: _Family, labels: tuple[str, ...], value: float) -> None:
+        """Record a histogram observation already validated; call with :attr:`lock` held."""
+        series = family.series.get(labels) or self._series(family, labels)
+        v = series.values
+        v[bisect_left(family.bounds, value) + 3] += 1
+        v[0] += value
+        if value < v[1]:
+            v[1] = value
+        if value > v[2]:
+            v[2] = value
 
     def record(self, family: _Family, labels: tuple[str, ...], value: float) -> None:
         """Record one histogram observation."""

@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 from .. import semconv
 from .._forksafe import after_fork_in_child
 from ..semconv import MetricKind, MetricSpec
-from ._aggregate import Aggregator, FamilySnapshot
+from ._aggregate import Aggregator, FamilySnapshot, _Family
 from ._otlp import MetricsExporter, PeriodicPusher, to_metrics_data
 from ._prometheus import make_registry, render
 
@@ -39,6 +39,7 @@ SCOPE_NAME = "mlops_otel"
 _VERSION = "0.1.0"
 
 _MS = 0.001
+_MAX_FLOAT = 1.7976931348623157e308
 
 
 _INSTANCE_ID = "service.instance.id"
@@ -63,6 +64,10 @@ class _RequestState:
 _REQUEST: contextvars.ContextVar[_RequestState | None] = contextvars.ContextVar(
     "mlops_otel_request", default=None
 )
+# The recording span of the innermost track_stage / track_diagnosis_request, if any: the
+# seed helpers attach their attributes to it. One ContextVar read is several times cheaper
+# than the OTel context API's get_current_span() on the hot path.
+_STAGE_SPAN: contextvars.ContextVar[Span | None] = contextvars.ContextVar("mlops_otel_stage_span", default=None)
 
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
@@ -110,12 +115,21 @@ class Telemetry:
     _closed: bool = attrs.field(init=False, repr=False, default=False)
     _exposition: Callable[[], list[FamilySnapshot]] | None = attrs.field(init=False, repr=False, default=None)
     _auto_instance_id: bool = attrs.field(init=False, repr=False, default=False)
+    # The seed helpers' families, resolved once (Aggregator.reset clears them in place).
+    _gnn_fams: tuple[_Family, _Family, _Family] = attrs.field(init=False, repr=False)
+    _rag_fams: tuple[_Family, _Family] = attrs.field(init=False, repr=False)
+    _request_fams: tuple[_Family, _Family] = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         _check_choice("mode", self.mode, ("aggregate", "passthrough"))
         _check_positive("export_interval", self.export_interval)
         _check_positive("export_timeout", self.export_timeout)
         self._agg = Aggregator(max_label_values=self.max_label_values)
+        fams = self._agg.families
+        self._gnn_fams = (fams[semconv.GNN_INFERENCE_DURATION.name], fams[semconv.GNN_ANOMALY_SCORE.name],
+                          fams[semconv.GNN_CONFIDENCE.name])
+        self._rag_fams = (fams[semconv.RAG_GENERATION_DURATION.name], fams[semconv.RAG_TOKENS_USED.name])
+        self._request_fams = (fams[semconv.DIAGNOSIS_REQUESTS.name], fams[semconv.DIAGNOSIS_DURATION.name])
         self._tracer = trace.get_tracer(SCOPE_NAME, _VERSION, tracer_provider=self.tracer_provider)
         self._registry = make_registry(self._exposition_snapshot)
         self._scope = InstrumentationScope(SCOPE_NAME, _VERSION)
@@ -226,17 +240,23 @@ class Telemetry:
         """Record one GNN inference: latency, anomaly score and confidence."""
         agg = self._agg
         try:
-            fams = agg.families
             labels = (model_version,)
             seconds = inference_time_ms * _MS
-            agg.record(fams[semconv.GNN_INFERENCE_DURATION.name], labels, seconds)
-            agg.record(fams[semconv.GNN_ANOMALY_SCORE.name], labels, anomaly_score)
-            agg.record(fams[semconv.GNN_CONFIDENCE.name], labels, confidence)
+            duration, score, conf = self._gnn_fams
+            if 0.0 <= seconds <= _MAX_FLOAT and 0.0 <= anomaly_score <= 1.0 and 0.0 <= confidence <= 1.0:
+                with agg.lock:  # one lock round for the three histograms
+                    agg.observe(duration, labels, seconds)
+                    agg.observe(score, labels, anomaly_score)
+                    agg.observe(conf, labels, confidence)
+            else:  # at least one is invalid: record each on its own, counting the rejects
+                agg.record(duration, labels, seconds)
+                agg.record(score, labels, anomaly_score)
+                agg.record(conf, labels, confidence)
             state = _REQUEST.get()
             if state is not None:
                 state.model_version = model_version
-            span = trace.get_current_span()
-            if span.is_recording():
+            span = _STAGE_SPAN.get()
+            if span is not None:
                 span.set_attributes({
                     semconv.SPAN_ATTR_MODEL_VERSION: model_version,
                     semconv.SPAN_ATTR_ANOMALY_SCORE: anomaly_score,
@@ -262,13 +282,18 @@ class Telemetry:
         """Record one RAG generation: latency and tokens used."""
         agg = self._agg
         try:
-            fams = agg.families
             labels = (model_version,)
             seconds = generation_time_ms * _MS
-            agg.record(fams[semconv.RAG_GENERATION_DURATION.name], labels, seconds)
-            agg.record(fams[semconv.RAG_TOKENS_USED.name], labels, tokens_used)
-            span = trace.get_current_span()
-            if span.is_recording():
+            duration, tokens = self._rag_fams
+            if 0.0 <= seconds <= _MAX_FLOAT and 0.0 <= tokens_used <= _MAX_FLOAT:
+                with agg.lock:
+                    agg.observe(duration, labels, seconds)
+                    agg.observe(tokens, labels, tokens_used)
+            else:
+                agg.record(duration, labels, seconds)
+                agg.record(tokens, labels, tokens_used)
+            span = _STAGE_SPAN.get()
+            if span is not None:
                 attributes: dict[str, str | int] = {semconv.ATTR_GEN_AI_REQUEST_MODEL: model_version}
                 if input_tokens is not None:
                     attributes[semconv.ATTR_GEN_AI_INPUT_TOKENS] = input_tokens
@@ -294,9 +319,9 @@ class Telemetry:
         """Count one request and record its duration under ``diagnosis_duration_seconds{stage}``."""
         agg = self._agg
         try:
-            fams = agg.families
-            agg.add(fams[semconv.DIAGNOSIS_REQUESTS.name], (status, model_version), 1.0)
-            agg.record(fams[semconv.DIAGNOSIS_DURATION.name], (stage,), duration_s)
+            requests, duration = self._request_fams
+            agg.add(requests, (status, model_version), 1.0)
+            agg.record(duration, (stage,), duration_s)
         except Exception as exc:
             agg.fault("record_request", exc)
             return
@@ -388,21 +413,27 @@ class Telemetry:
             self._pusher.shutdown()
 
 
-def _open_span(tracer: trace.Tracer, name: str, attributes: dict[str, str]) -> tuple[Span, object | None]:
-    """Start *name* and make it current; return the span and the context token.
+_Opened = tuple[Span, object | None, "Token[Span | None]"]
+
+
+def _open_span(tracer: trace.Tracer, name: str, attributes: dict[str, str]) -> _Opened:
+    """Start *name*, make it current, and make it the span the seed helpers annotate.
 
     Cheaper than ``start_as_current_span`` (no generator-based context manager), and
     a span with an invalid context (the API's no-op tracer) is not attached at all.
     A valid but unsampled span *is* attached, so children inherit the decision.
     """
     span = tracer.start_span(name, attributes=attributes)
+    stage = _STAGE_SPAN.set(span if span.is_recording() else None)
     if not span.get_span_context().is_valid:
-        return span, None
-    return span, otel_context.attach(trace.set_span_in_context(span))
+        return span, None, stage
+    return span, otel_context.attach(trace.set_span_in_context(span)), stage
 
 
-def _close_span(span: Span, token: object | None, exc: BaseException | None) -> None:
-    """Record *exc* (if any) on *span*, end it and restore the previous context."""
+def _close_span(opened: _Opened, exc: BaseException | None) -> None:
+    """Record *exc* (if any) on the span, end it and restore the previous context."""
+    span, token, stage = opened
+    _STAGE_SPAN.reset(stage)
     if exc is not None and span.is_recording():
         span.record_exception(exc)
         span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
@@ -414,14 +445,13 @@ def _close_span(span: Span, token: object | None, exc: BaseException | None) -> 
 class StageTracker:
     """Context manager returned by :meth:`Telemetry.track_stage` (sync and async)."""
 
-    __slots__ = ("_span", "_start", "_token", "model_version", "stage", "telemetry")
+    __slots__ = ("_opened", "_start", "model_version", "stage", "telemetry")
 
     def __init__(self, telemetry: Telemetry, stage: str, model_version: str | None) -> None:
         self.telemetry = telemetry
         self.stage = stage
         self.model_version = model_version
-        self._span: Span = trace.INVALID_SPAN
-        self._token: object | None = None
+        self._opened: _Opened | None = None
         self._start = 0.0
 
     def __enter__(self) -> Span:
@@ -429,14 +459,12 @@ class StageTracker:
             attributes = {semconv.SPAN_ATTR_STAGE: self.stage}
             if self.model_version is not None:
                 attributes[semconv.SPAN_ATTR_MODEL_VERSION] = self.model_version
-            self._span, self._token = _open_span(
-                self.telemetry.tracer, semconv.span_name_for_stage(self.stage), attributes
-            )
+            self._opened = _open_span(self.telemetry.tracer, semconv.span_name_for_stage(self.stage), attributes)
         except Exception as exc:
             self.telemetry.fault("track_stage", exc)
-            self._span, self._token = trace.INVALID_SPAN, None
+            self._opened = None
         self._start = time.perf_counter()
-        return self._span
+        return trace.INVALID_SPAN if self._opened is None else self._opened[0]
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -446,10 +474,11 @@ class StageTracker:
         tel.record(semconv.DIAGNOSIS_DURATION, (self.stage,), elapsed)
         if exc_type is not None:
             tel.record_error(exc_type.__name__, self.stage)
-        try:
-            _close_span(self._span, self._token, exc)
-        except Exception as fault:
-            tel.fault("track_stage", fault)
+        if self._opened is not None:
+            try:
+                _close_span(self._opened, exc)
+            except Exception as fault:
+                tel.fault("track_stage", fault)
 
     async def __aenter__(self) -> Span:
         return self.__enter__()
@@ -463,23 +492,23 @@ class StageTracker:
 class _RequestScope:
     """The body of :meth:`Telemetry.track_diagnosis_request` around one call."""
 
-    __slots__ = ("_span", "_span_token", "_start", "_state", "_token", "name", "telemetry")
+    __slots__ = ("_opened", "_start", "_state", "_token", "name", "telemetry")
 
     def __init__(self, telemetry: Telemetry, name: str) -> None:
         self.telemetry = telemetry
         self.name = name
-        self._span: Span = trace.INVALID_SPAN
-        self._span_token: object | None = None
+        self._opened: _Opened | None = None
 
     def __enter__(self) -> None:
         self._state = _RequestState()
         self._token = _REQUEST.set(self._state)
         try:
-            self._span, self._span_token = _open_span(
+            self._opened = _open_span(
                 self.telemetry.tracer, semconv.SPAN_DIAGNOSIS, {semconv.SPAN_ATTR_REQUEST_NAME: self.name}
             )
         except Exception as exc:
             self.telemetry.fault("track_diagnosis_request", exc)
+            self._opened = None
         self._start = time.perf_counter()
 
     def __exit__(
@@ -492,9 +521,11 @@ class _RequestScope:
         tel.record_request(status, self._state.model_version, elapsed, self.name)
         if exc_type is not None:
             tel.record_error(exc_type.__name__, self.name)
-        try:
-            if self._span.is_recording():
-                self._span.set_attribute(semconv.SPAN_ATTR_MODEL_VERSION, self._state.model_version)
-            _close_span(self._span, self._span_token, exc)
-        except Exception as fault:
-            tel.fault("track_diagnosis_request", fault)
+        if self._opened is not None:
+            try:
+                span = self._opened[0]
+                if span.is_recording():
+                    span.set_attribute(semconv.SPAN_ATTR_MODEL_VERSION, self._state.model_version)
+                _close_span(self._opened, exc)
+            except Exception as fault:
+                tel.fault("track_diagnosis_request", fault)

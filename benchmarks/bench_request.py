@@ -1,0 +1,243 @@
+"""The whole hot path of one diagnosis request, against the same work done by hand.
+
+mlops-otel: the 8 metric writes of a request, ``ab.assign_variant``, ``ab.record_result``,
+``drift.add_production_sample`` and ``registry.update_metrics``, on the memory store and on
+Redis (write-behind). The others do the same work with their own instruments: the 8 writes,
+plus 3 for the A/B result (result count, latency and confidence per test and variant),
+3 for the registry's running metrics (per model version), a SHA-256 bucket for the
+assignment and a bounded ``deque`` append for the drift window.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+import sys
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from mlops_otel import Runtime, semconv
+from mlops_otel.ab import ABTestConfig
+
+from ._harness import Row, row, time_per_call
+from ._services import redis_server
+
+BENCH = "request"
+VERSIONS = ("v2.1.0", "v2.2.0")
+USERS = [f"user-{i:05d}" for i in range(1000)]
+CONF_BUCKETS = list(semconv.GNN_CONFIDENCE.buckets)
+LAT_BUCKETS = [1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0]
+
+
+def _bucket(user: str) -> int:
+    digest = hashlib.sha256(b"gnn_v2.2_test." + user.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 10_000
+
+
+@contextmanager
+def _mlops(store: str | None) -> Iterator[Callable[[int], None]]:
+    rt = Runtime.create(store=store, store_prefix=f"bench-{uuid.uuid4().hex[:8]}", fleet_metrics=False)
+    try:
+        rt.registry.register("gnn", "v2.1.0")
+        rt.registry.register("gnn", "v2.2.0")
+        rt.ab.start_test(ABTestConfig(name="gnn_v2.2_test", model_type="gnn", control_version="v2.1.0",
+                                      treatment_version="v2.2.0", treatment_traffic_pct=50))
+        rng = np.random.default_rng(0)
+        detectors = {v: rt.drift.get_detector("gnn", v) for v in VERSIONS}
+        for d in detectors.values():
+            d.set_reference(anomaly_scores=rng.random(1000), confidences=rng.random(1000))
+        tel, ab, reg = rt.telemetry, rt.ab, rt.registry
+        stage = semconv.DIAGNOSIS_DURATION
+
+        def run(n: int) -> None:
+            for i in range(n):
+                variant = ab.assign_variant("gnn", USERS[i % 1000])
+                version = variant["version"]
+                tel.record(stage, ("gnn_inference",), 0.012)
+                tel.record_gnn_metrics(version, 12.0, 0.31, 0.93)
+                reg.update_metrics("gnn", version, 12.0, 0.93, error=False)
+                detectors[version].add_production_sample(0.31, 0.93)
+                ab.record_result(variant["test"], variant["name"], 12.0, 0.93, error=False)
+                tel.record_rag_metrics("rag-1", 850.0, 640)
+                tel.record_request("success", version, 0.9, "create_diagnosis")
+
+        yield run
+    finally:
+        rt.close()
+
+
+def _prometheus(bound: bool) -> Callable[[int], None]:
+    reg = CollectorRegistry()
+
+    def h(name: str, labels: list[str], buckets: list[float]) -> Histogram:
+        return Histogram(name, "", labels, buckets=buckets, registry=reg)
+
+    spec = {s.name: s for s in semconv.SEED_METRICS}
+    fam = {name: h(s.prometheus_name, list(s.labels), list(s.buckets))
+           for name, s in spec.items() if s.kind is semconv.MetricKind.HISTOGRAM}
+    requests = Counter("diagnosis_requests", "", ["status", "model_version"], registry=reg)
+    ab_n = Counter("ab_results", "", ["test", "variant", "error"], registry=reg)
+    ab_lat = h("ab_latency_ms", ["test", "variant"], LAT_BUCKETS)
+    ab_conf = h("ab_confidence", ["test", "variant"], CONF_BUCKETS)
+    reg_n = Counter("model_results", "", ["model_type", "model_version", "error"], registry=reg)
+    reg_lat = h("model_latency_ms", ["model_type", "model_version"], LAT_BUCKETS)
+    reg_conf = h("model_confidence", ["model_type", "model_version"], CONF_BUCKETS)
+    windows = {v: deque(maxlen=1000) for v in VERSIONS}
+    dur, gdur = fam["diagnosis_duration"], fam["gnn_inference_duration"]
+    score, conf = fam["gnn_anomaly_score"], fam["gnn_confidence"]
+    rdur, tok = fam["rag_generation_duration"], fam["rag_tokens_used"]
+    if not bound:
+        def run(n: int) -> None:
+            for i in range(n):
+                treat = _bucket(USERS[i % 1000]) < 5_000
+                v, name = ("v2.2.0", "treatment") if treat else ("v2.1.0", "control")
+                dur.labels("gnn_inference").observe(0.012)
+                gdur.labels(v).observe(0.012)
+                score.labels(v).observe(0.31)
+                conf.labels(v).observe(0.93)
+                reg_n.labels("gnn", v, "false").inc()
+                reg_lat.labels("gnn", v).observe(12.0)
+                reg_conf.labels("gnn", v).observe(0.93)
+                windows[v].append((0.31, 0.93))
+                ab_n.labels("gnn_v2.2_test", name, "false").inc()
+                ab_lat.labels("gnn_v2.2_test", name).observe(12.0)
+                ab_conf.labels("gnn_v2.2_test", name).observe(0.93)
+                rdur.labels("rag-1").observe(0.85)
+                tok.labels("rag-1").observe(640)
+                requests.labels("success", v).inc()
+                dur.labels("create_diagnosis").observe(0.9)
+        return run
+
+    per_version = {}
+    for v, name in (("v2.1.0", "control"), ("v2.2.0", "treatment")):
+        per_version[v] = (
+            name, gdur.labels(v), score.labels(v), conf.labels(v), reg_n.labels("gnn", v, "false"),
+            reg_lat.labels("gnn", v), reg_conf.labels("gnn", v), windows[v],
+            ab_n.labels("gnn_v2.2_test", name, "false"), ab_lat.labels("gnn_v2.2_test", name),
+            ab_conf.labels("gnn_v2.2_test", name), requests.labels("success", v),
+        )
+    s_gnn, s_req = dur.labels("gnn_inference"), dur.labels("create_diagnosis")
+    r_dur, r_tok = rdur.labels("rag-1"), tok.labels("rag-1")
+
+    def run_bound(n: int) -> None:
+        for i in range(n):
+            v = "v2.2.0" if _bucket(USERS[i % 1000]) < 5_000 else "v2.1.0"
+            _, g, s, c, rn, rl, rc, w, an, al, ac, rq = per_version[v]
+            s_gnn.observe(0.012)
+            g.observe(0.012)
+            s.observe(0.31)
+            c.observe(0.93)
+            rn.inc()
+            rl.observe(12.0)
+            rc.observe(0.93)
+            w.append((0.31, 0.93))
+            an.inc()
+            al.observe(12.0)
+            ac.observe(0.93)
+            r_dur.observe(0.85)
+            r_tok.observe(640)
+            rq.inc()
+            s_req.observe(0.9)
+
+    return run_bound
+
+
+def _otel() -> Callable[[int], None]:
+    views = [View(instrument_name=s.name, aggregation=ExplicitBucketHistogramAggregation(s.buckets))
+             for s in semconv.SEED_METRICS if s.buckets]
+    views += [View(instrument_name=n, aggregation=ExplicitBucketHistogramAggregation(LAT_BUCKETS))
+              for n in ("ab_latency", "model_latency")]
+    meter = MeterProvider(metric_readers=[InMemoryMetricReader()], views=views).get_meter("bench")
+    hist = {s.name: meter.create_histogram(s.name, s.unit) for s in semconv.SEED_METRICS
+            if s.kind is semconv.MetricKind.HISTOGRAM}
+    requests = meter.create_counter("diagnosis_requests")
+    ab_n, reg_n = meter.create_counter("ab_results"), meter.create_counter("model_results")
+    ab_lat, ab_conf = meter.create_histogram("ab_latency"), meter.create_histogram("ab_confidence")
+    reg_lat, reg_conf = meter.create_histogram("model_latency"), meter.create_histogram("model_confidence")
+    windows = {v: deque(maxlen=1000) for v in VERSIONS}
+    attrs: dict[str, Any] = {}
+    for v, name in (("v2.1.0", "control"), ("v2.2.0", "treatment")):
+        attrs[v] = ({"model_version": v}, {"model_type": "gnn", "model_version": v, "error": False},
+                    {"model_type": "gnn", "model_version": v}, {"test": "gnn_v2.2_test", "variant": name,
+                                                                 "error": False},
+                    {"test": "gnn_v2.2_test", "variant": name}, {"status": "success", "model_version": v})
+    s_gnn, s_req, rag = {"stage": "gnn_inference"}, {"stage": "create_diagnosis"}, {"model_version": "rag-1"}
+    dur, gdur = hist["diagnosis_duration"], hist["gnn_inference_duration"]
+    score, conf = hist["gnn_anomaly_score"], hist["gnn_confidence"]
+    rdur, tok = hist["rag_generation_duration"], hist["rag_tokens_used"]
+
+    def run(n: int) -> None:
+        for i in range(n):
+            v = "v2.2.0" if _bucket(USERS[i % 1000]) < 5_000 else "v2.1.0"
+            a, rn, rv, an, av, rq = attrs[v]
+            dur.record(0.012, s_gnn)
+            gdur.record(0.012, a)
+            score.record(0.31, a)
+            conf.record(0.93, a)
+            reg_n.add(1, rn)
+            reg_lat.record(12.0, rv)
+            reg_conf.record(0.93, rv)
+            windows[v].append((0.31, 0.93))
+            ab_n.add(1, an)
+            ab_lat.record(12.0, av)
+            ab_conf.record(0.93, av)
+            rdur.record(0.85, rag)
+            tok.record(640, rag)
+            requests.add(1, rq)
+            dur.record(0.9, s_req)
+
+    return run
+
+
+def _baseline() -> Callable[[int], None]:
+    def run(n: int) -> None:
+        for i in range(n):
+            _ = USERS[i % 1000]
+
+    return run
+
+
+def run(quick: bool = False) -> list[Row]:
+    n, repeat = (2_000, 3) if quick else (20_000, 9)
+    rows = [row(BENCH, "uninstrumented", time_per_call(_baseline(), n, repeat), n)]
+    with _mlops(None) as fn:
+        rows.append(row(BENCH, "mlops-otel, memory store", time_per_call(fn, n, repeat), n))
+    with redis_server() as url, _mlops(url) as fn:
+        rows.append(row(BENCH, "mlops-otel, Redis store (write-behind)", time_per_call(fn, n, repeat), n))
+    rows.append(row(BENCH, "prometheus_client pre-bound", time_per_call(_prometheus(True), n, repeat), n))
+    rows.append(row(BENCH, "prometheus_client .labels()", time_per_call(_prometheus(False), n, repeat), n))
+    rows.append(row(BENCH, "OTel SDK instruments", time_per_call(_otel(), n, repeat), n))
+    return rows
+
+
+def summary(rows: list[dict[str, Any]]) -> list[str]:
+    """The issue-7 goals for the whole request, as ratios of medians measured in this run."""
+    med = {r["case"]: r["median_us"] for r in rows}
+    lines = []
+    for ours in ("mlops-otel, memory store", "mlops-otel, Redis store (write-behind)"):
+        prom = med["prometheus_client pre-bound"] / med[ours]
+        otel = med["OTel SDK instruments"] / med[ours]
+        lines.append(
+            f"- {ours}: prometheus_client pre-bound costs **{prom:.2f}x** (goal >= 1.0: "
+            f"{'met' if prom >= 1.0 else 'MISSED'}), OTel SDK instruments **{otel:.2f}x** "
+            f"(goal >= 5: {'met' if otel >= 5.0 else 'MISSED'})."
+        )
+    return lines
+
+
+if __name__ == "__main__":
+    rows = run(quick="--quick" in sys.argv)
+    for r in rows:
+        print(f"{r.case:42} {r.median_us:8.2f} us/request (min {r.min_us:.2f}, max {r.max_us:.2f})")
+    print("\n".join(summary([r.__dict__ if hasattr(r, "__dict__") else __import__("attrs").asdict(r)
+                             for r in rows])))
+    _ = statistics

@@ -1,0 +1,103 @@
+"""Pre-aggregation of hot-path increments before they reach a store."""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from operator import add
+
+import attrs
+
+from .._forksafe import after_fork_in_child
+from ._protocol import StateStore
+
+__all__ = ["CounterBuffer"]
+
+
+def _flush_if_alive(ref: weakref.ref[CounterBuffer]) -> None:
+    buffer = ref()
+    if buffer is not None:
+        buffer.flush()
+
+
+@attrs.define(eq=False)
+class CounterBuffer:
+    """Sums increments of a fixed tuple of *fields* per key in process memory.
+
+    :meth:`add` costs a dict lookup and one element-wise addition under a lock
+    (about half a microsecond for eight fields), where building a mapping and
+    passing it through :meth:`StateStore.incr` costs several times that. A
+    background thread hands the sums to ``store.incr`` every *interval*
+    seconds; call :meth:`flush` before reading the keys, so a read sees every
+    increment this process made. Values must already be validated finite
+    floats (the owners validate on their hot paths).
+    """
+
+    store: StateStore
+    fields: tuple[str, ...]
+    interval: float = attrs.field(default=0.1, kw_only=True)
+    #: Called with the exception when ``store.incr`` raises (a store breaking its contract).
+    on_fault: Callable[[BaseException], None] | None = attrs.field(default=None, kw_only=True)
+    _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
+    _pending: dict[str, list[float]] = attrs.field(factory=dict, init=False, repr=False)
+    _stop: threading.Event = attrs.field(factory=threading.Event, init=False, repr=False)
+    _thread: threading.Thread | None = attrs.field(default=None, init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.fields or len(set(self.fields)) != len(self.fields):
+            raise ValueError(f"fields must be distinct field names, got {self.fields!r}")
+        if not 0 < self.interval < float("inf"):
+            raise ValueError(f"interval must be a positive number of seconds, got {self.interval!r}")
+        after_fork_in_child(self, CounterBuffer._after_fork)
+        # At exit, hand the sums to the store before the store's own exit-time flush (atexit
+        # runs handlers last-registered first, and the store was created before this buffer).
+        ref = weakref.ref(self)
+        atexit.register(lambda: _flush_if_alive(ref))
+
+    def _after_fork(self) -> None:
+        # The parent delivers what it buffered; the child starts empty, with its own thread.
+        self._lock = threading.Lock()
+        self._pending = {}
+        self._thread = None
+
+    def add(self, key: str, values: Sequence[float]) -> None:
+        """Add *values* (one per field, in order) to the pending sums of *key*."""
+        with self._lock:
+            acc = self._pending.get(key)
+            self._pending[key] = list(values) if acc is None else list(map(add, acc, values))
+        if self._thread is None:
+            self._start()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None or self._stop.is_set():
+                return
+            self._thread = threading.Thread(target=self._run, name="mlops-otel-counter-buffer", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand every pending sum to the store (whose ``incr`` never raises)."""
+        with self._lock:
+            if not self._pending:
+                return
+            pending, self._pending = self._pending, {}
+        for key, sums in pending.items():
+            try:
+                self.store.incr(key, dict(zip(self.fields, sums, strict=True)))
+            except Exception as exc:  # incr must not raise; a store that does loses this key's sums
+                if self.on_fault is not None:
+                    self.on_fault(exc)
+
+    def close(self) -> None:
+        """Stop the thread and flush. Idempotent."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            thread.join(timeout=self.interval + 5)
+        self.flush()
