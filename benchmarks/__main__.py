@@ -21,6 +21,7 @@ import attrs
 
 MODULES = (
     "bench_hotpath",
+    "bench_request",
     "bench_spans",
     "bench_scrape",
     "bench_stores",

@@ -11,7 +11,6 @@ assignment and a bounded ``deque`` append for the drift window.
 from __future__ import annotations
 
 import hashlib
-import statistics
 import sys
 import uuid
 from collections import deque
@@ -19,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import attrs
 import numpy as np
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -238,6 +238,4 @@ if __name__ == "__main__":
     rows = run(quick="--quick" in sys.argv)
     for r in rows:
         print(f"{r.case:42} {r.median_us:8.2f} us/request (min {r.min_us:.2f}, max {r.max_us:.2f})")
-    print("\n".join(summary([r.__dict__ if hasattr(r, "__dict__") else __import__("attrs").asdict(r)
-                             for r in rows])))
-    _ = statistics
+    print("\n".join(summary([attrs.asdict(r) for r in rows])))
