@@ -55,16 +55,18 @@ def machine() -> str:
         mem = f", {kb / 1024 / 1024:.0f} GiB RAM"
     except (OSError, ValueError, IndexError):
         pass
-    import numpy
-    import opentelemetry.sdk.version as otel_version
-    import prometheus_client
-    import scipy
+    from importlib.metadata import PackageNotFoundError, version
 
+    def v(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    packages = ("numpy", "scipy", "opentelemetry-sdk", "prometheus-client", "redis", "growthbook", "river")
     return (
         f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}){mem}; "
-        f"Python {platform.python_version()}, numpy {numpy.__version__}, scipy {scipy.__version__}, "
-        f"opentelemetry-sdk {otel_version.__version__}, prometheus_client "
-        f"{getattr(prometheus_client, '__version__', 'n/a')}"
+        f"Python {platform.python_version()}, " + ", ".join(f"{p} {v(p)}" for p in packages)
     )
 
 

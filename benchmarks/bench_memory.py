@@ -1,7 +1,7 @@
 """Memory: peak RSS of a process holding 100 model versions' metrics and 100 drift detectors.
 
 Each case runs in a fresh subprocess and reports its peak resident set size
-(``ru_maxrss``); the baseline process imports the same modules and does nothing else,
+(``VmHWM``); the baseline process imports the same modules and does nothing else,
 so the difference is what the state itself costs. Every drift detector has a full
 1,000-sample production window and a 1,000-sample reference.
 """
@@ -18,7 +18,7 @@ BENCH = "memory"
 ROOT = Path(__file__).resolve().parent.parent
 
 _PRELUDE = """
-import json, resource
+import json
 import numpy as np
 import scipy.stats  # imported by the drift statistics; counted in the baseline
 from mlops_otel import Runtime
@@ -45,8 +45,11 @@ for i in range(100):
     d.get_drift_report()
 """,
 }
+# VmHWM is the peak RSS of this process image; ru_maxrss would also count the pages the child
+# shared with its (possibly large) parent between fork and exec.
 _REPORT = """
-print(json.dumps({"maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"maxrss_kib": int(hwm.split()[1])}))
 """
 
 

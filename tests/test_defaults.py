@@ -1,0 +1,84 @@
+"""The seed's module-level style: lazily created defaults, and its three utility scripts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+import mlops_otel
+
+
+@pytest.fixture(autouse=True)
+def fresh_default() -> Iterator[None]:
+    mlops_otel.reset_default()
+    yield
+    mlops_otel.reset_default()
+
+
+def test_nothing_is_created_at_import() -> None:
+    import importlib
+
+    from mlops_otel import _runtime
+
+    module = importlib.reload(_runtime)
+    assert module._SLOT.value is None
+
+
+def test_seed_scripts_run_on_the_defaults() -> None:
+    from mlops_otel import ABTestConfig, ab_test_manager, drift_detectors, get_drift_detector, model_registry
+
+    assert model_registry is mlops_otel.default_runtime().registry
+    assert ab_test_manager is mlops_otel.default_runtime().ab
+    model_registry.register("gnn", "v2.1.0")
+    model_registry.register("gnn", "v2.2.0")
+
+    # scripts/start_ab_test.py
+    config = ABTestConfig(name="gnn_v2.2_test", model_type="gnn", control_version="v2.1.0",
+                          treatment_version="v2.2.0", treatment_traffic_pct=10, duration_days=7)
+    ab_test_manager.start_test(config)
+    assert "gnn_v2.2_test" in ab_test_manager._active_tests  # the seed's main.py peeks at it
+
+    rng = np.random.default_rng(3)
+    for i in range(20_000):
+        variant = ab_test_manager.assign_variant("gnn", f"user-{i}")
+        treated = variant["name"] == "treatment"
+        ab_test_manager.record_result(variant["test"], variant["name"], inference_time_ms=float(rng.normal(40, 4)),
+                                      confidence=float(np.clip(rng.normal(0.9 if treated else 0.85, 0.05), 0, 1)),
+                                      error=False)
+        detector = get_drift_detector("gnn", variant["version"], window_size=500)
+        detector.add_production_sample(float(rng.beta(2, 5)), float(rng.beta(9, 1)))
+
+    # scripts/evaluate_ab_test.py
+    result = ab_test_manager.evaluate_test("gnn_v2.2_test")
+    assert result["decision"] == "promote", result["recommendation"]
+    assert result["n_control"] + result["n_treatment"] == 20_000
+    assert ab_test_manager.finalize_test("gnn_v2.2_test", "promote")
+    assert model_registry.get_champion("gnn").version == "v2.2.0"
+
+    # scripts/check_drift.py
+    lines = []
+    for key, detector in drift_detectors().items():
+        report = detector.get_drift_report()
+        status = "green" if report["current_drift_score"] < 0.3 else "red"
+        lines.append(f"{status} {key}: {report['current_drift_score']:.3f}")
+        assert not report["alert_triggered"]
+    assert sorted(line.split()[1] for line in lines) == ["gnn:v2.1.0:", "gnn:v2.2.0:"]
+    assert get_drift_detector("gnn", "v2.1.0").window_size == 500
+    with pytest.raises(ValueError, match=r"window_size of the existing detector 'gnn:v2.1.0' is 500, got 2000"):
+        get_drift_detector("gnn", "v2.1.0", window_size=2000)
+
+
+def test_configure_replaces_and_closes_the_default() -> None:
+    first = mlops_otel.default_runtime()
+    first.registry.register("gnn", "v1")
+    second = mlops_otel.configure(max_label_values=5)
+    assert mlops_otel.default_runtime() is second
+    assert mlops_otel.model_registry is second.registry
+    assert second.registry.model_types() == []  # a new store: the default is not shared with the old one
+
+
+def test_unknown_attribute_raises_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        _ = mlops_otel.nope  # type: ignore[attr-defined]
