@@ -63,9 +63,13 @@ def uvicorn_server(target: str, *, env: dict[str, str], workers: int = 1) -> Ite
     port = free_port()
     root = str(Path(__file__).resolve().parent.parent)
     full_env = {**os.environ, "PYTHONPATH": root, **env}
+    if workers > 1:  # uvicorn's own --workers loses TCP_NODELAY (see benchmarks/_multiworker.py)
+        cmd = [sys.executable, "-m", "benchmarks._multiworker", target, str(port), str(workers)]
+    else:
+        cmd = [sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port),
+               "--log-level", "warning", "--no-access-log"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port),
-         "--workers", str(workers), "--log-level", "warning", "--no-access-log"],
+        cmd,
         env=full_env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     try:

@@ -84,19 +84,20 @@ def track_diagnosis_request(name: str, *, telemetry: Telemetry | None = None) ->
     default_telemetry().track_diagnosis_request(name)  # validates name now
 
     def decorator(func: F) -> F:
-        # Resolve the default per call: configure() may run after the decoration.
+        # The default is looked up per call: configure() may run after the decoration.
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                wrapped = default_telemetry().track_diagnosis_request(name)(func)
-                return await wrapped(*args, **kwargs)
+                with default_telemetry().request_scope(name):
+                    return await func(*args, **kwargs)
 
             return cast("F", async_wrapper)
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            return default_telemetry().track_diagnosis_request(name)(func)(*args, **kwargs)
+            with default_telemetry().request_scope(name):
+                return func(*args, **kwargs)
 
         return cast("F", wrapper)
 

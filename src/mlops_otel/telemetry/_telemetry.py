@@ -8,6 +8,7 @@ import inspect
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from contextvars import Token
 from types import TracebackType
 from typing import Any, Literal, TypeVar, cast
@@ -332,6 +333,10 @@ class Telemetry:
     def track_stage(self, stage: str, model_version: str | None = None) -> StageTracker:
         """Time a stage, open its span and count its errors (``with`` or ``async with``)."""
         return StageTracker(self, stage, model_version)
+
+    def request_scope(self, name: str) -> AbstractContextManager[None]:
+        """What :meth:`track_diagnosis_request` does around one call, as a context manager."""
+        return _RequestScope(self, name)
 
     def track_diagnosis_request(self, name: str) -> Callable[[F], F]:
         """Decorate a (sync or async) request handler: count it, time it, trace it."""
