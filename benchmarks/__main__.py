@@ -28,6 +28,7 @@ MODULES = (
     "bench_ab",
     "bench_drift",
     "bench_memory",
+    "bench_service",
     "bench_e2e",
 )
 REPORT = Path(__file__).resolve().parent.parent / "docs" / "performance.md"

@@ -128,8 +128,12 @@ def create_app(
     runtime_factory: Callable[[], Runtime] | None = None,
     management_token: str | None = None,
     service: DiagnosisService | None = None,
+    instrument_http: bool = True,
 ) -> FastAPI:
-    """Build the example service; the mlops-otel runtime lives in the app's lifespan."""
+    """Build the example service; the mlops-otel runtime lives in the app's lifespan.
+
+    *instrument_http* adds the OTel FastAPI instrumentation (HTTP server spans and metrics).
+    """
     svc = service if service is not None else DiagnosisService()
 
     @asynccontextmanager
@@ -200,7 +204,7 @@ def create_app(
 
     instrument_app(
         app, runtime_factory=runtime_factory or Runtime.from_env, management=True,
-        management_token=management_token,
+        management_token=management_token, instrument_http=instrument_http,
     )
     return app
 
