@@ -168,10 +168,6 @@ class ABTestManager:
         self._buffer = CounterBuffer(self.store, SufficientStats.FIELDS,
                                      on_fault=lambda exc: self._tel.fault("ab.record_result", exc))
 
-    def _flush(self) -> None:
-        """Deliver this process's buffered results, then the store's pending writes."""
-        self.flush()
-
     def flush(self, timeout: float | None = None) -> bool:
         """Deliver the results this process buffered to the store and on to its backend.
 
@@ -179,8 +175,7 @@ class ABTestManager:
         Reads in this class flush first; call it before a worker exits without
         :meth:`close`, so other workers see its last results.
         """
-        self._buffer.flush()
-        return self.store.flush(timeout)
+        return self._buffer.deliver(timeout)
 
     @property
     def _tel(self) -> Telemetry:
@@ -338,7 +333,7 @@ class ABTestManager:
         """
         decision = _check_action(action)
         why = reason or f"A/B test {name!r} finalized: {decision.value}"
-        self._flush()  # a decision path: deliver this process's results before the test closes
+        self.flush()  # a decision path: deliver this process's results before the test closes
 
         def begin(test: ABTest) -> ABTest | None:
             if test.state is ABTestState.ACTIVE:
@@ -399,7 +394,7 @@ class ABTestManager:
     # -------------------------------------------------------------- decision
     def results(self, name: str) -> tuple[SufficientStats, SufficientStats]:
         """The (control, treatment) statistics of test *name*, after flushing this process's writes."""
-        self._flush()
+        self.flush()
         return (SufficientStats.from_counters(self.store.read_counters(self._stats_key(name, "control"))),
                 SufficientStats.from_counters(self.store.read_counters(self._stats_key(name, "treatment"))))
 

@@ -185,10 +185,6 @@ class ModelRegistry:
         self._buffer = CounterBuffer(self.store, SufficientStats.FIELDS,
                                      on_fault=lambda exc: self._tel.fault("registry.update_metrics", exc))
 
-    def _flush(self) -> None:
-        """Deliver this process's buffered results, then the store's pending writes."""
-        self.flush()
-
     def flush(self, timeout: float | None = None) -> bool:
         """Deliver the results this process buffered to the store and on to its backend.
 
@@ -196,8 +192,7 @@ class ModelRegistry:
         Reads in this class flush first; call it before a worker exits without
         :meth:`close`, so other workers see its last results.
         """
-        self._buffer.flush()
-        return self.store.flush(timeout)
+        return self._buffer.deliver(timeout)
 
     @property
     def _tel(self) -> Telemetry:
@@ -321,13 +316,13 @@ class ModelRegistry:
         """Return *version* with its metrics (this process's pending results flushed first)."""
         doc = self._read(model_type)
         self._require(doc, model_type, version)
-        self._flush()
+        self.flush()
         return self._version(model_type, version, doc)
 
     def list_versions(self, model_type: str) -> list[ModelVersion]:
         """Every registered version of *model_type*, oldest first."""
         doc = self._read(model_type)
-        self._flush()
+        self.flush()
         versions = [self._version(model_type, v, doc) for v in doc["versions"]]
         return sorted(versions, key=lambda m: (m.created_at, m.version))
 

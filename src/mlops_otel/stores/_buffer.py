@@ -94,6 +94,11 @@ class CounterBuffer:
                 if self.on_fault is not None:
                     self.on_fault(exc)
 
+    def deliver(self, timeout: float | None = None) -> bool:
+        """:meth:`flush`, then the store's own flush: ``True`` when nothing remains pending."""
+        self.flush()
+        return self.store.flush(timeout)
+
     def close(self) -> None:
         """Stop the thread and flush. Idempotent."""
         self._stop.set()

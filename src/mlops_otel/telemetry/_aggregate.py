@@ -237,14 +237,7 @@ class Aggregator:
             self.invalid(family.spec.name, value)
             return
         with self.lock:
-            series = family.series.get(labels) or self._series(family, labels)
-            v = series.values
-            v[bisect_left(family.bounds, value) + 3] += 1
-            v[0] += value
-            if value < v[1]:
-                v[1] = value
-            if value > v[2]:
-                v[2] = value
+            self.observe(family, labels, value)
 
     # -------------------------------------------------------------- reads
     def snapshot(self) -> list[FamilySnapshot]:
