@@ -36,5 +36,11 @@ typecheck: venv
 bench: venv system-deps
 	$(BIN)/python -m benchmarks
 
+bench-smoke: venv system-deps
+	$(BIN)/python -m benchmarks --quick
+
+docs: venv
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_docs.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks

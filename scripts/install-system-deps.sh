@@ -16,6 +16,12 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # --no-install-recommends keeps the install small; policy-rc.d stops the packages' own daemons
 # from starting on the default ports (the tests start their own on free ports).
+# An existing policy-rc.d (Debian container images ship one) is kept and restored.
+if [ -e /usr/sbin/policy-rc.d ]; then
+  cp -p /usr/sbin/policy-rc.d /usr/sbin/policy-rc.d.mlops-otel-saved
+  trap 'mv -f /usr/sbin/policy-rc.d.mlops-otel-saved /usr/sbin/policy-rc.d' EXIT
+else
+  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-trap 'rm -f /usr/sbin/policy-rc.d' EXIT
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -412,6 +412,9 @@ def test_test_ends_at_duration(parts: tuple[ModelRegistry, ABTestManager], clock
     assert result["decision"] == "rollback"
     assert result.ended
     assert manager.get_test("gnn_v2.2_test").state is ABTestState.ACTIVE  # no auto_finalize: a human decides
+    # A test past its end does not block the model type: the next test can start.
+    manager.start_test(make_config(name="gnn_v2.2_retry"))
+    assert manager.assign_variant("gnn", "user-42")["test"] == "gnn_v2.2_retry"
 
 
 def test_auto_finalize(parts: tuple[ModelRegistry, ABTestManager]) -> None:

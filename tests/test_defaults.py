@@ -18,12 +18,37 @@ def fresh_default() -> Iterator[None]:
 
 
 def test_nothing_is_created_at_import() -> None:
-    import importlib
+    """Importing every public module creates no default, starts no thread and reads no configuration."""
+    import subprocess
+    import sys
 
-    from mlops_otel import _runtime
-
-    module = importlib.reload(_runtime)
-    assert module._SLOT.value is None
+    code = """
+import os, threading
+read = []
+class Env(dict):
+    def get(self, key, default=None):
+        read.append(key)
+        return super().get(key, default)
+    def __getitem__(self, key):
+        read.append(key)
+        return super().__getitem__(key)
+os.environ = Env(os.environ)
+import mlops_otel, mlops_otel.metrics, mlops_otel.telemetry, mlops_otel.stores, mlops_otel.registry
+import mlops_otel.ab, mlops_otel.drift, mlops_otel.fastapi, mlops_otel.testing, mlops_otel.deploy, mlops_otel.cli
+from mlops_otel import _runtime
+from mlops_otel.telemetry import _default
+assert _runtime._SLOT.value is None, "a default runtime was created at import"
+assert _default._SLOT.value is None, "a default telemetry was created at import"
+assert threading.active_count() == 1, threading.enumerate()
+# OpenTelemetry's own modules read a few OTEL_* settings when imported (context, propagators,
+# excluded URLs); what this SDK would read when configured must not be read yet.
+mine = [k for k in read if k.startswith(("MLOPS_OTEL_", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES",
+                                          "OTEL_EXPORTER_", "OTEL_METRICS_EXPORTER"))]
+assert not mine, mine
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().endswith("ok"), out.stderr[-3000:]
 
 
 def test_seed_scripts_run_on_the_defaults() -> None:

@@ -92,6 +92,33 @@ def test_given_runtime_is_used_and_not_closed() -> None:
     assert 'stage="parse"} 2.0' in runtime.telemetry.render_prometheus().decode()
 
 
+def test_a_configured_default_is_used_and_kept() -> None:
+    configured = mlops_otel.configure(max_label_values=7)
+    app = make_app()
+    instrument_app(app)
+    with TestClient(app) as client:
+        assert get_runtime(app) is configured
+        client.get("/diagnose")
+    assert app.state.mlops is None  # the app stopped: it no longer hands out a runtime
+    assert mlops_otel.default_runtime() is configured  # still the default, not closed
+    assert 'status="success"' in configured.telemetry.render_prometheus().decode()
+
+
+def test_metrics_app_follows_a_later_configure() -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from mlops_otel.metrics import metrics_app, record_error
+
+    app = Starlette(routes=[Mount("/metrics", app=metrics_app())])  # mounted at import, as in the seed
+    configured = mlops_otel.configure()
+    record_error("TimeoutError", "rag_generation")
+    with TestClient(app) as client:
+        assert 'diagnosis_errors_total{error_type="TimeoutError",stage="rag_generation"} 1.0' in (
+            client.get("/metrics/").text)
+    assert configured.telemetry is mlops_otel.default_runtime().telemetry
+
+
 def test_bad_metrics_path_is_rejected() -> None:
     with pytest.raises(ValueError, match=r"metrics_path must start with '/', got 'metrics'"):
         instrument_app(make_app(), metrics_path="metrics")

@@ -48,6 +48,8 @@ def test_every_worker_serves_the_fleet_totals() -> None:
                 tel.record_gnn_metrics("v1", 10.0, 0.3, 0.9)
         for f in fleets:
             f.publish()
+        for f in fleets:
+            assert f.refresh()
         for tel in workers:  # whichever worker is scraped answers with 1 + 2 + 3
             assert sample_value(tel, "gnn_confidence_count", model_version="v1") == 6.0
         workers[0].record_gnn_metrics("v1", 10.0, 0.3, 0.9)
@@ -58,6 +60,20 @@ def test_every_worker_serves_the_fleet_totals() -> None:
             f.close()
     # Closed: back to the local view.
     assert sample_value(workers[1], "gnn_confidence_count", model_version="v1") == 2.0
+
+
+def test_a_scrape_does_no_store_io() -> None:
+    class Hanging(MemoryStore):
+        def list_keys(self, prefix: str) -> list[str]:
+            raise AssertionError("a scrape must not read the store")
+
+    tel = Telemetry()
+    fleet = FleetMetrics(Hanging(), tel, interval=60)
+    tel.use_exposition_source(fleet.fleet_snapshot)
+    tel.record_gnn_metrics("v1", 10.0, 0.3, 0.9)
+    assert sample_value(tel, "gnn_confidence_count", model_version="v1") == 1.0
+    assert not fleet.refresh()  # the background refresh fails: counted, the last view is kept
+    assert sample_value(tel, "mlops_telemetry_errors_total", reason="fleet_refresh") == 1.0
 
 
 def test_runtime_enables_fleet_metrics_only_for_shared_stores() -> None:

@@ -59,7 +59,8 @@ def test_counts_are_exact_across_workers(redis_service: RedisServer) -> None:
         result = run_load(url, requests=REQUESTS, concurrency=16, max_seconds=240)
         assert result.sent == REQUESTS
         assert set(result.statuses) <= {200, 503}
-        failed = result.statuses.get(503, 0)
+        failed = result.statuses.get(503, 0)  # the example GNN's simulated failures: ~3% (v2.1.0), ~1% (v2.2.0)
+        assert failed < REQUESTS * 0.08
 
         # /metrics of whichever worker answers shows the fleet's totals (FleetMetrics over Redis).
         expected = {"success": float(REQUESTS - failed)}

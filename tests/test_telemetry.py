@@ -203,3 +203,12 @@ def test_cardinality_never_exceeds_limit_plus_other(values: list[str], limit: in
     assert len(seen - {"other"}) <= limit
     total = sum(v for (name, _), v in samples(tel).items() if name == "gnn_confidence_count")
     assert total == len(values)
+
+
+def test_non_string_label_values_never_break_the_exposition() -> None:
+    tel = Telemetry()
+    tel.record_gnn_metrics(None, 1.0, 0.5, 0.5)  # type: ignore[arg-type]  # e.g. a version that is not known
+    tel.record(semconv.DIAGNOSIS_DURATION, (3,), 0.1)  # type: ignore[arg-type]  # a stage passed as an int
+    text = tel.render_prometheus().decode()  # would raise on a None label value
+    assert 'gnn_confidence_count{model_version="unknown"} 1.0' in text
+    assert 'diagnosis_duration_seconds_count{stage="3"} 1.0' in text

@@ -157,15 +157,15 @@ def create_app(
             raise HTTPException(404, str(exc)) from None
         # 2. Run the GNN of that version.
         try:
-            with track_stage(semconv.STAGE_GNN_INFERENCE, model_version=version):
+            with track_stage(semconv.STAGE_GNN_INFERENCE, model_version=version, model_type=MODEL_TYPE):
                 result = svc.models[version].predict(readings)
+                # 3. Record metrics (inside the stage: they annotate the gnn.inference span).
+                record_gnn_metrics(version, result.inference_time_ms, result.anomaly_score, result.confidence)
         except ModelError as exc:
             runtime.registry.update_metrics(MODEL_TYPE, version, None, None, error=True)
             if variant["test"]:
                 runtime.ab.record_result(variant["test"], variant["name"], None, None, error=True)
             raise HTTPException(503, f"GNN {version} failed: {exc}") from exc
-        # 3. Record metrics.
-        record_gnn_metrics(version, result.inference_time_ms, result.anomaly_score, result.confidence)
         runtime.registry.update_metrics(MODEL_TYPE, version, result.inference_time_ms, result.confidence,
                                         error=False)
         # 4. Drift detection.
@@ -180,10 +180,10 @@ def create_app(
         try:
             with track_stage(semconv.STAGE_RAG_GENERATION, model_version=svc.rag.model_version):
                 answer = svc.rag.generate(result)
+                record_rag_metrics(answer.model_version, answer.generation_time_ms, answer.total_tokens,
+                                   input_tokens=answer.input_tokens, output_tokens=answer.output_tokens)
         except RAGError as exc:
             raise HTTPException(503, f"RAG failed: {exc}") from exc
-        record_rag_metrics(answer.model_version, answer.generation_time_ms, answer.total_tokens,
-                           input_tokens=answer.input_tokens, output_tokens=answer.output_tokens)
         return DiagnosisResponse(
             equipment_id=result.equipment_id, equipment_type=result.equipment_type, model_version=version,
             variant=variant["name"], ab_test=variant["test"], anomaly_score=result.anomaly_score,

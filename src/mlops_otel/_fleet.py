@@ -27,10 +27,14 @@ class FleetMetrics:
     With several uvicorn/gunicorn workers behind one port, a scrape reaches
     one worker at random; with this enabled every worker answers with the
     fleet's totals (counters and histograms summed over workers, gauges from
-    the most recent report). Each worker publishes every *interval* seconds
-    and on every scrape, so a scrape sees its own worker's latest counts and
-    the others' as of their last publication. Workers that stopped keep their
-    final counts, so totals never go down; use a store prefix per deployment.
+    the most recent report). A background thread publishes this worker's
+    snapshot and fetches the others' every *interval* seconds; a scrape merges
+    this worker's live snapshot with that cached view and does no store I/O,
+    so a slow or unreachable store never stalls the worker. Workers that
+    stopped keep their final counts, so totals never go down; use a store
+    prefix per deployment. OTLP keeps pushing each worker's own data (tagged
+    with its ``service.instance.id``); scrape one target per deployment, not
+    one per host, or ``sum()`` counts the fleet once per host.
     """
 
     store: StateStore
@@ -40,6 +44,7 @@ class FleetMetrics:
     _stop: threading.Event = attrs.field(factory=threading.Event, init=False, repr=False)
     _thread: threading.Thread | None = attrs.field(default=None, init=False, repr=False)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
+    _others: list[list[FamilySnapshot]] = attrs.field(factory=list, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if not 0 < self.interval < float("inf"):
@@ -50,6 +55,7 @@ class FleetMetrics:
         self._worker = uuid.uuid4().hex
         self._lock = threading.Lock()
         self._thread = None
+        self._others = []
         if not self._stop.is_set():
             self.start()
 
@@ -68,8 +74,33 @@ class FleetMetrics:
                 self._thread.start()
 
     def _run(self) -> None:
+        self.refresh()
         while not self._stop.wait(self.interval):
-            self.publish()
+            self.refresh()
+
+    def refresh(self) -> bool:
+        """Publish this worker's snapshot and fetch every other worker's (store I/O; never raises).
+
+        The background thread calls it every *interval* seconds. Returns whether both succeeded;
+        on failure the previous view of the other workers is kept.
+        """
+        published = self.publish()
+        own = make_key(_NAMESPACE, _GROUP, self._worker)
+        try:
+            others = []
+            for key in self.store.list_keys(make_key(_NAMESPACE, _GROUP, "")):
+                if key == own:
+                    continue
+                found = self.store.get_document(key)
+                if found is not None and isinstance(found.value, dict):
+                    families = found.value.get("families")
+                    if isinstance(families, dict):
+                        others.append(snapshot_from_json(families))
+        except Exception as exc:  # keep serving the last view of the fleet
+            self.telemetry.fault("fleet_refresh", exc)
+            return False
+        self._others = others
+        return published
 
     def publish(self) -> bool:
         """Write this worker's snapshot to the store now; return whether it was stored."""
@@ -85,20 +116,8 @@ class FleetMetrics:
         return False
 
     def fleet_snapshot(self) -> list[FamilySnapshot]:
-        """This worker's fresh snapshot merged with every other worker's last published one."""
-        own = self.telemetry.snapshot()
-        self.publish()
-        prefix = make_key(_NAMESPACE, _GROUP, "")
-        others = []
-        for key in self.store.list_keys(prefix):
-            if key == make_key(_NAMESPACE, _GROUP, self._worker):
-                continue
-            found = self.store.get_document(key)
-            if found is not None and isinstance(found.value, dict):
-                families = found.value.get("families")
-                if isinstance(families, dict):
-                    others.append(snapshot_from_json(families))
-        return merge_snapshots([own, *others])
+        """This worker's live snapshot merged with the others' last fetched ones (no store I/O)."""
+        return merge_snapshots([self.telemetry.snapshot(), *self._others])
 
     def close(self) -> None:
         """Publish once more and stop; ``/metrics`` serves the local snapshot again."""

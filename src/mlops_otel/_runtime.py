@@ -25,6 +25,7 @@ __all__ = [
     "configure",
     "default_runtime",
     "install_default",
+    "configured_default",
     "open_store",
     "release_default",
     "reset_default",
@@ -208,9 +209,17 @@ class _Slot:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.value: Runtime | None = None
+        #: Whether *value* was installed by configure()/install_default(), not created lazily.
+        self.configured = False
 
 
 _SLOT = _Slot()
+
+
+def configured_default() -> Runtime | None:
+    """The default runtime if the application installed one (``configure()``), else ``None``."""
+    with _SLOT.lock:
+        return _SLOT.value if _SLOT.configured else None
 
 
 def default_runtime() -> Runtime:
@@ -241,8 +250,13 @@ def configure(
     """Create a :class:`Runtime` and install it as the process default.
 
     The seed-style module API (``mlops_otel.metrics``, ``model_registry``,
-    ``ab_test_manager``, ``get_drift_detector``) then records into it. The
-    previous default is closed. Nothing is configured at import time.
+    ``ab_test_manager``, ``get_drift_detector``) then records into it, and
+    :func:`mlops_otel.fastapi.instrument_app` called without a runtime or store
+    uses it. The previous default is closed. Nothing is configured at import time.
+
+    *meter_provider* is used by ``mode="passthrough"`` (every measurement also goes
+    through it); the default aggregate mode exports itself (``/metrics``, and OTLP
+    with *otlp*) and does not need one.
     """
     runtime = Runtime.create(
         store=store, store_prefix=store_prefix, meter_provider=meter_provider,
@@ -257,6 +271,7 @@ def install_default(runtime: Runtime | None) -> Runtime | None:
     """Make *runtime* the default (``None``: recreate lazily); close and return the previous one."""
     with _SLOT.lock:
         previous, _SLOT.value = _SLOT.value, runtime
+        _SLOT.configured = runtime is not None
     set_default_telemetry(None if runtime is None else runtime.telemetry)
     if previous is not None and previous is not runtime:
         previous.close()
@@ -269,6 +284,7 @@ def release_default(runtime: Runtime, *, close: bool) -> None:
         was_default = _SLOT.value is runtime
         if was_default:
             _SLOT.value = None
+            _SLOT.configured = False
     if was_default:
         set_default_telemetry(None)
     if close:

@@ -81,7 +81,8 @@ def track_diagnosis_request(name: str, *, telemetry: Telemetry | None = None) ->
     """
     if telemetry is not None:
         return telemetry.track_diagnosis_request(name)
-    default_telemetry().track_diagnosis_request(name)  # validates name now
+    if not isinstance(name, str) or not name:  # checked now, without creating the default yet
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
 
     def decorator(func: F) -> F:
         # The default is looked up per call: configure() may run after the decoration.
@@ -105,15 +106,29 @@ def track_diagnosis_request(name: str, *, telemetry: Telemetry | None = None) ->
 
 
 def track_stage(
-    stage: str, model_version: str | None = None, *, telemetry: Telemetry | None = None
+    stage: str,
+    model_version: str | None = None,
+    *,
+    model_type: str | None = None,
+    telemetry: Telemetry | None = None,
 ) -> StageTracker:
     """Time *stage* into ``diagnosis_duration_seconds``, open its span, count its errors.
 
     Usable as ``with track_stage(...)`` and ``async with track_stage(...)``.
     """
-    return _t(telemetry).track_stage(stage, model_version)
+    return _t(telemetry).track_stage(stage, model_version, model_type=model_type)
 
 
 def metrics_app(*, telemetry: Telemetry | None = None) -> Callable[..., Awaitable[None]]:
-    """An ASGI app with the Prometheus exposition: ``app.mount("/metrics", metrics_app())``."""
-    return _t(telemetry).metrics_app()
+    """An ASGI app with the Prometheus exposition: ``app.mount("/metrics", metrics_app())``.
+
+    Without *telemetry* each request serves the default in force at that moment, so
+    mounting at import time and calling :func:`mlops_otel.configure` at start-up works.
+    """
+    if telemetry is not None:
+        return telemetry.metrics_app()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await default_telemetry().metrics_app()(scope, receive, send)
+
+    return app

@@ -285,7 +285,9 @@ class ABTestManager:
                     # Claimed a moment ago by a start_test that has not written its test yet.
                     raise ABTestStateError(holder, "starting",
                                            f"model type {config.model_type!r} is starting A/B test {holder!r}")
-                if current is not None and current.state in (ABTestState.ACTIVE, ABTestState.FINALIZING):
+                ended = current is not None and current.state is ABTestState.ACTIVE and self.clock() >= current.ends_at
+                if current is not None and not ended and current.state in (ABTestState.ACTIVE,
+                                                                           ABTestState.FINALIZING):
                     raise ABTestStateError(
                         holder, current.state.value,
                         f"model type {config.model_type!r} already has an active A/B test {holder!r}; "
@@ -445,7 +447,11 @@ class ABTestManager:
         <champion>, "test": None}``; such requests are not part of any test.
         """
         now = self.clock()
-        view = self._model_view(model_type, now)
+        try:
+            view = self._model_view(model_type, now)
+        except Exception as exc:  # e.g. an unhashable model_type: no test, no champion known
+            self._tel.fault("ab.assign", exc)
+            return {"name": CHAMPION, "version": None, "test": None}
         test = view.test
         if test is None or now >= test.ends_at:
             return {"name": CHAMPION, "version": view.champion, "test": None}

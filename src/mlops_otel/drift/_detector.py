@@ -353,6 +353,7 @@ class DriftDetector:
     _keys: dict[str, str] = attrs.field(init=False, repr=False)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
     _eval_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
+    _push_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
     # The local ring buffer: the newest window_size samples this process accepted.
     _scores: FloatArray = attrs.field(init=False, repr=False)
     _confs: FloatArray = attrs.field(init=False, repr=False)
@@ -373,6 +374,8 @@ class DriftDetector:
     _candidates_sent: int = attrs.field(default=0, init=False, repr=False)
     _reference: _Reference | None = attrs.field(default=None, init=False, repr=False)
     _alert: bool = attrs.field(default=False, init=False, repr=False)
+    # The alert state this process last shared through the store (transitions are retried until equal).
+    _shared_alert: bool = attrs.field(default=False, init=False, repr=False)
     _last_report: DriftReport | None = attrs.field(default=None, init=False, repr=False)
     _workspace: KSWorkspace = attrs.field(factory=KSWorkspace, init=False, repr=False)
     _io_busy: bool = attrs.field(default=False, init=False, repr=False)
@@ -424,6 +427,7 @@ class DriftDetector:
         # A forked worker starts its own local window; the parent's pending samples are the parent's.
         self._lock = threading.Lock()
         self._eval_lock = threading.Lock()
+        self._push_lock = threading.Lock()
         self._pos = self._filled = self._accepted = self._invalid = self._since_check = 0
         self._unpushed = self._unpushed_accepted = self._unpushed_invalid = 0
         self._candidates = None if self._reference is not None else []
@@ -593,7 +597,15 @@ class DriftDetector:
         return pending
 
     def _push(self) -> None:
-        """Give this process's pending samples and counts to the store (which may buffer them)."""
+        """Give this process's pending samples and counts to the store (which may buffer them).
+
+        Serialised: a report's push waits for one the background thread has under way, so the
+        report sees every sample this process recorded before it.
+        """
+        with self._push_lock:
+            self._push_pending()
+
+    def _push_pending(self) -> None:
         pending = self._take_pending()
         size = self.window_size
         store, keys = self.store, self._keys
@@ -761,7 +773,8 @@ class DriftDetector:
             self._publish(report)
         finally:
             self._eval_lock.release()
-        if changed:
+        if changed or self._alert != self._shared_alert:
+            # Also retried here when an earlier transition could not be shared (I/O busy or failed).
             alert, score = report.alert_triggered, report.current_drift_score
             self._off_path(lambda: self._persist_alert(alert, score))
 
@@ -846,9 +859,11 @@ class DriftDetector:
             for _ in range(_CAS_ATTEMPTS):
                 doc = self.store.get_document(self._keys["alert"])
                 if doc is not None and isinstance(doc.value, dict) and bool(doc.value.get("alert")) == alert:
+                    self._shared_alert = alert
                     return
                 if self.store.compare_and_set(self._keys["alert"], self._alert_doc(alert, score),
                                               expected_version=0 if doc is None else doc.version):
+                    self._shared_alert = alert
                     return
         except StoreError as exc:
             self._tel.fault("drift.alert_state", exc)

@@ -67,9 +67,13 @@ class DriftMonitor:
         after_fork_in_child(self, DriftMonitor._after_fork)
 
     def _after_fork(self) -> None:
-        # Threads do not survive a fork: the child starts its own checker on first use.
+        # Threads do not survive a fork: the child starts its own checker for the detectors it
+        # inherited (a pre-fork server creates them before forking its workers).
         self._lock = threading.Lock()
         self._thread = None
+        self._checked_at = {}
+        if self._detectors:
+            self._ensure_checker()
 
     def _ensure_checker(self) -> None:
         if self.check_interval is None or self._stop.is_set():

@@ -15,7 +15,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from .._runtime import Runtime, install_default, release_default
+from .._runtime import Runtime, configured_default, install_default, release_default
 from ..stores import StateStore
 from ..telemetry import Mode, default_telemetry
 
@@ -33,8 +33,7 @@ class _Instrumentation:
     metrics_route: Route | None
     management_routes: list[Any]
     http_instrumented: bool
-    factory: Callable[[], Runtime]
-    owns_runtime: bool
+    factory: Callable[[], tuple[Runtime, bool]]
     install_default: bool
     runtime: Runtime | None = None
 
@@ -101,16 +100,21 @@ def instrument_app(
     if metrics_path is not None and not metrics_path.startswith("/"):
         raise ValueError(f"metrics_path must start with '/', got {metrics_path!r}")
 
-    if runtime is not None:
-        factory: Callable[[], Runtime] = lambda: runtime  # noqa: E731 - closes over the given runtime
-    elif runtime_factory is not None:
-        factory = runtime_factory
-    else:
-        def factory() -> Runtime:
-            return Runtime.create(
-                store=store, store_prefix=store_prefix, meter_provider=meter_provider,
-                tracer_provider=tracer_provider, mode=mode, max_label_values=max_label_values, otlp=otlp,
-            )
+    explicit = runtime is not None or runtime_factory is not None or store is not None
+
+    def factory() -> tuple[Runtime, bool]:
+        """The runtime to run, and whether this app owns (and so closes) it."""
+        if runtime is not None:
+            return runtime, False
+        if runtime_factory is not None:
+            return runtime_factory(), True
+        configured = None if explicit else configured_default()
+        if configured is not None:  # the application called mlops_otel.configure(): use that
+            return configured, False
+        return Runtime.create(
+            store=store, store_prefix=store_prefix, meter_provider=meter_provider,
+            tracer_provider=tracer_provider, mode=mode, max_label_values=max_label_values, otlp=otlp,
+        ), True
 
     http = False
     if instrument_http and not getattr(app, "_is_instrumented_by_opentelemetry", False):
@@ -137,22 +141,28 @@ def instrument_app(
 
     inst = _Instrumentation(
         original_lifespan=app.router.lifespan_context, metrics_route=route, management_routes=management_routes,
-        http_instrumented=http, factory=factory, owns_runtime=runtime is None, install_default=install_as_default,
+        http_instrumented=http, factory=factory, install_default=install_as_default,
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(inner_app: Any) -> AsyncIterator[Mapping[str, Any] | None]:
-        rt = inst.factory()
+        rt, owned = inst.factory()
         inst.runtime = rt
         app.state.mlops = rt
-        if inst.install_default:
+        # A runtime from mlops_otel.configure() already is the default and stays so.
+        manage_default = inst.install_default and rt is not configured_default()
+        if manage_default:
             install_default(rt)
         try:
             async with inst.original_lifespan(inner_app) as state:
                 yield state
         finally:
             inst.runtime = None
-            release_default(rt, close=inst.owns_runtime)
+            app.state.mlops = None
+            if manage_default:
+                release_default(rt, close=owned)
+            elif owned:
+                rt.close()
 
     app.router.lifespan_context = cast("Any", lifespan)
     setattr(app.state, _STATE_ATTR, inst)

@@ -16,6 +16,15 @@ from ._protocol import StateStore
 __all__ = ["CounterBuffer"]
 
 
+def _run_flusher(ref: weakref.ref[CounterBuffer], stop: threading.Event, interval: float) -> None:
+    while not stop.wait(interval):
+        buffer = ref()
+        if buffer is None:
+            return
+        buffer.flush()
+        del buffer
+
+
 def _flush_if_alive(ref: weakref.ref[CounterBuffer]) -> None:
     buffer = ref()
     if buffer is not None:
@@ -41,6 +50,9 @@ class CounterBuffer:
     #: Called with the exception when ``store.incr`` raises (a store breaking its contract).
     on_fault: Callable[[BaseException], None] | None = attrs.field(default=None, kw_only=True)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
+    # Held across taking the sums and handing them to the store, so a flush() that returns has
+    # seen every earlier add() delivered, even one the background thread was delivering.
+    _deliver_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
     _pending: dict[str, list[float]] = attrs.field(factory=dict, init=False, repr=False)
     _stop: threading.Event = attrs.field(factory=threading.Event, init=False, repr=False)
     _thread: threading.Thread | None = attrs.field(default=None, init=False, repr=False)
@@ -59,6 +71,7 @@ class CounterBuffer:
     def _after_fork(self) -> None:
         # The parent delivers what it buffered; the child starts empty, with its own thread.
         self._lock = threading.Lock()
+        self._deliver_lock = threading.Lock()
         self._pending = {}
         self._thread = None
 
@@ -74,19 +87,21 @@ class CounterBuffer:
         with self._lock:
             if self._thread is not None or self._stop.is_set():
                 return
-            self._thread = threading.Thread(target=self._run, name="mlops-otel-counter-buffer", daemon=True)
+            # The thread holds only a weak reference, so an owner dropped without close() is freed.
+            self._thread = threading.Thread(target=_run_flusher, args=(weakref.ref(self), self._stop, self.interval),
+                                            name="mlops-otel-counter-buffer", daemon=True)
             self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.flush()
 
     def flush(self) -> None:
         """Hand every pending sum to the store (whose ``incr`` never raises)."""
-        with self._lock:
-            if not self._pending:
-                return
-            pending, self._pending = self._pending, {}
+        with self._deliver_lock:
+            with self._lock:
+                if not self._pending:
+                    return
+                pending, self._pending = self._pending, {}
+            self._hand_over(pending)
+
+    def _hand_over(self, pending: dict[str, list[float]]) -> None:
         for key, sums in pending.items():
             try:
                 self.store.incr(key, dict(zip(self.fields, sums, strict=True)))

@@ -254,7 +254,6 @@ class RedisStore:
     telemetry: Telemetry | None = attrs.field(default=None, kw_only=True, repr=False)
 
     kind: str = attrs.field(default="redis", init=False)
-    _tel: Telemetry = attrs.field(init=False, repr=False)
     _labels: tuple[str] = attrs.field(init=False, repr=False)
     _pending: PendingBuffer = attrs.field(init=False, repr=False)
     _inflight: Batch | None = attrs.field(default=None, init=False, repr=False)
@@ -280,8 +279,12 @@ class RedisStore:
     _slot_tags: dict[int, str] = attrs.field(factory=dict, init=False, repr=False)
     _atexit_hook: Callable[[], None] | None = attrs.field(default=None, init=False, repr=False)
 
+    @property
+    def _tel(self) -> Telemetry:
+        # Resolved per use: a store built before configure() reports into the configured default.
+        return default_telemetry() if self.telemetry is None else self.telemetry
+
     def __attrs_post_init__(self) -> None:
-        self._tel = default_telemetry() if self.telemetry is None else self.telemetry
         self._labels = (self.kind,)
         self._pending = PendingBuffer(self.max_pending)
         self._is_cluster = self.cluster

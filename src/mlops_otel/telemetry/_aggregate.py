@@ -48,6 +48,16 @@ def valid_range(spec: MetricSpec) -> tuple[float, float]:
     return _NON_NEGATIVE
 
 
+def _as_label_values(labels: tuple[object, ...]) -> tuple[str, ...]:
+    """Label values as strings: ``None`` becomes ``"unknown"``, anything else ``str(value)``.
+
+    A non-string value must never reach the exposition, where it would break every scrape.
+    """
+    return tuple(
+        v if type(v) is str else (semconv.UNKNOWN_LABEL_VALUE if v is None else str(v)) for v in labels
+    )
+
+
 class _Series:
     """One time series; ``values`` layout depends on the family kind.
 
@@ -177,7 +187,7 @@ class Aggregator:
             raise ValueError(f"{family.spec.name} takes labels {family.spec.labels}, got {labels!r}")
         folded = []
         overflow = False
-        for value, seen in zip(labels, family.distinct, strict=True):
+        for value, seen in zip(_as_label_values(labels), family.distinct, strict=True):
             if value not in seen:
                 if len(seen) >= family.limit:
                     value = semconv.OVERFLOW_LABEL_VALUE

@@ -330,9 +330,11 @@ class Telemetry:
             self._forward(semconv.DIAGNOSIS_REQUESTS, (status, model_version), 1.0)
             self._forward(semconv.DIAGNOSIS_DURATION, (stage,), duration_s)
 
-    def track_stage(self, stage: str, model_version: str | None = None) -> StageTracker:
+    def track_stage(
+        self, stage: str, model_version: str | None = None, *, model_type: str | None = None
+    ) -> StageTracker:
         """Time a stage, open its span and count its errors (``with`` or ``async with``)."""
-        return StageTracker(self, stage, model_version)
+        return StageTracker(self, stage, model_version, model_type)
 
     def request_scope(self, name: str) -> AbstractContextManager[None]:
         """What :meth:`track_diagnosis_request` does around one call, as a context manager."""
@@ -450,20 +452,25 @@ def _close_span(opened: _Opened, exc: BaseException | None) -> None:
 class StageTracker:
     """Context manager returned by :meth:`Telemetry.track_stage` (sync and async)."""
 
-    __slots__ = ("_opened", "_start", "model_version", "stage", "telemetry")
+    __slots__ = ("_opened", "_start", "model_type", "model_version", "stage", "telemetry")
 
-    def __init__(self, telemetry: Telemetry, stage: str, model_version: str | None) -> None:
+    def __init__(
+        self, telemetry: Telemetry, stage: str, model_version: str | None, model_type: str | None = None
+    ) -> None:
         self.telemetry = telemetry
         self.stage = stage
         self.model_version = model_version
+        self.model_type = model_type
         self._opened: _Opened | None = None
         self._start = 0.0
 
     def __enter__(self) -> Span:
         try:
-            attributes = {semconv.SPAN_ATTR_STAGE: self.stage}
+            attributes = {semconv.SPAN_ATTR_STAGE: str(self.stage)}
             if self.model_version is not None:
-                attributes[semconv.SPAN_ATTR_MODEL_VERSION] = self.model_version
+                attributes[semconv.SPAN_ATTR_MODEL_VERSION] = str(self.model_version)
+            if self.model_type is not None:
+                attributes[semconv.SPAN_ATTR_MODEL_TYPE] = str(self.model_type)
             self._opened = _open_span(self.telemetry.tracer, semconv.span_name_for_stage(self.stage), attributes)
         except Exception as exc:
             self.telemetry.fault("track_stage", exc)
