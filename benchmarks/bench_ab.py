@@ -117,6 +117,15 @@ def run(quick: bool = False) -> list[Row]:
     many = time_per_call(lambda _: assign_many(ids, CONFIG), 1, 3 if quick else 7, warmup=1)
     rows.append(row(BENCH, "assign_many, per id", [t / ids_n for t in many], ids_n,
                     f"{statistics.median(many) * 1e6 / ids_n:.2f} s per million ids"))
+    gbhash, source = growthbook_hash()
+
+    def gb_many(_: int) -> None:
+        for u in ids:
+            gbhash("gnn_v2.2_test", u, 2)
+
+    gb = time_per_call(gb_many, 1, 1 if quick else 3, warmup=1)
+    rows.append(row(BENCH, "GrowthBook gbhash over the same ids, per id", [t / ids_n for t in gb], ids_n,
+                    f"{statistics.median(gb) * 1e6 / ids_n:.2f} s per million ids ({source}; no batch API)"))
 
     manager, registry = _manager()
     users = [f"user-{i}" for i in range(1000)]
