@@ -30,7 +30,8 @@ class FleetMetrics:
     the most recent report). A background thread publishes this worker's
     snapshot and fetches the others' every *interval* seconds; a scrape merges
     this worker's live snapshot with that cached view and does no store I/O,
-    so a slow or unreachable store never stalls the worker. Workers that
+    so a slow or unreachable store never stalls the worker; the other workers'
+    counts it serves are at most about *interval* seconds old. Workers that
     stopped keep their final counts, so totals never go down; use a store
     prefix per deployment. OTLP keeps pushing each worker's own data (tagged
     with its ``service.instance.id``); scrape one target per deployment, not
@@ -39,7 +40,7 @@ class FleetMetrics:
 
     store: StateStore
     telemetry: Telemetry
-    interval: float = attrs.field(default=5.0, kw_only=True)
+    interval: float = attrs.field(default=2.0, kw_only=True)
     _worker: str = attrs.field(factory=lambda: uuid.uuid4().hex, init=False)
     _stop: threading.Event = attrs.field(factory=threading.Event, init=False, repr=False)
     _thread: threading.Thread | None = attrs.field(default=None, init=False, repr=False)
