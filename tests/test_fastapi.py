@@ -15,6 +15,7 @@ import mlops_otel
 from mlops_otel import Runtime
 from mlops_otel.fastapi import get_runtime, instrument_app, uninstrument_app
 from mlops_otel.metrics import record_gnn_metrics, track_diagnosis_request
+from mlops_otel.stores import MemoryStore
 
 
 @pytest.fixture(autouse=True)
@@ -117,6 +118,28 @@ def test_metrics_app_follows_a_later_configure() -> None:
         assert 'diagnosis_errors_total{error_type="TimeoutError",stage="rag_generation"} 1.0' in (
             client.get("/metrics/").text)
     assert configured.telemetry is mlops_otel.default_runtime().telemetry
+
+
+def test_shutdown_delivers_buffered_results_and_closes_the_store() -> None:
+    class Tracked(MemoryStore):
+        closed = False
+
+        def close(self) -> None:
+            Tracked.closed = True
+
+    store = Tracked()
+    app = FastAPI()
+
+    @app.post("/result")
+    def result() -> None:
+        get_runtime(app).registry.update_metrics("gnn", "v1", 12.0, 0.9, error=False)  # buffered in process
+
+    instrument_app(app, runtime_factory=lambda: Runtime.create(store=store))
+    with TestClient(app) as client:
+        get_runtime(app).registry.register("gnn", "v1")
+        client.post("/result")
+    assert Tracked.closed
+    assert store.read_counters("registry:{gnn}:stats:v1")["n"] == 1.0  # flushed at shutdown, not lost
 
 
 def test_bad_metrics_path_is_rejected() -> None:

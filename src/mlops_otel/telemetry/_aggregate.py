@@ -160,11 +160,17 @@ class Aggregator:
             self._logged.add((kind, key))
             _log.warning(message, *args)
 
-    def invalid(self, metric: str, value: object) -> None:
+    def invalid(self, metric: str, value: object, expected: str | None = None) -> None:
         """Count and (once per metric) log a rejected measurement."""
         self._add_internal(semconv.INVALID_MEASUREMENTS.name, (metric,))
-        self.log_once("invalid", metric, "mlops-otel: dropped invalid %s measurement %r "
-                      "(counted in mlops_invalid_measurements_total; logged once)", metric, value)
+        self.log_once("invalid", metric, "mlops-otel: dropped invalid %s measurement %r%s "
+                      "(counted in mlops_invalid_measurements_total; logged once)", metric, value,
+                      f", expected {expected}" if expected else "")
+
+    def _reject(self, family: _Family, value: object) -> None:
+        hi = "inf" if family.hi >= _MAX_FLOAT else repr(family.hi)
+        lo = "-inf" if family.lo <= -_MAX_FLOAT else repr(family.lo)
+        self.invalid(family.spec.name, value, f"a finite number in [{lo}, {hi}]")
 
     def fault(self, reason: str, exc: BaseException) -> None:
         """Count and (once per reason) log an internal fault swallowed to protect the caller."""
@@ -215,7 +221,7 @@ class Aggregator:
     def add(self, family: _Family, labels: tuple[str, ...], value: float) -> None:
         """Add *value* to a counter (or gauge used as an up-down value)."""
         if not family.lo <= value <= family.hi:
-            self.invalid(family.spec.name, value)
+            self._reject(family, value)
             return
         with self.lock:
             series = family.series.get(labels) or self._series(family, labels)
@@ -224,7 +230,7 @@ class Aggregator:
     def set(self, family: _Family, labels: tuple[str, ...], value: float) -> None:
         """Set a gauge."""
         if not family.lo <= value <= family.hi:
-            self.invalid(family.spec.name, value)
+            self._reject(family, value)
             return
         with self.lock:
             series = family.series.get(labels) or self._series(family, labels)
@@ -244,7 +250,7 @@ class Aggregator:
     def record(self, family: _Family, labels: tuple[str, ...], value: float) -> None:
         """Record one histogram observation."""
         if not family.lo <= value <= family.hi:
-            self.invalid(family.spec.name, value)
+            self._reject(family, value)
             return
         with self.lock:
             self.observe(family, labels, value)
