@@ -20,6 +20,30 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _wait_listening(proc: subprocess.Popen[bytes], port: int, what: str, *, timeout: float) -> None:
+    """Wait until *proc* accepts connections on 127.0.0.1:*port*; fail if it exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            raise RuntimeError(f"{what} exited with {proc.returncode}: {err[-2000:]}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not listen on {port}")
+        time.sleep(0.05)
+
+
+def _stop(proc: subprocess.Popen[bytes], *, timeout: float) -> None:
+    """Terminate *proc*, killing it if it does not exit within *timeout* seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @contextlib.contextmanager
 def redis_server() -> Iterator[str]:
     """Start ``redis-server`` (no persistence) and yield its URL; stop it afterwards."""
@@ -34,23 +58,10 @@ def redis_server() -> Iterator[str]:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         try:
-            deadline = time.monotonic() + 20
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"redis-server exited with {proc.returncode}")
-                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                    break
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"redis-server did not listen on {port}")
-                time.sleep(0.05)
+            _wait_listening(proc, port, "redis-server", timeout=20)
             yield f"redis://127.0.0.1:{port}/0"
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _stop(proc, timeout=10)
 
 
 @contextlib.contextmanager
@@ -73,21 +84,7 @@ def uvicorn_server(target: str, *, env: dict[str, str], workers: int = 1) -> Ite
         env=full_env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode() if proc.stderr else ""
-                raise RuntimeError(f"uvicorn exited with {proc.returncode}: {err[-2000:]}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"uvicorn did not listen on {port}")
-            time.sleep(0.1)
+        _wait_listening(proc, port, "uvicorn", timeout=90)
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc, timeout=20)

@@ -10,12 +10,11 @@ explicit instance instead of the lazily created default (see
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from .telemetry import StageTracker, Telemetry, default_telemetry
+from .telemetry._telemetry import request_decorator
 
 __all__ = [
     "metrics_app",
@@ -81,28 +80,8 @@ def track_diagnosis_request(name: str, *, telemetry: Telemetry | None = None) ->
     """
     if telemetry is not None:
         return telemetry.track_diagnosis_request(name)
-    if not isinstance(name, str) or not name:  # checked now, without creating the default yet
-        raise ValueError(f"name must be a non-empty string, got {name!r}")
-
-    def decorator(func: F) -> F:
-        # The default is looked up per call: configure() may run after the decoration.
-        if inspect.iscoroutinefunction(func):
-
-            @functools.wraps(func)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                with default_telemetry().request_scope(name):
-                    return await func(*args, **kwargs)
-
-            return cast("F", async_wrapper)
-
-        @functools.wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with default_telemetry().request_scope(name):
-                return func(*args, **kwargs)
-
-        return cast("F", wrapper)
-
-    return decorator
+    # The default is looked up per call: configure() may run after the decoration.
+    return request_decorator(name, lambda: default_telemetry().request_scope(name))
 
 
 def track_stage(

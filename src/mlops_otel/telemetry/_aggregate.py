@@ -14,7 +14,6 @@ import math
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Iterator
 
 import attrs
 
@@ -213,10 +212,6 @@ class Aggregator:
         series = family.series[key] = _Series(key, family.new_values())
         return series
 
-    def get_family(self, name: str) -> _Family:
-        """Return the family of OTel metric *name*."""
-        return self.families[name]
-
     # ------------------------------------------------------------- writes
     def add(self, family: _Family, labels: tuple[str, ...], value: float) -> None:
         """Add *value* to a counter (or gauge used as an up-down value)."""
@@ -279,6 +274,3 @@ class Aggregator:
                 series = tuple(SeriesSnapshot(labels, value=v[0]) for labels, v in rows)
             out.append(FamilySnapshot(spec, series, start, now))
         return out
-
-    def __iter__(self) -> Iterator[_Family]:
-        return iter(self.families.values())

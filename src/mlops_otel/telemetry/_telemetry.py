@@ -342,26 +342,7 @@ class Telemetry:
 
     def track_diagnosis_request(self, name: str) -> Callable[[F], F]:
         """Decorate a (sync or async) request handler: count it, time it, trace it."""
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"name must be a non-empty string, got {name!r}")
-
-        def decorator(func: F) -> F:
-            if inspect.iscoroutinefunction(func):
-                @functools.wraps(func)
-                async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                    with _RequestScope(self, name):
-                        return await func(*args, **kwargs)
-
-                return cast("F", async_wrapper)
-
-            @functools.wraps(func)
-            def wrapper(*args: Any, **kwargs: Any) -> Any:
-                with _RequestScope(self, name):
-                    return func(*args, **kwargs)
-
-            return cast("F", wrapper)
-
-        return decorator
+        return request_decorator(name, lambda: _RequestScope(self, name))
 
     # ------------------------------------------------------------------ export
     def snapshot(self) -> list[FamilySnapshot]:
@@ -421,6 +402,34 @@ class Telemetry:
 
 
 _Opened = tuple[Span, object | None, "Token[Span | None]"]
+
+
+def request_decorator(name: str, scope: Callable[[], AbstractContextManager[None]]) -> Callable[[F], F]:
+    """A decorator running each call of a sync or async handler inside ``scope()``.
+
+    *name* is validated now; *scope* is called per call, so it may resolve a default lazily.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+
+    def decorator(func: F) -> F:
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                with scope():
+                    return await func(*args, **kwargs)
+
+            return cast("F", async_wrapper)
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with scope():
+                return func(*args, **kwargs)
+
+        return cast("F", wrapper)
+
+    return decorator
 
 
 def _open_span(tracer: trace.Tracer, name: str, attributes: dict[str, str]) -> _Opened:
