@@ -25,6 +25,7 @@ from .metrics import (
     track_diagnosis_request,
     track_stage,
 )
+from .settings import DriftSettings, Settings, StoreSettings
 from .stores import MemoryStore, StateStore
 from .telemetry import Telemetry
 
@@ -40,11 +41,14 @@ __all__ = [
     "ABTestManager",
     "DriftDetector",
     "DriftMonitor",
+    "DriftSettings",
     "FleetMetrics",
     "MemoryStore",
     "ModelRegistry",
     "Runtime",
+    "Settings",
     "StateStore",
+    "StoreSettings",
     "Telemetry",
     "ab_test_manager",
     "configure",

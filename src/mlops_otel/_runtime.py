@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -12,8 +11,10 @@ from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
 
 from ._fleet import FleetMetrics
+from .settings import Settings, StoreSettings
 from .stores import MemoryStore, StateStore
 from .telemetry import Mode, Telemetry, set_default_telemetry
+from .validation import InvalidValueError
 
 if TYPE_CHECKING:
     from .ab import ABTestManager
@@ -31,31 +32,30 @@ __all__ = [
     "reset_default",
 ]
 
-#: Environment variables read by :meth:`Runtime.from_env` (never at import time).
-ENV_STORE_URL = "MLOPS_OTEL_STORE_URL"
-ENV_STORE_PREFIX = "MLOPS_OTEL_STORE_PREFIX"
-ENV_MODE = "MLOPS_OTEL_MODE"
-ENV_MAX_LABEL_VALUES = "MLOPS_OTEL_MAX_LABEL_VALUES"
-ENV_OTLP = "MLOPS_OTEL_OTLP"
-ENV_FLEET_METRICS = "MLOPS_OTEL_FLEET_METRICS"
+def open_store(
+    url: StoreSettings | str | None, *, prefix: str | None = None, telemetry: Telemetry | None = None
+) -> StateStore:
+    """Open a store: ``memory://`` (or ``None``), ``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``.
 
+    *url* may also be a :class:`~mlops_otel.settings.StoreSettings` (then its
+    prefix and tuning apply; *prefix* overrides its prefix). *telemetry* is what
+    the store records its own health into.
+    """
+    settings = url if isinstance(url, StoreSettings) else StoreSettings(url=url)
+    if prefix is not None:
+        settings = attrs.evolve(settings, prefix=prefix)
+    if settings.is_memory:
+        return MemoryStore(telemetry=telemetry)
+    assert settings.url is not None  # not memory
+    scheme = settings.url.split("://", 1)[0]
+    from .stores.redis import RedisStore
 
-def open_store(url: str | None, *, prefix: str = "mlops", telemetry: Telemetry | None = None) -> StateStore:
-    """Open a store from a URL: ``memory://`` (or ``None``), ``redis://``, ``rediss://``, ``redis+cluster://``."""
-    if url is None or url in ("", "memory", "memory://"):
-        return MemoryStore()
-    scheme = url.split("://", 1)[0]
-    if scheme in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
-        from .stores.redis import RedisStore
-
-        if scheme.endswith("+cluster"):
-            return RedisStore.from_url(url.replace("+cluster", "", 1), prefix=prefix, cluster=True,
-                                       telemetry=telemetry)
-        # cluster=None: RedisStore asks the server whether it is a Cluster node.
-        return RedisStore.from_url(url, prefix=prefix, cluster=None, telemetry=telemetry)
-    raise ValueError(
-        f"store url must start with memory://, redis://, rediss:// or redis+cluster://, got {url!r}"
-    )
+    options = settings.redis_options()
+    if scheme.endswith("+cluster"):
+        return RedisStore.from_url(settings.url.replace("+cluster", "", 1), prefix=settings.prefix, cluster=True,
+                                   telemetry=telemetry, **options)
+    # cluster=None: RedisStore asks the server whether it is a Cluster node.
+    return RedisStore.from_url(settings.url, prefix=settings.prefix, cluster=None, telemetry=telemetry, **options)
 
 
 def _otlp_exporter() -> Any:
@@ -79,6 +79,8 @@ class Runtime:
     telemetry: Telemetry
     store: StateStore
     fleet: FleetMetrics | None = attrs.field(default=None, kw_only=True)
+    #: What this runtime was built from (for a runtime built by hand: the defaults).
+    settings: Settings = attrs.field(factory=Settings, kw_only=True)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
     _registry: ModelRegistry | None = attrs.field(default=None, init=False, repr=False)
     _ab: ABTestManager | None = attrs.field(default=None, init=False, repr=False)
@@ -88,62 +90,78 @@ class Runtime:
     @classmethod
     def create(
         cls,
+        settings: Settings | None = None,
+        /,
         *,
         store: StateStore | str | None = None,
-        store_prefix: str = "mlops",
         meter_provider: otel_metrics.MeterProvider | None = None,
         tracer_provider: trace.TracerProvider | None = None,
-        mode: Mode = "aggregate",
-        max_label_values: int = 100,
-        otlp: bool = False,
-        export_interval: float = 60.0,
+        store_prefix: str | None = None,
+        mode: Mode | None = None,
+        max_label_values: int | None = None,
+        otlp: bool | None = None,
+        export_interval: float | None = None,
+        export_timeout: float | None = None,
         fleet_metrics: bool | None = None,
     ) -> Runtime:
-        """Build a runtime; *store* is a :class:`StateStore` or a URL (see :func:`open_store`).
+        """Build a runtime from *settings* (default: :class:`Settings()`), the only builder.
 
-        *fleet_metrics* makes ``/metrics`` serve the totals of every worker sharing
-        the store (:class:`~mlops_otel.FleetMetrics`); by default it is on for
-        shared stores (anything but the in-memory one) and off otherwise.
+        The keywords are shortcuts that override single fields of *settings*
+        (``None``: keep the setting); *store* may also be a ready
+        :class:`StateStore`, which the runtime then owns and closes.
+        *meter_provider* (used by ``mode="passthrough"``) and *tracer_provider*
+        are objects, not settings (default: the global providers).
+        ``fleet_metrics`` makes ``/metrics`` serve the totals of every worker
+        sharing the store (:class:`~mlops_otel.FleetMetrics`); by default it is on
+        for shared stores and off for the in-memory one.
         """
-        telemetry = Telemetry(
-            meter_provider=meter_provider, tracer_provider=tracer_provider, mode=mode,
-            max_label_values=max_label_values, exporter=_otlp_exporter() if otlp else None,
-            export_interval=export_interval,
+        base = Settings() if settings is None else settings
+        if not isinstance(base, Settings):
+            raise InvalidValueError("settings", "a mlops_otel.Settings or None", base)
+        given_store = store if isinstance(store, StateStore) else None
+        base = base.with_options(
+            store=store if isinstance(store, str) else None, store_prefix=store_prefix, mode=mode,
+            max_label_values=max_label_values, otlp=otlp, export_interval=export_interval,
+            export_timeout=export_timeout, fleet_metrics=fleet_metrics,
         )
-        if store is None or isinstance(store, str):
-            store = open_store(store, prefix=store_prefix, telemetry=telemetry)
-        fleet = None
-        if store.kind != "memory" if fleet_metrics is None else fleet_metrics:
-            fleet = FleetMetrics(store, telemetry)
-            fleet.start()
-        return cls(telemetry, store, fleet=fleet)
+        if store is not None and given_store is None and not isinstance(store, str):
+            raise InvalidValueError("store", "a StateStore, a store URL or None", store)
+        return cls.from_settings(base, store=given_store, meter_provider=meter_provider,
+                                 tracer_provider=tracer_provider)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        store: StateStore | None = None,
+        meter_provider: otel_metrics.MeterProvider | None = None,
+        tracer_provider: trace.TracerProvider | None = None,
+    ) -> Runtime:
+        """Build a runtime from exactly *settings* (what :meth:`create` ends in)."""
+        telemetry = Telemetry(
+            meter_provider=meter_provider, tracer_provider=tracer_provider, mode=settings.mode,
+            max_label_values=settings.max_label_values,
+            exporter=_otlp_exporter() if settings.otlp else None,
+            export_interval=settings.export_interval, export_timeout=settings.export_timeout,
+        )
+        try:
+            if store is None:
+                store = open_store(settings.store, telemetry=telemetry)
+            fleet = None
+            wants_fleet = (store.kind != "memory") if settings.fleet_metrics is None else settings.fleet_metrics
+            if wants_fleet:
+                fleet = FleetMetrics(store, telemetry)
+                fleet.start()
+        except BaseException:
+            telemetry.close()
+            raise
+        return cls(telemetry, store, fleet=fleet, settings=settings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Runtime:
-        """Build a runtime from ``MLOPS_OTEL_*`` variables (read now, not at import).
-
-        ``MLOPS_OTEL_STORE_URL`` (default memory), ``MLOPS_OTEL_STORE_PREFIX``,
-        ``MLOPS_OTEL_FLEET_METRICS`` (1/0; default: on for shared stores),
-        ``MLOPS_OTEL_MODE`` (aggregate|passthrough), ``MLOPS_OTEL_MAX_LABEL_VALUES``,
-        ``MLOPS_OTEL_OTLP`` (1/true: push OTLP using the ``OTEL_EXPORTER_OTLP_*`` variables;
-        when unset, OTLP is pushed if ``OTEL_METRICS_EXPORTER`` names ``otlp``).
-        """
-        env = os.environ if environ is None else environ
-        options: dict[str, Any] = {
-            "store": env.get(ENV_STORE_URL) or None,
-            "store_prefix": env.get(ENV_STORE_PREFIX, "mlops"),
-            "mode": env.get(ENV_MODE, "aggregate"),
-            "otlp": _otlp_wanted(env),
-        }
-        if env.get(ENV_FLEET_METRICS):
-            options["fleet_metrics"] = env[ENV_FLEET_METRICS].strip().lower() in ("1", "true", "yes", "on")
-        if env.get(ENV_MAX_LABEL_VALUES):
-            raw = env[ENV_MAX_LABEL_VALUES]
-            try:
-                options["max_label_values"] = int(raw)
-            except ValueError:
-                raise ValueError(f"{ENV_MAX_LABEL_VALUES} must be an integer, got {raw!r}") from None
-        return cls.create(**options)
+        """Build a runtime from :meth:`Settings.from_env` (the variables are read now, not at import)."""
+        return cls.create(Settings.from_env(environ))
 
     @property
     def registry(self) -> ModelRegistry:
@@ -174,7 +192,8 @@ class Runtime:
             if self._drift is None:
                 from .drift import DriftMonitor
 
-                self._drift = DriftMonitor(self.store, telemetry=self.telemetry, registry=registry)
+                self._drift = DriftMonitor(self.store, telemetry=self.telemetry, registry=registry,
+                                           **self.settings.drift.monitor_options())
             return self._drift
 
     def close(self) -> None:
@@ -192,15 +211,6 @@ class Runtime:
             self.fleet.close()
         self.store.close()
         self.telemetry.close()
-
-
-def _otlp_wanted(env: Mapping[str, str]) -> bool:
-    """``MLOPS_OTEL_OTLP`` if set, else whether ``OTEL_METRICS_EXPORTER`` names ``otlp``."""
-    explicit = env.get(ENV_OTLP)
-    if explicit:
-        return explicit.strip().lower() in ("1", "true", "yes", "on")
-    exporters = env.get("OTEL_METRICS_EXPORTER", "")
-    return "otlp" in (e.strip().lower() for e in exporters.split(","))
 
 
 class _Slot:
@@ -236,32 +246,31 @@ def default_runtime() -> Runtime:
 
 
 def configure(
+    settings: Settings | None = None,
+    /,
     *,
     store: StateStore | str | None = None,
-    store_prefix: str = "mlops",
     meter_provider: otel_metrics.MeterProvider | None = None,
     tracer_provider: trace.TracerProvider | None = None,
-    mode: Mode = "aggregate",
-    max_label_values: int = 100,
-    otlp: bool = False,
-    export_interval: float = 60.0,
+    store_prefix: str | None = None,
+    mode: Mode | None = None,
+    max_label_values: int | None = None,
+    otlp: bool | None = None,
+    export_interval: float | None = None,
+    export_timeout: float | None = None,
     fleet_metrics: bool | None = None,
 ) -> Runtime:
-    """Create a :class:`Runtime` and install it as the process default.
+    """Create a :class:`Runtime` (arguments as :meth:`Runtime.create`) and install it as the process default.
 
     The seed-style module API (``mlops_otel.metrics``, ``model_registry``,
     ``ab_test_manager``, ``get_drift_detector``) then records into it, and
-    :func:`mlops_otel.fastapi.instrument_app` called without a runtime or store
+    :func:`mlops_otel.fastapi.instrument_app` called without a runtime or settings
     uses it. The previous default is closed. Nothing is configured at import time.
-
-    *meter_provider* is used by ``mode="passthrough"`` (every measurement also goes
-    through it); the default aggregate mode exports itself (``/metrics``, and OTLP
-    with *otlp*) and does not need one.
     """
     runtime = Runtime.create(
-        store=store, store_prefix=store_prefix, meter_provider=meter_provider,
-        tracer_provider=tracer_provider, mode=mode, max_label_values=max_label_values, otlp=otlp,
-        export_interval=export_interval, fleet_metrics=fleet_metrics,
+        settings, store=store, meter_provider=meter_provider, tracer_provider=tracer_provider,
+        store_prefix=store_prefix, mode=mode, max_label_values=max_label_values, otlp=otlp,
+        export_interval=export_interval, export_timeout=export_timeout, fleet_metrics=fleet_metrics,
     )
     install_default(runtime)
     return runtime

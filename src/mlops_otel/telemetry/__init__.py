@@ -4,7 +4,7 @@ from ._aggregate import FamilySnapshot, SeriesSnapshot
 from ._default import default_telemetry, set_default_telemetry
 from ._merge import merge_snapshots, snapshot_from_json, snapshot_to_json
 from ._otlp import MetricsExporter
-from ._telemetry import Mode, StageTracker, Telemetry
+from ._telemetry import Mode, StageTracker, Telemetry, request_decorator
 
 __all__ = [
     "FamilySnapshot",
@@ -15,6 +15,7 @@ __all__ = [
     "Telemetry",
     "default_telemetry",
     "merge_snapshots",
+    "request_decorator",
     "set_default_telemetry",
     "snapshot_from_json",
     "snapshot_to_json",
