@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import functools
 import threading
+import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -11,9 +15,10 @@ from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
 
 from ._fleet import FleetMetrics
+from ._prediction import Prediction
 from .settings import Settings, StoreSettings
 from .stores import MemoryStore, StateStore
-from .telemetry import Mode, Telemetry, set_default_telemetry
+from .telemetry import Mode, Telemetry, use_default_resolver
 from .validation import InvalidValueError
 
 if TYPE_CHECKING:
@@ -86,6 +91,17 @@ class Runtime:
     _ab: ABTestManager | None = attrs.field(default=None, init=False, repr=False)
     _drift: DriftMonitor | None = attrs.field(default=None, init=False, repr=False)
     _closed: bool = attrs.field(default=False, init=False, repr=False)
+    _atexit_hook: Any = attrs.field(default=None, init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        # A store built without telemetry records into this runtime's, not into whatever default
+        # exists when it next records (which could even create one during interpreter exit).
+        if getattr(self.store, "telemetry", False) is None:
+            with contextlib.suppress(AttributeError):
+                setattr(self.store, "telemetry", self.telemetry)  # noqa: B010  # a field of MemoryStore/RedisStore, not of the protocol
+        # Held weakly: an unreferenced runtime can still be collected.
+        self._atexit_hook = functools.partial(_close_at_exit, weakref.ref(self))
+        atexit.register(self._atexit_hook)
 
     @classmethod
     def create(
@@ -166,6 +182,9 @@ class Runtime:
     @property
     def registry(self) -> ModelRegistry:
         """The model registry on this runtime's store."""
+        existing = self._registry
+        if existing is not None:  # the hot path: no lock once created
+            return existing
         with self._lock:
             if self._registry is None:
                 from .registry import ModelRegistry
@@ -176,6 +195,9 @@ class Runtime:
     @property
     def ab(self) -> ABTestManager:
         """The A/B test manager on this runtime's store and registry."""
+        existing = self._ab
+        if existing is not None:
+            return existing
         registry = self.registry
         with self._lock:
             if self._ab is None:
@@ -187,6 +209,9 @@ class Runtime:
     @property
     def drift(self) -> DriftMonitor:
         """The drift monitor owning this runtime's detectors."""
+        existing = self._drift
+        if existing is not None:
+            return existing
         registry = self.registry
         with self._lock:
             if self._drift is None:
@@ -196,25 +221,78 @@ class Runtime:
                                            **self.settings.drift.monitor_options())
             return self._drift
 
+    def prediction(
+        self,
+        model_type: str,
+        user_id: str | None = None,
+        *,
+        stage: str | None = None,
+        default_version: str | None = None,
+        **attributes: Any,
+    ) -> Prediction:
+        """Record one prediction of *model_type* everywhere it belongs (see :class:`~mlops_otel.Prediction`).
+
+        ``with runtime.prediction("gnn", user_id=u) as p:`` assigns the A/B variant
+        (``p.version``, ``p.variant``, ``p.test``), times the block inside its stage
+        span, takes the outputs with ``p.observe(anomaly_score=..., confidence=...)``
+        and records them once on exit; ``async with`` and ``@runtime.prediction(...)``
+        work too. Keyword *attributes* are added to the stage span.
+        """
+        return Prediction(self, model_type, user_id, stage=stage, default_version=default_version,
+                          attributes=attributes or None)
+
     def close(self) -> None:
-        """Flush and release everything; idempotent."""
+        """Flush and release everything; idempotent. The one place that orders the shutdown.
+
+        1. the owners (drift monitor, A/B manager, registry) stop their workers and
+           hand their buffered results to the store, and the fleet view publishes
+           its last snapshot;
+        2. the store delivers every pending write and closes its connections;
+        3. telemetry pushes its last OTLP export (which includes what 1 and 2 counted).
+
+        A runtime not closed by the application is closed at interpreter exit in
+        the same order (one ``atexit`` hook per runtime, registered when it is built).
+        """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             parts: list[Any] = [self._drift, self._ab, self._registry]
+        hook = self._atexit_hook
+        if hook is not None:
+            atexit.unregister(hook)
+            self._atexit_hook = None
         for part in parts:
             close = getattr(part, "close", None)
             if callable(close):
-                close()
+                try:
+                    close()
+                except Exception as exc:  # one failing owner must not keep the others from flushing
+                    self.telemetry.fault("runtime.close", exc)
         if self.fleet is not None:
-            self.fleet.close()
-        self.store.close()
-        self.telemetry.close()
+            try:
+                self.fleet.close()
+            except Exception as exc:
+                self.telemetry.fault("runtime.close", exc)
+        try:
+            self.store.close()
+        finally:
+            self.telemetry.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+
+def _close_at_exit(ref: weakref.ReferenceType[Runtime]) -> None:
+    runtime = ref()
+    if runtime is not None:
+        runtime.close()
 
 
 class _Slot:
-    """Holds the default runtime; created on first use, replaced by :func:`configure`."""
+    """The one default slot of the package: the default runtime (its telemetry is the default telemetry)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -233,16 +311,23 @@ def configured_default() -> Runtime | None:
 
 
 def default_runtime() -> Runtime:
-    """Return the default :class:`Runtime`, creating it (memory store) on first use."""
+    """Return the default :class:`Runtime`, creating it (``Settings()``: memory store) on first use."""
     value = _SLOT.value
     if value is not None:
         return value
     with _SLOT.lock:
         if _SLOT.value is None:
-            from .telemetry import default_telemetry
-
-            _SLOT.value = Runtime(default_telemetry(), MemoryStore())
+            _SLOT.value = Runtime.create()
         return _SLOT.value
+
+
+def _default_telemetry() -> Telemetry:
+    value = _SLOT.value
+    return value.telemetry if value is not None else default_runtime().telemetry
+
+
+# Installs a function, creates nothing: mlops_otel.telemetry.default_telemetry() is the default runtime's.
+use_default_resolver(_default_telemetry)
 
 
 def configure(
@@ -281,7 +366,6 @@ def install_default(runtime: Runtime | None) -> Runtime | None:
     with _SLOT.lock:
         previous, _SLOT.value = _SLOT.value, runtime
         _SLOT.configured = runtime is not None
-    set_default_telemetry(None if runtime is None else runtime.telemetry)
     if previous is not None and previous is not runtime:
         previous.close()
     return previous
@@ -294,8 +378,6 @@ def release_default(runtime: Runtime, *, close: bool) -> None:
         if was_default:
             _SLOT.value = None
             _SLOT.configured = False
-    if was_default:
-        set_default_telemetry(None)
     if close:
         runtime.close()
 
@@ -303,3 +385,43 @@ def release_default(runtime: Runtime, *, close: bool) -> None:
 def reset_default() -> None:
     """Close and forget the default runtime (for tests)."""
     install_default(None)
+
+
+class DefaultProxy:
+    """Stands for an attribute of whatever runtime is the default *now* (resolved on every use).
+
+    ``from mlops_otel import model_registry`` gives one of these, so a later
+    :func:`configure` never leaves the caller holding the old runtime's object.
+    ``isinstance`` sees the current target's class.
+    """
+
+    __slots__ = ("_attr",)
+
+    def __init__(self, attr: str) -> None:
+        object.__setattr__(self, "_attr", attr)
+
+    def _target(self) -> Any:
+        return getattr(default_runtime(), object.__getattribute__(self, "_attr"))
+
+    @property  # type: ignore[misc]  # isinstance() and type checks see the current target's class
+    def __class__(self) -> type:
+        return type(self._target())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target(), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._target(), name, value)
+
+    def __dir__(self) -> list[str]:
+        return dir(self._target())
+
+    def __repr__(self) -> str:
+        return f"<default runtime's {object.__getattribute__(self, '_attr')}: {self._target()!r}>"
+
+    def __eq__(self, other: object) -> bool:
+        target = self._target()
+        return target is (other._target() if isinstance(other, DefaultProxy) else other)
+
+    def __hash__(self) -> int:
+        return hash(self._target())

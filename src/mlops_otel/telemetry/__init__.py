@@ -1,7 +1,7 @@
 """Recording, spans and export: the layer every other part of mlops-otel records through."""
 
 from ._aggregate import FamilySnapshot, SeriesSnapshot
-from ._default import default_telemetry, set_default_telemetry
+from ._default import default_telemetry, set_default_telemetry, use_default_resolver
 from ._merge import merge_snapshots, snapshot_from_json, snapshot_to_json
 from ._otlp import MetricsExporter
 from ._telemetry import Mode, StageTracker, Telemetry, request_decorator
@@ -19,4 +19,5 @@ __all__ = [
     "set_default_telemetry",
     "snapshot_from_json",
     "snapshot_to_json",
+    "use_default_resolver",
 ]
