@@ -103,9 +103,15 @@ def test_an_exception_is_an_error_everywhere_and_is_reraised_unchanged(
         rt: Runtime, spans: InMemorySpanExporter) -> None:
     start_test(rt, pct=50.0)
     boom = KeyError("missing feature")
-    with pytest.raises(KeyError) as info, rt.prediction("gnn", user_id="user-1") as p:
-        p.observe(anomaly_score=0.4, confidence=0.7)
-        raise boom
+    p = rt.prediction("gnn", user_id="user-1")
+
+    def failing() -> None:
+        with p:
+            p.observe(anomaly_score=0.4, confidence=0.7)
+            raise boom
+
+    with pytest.raises(KeyError) as info:
+        failing()
     assert info.value is boom
     assert p.error_type == "KeyError"
     version = p.version
