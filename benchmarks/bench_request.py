@@ -37,6 +37,8 @@ from ._harness import Row, row, time_per_call
 from ._services import redis_server
 
 BENCH = "request"
+FIVE_CALLS = "mlops-otel, five calls in track_stage, memory store"
+PREDICTION = "mlops-otel, prediction(), memory store"
 VERSIONS = ("v2.1.0", "v2.2.0")
 USERS = [f"user-{i:05d}" for i in range(1000)]
 CONF_BUCKETS = list(semconv.GNN_CONFIDENCE.buckets)
@@ -49,7 +51,10 @@ def _bucket(user: str) -> int:
 
 
 @contextmanager
-def _mlops(store: str | None) -> Iterator[Callable[[int], None]]:
+def _mlops(store: str | None, style: str = "calls") -> Iterator[Callable[[int], None]]:
+    """The request's work on mlops-otel: *style* ``calls`` (the five single calls and a stage
+    duration), ``stage`` (the five calls inside ``track_stage``, as the 0.1 example service wrote
+    them) or ``prediction`` (one ``runtime.prediction()`` block doing the same)."""
     rt = Runtime.create(store=store, store_prefix=f"bench-{uuid.uuid4().hex[:8]}", fleet_metrics=False)
     try:
         rt.registry.register("gnn", "v2.1.0")
@@ -75,7 +80,30 @@ def _mlops(store: str | None) -> Iterator[Callable[[int], None]]:
                 tel.record_rag_metrics("rag-1", 850.0, 640)
                 tel.record_request("success", version, 0.9, "create_diagnosis")
 
-        yield run
+        def run_stage(n: int) -> None:
+            drift = rt.drift
+            for i in range(n):
+                variant = ab.assign_variant("gnn", USERS[i % 1000])
+                version = variant["version"]
+                with tel.track_stage("gnn_inference", version, model_type="gnn"):
+                    tel.record_gnn_metrics(version, 12.0, 0.31, 0.93)
+                reg.update_metrics("gnn", version, 12.0, 0.93, error=False)
+                drift.get_detector("gnn", version).add_production_sample(0.31, 0.93)
+                if variant["test"]:
+                    ab.record_result(variant["test"], variant["name"], 12.0, 0.93, error=False)
+                tel.record_rag_metrics("rag-1", 850.0, 640)
+                tel.record_request("success", version, 0.9, "create_diagnosis")
+
+        prediction = rt.prediction
+
+        def run_prediction(n: int) -> None:
+            for i in range(n):
+                with prediction("gnn", USERS[i % 1000]) as p:
+                    p.observe(anomaly_score=0.31, confidence=0.93, inference_time_ms=12.0)
+                tel.record_rag_metrics("rag-1", 850.0, 640)
+                tel.record_request("success", p.version or "", 0.9, "create_diagnosis")
+
+        yield {"calls": run, "stage": run_stage, "prediction": run_prediction}[style]
     finally:
         rt.close()
 
@@ -224,6 +252,11 @@ def run(quick: bool = False) -> list[Row]:
     rows = [_timed("uninstrumented", _baseline(), n, repeat)]
     with _mlops(None) as fn:
         rows.append(_timed("mlops-otel, memory store", fn, n, repeat))
+    # prediction() next to the five calls it replaces (inside track_stage, as the 0.1 example did).
+    with _mlops(None, "stage") as fn:
+        rows.append(_timed(FIVE_CALLS, fn, n, repeat))
+    with _mlops(None, "prediction") as fn:
+        rows.append(_timed(PREDICTION, fn, n, repeat))
     with redis_server() as url, _mlops(url) as fn:
         rows.append(_timed("mlops-otel, Redis store (write-behind)", fn, n, repeat))
     rows.append(_timed("prometheus_client pre-bound", _prometheus(True), n, repeat))
@@ -243,6 +276,12 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
             f"- {ours}: prometheus_client pre-bound costs **{prom:.2f}x** (goal >= 1.0: "
             f"{'met' if prom >= 1.0 else 'MISSED'}), OTel SDK instruments **{otel:.2f}x** "
             f"(goal >= 5: {'met' if otel >= 5.0 else 'MISSED'})."
+        )
+    if PREDICTION in med and FIVE_CALLS in med:
+        ratio = med[FIVE_CALLS] / med[PREDICTION]
+        lines.append(
+            f"- `runtime.prediction()` vs the five calls it replaces (same work, in `track_stage`): the calls cost "
+            f"**{ratio:.2f}x** the prediction block (goal >= 1.0: {'met' if ratio >= 1.0 else 'MISSED'})."
         )
     return lines
 

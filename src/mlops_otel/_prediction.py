@@ -23,14 +23,18 @@ import functools
 import inspect
 import time
 from collections.abc import Callable, Mapping, Sequence
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import semconv
+from .telemetry import StageTracker
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
-    from .telemetry import StageTracker
+    from .ab import ABTestManager
+    from .drift import DriftMonitor
+    from .registry import ModelRegistry
+    from .telemetry import Telemetry
 
 __all__ = ["Prediction", "current_prediction"]
 
@@ -71,11 +75,26 @@ class Prediction:
     decorator form opens a new one per call.
     """
 
-    __slots__ = (
-        "_done", "_start", "_token", "_tracker", "anomaly_score", "attributes", "confidence", "default_version",
-        "embedding", "error_type", "extra", "features", "inference_time_ms", "model_type", "runtime", "stage",
-        "test", "user_id", "variant", "version",
-    )
+    # Class-level defaults: a prediction sets only what differs (cheaper than initialising every slot).
+    #: The model version to run (``None`` only when no test, champion or default names one).
+    version: str | None = None
+    #: ``"control"``, ``"treatment"`` or ``"champion"``.
+    variant: str = "champion"
+    #: The A/B test this prediction is part of, or ``None``.
+    test: str | None = None
+    anomaly_score: float | None = None
+    confidence: float | None = None
+    features: Mapping[str, float | str] | None = None
+    embedding: Sequence[float] | Any | None = None
+    extra: Mapping[str, float | bool] = MappingProxyType({})
+    #: Latency reported by :meth:`observe`; otherwise the block's wall time is used.
+    inference_time_ms: float | None = None
+    #: The exception's class name when the block failed.
+    error_type: str | None = None
+    _tracker: StageTracker | None = None
+    _token: contextvars.Token[Prediction | None] | None = None
+    _start: float = 0.0
+    _parts: tuple[Telemetry, ModelRegistry, ABTestManager, DriftMonitor]  # set on entry
 
     def __init__(
         self,
@@ -94,25 +113,6 @@ class Prediction:
             semconv.STAGE_GNN_INFERENCE if model_type == "gnn" else f"{model_type}_inference")
         self.default_version = default_version
         self.attributes = attributes
-        #: The model version to run (``None`` only when no test, champion or default names one).
-        self.version: str | None = None
-        #: ``"control"``, ``"treatment"`` or ``"champion"``.
-        self.variant = "champion"
-        #: The A/B test this prediction is part of, or ``None``.
-        self.test: str | None = None
-        self.anomaly_score: float | None = None
-        self.confidence: float | None = None
-        self.features: Mapping[str, float | str] | None = None
-        self.embedding: Sequence[float] | Any | None = None
-        self.extra: dict[str, float | bool] = {}
-        #: Latency reported by :meth:`observe`; otherwise the block's wall time is used.
-        self.inference_time_ms: float | None = None
-        #: The exception's class name when the block failed.
-        self.error_type: str | None = None
-        self._tracker: StageTracker | None = None
-        self._token: contextvars.Token[Prediction | None] | None = None
-        self._start = 0.0
-        self._done = False
 
     def __repr__(self) -> str:
         return (f"Prediction(model_type={self.model_type!r}, version={self.version!r}, variant={self.variant!r}, "
@@ -146,24 +146,26 @@ class Prediction:
 
     # ------------------------------------------------------------------- scope
     def __enter__(self) -> Prediction:
-        if self._done or self._tracker is not None:
+        if self._tracker is not None:
             raise RuntimeError("a Prediction is used once: call runtime.prediction(...) for each prediction")
         rt = self.runtime
-        tel = rt.telemetry
+        parts = self._parts = rt._hot or rt.hot_parts()
+        tel = parts[0]
         try:
-            assignment = rt.ab.assign_variant(self.model_type, self.user_id)
+            assignment = parts[2].assign_variant(self.model_type, self.user_id)
             self.variant = assignment["name"]
-            self.test = assignment["test"]
+            test = self.test = assignment["test"]
             self.version = assignment["version"] or self.default_version
         except Exception as exc:  # assignment never raises, but a broken runtime must not fail the request
             tel.fault("prediction.assign", exc)
+            test = None
             self.version = self.default_version
-        tracker = self._tracker = tel.track_stage(self.stage, self.version, model_type=self.model_type)
+        tracker = self._tracker = StageTracker(tel, self.stage, self.version, self.model_type)
         span = tracker.__enter__()
-        if span.is_recording():
+        if (test is not None or self.attributes) and span.is_recording():
             try:
-                if self.test is not None:
-                    span.set_attribute(semconv.SPAN_ATTR_AB_TEST, self.test)
+                if test is not None:
+                    span.set_attribute(semconv.SPAN_ATTR_AB_TEST, test)
                     span.set_attribute(semconv.SPAN_ATTR_AB_VARIANT, self.variant)
                 if self.attributes:
                     span.set_attributes(dict(self.attributes))
@@ -177,15 +179,53 @@ class Prediction:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         elapsed_ms = (_perf() - self._start) * 1000.0
-        tracker = self._tracker
-        if tracker is None or self._done:
+        tracker, token = self._tracker, self._token
+        if tracker is None or token is None:  # not entered, or already exited
             return
-        self._done = True
-        if self._token is not None:
-            _CURRENT.reset(self._token)
-            self._token = None
+        self._token = None
+        _CURRENT.reset(token)
+        tel, registry, ab, drift = self._parts
+        rt_detectors = self.runtime._detectors
+        version = self.version
         try:
-            self._record(elapsed_ms, exc_type)
+            error = exc_type is not None
+            if exc_type is not None:
+                self.error_type = exc_type.__name__
+            if version is None:
+                tel.invalid("prediction.model_version", None)  # no test, champion or default: nothing to attribute
+            else:
+                latency = elapsed_ms if self.inference_time_ms is None else self.inference_time_ms
+                score, conf = self.anomaly_score, self.confidence
+                if score is not None and conf is not None:
+                    tel.record_gnn_metrics(version, latency, score, conf)
+                else:
+                    tel.set_request_model_version(version)
+                ok_latency = None if error else latency
+                ok_conf = None if error else conf
+                registry.update_metrics(self.model_type, version, ok_latency, ok_conf, error=error)
+                test = self.test
+                if test is not None:
+                    if self.extra:
+                        # Contract 4 (#12): ABTestManager.record_result(metrics=...) is added by the ab branch;
+                        # until it is on main, pass it only when given (a TypeError is counted as a fault).
+                        ab.record_result(test, self.variant, ok_latency, ok_conf, error=error,
+                                         metrics=self.extra)  # type: ignore[call-arg]
+                    else:
+                        ab.record_result(test, self.variant, ok_latency, ok_conf, error=error)
+                if score is not None and conf is not None:
+                    key = (self.model_type, version)
+                    detector = rt_detectors.get(key)
+                    if detector is None:
+                        detector = rt_detectors[key] = drift.get_detector(self.model_type, version)
+                    if self.features is not None or self.embedding is not None:
+                        # Contract 4 (#17): features=/embedding= are added by the drift branch; until it is
+                        # on main, pass them only when given.
+                        detector.add_production_sample(score, conf, features=self.features,  # type: ignore[call-arg]
+                                                       embedding=self.embedding)
+                    else:
+                        detector.add_production_sample(score, conf)
+        except Exception as fault:  # the caller's request must never fail because of us
+            tel.fault("prediction.record", fault)
         finally:
             tracker.__exit__(exc_type, exc, tb)  # stage duration, error counter, span end
 
@@ -196,47 +236,6 @@ class Prediction:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.__exit__(exc_type, exc, tb)
-
-    def _record(self, elapsed_ms: float, exc_type: type[BaseException] | None) -> None:
-        rt = self.runtime
-        tel = rt.telemetry
-        version = self.version
-        try:
-            error = exc_type is not None
-            if error:
-                assert exc_type is not None
-                self.error_type = exc_type.__name__
-            if version is None:
-                tel.invalid("prediction.model_version", None)  # no test, champion or default: nothing to attribute
-                return
-            latency = elapsed_ms if self.inference_time_ms is None else self.inference_time_ms
-            score, conf = self.anomaly_score, self.confidence
-            if score is not None and conf is not None:
-                tel.record_gnn_metrics(version, latency, score, conf)
-            else:
-                tel.set_request_model_version(version)
-            ok_latency = None if error else latency
-            ok_conf = None if error else conf
-            rt.registry.update_metrics(self.model_type, version, ok_latency, ok_conf, error=error)
-            if self.test is not None:
-                if self.extra:
-                    # Contract 4 (#12): ABTestManager.record_result(metrics=...) is added by the ab branch;
-                    # until it is on main, pass it only when given (a TypeError is counted as a fault).
-                    rt.ab.record_result(self.test, self.variant, ok_latency, ok_conf, error=error,
-                                        metrics=self.extra)  # type: ignore[call-arg]
-                else:
-                    rt.ab.record_result(self.test, self.variant, ok_latency, ok_conf, error=error)
-            if score is not None and conf is not None:
-                detector = rt.drift.get_detector(self.model_type, version)
-                if self.features is not None or self.embedding is not None:
-                    # Contract 4 (#17): features=/embedding= are added by the drift branch; until it is on
-                    # main, pass them only when given.
-                    detector.add_production_sample(score, conf, features=self.features,  # type: ignore[call-arg]
-                                                   embedding=self.embedding)
-                else:
-                    detector.add_production_sample(score, conf)
-        except Exception as exc:  # the caller's request must never fail because of us
-            tel.fault("prediction.record", exc)
 
     # --------------------------------------------------------------- decorator
     def __call__(self, func: F) -> F:

@@ -23,7 +23,7 @@ from .validation import InvalidValueError
 
 if TYPE_CHECKING:
     from .ab import ABTestManager
-    from .drift import DriftMonitor
+    from .drift import DriftDetector, DriftMonitor
     from .registry import ModelRegistry
 
 __all__ = [
@@ -92,6 +92,10 @@ class Runtime:
     _drift: DriftMonitor | None = attrs.field(default=None, init=False, repr=False)
     _closed: bool = attrs.field(default=False, init=False, repr=False)
     _atexit_hook: Any = attrs.field(default=None, init=False, repr=False)
+    _hot: tuple[Telemetry, ModelRegistry, ABTestManager, DriftMonitor] | None = attrs.field(
+        default=None, init=False, repr=False)
+    #: prediction()'s cache of drift detectors by (model_type, version); the monitor never replaces one.
+    _detectors: dict[tuple[str, str], DriftDetector] = attrs.field(factory=dict, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         # A store built without telemetry records into this runtime's, not into whatever default
@@ -220,6 +224,13 @@ class Runtime:
                 self._drift = DriftMonitor(self.store, telemetry=self.telemetry, registry=registry,
                                            **self.settings.drift.monitor_options())
             return self._drift
+
+    def hot_parts(self) -> tuple[Telemetry, ModelRegistry, ABTestManager, DriftMonitor]:
+        """``(telemetry, registry, ab, drift)``, created on first use and then read without a lock."""
+        parts = self._hot
+        if parts is None:
+            parts = self._hot = (self.telemetry, self.registry, self.ab, self.drift)
+        return parts
 
     def prediction(
         self,
