@@ -21,7 +21,6 @@ import contextlib
 import contextvars
 import functools
 import inspect
-import time
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -41,7 +40,6 @@ __all__ = ["Prediction", "current_prediction"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 _CURRENT: contextvars.ContextVar[Prediction | None] = contextvars.ContextVar("mlops_otel_prediction", default=None)
-_perf = time.perf_counter
 
 
 def current_prediction() -> Prediction | None:
@@ -93,7 +91,6 @@ class Prediction:
     error_type: str | None = None
     _tracker: StageTracker | None = None
     _token: contextvars.Token[Prediction | None] | None = None
-    _start: float = 0.0
     _parts: tuple[Telemetry, ModelRegistry, ABTestManager, DriftMonitor]  # set on entry
 
     def __init__(
@@ -101,7 +98,6 @@ class Prediction:
         runtime: Runtime,
         model_type: str,
         user_id: str | None = None,
-        *,
         stage: str | None = None,
         default_version: str | None = None,
         attributes: Mapping[str, Any] | None = None,
@@ -172,62 +168,60 @@ class Prediction:
             except Exception as exc:
                 tel.fault("prediction.attributes", exc)
         self._token = _CURRENT.set(self)
-        self._start = _perf()
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        elapsed_ms = (_perf() - self._start) * 1000.0
         tracker, token = self._tracker, self._token
         if tracker is None or token is None:  # not entered, or already exited
             return
         self._token = None
         _CURRENT.reset(token)
         tel, registry, ab, drift = self._parts
-        rt_detectors = self.runtime._detectors
         version = self.version
+        score, conf = self.anomaly_score, self.confidence
+        observed = version is not None and score is not None and conf is not None
+        if exc_type is not None:
+            self.error_type = exc_type.__name__
+        if version is not None and not observed:
+            tel.set_request_model_version(version)
+        # The seed metrics and the stage duration under one lock, on the stage's span, which then ends.
+        elapsed = tracker.finish(exc_type, exc, (version, self.inference_time_ms, score, conf)  # type: ignore[arg-type]
+                                 if observed else None)
+        if version is None:
+            tel.invalid("prediction.model_version", None)  # no test, champion or default: nothing to attribute
+            return
         try:
             error = exc_type is not None
-            if exc_type is not None:
-                self.error_type = exc_type.__name__
-            if version is None:
-                tel.invalid("prediction.model_version", None)  # no test, champion or default: nothing to attribute
-            else:
-                latency = elapsed_ms if self.inference_time_ms is None else self.inference_time_ms
-                score, conf = self.anomaly_score, self.confidence
-                if score is not None and conf is not None:
-                    tel.record_gnn_metrics(version, latency, score, conf)
+            ok_latency = None if error else (elapsed * 1000.0 if self.inference_time_ms is None
+                                             else self.inference_time_ms)
+            ok_conf = None if error else conf
+            registry.update_metrics(self.model_type, version, ok_latency, ok_conf, error=error)
+            test = self.test
+            if test is not None:
+                if self.extra:
+                    # Contract 4 (#12): ABTestManager.record_result(metrics=...) is added by the ab branch;
+                    # until it is on main, pass it only when given (a TypeError is counted as a fault).
+                    ab.record_result(test, self.variant, ok_latency, ok_conf, error=error,
+                                     metrics=self.extra)  # type: ignore[call-arg]
                 else:
-                    tel.set_request_model_version(version)
-                ok_latency = None if error else latency
-                ok_conf = None if error else conf
-                registry.update_metrics(self.model_type, version, ok_latency, ok_conf, error=error)
-                test = self.test
-                if test is not None:
-                    if self.extra:
-                        # Contract 4 (#12): ABTestManager.record_result(metrics=...) is added by the ab branch;
-                        # until it is on main, pass it only when given (a TypeError is counted as a fault).
-                        ab.record_result(test, self.variant, ok_latency, ok_conf, error=error,
-                                         metrics=self.extra)  # type: ignore[call-arg]
-                    else:
-                        ab.record_result(test, self.variant, ok_latency, ok_conf, error=error)
-                if score is not None and conf is not None:
-                    key = (self.model_type, version)
-                    detector = rt_detectors.get(key)
-                    if detector is None:
-                        detector = rt_detectors[key] = drift.get_detector(self.model_type, version)
-                    if self.features is not None or self.embedding is not None:
-                        # Contract 4 (#17): features=/embedding= are added by the drift branch; until it is
-                        # on main, pass them only when given.
-                        detector.add_production_sample(score, conf, features=self.features,  # type: ignore[call-arg]
-                                                       embedding=self.embedding)
-                    else:
-                        detector.add_production_sample(score, conf)
+                    ab.record_result(test, self.variant, ok_latency, ok_conf, error=error)
+            if observed:
+                key = (self.model_type, version)
+                detectors = self.runtime._detectors
+                detector = detectors.get(key)
+                if detector is None:
+                    detector = detectors[key] = drift.get_detector(self.model_type, version)
+                if self.features is not None or self.embedding is not None:
+                    # Contract 4 (#17): features=/embedding= are added by the drift branch; until it is
+                    # on main, pass them only when given.
+                    detector.add_production_sample(score, conf, features=self.features,  # type: ignore[arg-type,call-arg]
+                                                   embedding=self.embedding)
+                else:
+                    detector.add_production_sample(score, conf)  # type: ignore[arg-type]
         except Exception as fault:  # the caller's request must never fail because of us
             tel.fault("prediction.record", fault)
-        finally:
-            tracker.__exit__(exc_type, exc, tb)  # stage duration, error counter, span end
 
     async def __aenter__(self) -> Prediction:
         return self.__enter__()

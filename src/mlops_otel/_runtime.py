@@ -249,8 +249,7 @@ class Runtime:
         and records them once on exit; ``async with`` and ``@runtime.prediction(...)``
         work too. Keyword *attributes* are added to the stage span.
         """
-        return Prediction(self, model_type, user_id, stage=stage, default_version=default_version,
-                          attributes=attributes or None)
+        return Prediction(self, model_type, user_id, stage, default_version, attributes or None)
 
     def close(self) -> None:
         """Flush and release everything; idempotent. The one place that orders the shutdown.
