@@ -28,6 +28,7 @@ from .. import semconv
 from .._forksafe import after_fork_in_child
 from .._version import __version__
 from ..semconv import MetricKind, MetricSpec
+from ..validation import InvalidValueError
 from ._aggregate import Aggregator, FamilySnapshot, _Family
 from ._otlp import MetricsExporter, PeriodicPusher, to_metrics_data
 from ._prometheus import make_registry, render
@@ -75,12 +76,12 @@ _STAGE_SPAN: contextvars.ContextVar[Span | None] = contextvars.ContextVar("mlops
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+        raise InvalidValueError(name, f"one of {choices}", value)
 
 
 def _check_positive(name: str, value: object) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        raise InvalidValueError(name, "a positive finite number", value)
 
 
 @attrs.define(eq=False)
@@ -436,7 +437,7 @@ def request_decorator(name: str, scope: Callable[[], AbstractContextManager[None
     *name* is validated now; *scope* is called per call, so it may resolve a default lazily.
     """
     if not isinstance(name, str) or not name:
-        raise ValueError(f"name must be a non-empty string, got {name!r}")
+        raise InvalidValueError("name", "a non-empty string", name)
 
     def decorator(func: F) -> F:
         if inspect.iscoroutinefunction(func):
