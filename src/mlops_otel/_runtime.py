@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .registry import ModelRegistry
 
 __all__ = [
+    "DefaultProxy",
     "Runtime",
     "configure",
     "default_runtime",
@@ -36,6 +37,7 @@ __all__ = [
     "release_default",
     "reset_default",
 ]
+
 
 def open_store(
     url: StoreSettings | str | None, *, prefix: str | None = None, telemetry: Telemetry | None = None
