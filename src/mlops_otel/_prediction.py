@@ -200,36 +200,44 @@ class Prediction:
         if version is None:
             tel.invalid("prediction.model_version", None)  # no test, champion or default: nothing to attribute
             return
+        error = exc_type is not None
+        ok_latency = None if error else (elapsed * 1000.0 if self.inference_time_ms is None else self.inference_time_ms)
+        ok_conf = None if error else conf
+        # Each part on its own: a fault in one never keeps the others from recording.
         try:
-            error = exc_type is not None
-            ok_latency = None if error else (elapsed * 1000.0 if self.inference_time_ms is None
-                                             else self.inference_time_ms)
-            ok_conf = None if error else conf
             registry.update_metrics(self.model_type, version, ok_latency, ok_conf, error=error)
-            test = self.test
-            if test is not None:
+        except Exception as fault:  # the caller's request must never fail because of us
+            tel.fault("prediction.registry", fault)
+        test = self.test
+        if test is not None:
+            try:
                 if self.extra:
-                    # Contract 4 (#12): ABTestManager.record_result(metrics=...) is added by the ab branch;
-                    # until it is on main, pass it only when given (a TypeError is counted as a fault).
-                    ab.record_result(test, self.variant, ok_latency, ok_conf, error=error,
-                                     metrics=self.extra)  # type: ignore[call-arg]
+                    # Contract 4 (#12): custom metrics, and the attributes for the test's segment report.
+                    # Passed only with custom metrics, through Any, so this runs and type-checks whether or
+                    # not the ab branch's record_result(metrics=, attributes=) is merged yet; once it is on
+                    # main this becomes the plain call with both keywords.
+                    record: Any = ab.record_result
+                    record(test, self.variant, ok_latency, ok_conf, error=error, metrics=self.extra or None,
+                           attributes=self.attributes)
                 else:
                     ab.record_result(test, self.variant, ok_latency, ok_conf, error=error)
-            if observed:
+            except Exception as fault:
+                tel.fault("prediction.ab", fault)
+        if observed:
+            try:
                 key = (self.model_type, version)
                 detectors = self.runtime._detectors
                 detector = detectors.get(key)
                 if detector is None:
                     detector = detectors[key] = drift.get_detector(self.model_type, version)
                 if self.features is not None or self.embedding is not None:
-                    # Contract 4 (#17): features=/embedding= are added by the drift branch; until it is
-                    # on main, pass them only when given.
-                    detector.add_production_sample(score, conf, features=self.features,  # type: ignore[arg-type,call-arg]
-                                                   embedding=self.embedding)
+                    # Contract 4 (#17): features=/embedding= of the drift branch, passed only when given.
+                    add: Any = detector.add_production_sample
+                    add(score, conf, features=self.features, embedding=self.embedding)
                 else:
-                    detector.add_production_sample(score, conf)  # type: ignore[arg-type]
-        except Exception as fault:  # the caller's request must never fail because of us
-            tel.fault("prediction.record", fault)
+                    detector.add_production_sample(score, conf)  # type: ignore[arg-type]  # observed: not None
+            except Exception as fault:
+                tel.fault("prediction.drift", fault)
 
     async def __aenter__(self) -> Prediction:
         return self.__enter__()
