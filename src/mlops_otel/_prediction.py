@@ -46,7 +46,11 @@ _NO_EXTRA: Mapping[str, float | bool] = MappingProxyType({})
 
 
 def current_prediction() -> Prediction | None:
-    """The innermost open :class:`Prediction` of this task or thread, or ``None``."""
+    """The prediction of the innermost ``@runtime.prediction(...)``-decorated call of this task or thread.
+
+    ``None`` outside one. (A ``with runtime.prediction(...) as p`` block already holds ``p``;
+    it does not pay for a context variable on every prediction.)
+    """
     return _CURRENT.get()
 
 
@@ -77,7 +81,7 @@ class Prediction:
     """
 
     __slots__ = (
-        "_parts", "_token", "_tracker", "anomaly_score", "attributes", "confidence", "default_version", "embedding",
+        "_done", "_parts", "_tracker", "anomaly_score", "attributes", "confidence", "default_version", "embedding",
         "error_type", "extra", "features", "inference_time_ms", "model_type", "runtime", "stage", "test",
         "user_id", "variant", "version",
     )
@@ -116,7 +120,7 @@ class Prediction:
         #: The exception's class name when the block failed.
         self.error_type: str | None = None
         self._tracker: StageTracker | None = None
-        self._token: contextvars.Token[Prediction | None] | None = None
+        self._done: bool | None = None  # None: not entered; False: open; True: exited
 
     def __repr__(self) -> str:
         return (f"Prediction(model_type={self.model_type!r}, version={self.version!r}, variant={self.variant!r}, "
@@ -150,7 +154,7 @@ class Prediction:
 
     # ------------------------------------------------------------------- scope
     def __enter__(self) -> Prediction:
-        if self._tracker is not None:
+        if self._done is not None:
             raise RuntimeError("a Prediction is used once: call runtime.prediction(...) for each prediction")
         rt = self.runtime
         parts = self._parts = rt._hot or rt.hot_parts()
@@ -164,28 +168,24 @@ class Prediction:
             tel.fault("prediction.assign", exc)
             test = None
             self.version = self.default_version
-        tracker = self._tracker = StageTracker(tel, self.stage, self.version, self.model_type)
-        span = tracker.__enter__()
-        if (test is not None or self.attributes) and span.is_recording():
-            try:
-                if test is not None:
-                    span.set_attribute(semconv.SPAN_ATTR_AB_TEST, test)
-                    span.set_attribute(semconv.SPAN_ATTR_AB_VARIANT, self.variant)
-                if self.attributes:
-                    span.set_attributes(dict(self.attributes))
-            except Exception as exc:
-                tel.fault("prediction.attributes", exc)
-        self._token = _CURRENT.set(self)
+        span_attributes: dict[str, Any] | None = None
+        if test is not None or self.attributes:
+            span_attributes = dict(self.attributes) if self.attributes else {}
+            if test is not None:
+                span_attributes[semconv.SPAN_ATTR_AB_TEST] = test
+                span_attributes[semconv.SPAN_ATTR_AB_VARIANT] = self.variant
+        tracker = self._tracker = StageTracker(tel, self.stage, self.version, self.model_type, span_attributes)
+        tracker.__enter__()
+        self._done = False
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        tracker, token = self._tracker, self._token
-        if tracker is None or token is None:  # not entered, or already exited
+        tracker = self._tracker
+        if tracker is None or self._done is not False:  # not entered, or already exited
             return
-        self._token = None
-        _CURRENT.reset(token)
+        self._done = True
         tel, registry, ab, drift = self._parts
         version = self.version
         score, conf = self.anomaly_score, self.confidence
@@ -275,19 +275,27 @@ class Prediction:
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 p = open_for(args, kwargs)
-                async with p:
-                    if inject:
-                        kwargs["prediction"] = p
-                    return await func(*args, **kwargs)
+                token = _CURRENT.set(p)
+                try:
+                    async with p:
+                        if inject:
+                            kwargs["prediction"] = p
+                        return await func(*args, **kwargs)
+                finally:
+                    _CURRENT.reset(token)
 
             return cast("F", async_wrapper)
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             p = open_for(args, kwargs)
-            with p:
-                if inject:
-                    kwargs["prediction"] = p
-                return func(*args, **kwargs)
+            token = _CURRENT.set(p)
+            try:
+                with p:
+                    if inject:
+                        kwargs["prediction"] = p
+                    return func(*args, **kwargs)
+            finally:
+                _CURRENT.reset(token)
 
         return cast("F", wrapper)

@@ -488,15 +488,18 @@ def _close_span(opened: _Opened, exc: BaseException | None) -> None:
 class StageTracker:
     """Context manager returned by :meth:`Telemetry.track_stage` (sync and async)."""
 
-    __slots__ = ("_opened", "_start", "model_type", "model_version", "stage", "telemetry")
+    __slots__ = ("_opened", "_start", "attributes", "model_type", "model_version", "stage", "telemetry")
 
     def __init__(
-        self, telemetry: Telemetry, stage: str, model_version: str | None, model_type: str | None = None
+        self, telemetry: Telemetry, stage: str, model_version: str | None, model_type: str | None = None,
+        attributes: dict[str, Any] | None = None,
     ) -> None:
         self.telemetry = telemetry
         self.stage = stage
         self.model_version = model_version
         self.model_type = model_type
+        #: More span attributes, set when the span starts (so samplers see them).
+        self.attributes = attributes
         self._opened: _Opened | None = None
         self._start = 0.0
 
@@ -507,6 +510,8 @@ class StageTracker:
                 attributes[semconv.SPAN_ATTR_MODEL_VERSION] = str(self.model_version)
             if self.model_type is not None:
                 attributes[semconv.SPAN_ATTR_MODEL_TYPE] = str(self.model_type)
+            if self.attributes:
+                attributes.update(self.attributes)
             self._opened = _open_span(self.telemetry.tracer, semconv.span_name_for_stage(self.stage), attributes)
         except Exception as exc:
             self.telemetry.fault("track_stage", exc)
