@@ -239,34 +239,23 @@ class Telemetry:
 
     # -------------------------------------------------------- seed recording API
     def record_gnn_metrics(
-        self, model_version: str, inference_time_ms: float, anomaly_score: float, confidence: float,
-        *, stage: str | None = None, stage_seconds: float = 0.0,
+        self, model_version: str, inference_time_ms: float, anomaly_score: float, confidence: float
     ) -> None:
-        """Record one GNN inference: latency, anomaly score and confidence.
-
-        With *stage*, also record *stage_seconds* in ``diagnosis_duration_seconds{stage}``
-        under the same lock (what ``runtime.prediction()`` does when its stage ends).
-        """
+        """Record one GNN inference: latency, anomaly score and confidence."""
         agg = self._agg
-        stage_label = stage
         try:
             labels = (model_version,)
             seconds = inference_time_ms * _MS
             duration, score, conf = self._gnn_fams
             if 0.0 <= seconds <= _MAX_FLOAT and 0.0 <= anomaly_score <= 1.0 and 0.0 <= confidence <= 1.0:
-                with agg.lock:  # one lock round for the three (four) histograms
+                with agg.lock:  # one lock round for the three histograms
                     agg.observe(duration, labels, seconds)
                     agg.observe(score, labels, anomaly_score)
                     agg.observe(conf, labels, confidence)
-                    if stage is not None and 0.0 <= stage_seconds <= _MAX_FLOAT:
-                        agg.observe(self._request_fams[1], (stage,), stage_seconds)
-                        stage = None
             else:  # at least one is invalid: record each on its own, counting the rejects
                 agg.record(duration, labels, seconds)
                 agg.record(score, labels, anomaly_score)
                 agg.record(conf, labels, confidence)
-            if stage is not None:  # not recorded above (an invalid value somewhere)
-                agg.record(self._request_fams[1], (stage,), stage_seconds)
             state = _REQUEST.get()
             if state is not None:
                 state.model_version = model_version
@@ -284,8 +273,6 @@ class Telemetry:
             self._forward(semconv.GNN_INFERENCE_DURATION, labels, seconds)
             self._forward(semconv.GNN_ANOMALY_SCORE, labels, anomaly_score)
             self._forward(semconv.GNN_CONFIDENCE, labels, confidence)
-            if stage_label is not None:
-                self._forward(semconv.DIAGNOSIS_DURATION, (stage_label,), stage_seconds)
 
     def record_rag_metrics(
         self,
@@ -532,18 +519,16 @@ class StageTracker:
     ) -> float:
         """End the stage (what ``__exit__`` does) and return its wall time in seconds.
 
-        *gnn* ``(model_version, inference_time_ms, anomaly_score, confidence)`` is recorded as
-        :meth:`Telemetry.record_gnn_metrics` would, on the stage's span and under the same lock
-        as the stage duration; a ``None`` latency means the stage's wall time. Never raises.
+        *gnn* ``(model_version, inference_time_ms, anomaly_score, confidence)`` is recorded with
+        :meth:`Telemetry.record_gnn_metrics` while the stage's span is still current; a ``None``
+        latency means the stage's wall time. Never raises.
         """
         elapsed = time.perf_counter() - self._start
         tel = self.telemetry
-        if gnn is None:
-            tel.record(semconv.DIAGNOSIS_DURATION, (self.stage,), elapsed)
-        else:
+        tel.record(semconv.DIAGNOSIS_DURATION, (self.stage,), elapsed)
+        if gnn is not None:
             version, latency_ms, score, conf = gnn
-            tel.record_gnn_metrics(version, elapsed * 1000.0 if latency_ms is None else latency_ms, score, conf,
-                                   stage=self.stage, stage_seconds=elapsed)
+            tel.record_gnn_metrics(version, elapsed * 1000.0 if latency_ms is None else latency_ms, score, conf)
         if exc_type is not None:
             tel.record_error(exc_type.__name__, self.stage)
         if self._opened is not None:
