@@ -168,14 +168,11 @@ class Prediction:
             tel.fault("prediction.assign", exc)
             test = None
             self.version = self.default_version
-        span_attributes: dict[str, Any] | None = None
-        if test is not None or self.attributes:
-            span_attributes = dict(self.attributes) if self.attributes else {}
-            if test is not None:
-                span_attributes[semconv.SPAN_ATTR_AB_TEST] = test
-                span_attributes[semconv.SPAN_ATTR_AB_VARIANT] = self.variant
-        tracker = self._tracker = StageTracker(tel, self.stage, self.version, self.model_type, span_attributes)
-        tracker.__enter__()
+        tracker = self._tracker = StageTracker(tel, self.stage, self.version, self.model_type, self.attributes)
+        span = tracker.__enter__()
+        if test is not None and span.is_recording():
+            span.set_attribute(semconv.SPAN_ATTR_AB_TEST, test)
+            span.set_attribute(semconv.SPAN_ATTR_AB_VARIANT, self.variant)
         self._done = False
         return self
 

@@ -7,7 +7,7 @@ import functools
 import inspect
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager
 from contextvars import Token
 from types import TracebackType
@@ -479,7 +479,7 @@ class StageTracker:
 
     def __init__(
         self, telemetry: Telemetry, stage: str, model_version: str | None, model_type: str | None = None,
-        attributes: dict[str, Any] | None = None,
+        attributes: Mapping[str, Any] | None = None,
     ) -> None:
         self.telemetry = telemetry
         self.stage = stage
