@@ -201,6 +201,10 @@ def test_runtime_create_takes_settings_or_the_keyword_form() -> None:
         Runtime.create({"mode": "aggregate"})  # type: ignore[arg-type]
     with pytest.raises(InvalidValueError, match="store must be a StateStore"):
         Runtime.create(store=42)  # type: ignore[arg-type]
+    from mlops_otel.stores import MemoryStore
+
+    with pytest.raises(InvalidValueError, match=r"not given together with settings\.store\.url='redis://x:1/0'"):
+        Runtime.create(Settings(store="redis://x:1/0"), store=MemoryStore())
 
 
 def test_runtime_from_env_reads_the_export_interval() -> None:

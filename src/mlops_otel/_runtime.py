@@ -148,6 +148,9 @@ class Runtime:
         )
         if store is not None and given_store is None and not isinstance(store, str):
             raise InvalidValueError("store", "a StateStore, a store URL or None", store)
+        if given_store is not None and base.store.url is not None:  # never silently ignore the settings' store
+            raise InvalidValueError("store", f"not given together with settings.store.url={base.store.url!r} "
+                                    "(pass one of them)", store)
         return cls.from_settings(base, store=given_store, meter_provider=meter_provider,
                                  tracer_provider=tracer_provider)
 
