@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mlops_otel import Runtime
+from mlops_otel import Runtime, Settings
 
 from .diagnosis_service.app import MODEL_TYPE, create_app
 
@@ -49,7 +49,7 @@ def _free_port() -> int:
 @contextmanager
 def serve(port: int) -> Iterator[str]:
     """Run the example service (memory store) on 127.0.0.1:*port* in a background thread."""
-    app = create_app(runtime_factory=lambda: Runtime.create(store="memory://"), management_token=TOKEN)
+    app = create_app(runtime_factory=lambda: Runtime.create(Settings(store="memory://")), management_token=TOKEN)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                            lifespan="on"))
     thread = threading.Thread(target=server.run, name="demo-server", daemon=True)

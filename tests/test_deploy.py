@@ -145,9 +145,9 @@ def test_to_yaml_keeps_promql_readable() -> None:
     (lambda: alert_rules(drift_for="5 minutes"), "drift_for must be a positive Prometheus duration"),
     (lambda: alert_rules(drift_threshold=1.5), "drift_threshold must be a number between 0 and 1"),
     (lambda: alert_rules(evaluation_interval="0s"), "evaluation_interval must be a positive"),
-    (lambda: alert_rules(guardrail_decisions=()), "guardrail_decisions must name at least one"),
+    (lambda: alert_rules(guardrail_decisions=()), "guardrail_decisions must be a non-empty sequence of decisions"),
     (lambda: prometheus_config(targets=[]), "targets must be a non-empty sequence"),
-    (lambda: prometheus_config(metrics_path="metrics"), "metrics_path must start with '/'"),
+    (lambda: prometheus_config(metrics_path="metrics"), "metrics_path must be a path starting with '/'"),
     (lambda: prometheus_config(scrape_interval="fast"), "scrape_interval must be a positive"),
     (lambda: collector_config(exporter="kafka"), "exporter must be 'prometheus' or 'prometheusremotewrite'"),  # type: ignore[arg-type]
 ])

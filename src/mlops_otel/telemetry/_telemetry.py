@@ -7,7 +7,7 @@ import functools
 import inspect
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager
 from contextvars import Token
 from types import TracebackType
@@ -28,6 +28,7 @@ from .. import semconv
 from .._forksafe import after_fork_in_child
 from .._version import __version__
 from ..semconv import MetricKind, MetricSpec
+from ..validation import InvalidValueError
 from ._aggregate import Aggregator, FamilySnapshot, _Family
 from ._otlp import MetricsExporter, PeriodicPusher, to_metrics_data
 from ._prometheus import make_registry, render
@@ -75,12 +76,12 @@ _STAGE_SPAN: contextvars.ContextVar[Span | None] = contextvars.ContextVar("mlops
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+        raise InvalidValueError(name, f"one of {choices}", value)
 
 
 def _check_positive(name: str, value: object) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        raise InvalidValueError(name, "a positive finite number", value)
 
 
 @attrs.define(eq=False)
@@ -423,7 +424,7 @@ def request_decorator(name: str, scope: Callable[[], AbstractContextManager[None
     *name* is validated now; *scope* is called per call, so it may resolve a default lazily.
     """
     if not isinstance(name, str) or not name:
-        raise ValueError(f"name must be a non-empty string, got {name!r}")
+        raise InvalidValueError("name", "a non-empty string", name)
 
     def decorator(func: F) -> F:
         if inspect.iscoroutinefunction(func):
@@ -474,15 +475,18 @@ def _close_span(opened: _Opened, exc: BaseException | None) -> None:
 class StageTracker:
     """Context manager returned by :meth:`Telemetry.track_stage` (sync and async)."""
 
-    __slots__ = ("_opened", "_start", "model_type", "model_version", "stage", "telemetry")
+    __slots__ = ("_opened", "_start", "attributes", "model_type", "model_version", "stage", "telemetry")
 
     def __init__(
-        self, telemetry: Telemetry, stage: str, model_version: str | None, model_type: str | None = None
+        self, telemetry: Telemetry, stage: str, model_version: str | None, model_type: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
     ) -> None:
         self.telemetry = telemetry
         self.stage = stage
         self.model_version = model_version
         self.model_type = model_type
+        #: More span attributes, set when the span starts (so samplers see them).
+        self.attributes = attributes
         self._opened: _Opened | None = None
         self._start = 0.0
 
@@ -493,6 +497,8 @@ class StageTracker:
                 attributes[semconv.SPAN_ATTR_MODEL_VERSION] = str(self.model_version)
             if self.model_type is not None:
                 attributes[semconv.SPAN_ATTR_MODEL_TYPE] = str(self.model_type)
+            if self.attributes:
+                attributes.update(self.attributes)
             self._opened = _open_span(self.telemetry.tracer, semconv.span_name_for_stage(self.stage), attributes)
         except Exception as exc:
             self.telemetry.fault("track_stage", exc)
@@ -503,9 +509,26 @@ class StageTracker:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self.finish(exc_type, exc)
+
+    def finish(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        gnn: tuple[str, float | None, float, float] | None = None,
+    ) -> float:
+        """End the stage (what ``__exit__`` does) and return its wall time in seconds.
+
+        *gnn* ``(model_version, inference_time_ms, anomaly_score, confidence)`` is recorded with
+        :meth:`Telemetry.record_gnn_metrics` while the stage's span is still current; a ``None``
+        latency means the stage's wall time. Never raises.
+        """
         elapsed = time.perf_counter() - self._start
         tel = self.telemetry
         tel.record(semconv.DIAGNOSIS_DURATION, (self.stage,), elapsed)
+        if gnn is not None:
+            version, latency_ms, score, conf = gnn
+            tel.record_gnn_metrics(version, elapsed * 1000.0 if latency_ms is None else latency_ms, score, conf)
         if exc_type is not None:
             tel.record_error(exc_type.__name__, self.stage)
         if self._opened is not None:
@@ -513,6 +536,7 @@ class StageTracker:
                 _close_span(self._opened, exc)
             except Exception as fault:
                 tel.fault("track_stage", fault)
+        return elapsed
 
     async def __aenter__(self) -> Span:
         return self.__enter__()
