@@ -183,7 +183,8 @@ class ModelRegistry:
         if not isinstance(self.max_history, int) or isinstance(self.max_history, bool) or self.max_history < 1:
             raise InvalidValueError("max_history", "an integer >= 1", self.max_history)
         self._buffer = CounterBuffer(self.store, SufficientStats.FIELDS,
-                                     on_fault=lambda exc: self._tel.fault("registry.update_metrics", exc))
+                                     on_fault=lambda exc: self._tel.fault("registry.update_metrics", exc),
+                                     on_invalid=lambda field, value: self._tel.invalid("registry." + field, value))
 
     def flush(self, timeout: float | None = None) -> bool:
         """Deliver the results this process buffered to the store and on to its backend.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import numbers
 
 __all__ = ["InvalidValueError", "check_name", "check_result"]
@@ -30,6 +29,10 @@ def check_name(field: str, value: object) -> str:
     return value
 
 
+#: Largest accepted latency (about 31.7 years): squares of up to 1e280 such values sum finitely.
+MAX_LATENCY_MS = 1e12
+
+
 def _real(value: object) -> float | None:
     kind = type(value)
     if kind is float or kind is int:
@@ -54,7 +57,9 @@ def check_result(
     latency: float | None = None
     if inference_time_ms is not None:
         latency = _real(inference_time_ms)
-        if latency is None or not (0.0 <= latency < math.inf):
+        # Bounded so that its square, summed over any realistic batch, stays finite: one absurd
+        # value (1e200 ms) is rejected on its own instead of overflowing the batch's sums.
+        if latency is None or not (0.0 <= latency <= MAX_LATENCY_MS):
             rejected.append("inference_time_ms")
             latency = None
     conf: float | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -27,6 +28,7 @@ __all__ = ["MemoryStore"]
 #: Window items are kept as numbers or as their JSON text (decoded on read, so a
 #: caller can never mutate what the store holds).
 _Item = float | int | str
+_MAX = sys.float_info.max
 
 
 def _to_item(item: object, text: str) -> _Item:
@@ -78,8 +80,12 @@ class MemoryStore:
             fields = self._counters.get(key)
             if fields is None:
                 fields = self._counters[key] = {}
-            for name, delta in pairs:
-                fields[name] = fields.get(name, 0.0) + delta
+            summed = [(name, fields.get(name, 0.0) + delta) for name, delta in pairs]
+            overflow = [name for name, total in summed if not -_MAX <= total <= _MAX]
+            if not overflow:
+                fields.update(summed)
+        for name in overflow:  # rejected whole, like Redis's HINCRBYFLOAT that would produce infinity
+            self._tel().invalid(name, dict(pairs)[name])
 
     def read_counters(self, key: str) -> dict[str, float]:
         with self._lock:

@@ -80,7 +80,18 @@ redis.call('HSET', KEYS[2], KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 return 1
 """
+# An increment that would make a field infinite (Redis sums in long double, so 2 * 1.7e308 is
+# stored, then read back as inf) is refused as a whole, so the sums written together never
+# disagree; the batch is still marked applied and the reply names the field.
 _INCR_LUA = _DEDUP + """
+for i = 3, #ARGV, 2 do
+  local s = (tonumber(redis.call('HGET', KEYS[1], ARGV[i])) or 0) + tonumber(ARGV[i + 1])
+  if s ~= s or s == math.huge or s == -math.huge then
+    redis.call('HSET', KEYS[2], KEYS[1], ARGV[1])
+    redis.call('EXPIRE', KEYS[2], ARGV[2])
+    return 'overflow:' .. ARGV[i]
+  end
+end
 for i = 3, #ARGV, 2 do
   redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1])
 end
@@ -482,7 +493,13 @@ class RedisStore:
         if type(key) is not str:
             self._tel.invalid("store.key", key)
             return
-        if self._closed or not self._pending.add_counts(key, pairs):
+        try:
+            added = not self._closed and self._pending.add_counts(key, pairs)
+        except OverflowError as exc:  # the pending sum would become infinite: reject this increment
+            name = str(exc)
+            self._tel.invalid(name, dict(pairs)[name])
+            return
+        if not added:
             self._drop(1)
             return
         self._kick()
@@ -656,6 +673,9 @@ class RedisStore:
                     continue
                 rejected += 1
                 self._reject(call, result)
+            elif isinstance(result, str) and result.startswith("overflow:"):
+                name = result[len("overflow:"):]
+                self._tel.invalid(name, batch.counters.get(call.key, {}).get(name))
             released += batch.discard(call.key)
         self._pending.release(released)
         if rejected:
