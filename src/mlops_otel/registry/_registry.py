@@ -244,8 +244,8 @@ class ModelRegistry:
         # Every read refreshes this process's gauge, so workers that did not make a
         # change still export the current champion.
         previous = self._gauge_champion.get(model_type, "")
-        if previous == champion:
-            return
+        if previous == champion or (champion is None and model_type not in self._gauge_champion):
+            return  # a read of an unknown model type must not create state (anonymous GETs)
         self._gauge_champion[model_type] = champion
         tel = self._tel
         if previous:
