@@ -72,6 +72,10 @@ class CounterBuffer:
         if not 0 < self.interval < float("inf"):
             raise ValueError(f"interval must be a positive number of seconds, got {self.interval!r}")
         after_fork_in_child(self, CounterBuffer._after_fork)
+        # Closing the store first hands these sums over (held weakly by the store).
+        add_owner = getattr(self.store, "add_owner", None)
+        if callable(add_owner):
+            add_owner(self.flush)
         # At exit, hand the sums to the store before the store's own exit-time flush (atexit
         # runs handlers last-registered first, and the store was created before this buffer).
         ref = weakref.ref(self)

@@ -7,12 +7,13 @@ import json
 import sys
 import threading
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
 from .._forksafe import after_fork_in_child
 from ..telemetry import Telemetry, default_telemetry
+from ._hooks import StoreHooks
 from ._protocol import JSONValue, Versioned
 from ._values import (
     check_expected_version,
@@ -55,6 +56,7 @@ class MemoryStore:
     _counters: dict[str, dict[str, float]] = attrs.field(factory=dict, init=False, repr=False)
     _windows: dict[str, deque[_Item]] = attrs.field(factory=dict, init=False, repr=False)
     _docs: dict[str, Versioned] = attrs.field(factory=dict, init=False, repr=False)
+    _hooks: StoreHooks = attrs.field(factory=StoreHooks, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         # A weak hook: registering a bound method would keep every store alive forever.
@@ -145,4 +147,13 @@ class MemoryStore:
         return True
 
     def close(self) -> None:
-        return None
+        """Hand the registered owners' buffered data over (nothing else to release)."""
+        self._hooks.drain_owners()
+
+    def add_owner(self, hand_over: Callable[[], None]) -> None:
+        """Register an owner's *hand_over*, called first by :meth:`close` (see ``RedisStore.add_owner``)."""
+        self._hooks.add_owner(hand_over)
+
+    def add_state_loss_listener(self, callback: Callable[[], None]) -> None:
+        """Accepted for parity with ``RedisStore``; process memory is never lost while the process lives."""
+        self._hooks.add_state_loss_listener(callback)

@@ -21,6 +21,7 @@ import attrs
 from .. import semconv
 from .._forksafe import after_fork_in_child
 from ..telemetry import Telemetry, default_telemetry
+from ._hooks import StoreHooks
 from ._keys import check_prefix, glob_escape, hash_tag, key_slot, slot_tag
 from ._protocol import JSONValue, StoreError, Versioned
 from ._values import (
@@ -263,8 +264,13 @@ class RedisStore:
     socket_timeout: float = attrs.field(default=2.0, kw_only=True, validator=_positive)
     dedup_ttl: int = attrs.field(default=86_400, kw_only=True, validator=_positive_int)
     telemetry: Telemetry | None = attrs.field(default=None, kw_only=True, repr=False)
+    #: Seconds between checks of the state sentinel (see :meth:`add_state_loss_listener`).
+    epoch_interval: float = attrs.field(default=1.0, kw_only=True, validator=_positive)
 
     kind: str = attrs.field(default="redis", init=False)
+    _hooks: StoreHooks = attrs.field(factory=StoreHooks, init=False, repr=False)
+    _epoch: str | None = attrs.field(default=None, init=False, repr=False)
+    _epoch_due: float = attrs.field(default=0.0, init=False, repr=False)
     _labels: tuple[str] = attrs.field(init=False, repr=False)
     _pending: PendingBuffer = attrs.field(init=False, repr=False)
     _inflight: Batch | None = attrs.field(default=None, init=False, repr=False)
@@ -318,6 +324,7 @@ class RedisStore:
         socket_timeout: float = 2.0,
         dedup_ttl: int = 86_400,
         telemetry: Telemetry | None = None,
+        epoch_interval: float = 1.0,
     ) -> RedisStore:
         """Create a store for ``redis://[[user]:password@]host:port/db``, ``rediss://`` (TLS) or ``unix://``.
 
@@ -328,6 +335,7 @@ class RedisStore:
             url, prefix=prefix, cluster=cluster, flush_interval=flush_interval, max_batch=max_batch,
             max_pending=max_pending, max_backoff=max_backoff, flush_timeout=flush_timeout,
             socket_timeout=socket_timeout, dedup_ttl=dedup_ttl, telemetry=telemetry,
+            epoch_interval=epoch_interval,
         )
 
     # ------------------------------------------------------------ lifecycle
@@ -354,6 +362,7 @@ class RedisStore:
         self._logged = set()
         self._drop_logged = False
         self._companions = {}
+        self._epoch_due = 0.0
 
     def _ensure_flusher(self) -> None:
         with self._state_lock:
@@ -368,16 +377,37 @@ class RedisStore:
         thread.start()
 
     def close(self, timeout: float | None = None) -> None:
-        """Deliver pending writes (up to *timeout*, default *flush_timeout*), stop the flusher.
+        """Drain the owners buffering into this store, deliver pending writes, stop the flusher.
 
-        Idempotent; also runs at interpreter exit. Writes after closing are dropped and counted.
+        Returns within *timeout* seconds (default *flush_timeout*) whatever Redis
+        does: the delivery runs on a helper thread that is abandoned at the
+        deadline, and what is still pending then is counted in
+        ``mlops_store_dropped_total`` and logged. Idempotent; also runs at
+        interpreter exit. Writes after closing are dropped and counted.
         """
         with self._state_lock:
             if self._closed:
                 return
+            limit = self.flush_timeout if timeout is None else max(0.0, timeout)
+            deadline = time.monotonic() + limit
+        # Owners first (registry, A/B, drift buffers): their sums become pending writes here.
+        self._hooks.drain_owners()
+        with self._state_lock:
             self._closed = True
+        done = threading.Event()
+        delivered = [False]
+
+        def deliver() -> None:
+            try:
+                delivered[0] = self.flush(max(0.0, deadline - time.monotonic()))
+            finally:
+                done.set()
+
+        helper = threading.Thread(target=deliver, name="mlops-otel-redis-close", daemon=True)
+        helper.start()
         try:
-            if not self.flush(timeout):
+            done.wait(max(0.0, deadline - time.monotonic()))
+            if not delivered[0]:
                 lost = self._pending.total
                 if lost:
                     self._tel.add(semconv.STORE_DROPPED, self._labels, float(lost))
@@ -388,7 +418,7 @@ class RedisStore:
             self._wake.set()
             thread = self._thread
             if thread is not None and thread is not threading.current_thread():
-                thread.join(timeout=max(1.0, self.socket_timeout))
+                thread.join(timeout=max(0.0, deadline - time.monotonic()))
             if self._atexit_hook is not None:
                 atexit.unregister(self._atexit_hook)
                 self._atexit_hook = None
@@ -398,6 +428,50 @@ class RedisStore:
                     client.close()
                 except Exception:  # pragma: no cover - closing sockets should not fail
                     logger.debug("mlops-otel: closing the Redis client failed", exc_info=True)
+
+    # ------------------------------------------------------------ owners and state loss
+    def add_owner(self, hand_over: Callable[[], None]) -> None:
+        """Register an owner's *hand_over*, called by :meth:`close` before the final delivery.
+
+        :class:`~mlops_otel.stores.CounterBuffer` registers itself, so closing the
+        store before its owners no longer loses what they buffered.
+        """
+        self._hooks.add_owner(hand_over)
+
+    def add_state_loss_listener(self, callback: Callable[[], None]) -> None:
+        """Call *callback* (on the flusher thread) whenever the store's state is found lost.
+
+        The store keeps a sentinel key (``<prefix>#epoch``) with a random value
+        and checks it every *epoch_interval* seconds in the background. When it
+        disappears or changes (Redis restarted without its data, ``FLUSHALL``,
+        a failover to an empty replica) the store logs it, counts
+        ``mlops_store_state_lost_total``, writes a new sentinel and calls every
+        listener, so owners can restore what this process knows.
+        """
+        self._hooks.add_state_loss_listener(callback)
+        self._ensure_flusher()
+
+    def _check_epoch(self) -> None:
+        """Compare the sentinel with the one last seen (flusher thread; errors are left to delivery)."""
+        self._epoch_due = time.monotonic() + self.epoch_interval
+        key = f"{self.prefix}#epoch"
+        try:
+            client = self._get_client()
+            value = client.get(key)
+            if value is None:
+                client.set(key, secrets.token_hex(8), nx=True)
+                value = client.get(key)
+        except Exception:  # unreachable: delivery counts and logs the outage
+            return
+        if value is None:
+            return
+        seen, self._epoch = self._epoch, _text(value)
+        if seen is not None and seen != self._epoch:
+            self._tel.add(semconv.STORE_STATE_LOST, self._labels)
+            logger.warning("mlops-otel: RedisStore %s lost its state (the sentinel %s changed: Redis restarted "
+                           "empty or was flushed); restoring what this process knows (counted in "
+                           "mlops_store_state_lost_total)", _redact(self.url), key)
+            self._hooks.state_lost()
 
     def __enter__(self) -> RedisStore:
         return self
@@ -435,7 +509,9 @@ class RedisStore:
         # One immediate retry: a pooled connection broken by a server restart
         # reconnects. Safe for every command we send: writes are deduplicated,
         # compare-and-set recognises its own token, reads are idempotent.
-        return Retry(NoBackoff(), 1)
+        # Only connection errors: retrying a timeout doubled every stall (a 2 s socket timeout
+        # blocked 4 s, and a shutdown with Redis down overran its flush_timeout).
+        return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
 
     def _get_client(self) -> _Client:
         client = self._client
@@ -555,7 +631,9 @@ class RedisStore:
         """One flusher iteration; return the seconds to wait before the next one."""
         now = time.monotonic()
         if now < self._next_attempt:
-            return self._next_attempt - now
+            return min(self._next_attempt - now, self.epoch_interval)
+        if now >= self._epoch_due:
+            self._check_epoch()
         if not self._send_lock.acquire(blocking=False):
             return self.flush_interval  # a flush() or delete() is delivering right now
         try:
@@ -567,7 +645,9 @@ class RedisStore:
         self._publish_pending()
         if ok:
             self._next_attempt = 0.0
-            return 0.0 if self._pending.entries >= self.max_batch else self.flush_interval
+            if self._pending.entries >= self.max_batch:
+                return 0.0
+            return min(self.flush_interval, max(0.0, self._epoch_due - time.monotonic()))
         delay = self._retry_delay()
         self._next_attempt = time.monotonic() + delay
         return delay
@@ -621,6 +701,7 @@ class RedisStore:
             logger.info("mlops-otel: RedisStore %s delivered pending writes after %d failed attempts",
                         _redact(self.url), self._failures)
             self._next_attempt = 0.0  # Redis is back: end the flusher's backoff wait now
+            self._epoch_due = 0.0  # and look at the sentinel at once: it may have come back empty
             self._wake.set()
         self._failures = 0
         self._logged.clear()
