@@ -18,10 +18,10 @@ import attrs
 
 from .. import semconv
 from .._forksafe import after_fork_in_child
+from ..stats import SufficientStats
 from ..stores import CounterBuffer, JSONValue, StateStore, make_key
 from ..telemetry import Telemetry, default_telemetry
-from ._stats import SufficientStats
-from ._validate import InvalidValueError, check_name, check_result
+from ..validation import InvalidValueError, check_name, check_result
 
 __all__ = [
     "ModelRegistry",
