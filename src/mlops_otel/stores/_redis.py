@@ -7,7 +7,6 @@ import functools
 import hashlib
 import json
 import logging
-import random
 import secrets
 import threading
 import time
@@ -21,8 +20,9 @@ import attrs
 from .. import semconv
 from .._forksafe import after_fork_in_child
 from ..telemetry import Telemetry, default_telemetry
+from ._delivery import Call, Delivery
 from ._hooks import StoreHooks
-from ._keys import check_prefix, glob_escape, hash_tag, key_slot, slot_tag
+from ._keys import check_prefix, glob_escape, key_slot
 from ._protocol import JSONValue, StoreError, Versioned
 from ._values import (
     check_expected_version,
@@ -32,7 +32,6 @@ from ._values import (
     encode_document,
     encode_items,
 )
-from ._writebehind import Batch, PendingBuffer
 
 try:
     from redis import Redis
@@ -188,22 +187,70 @@ def _check_cluster(_inst: object, _attr: attrs.Attribute[Any], value: object) ->
         raise ValueError(f"cluster must be None (detect), True or False, got {value!r}")
 
 
-@attrs.frozen
-class _Call:
-    """One script call of a batch: the update of one key."""
-
-    key: str
-    sha: str
-    keys: tuple[str, str]
-    args: tuple[str | int, ...]
+_SHAS = {"incr": _INCR_SHA, "append": _APPEND_SHA}
 
 
-class _Incomplete(Exception):
-    """Some keys of a batch are not acknowledged yet; *cause* says why."""
+class _RedisExecutor:
+    """The :class:`~mlops_otel.stores._delivery.Executor` of a :class:`RedisStore`: one pipelined round trip.
 
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(repr(cause))
-        self.cause = cause
+    Standalone: one non-transactional pipeline of EVALSHA calls. Cluster: one
+    pipeline per primary (redis-py's ClusterPipeline refuses EVALSHA), with the
+    topology refreshed after a MOVED/ASK/TRYAGAIN/CLUSTERDOWN or a node failure.
+    Scripts missing after a server restart are loaded and the affected calls resent.
+    """
+
+    def __init__(self, store: RedisStore) -> None:
+        self._store = weakref.ref(store)
+        self.topology_stale = False
+
+    def is_transient(self, exc: BaseException) -> bool:
+        if isinstance(exc, (AskError, ClusterDownError, TryAgainError)):
+            self.topology_stale = True
+        return _is_transient(exc)
+
+    def execute(self, calls: list[Call]) -> list[Any]:
+        store = self._store()
+        if store is None or not calls:
+            return [RuntimeError("the store is gone")] * len(calls)
+        client = store._get_client()
+        results = self._round_trip(client, calls)
+        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing:
+            store._load_scripts(client)
+            for i, result in zip(missing, self._round_trip(client, [calls[i] for i in missing]), strict=True):
+                results[i] = result
+        return results
+
+    def _round_trip(self, client: _Client, calls: list[Call]) -> list[Any]:
+        if isinstance(client, RedisCluster):
+            return self._cluster(client, calls)
+        pipe = client.pipeline(transaction=False)
+        for call in calls:
+            pipe.evalsha(_SHAS[call.op], 2, call.full, call.companion, call.seq, call.ttl, *call.args)
+        return list(pipe.execute(raise_on_error=False))
+
+    def _cluster(self, client: RedisCluster, calls: list[Call]) -> list[Any]:
+        if self.topology_stale:
+            client.nodes_manager.initialize()
+            self.topology_stale = False
+        groups: dict[str, tuple[ClusterNode, list[int]]] = {}
+        for i, call in enumerate(calls):
+            node = client.nodes_manager.get_node_from_slot(key_slot(call.full))
+            groups.setdefault(node.name, (node, []))[1].append(i)
+        results: list[Any] = [None] * len(calls)
+        for node, indexes in groups.values():
+            try:
+                pipe = client.get_redis_connection(node).pipeline(transaction=False)
+                for i in indexes:
+                    call = calls[i]
+                    pipe.evalsha(_SHAS[call.op], 2, call.full, call.companion, call.seq, call.ttl, *call.args)
+                replies = list(pipe.execute(raise_on_error=False))
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                self.topology_stale = True
+                replies = [exc] * len(indexes)
+            for i, reply in zip(indexes, replies, strict=True):
+                results[i] = reply
+        return results
 
 
 def _run_flusher(ref: weakref.ReferenceType[RedisStore], wake: threading.Event,
@@ -272,28 +319,17 @@ class RedisStore:
     _epoch: str | None = attrs.field(default=None, init=False, repr=False)
     _epoch_due: float = attrs.field(default=0.0, init=False, repr=False)
     _labels: tuple[str] = attrs.field(init=False, repr=False)
-    _pending: PendingBuffer = attrs.field(init=False, repr=False)
-    _inflight: Batch | None = attrs.field(default=None, init=False, repr=False)
-    _seq: int = attrs.field(default=0, init=False, repr=False)
-    _writer: str = attrs.field(factory=lambda: secrets.token_hex(8), init=False, repr=False)
+    _delivery: Delivery = attrs.field(init=False, repr=False)
+    _executor: _RedisExecutor = attrs.field(init=False, repr=False)
     _state_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
-    _send_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
     _client_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
     _client: _Client | None = attrs.field(default=None, init=False, repr=False)
     _inherited: list[_Client] = attrs.field(factory=list, init=False, repr=False)
     _is_cluster: bool | None = attrs.field(default=None, init=False, repr=False)
-    _topology_stale: bool = attrs.field(default=False, init=False, repr=False)
     _thread: threading.Thread | None = attrs.field(default=None, init=False, repr=False)
     _wake: threading.Event = attrs.field(factory=threading.Event, init=False, repr=False)
     _stop: threading.Event = attrs.field(factory=threading.Event, init=False, repr=False)
     _closed: bool = attrs.field(default=False, init=False, repr=False)
-    _failures: int = attrs.field(default=0, init=False, repr=False)
-    _next_attempt: float = attrs.field(default=0.0, init=False, repr=False)
-    _logged: set[str] = attrs.field(factory=set, init=False, repr=False)
-    _rejections_logged: set[str] = attrs.field(factory=set, init=False, repr=False)
-    _drop_logged: bool = attrs.field(default=False, init=False, repr=False)
-    _companions: dict[str, str] = attrs.field(factory=dict, init=False, repr=False)
-    _slot_tags: dict[int, str] = attrs.field(factory=dict, init=False, repr=False)
     _atexit_hook: Callable[[], None] | None = attrs.field(default=None, init=False, repr=False)
 
     @property
@@ -303,8 +339,14 @@ class RedisStore:
 
     def __attrs_post_init__(self) -> None:
         self._labels = (self.kind,)
-        self._pending = PendingBuffer(self.max_pending)
         self._is_cluster = self.cluster
+        self._executor = _RedisExecutor(self)
+        self._delivery = Delivery(
+            lambda: self._executor, lambda: self._tel, _redact(self.url), prefix=self.prefix,
+            cluster=lambda: self._is_cluster, max_pending=self.max_pending, max_batch=self.max_batch,
+            flush_interval=self.flush_interval, max_backoff=self.max_backoff, dedup_ttl=self.dedup_ttl,
+            labels=self._labels, on_recovery=self._on_recovery,
+        )
         self._atexit_hook = functools.partial(_close_at_exit, weakref.ref(self))
         atexit.register(self._atexit_hook)
         after_fork_in_child(self, RedisStore._after_fork)
@@ -343,12 +385,8 @@ class RedisStore:
         # The parent's pending writes are the parent's to deliver. The child gets
         # fresh buffers, locks, a new writer identity and, lazily, its own
         # connections and flusher thread.
-        self._pending = PendingBuffer(self.max_pending)
-        self._inflight = None
-        self._seq = 0
-        self._writer = secrets.token_hex(8)
+        self._delivery.reset_after_fork()
         self._state_lock = threading.Lock()
-        self._send_lock = threading.Lock()
         self._client_lock = threading.Lock()
         if self._client is not None:
             # Never close the parent's sockets from here; just stop using them.
@@ -357,11 +395,6 @@ class RedisStore:
         self._thread = None
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._failures = 0
-        self._next_attempt = 0.0
-        self._logged = set()
-        self._drop_logged = False
-        self._companions = {}
         self._epoch_due = 0.0
 
     def _ensure_flusher(self) -> None:
@@ -408,7 +441,7 @@ class RedisStore:
         try:
             done.wait(max(0.0, deadline - time.monotonic()))
             if not delivered[0]:
-                lost = self._pending.total
+                lost = self._delivery.pending.total
                 if lost:
                     self._tel.add(semconv.STORE_DROPPED, self._labels, float(lost))
                     logger.warning("mlops-otel: RedisStore %s closed with %d undelivered pending writes "
@@ -484,25 +517,8 @@ class RedisStore:
         return f"{self.prefix}:{key}"
 
     def _companion(self, full: str) -> str:
-        """The writer's dedup hash for *full*: same Cluster slot, outside the key space."""
-        name = self._companions.get(full)
-        if name is None:
-            tag = hash_tag(full)
-            if tag is not None:
-                anchor = "{" + tag + "}"
-            elif self._is_cluster:
-                slot = key_slot(full)
-                found = self._slot_tags.get(slot)
-                if found is None:
-                    found = self._slot_tags[slot] = slot_tag(slot)
-                anchor = "{" + found + "}"
-            else:
-                anchor = ""
-            name = f"{self.prefix}#wb:{self._writer}:{anchor}"
-            if len(self._companions) >= 100_000:
-                self._companions.clear()
-            self._companions[full] = name
-        return name
+        """The writer's dedup hash for *full* (see :meth:`Delivery.companion`)."""
+        return self._delivery.companion(full)
 
     # ------------------------------------------------------------ connections
     def _retry(self) -> Retry:
@@ -569,15 +585,7 @@ class RedisStore:
         if type(key) is not str:
             self._tel.invalid("store.key", key)
             return
-        try:
-            added = not self._closed and self._pending.add_counts(key, pairs)
-        except OverflowError as exc:  # the pending sum would become infinite: reject this increment
-            name = str(exc)
-            self._tel.invalid(name, dict(pairs)[name])
-            return
-        if not added:
-            self._drop(1)
-            return
+        self._delivery.add_counts(key, pairs, closed=self._closed)
         self._kick()
 
     def append(self, key: str, items: Sequence[JSONValue], *, max_len: int) -> None:
@@ -589,25 +597,14 @@ class RedisStore:
         if type(key) is not str:
             self._tel.invalid("store.key", key)
             return
-        if self._closed or not self._pending.add_items(key, encoded, max_len):
-            self._drop(1)
-            return
+        self._delivery.add_items(key, encoded, max_len, closed=self._closed)
         self._kick()
 
     def _kick(self) -> None:
         if self._thread is None:
             self._ensure_flusher()
-        elif self._pending.entries >= self.max_batch:
+        elif self._delivery.pending.entries >= self.max_batch:
             self._wake.set()
-
-    def _drop(self, operations: int) -> None:
-        self._tel.add(semconv.STORE_DROPPED, self._labels, float(operations))
-        if not self._drop_logged:
-            self._drop_logged = True
-            reason = "the store is closed" if self._closed else (
-                f"{self._pending.total} writes are pending (max_pending={self.max_pending})")
-            logger.warning("mlops-otel: RedisStore %s dropped a write because %s; drops are counted in "
-                           "mlops_store_dropped_total (logged once per outage)", _redact(self.url), reason)
 
     # ------------------------------------------------------------ delivery
     def flush(self, timeout: float | None = None) -> bool:
@@ -617,196 +614,23 @@ class RedisStore:
         whether everything was delivered; a ``False`` keeps the writes pending
         for the flusher. A read after a successful flush sees them.
         """
-        limit = self.flush_timeout if timeout is None else max(0.0, timeout)
-        deadline = time.monotonic() + limit
-        if not self._send_lock.acquire(timeout=limit):
-            return False
-        try:
-            return self._drain_locked(deadline, freeze=True)
-        finally:
-            self._send_lock.release()
-            self._publish_pending()
+        return self._delivery.flush(self.flush_timeout if timeout is None else max(0.0, timeout))
 
     def _tick(self) -> float:
         """One flusher iteration; return the seconds to wait before the next one."""
-        now = time.monotonic()
-        if now < self._next_attempt:
-            return min(self._next_attempt - now, self.epoch_interval)
-        if now >= self._epoch_due:
+        if time.monotonic() >= self._epoch_due and time.monotonic() >= self._delivery.next_attempt:
             self._check_epoch()
-        if not self._send_lock.acquire(blocking=False):
-            return self.flush_interval  # a flush() or delete() is delivering right now
-        try:
-            if self._inflight is None:
-                self._freeze_locked()
-            ok = self._inflight is None or self._attempt_locked()
-        finally:
-            self._send_lock.release()
-        self._publish_pending()
-        if ok:
-            self._next_attempt = 0.0
-            if self._pending.entries >= self.max_batch:
-                return 0.0
-            return min(self.flush_interval, max(0.0, self._epoch_due - time.monotonic()))
-        delay = self._retry_delay()
-        self._next_attempt = time.monotonic() + delay
-        return delay
+        delay = self._delivery.tick()
+        until_epoch = max(0.0, self._epoch_due - time.monotonic())
+        if delay is None:
+            return min(self.flush_interval, until_epoch)
+        return min(delay, max(until_epoch, self.flush_interval) if delay > 0 else 0.0)
 
-    def _publish_pending(self) -> None:
-        self._tel.set(semconv.STORE_PENDING, self._labels, float(self._pending.total))
-
-    def _retry_delay(self) -> float:
-        exponent = min(max(self._failures - 1, 0), 30)
-        return min(self.max_backoff, self.flush_interval * 2.0**exponent) * random.uniform(0.5, 1.0)
-
-    def _freeze_locked(self) -> None:
-        batch = self._pending.freeze(self._seq + 1)
-        if batch is not None:
-            self._seq = batch.seq
-            self._inflight = batch
-
-    def _drain_locked(self, deadline: float, *, freeze: bool) -> bool:
-        """Deliver the in-flight batch (and, with *freeze*, what is pending now) before *deadline*."""
-        frozen = not freeze
-        while True:
-            if self._inflight is None:
-                if frozen:
-                    return True
-                self._freeze_locked()
-                frozen = True
-                if self._inflight is None:
-                    return True
-            if self._attempt_locked():
-                continue
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            time.sleep(min(self._retry_delay(), remaining))
-
-    def _attempt_locked(self) -> bool:
-        """Send the in-flight batch once; return whether it is fully acknowledged."""
-        batch = self._inflight
-        assert batch is not None
-        try:
-            self._send(batch)
-        except Exception as exc:
-            self._on_failure(exc.cause if isinstance(exc, _Incomplete) else exc)
-            return False
-        self._inflight = None
-        self._on_success()
-        return True
-
-    def _on_success(self) -> None:
-        if self._failures:
-            logger.info("mlops-otel: RedisStore %s delivered pending writes after %d failed attempts",
-                        _redact(self.url), self._failures)
-            self._next_attempt = 0.0  # Redis is back: end the flusher's backoff wait now
-            self._epoch_due = 0.0  # and look at the sentinel at once: it may have come back empty
-            self._wake.set()
-        self._failures = 0
-        self._logged.clear()
-        self._drop_logged = False
-
-    def _on_failure(self, exc: BaseException) -> None:
-        self._failures += 1
-        self._tel.add(semconv.STORE_FLUSH_ERRORS, self._labels)
-        kind = type(exc).__name__
-        if kind not in self._logged:
-            self._logged.add(kind)
-            logger.warning("mlops-otel: RedisStore %s flush failed (%s: %s); %d pending writes are kept "
-                           "and retried with backoff (logged once per failure kind and outage)",
-                           _redact(self.url), kind, exc, self._pending.total)
-
-    def _calls(self, batch: Batch) -> list[_Call]:
-        seq, ttl = batch.seq, self.dedup_ttl
-        calls = []
-        for key, fields in batch.counters.items():
-            full = self._full(key)
-            args: list[str | int] = [seq, ttl]
-            for name, delta in fields.items():
-                args += (name, repr(delta))
-            calls.append(_Call(key, _INCR_SHA, (full, self._companion(full)), tuple(args)))
-        for key, items in batch.windows.items():
-            full = self._full(key)
-            calls.append(_Call(key, _APPEND_SHA, (full, self._companion(full)),
-                               (seq, ttl, items.maxlen or len(items), *items)))
-        return calls
-
-    def _send(self, batch: Batch) -> None:
-        """Send *batch* once: acknowledged and rejected keys leave it; raise if any key remains."""
-        client = self._get_client()
-        calls = self._calls(batch)
-        results = self._execute(client, calls)
-        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-        if missing:
-            self._load_scripts(client)
-            for i, result in zip(missing, self._execute(client, [calls[i] for i in missing]), strict=True):
-                results[i] = result
-        released = 0
-        rejected = 0
-        transient: BaseException | None = None
-        for call, result in zip(calls, results, strict=True):
-            if isinstance(result, BaseException):
-                if _is_transient(result):
-                    transient = result
-                    if isinstance(result, (AskError, ClusterDownError, TryAgainError)):
-                        self._topology_stale = True
-                    continue
-                rejected += 1
-                self._reject(call, result)
-            elif isinstance(result, str) and result.startswith("overflow:"):
-                name = result[len("overflow:"):]
-                self._tel.invalid(name, batch.counters.get(call.key, {}).get(name))
-            released += batch.discard(call.key)
-        self._pending.release(released)
-        if rejected:
-            self._tel.add(semconv.STORE_DROPPED, self._labels, float(rejected))
-        if transient is not None:
-            raise _Incomplete(transient)
-
-    def _reject(self, call: _Call, exc: BaseException) -> None:
-        # A rejection repeats on every flush that touches the key: log it once per store,
-        # not once per outage like connection failures.
-        kind = type(exc).__name__
-        if kind not in self._rejections_logged:
-            self._rejections_logged.add(kind)
-            logger.error("mlops-otel: Redis rejected the pending update of key %r (%s); it is dropped and "
-                         "counted in mlops_store_dropped_total (logged once)", call.key, exc)
-
-    def _execute(self, client: _Client, calls: list[_Call]) -> list[Any]:
-        """One pipelined round trip (per node on a Cluster); errors are returned per call."""
-        if not calls:
-            return []
-        if isinstance(client, RedisCluster):
-            return self._execute_cluster(client, calls)
-        pipe = client.pipeline(transaction=False)
-        for call in calls:
-            pipe.evalsha(call.sha, 2, *call.keys, *call.args)
-        return list(pipe.execute(raise_on_error=False))
-
-    def _execute_cluster(self, client: RedisCluster, calls: list[_Call]) -> list[Any]:
-        # redis-py's ClusterPipeline refuses EVALSHA, so pipeline per primary node.
-        if self._topology_stale:
-            client.nodes_manager.initialize()
-            self._topology_stale = False
-        groups: dict[str, tuple[ClusterNode, list[int]]] = {}
-        for i, call in enumerate(calls):
-            node = client.nodes_manager.get_node_from_slot(key_slot(call.keys[0]))
-            groups.setdefault(node.name, (node, []))[1].append(i)
-        results: list[Any] = [None] * len(calls)
-        for node, indexes in groups.values():
-            try:
-                pipe = client.get_redis_connection(node).pipeline(transaction=False)
-                for i in indexes:
-                    call = calls[i]
-                    pipe.evalsha(call.sha, 2, *call.keys, *call.args)
-                replies = list(pipe.execute(raise_on_error=False))
-            except (RedisConnectionError, RedisTimeoutError) as exc:
-                self._topology_stale = True
-                replies = [exc] * len(indexes)
-            for i, reply in zip(indexes, replies, strict=True):
-                results[i] = reply
-        return results
+    def _on_recovery(self) -> None:
+        # Redis is back: end the flusher's backoff wait now, and look at the sentinel at once
+        # (it may have come back empty).
+        self._epoch_due = 0.0
+        self._wake.set()
 
     # ------------------------------------------------------------ decision paths
     def read_counters(self, key: str) -> dict[str, float]:
@@ -855,19 +679,17 @@ class RedisStore:
 
     def delete(self, key: str) -> None:
         """Remove *key*, including this process's pending writes to it (raises :class:`StoreError`)."""
-        self._pending.discard(key)
         full = self._full(key)
         deadline = time.monotonic() + self.flush_timeout
-        if not self._send_lock.acquire(timeout=self.flush_timeout):
+        lock = self._delivery.send_lock
+        if not lock.acquire(timeout=self.flush_timeout):
             raise StoreError("delete", key, TimeoutError("pending writes are still being delivered"))
         try:
-            batch = self._inflight
-            if (batch is not None and (key in batch.counters or key in batch.windows)
-                    and not self._drain_locked(deadline, freeze=False)):
+            if not self._delivery.discard_key(key, deadline):
                 raise StoreError("delete", key, TimeoutError("earlier writes to the key are undelivered"))
             self._request("delete", key, lambda c: c.delete(full))
         finally:
-            self._send_lock.release()
+            lock.release()
 
     def list_keys(self, prefix: str) -> list[str]:
         """Return every key starting with *prefix* (without the deployment prefix), sorted.
