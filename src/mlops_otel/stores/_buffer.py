@@ -96,20 +96,15 @@ class CounterBuffer:
         reported to *on_invalid*), so one absurd value can never poison the sums
         of a batch.
         """
-        # sum() is finite when every value is (NaN and infinity propagate): one C-level pass on
-        # the hot path; only when it is not do we look at each field.
-        if not -_MAX <= sum(values) <= _MAX and self._bad(values, values):
-            return
+        # sum() of the new sums is finite when every one is (NaN and infinity propagate, and a
+        # non-finite value makes its sum non-finite): one C-level pass on the hot path; only when
+        # it fails do we look at each field (a finite sum overflowing is a false alarm).
         with self._lock:
             acc = self._pending.get(key)
-            if acc is None:
-                self._pending[key] = list(values)
-                merged = None
-            else:
-                merged = list(map(add, acc, values))
-                if -_MAX <= sum(merged) <= _MAX or not _overflows(merged):
-                    self._pending[key] = merged
-                    merged = None
+            merged = list(values) if acc is None else list(map(add, acc, values))
+            if -_MAX <= sum(merged) <= _MAX or not _overflows(merged):
+                self._pending[key] = merged
+                merged = None  # type: ignore[assignment]  # accepted
         if merged is not None:
             self._bad(values, merged)
             return
