@@ -245,6 +245,7 @@ class ChaosService:
     redis: RedisProcess
     clients: int = 4
     samples: list[Sample] = attrs.field(factory=list)
+    scrapes: list[int] = attrs.field(factory=list)
     _stop: threading.Event = attrs.field(factory=threading.Event)
     _threads: list[threading.Thread] = attrs.field(factory=list)
 
@@ -265,6 +266,11 @@ class ChaosService:
             while not self._stop.is_set():
                 sample = self.request(client, k * 1_000_000 + i)
                 self.samples.append(sample)
+                if i % 25 == 0:  # a scrape now and then: the fleet view must not touch the store either
+                    try:
+                        self.scrapes.append(client.get(f"{self.url}/metrics").status_code)
+                    except httpx.HTTPError:
+                        self.scrapes.append(0)
                 i += 1
 
     @contextlib.contextmanager
@@ -328,7 +334,7 @@ def chaos_service(*, clients: int = 4, champion: str = "v2.2.0") -> Iterator[Cha
         runtimes: list[Any] = []
 
         def factory() -> Runtime:
-            runtime = Runtime.create(store=store, fleet_metrics=False)  # type: ignore[arg-type]  # counted store
+            runtime = Runtime.create(store=store, fleet_metrics=True)  # type: ignore[arg-type]  # counted store
             runtimes.append(runtime)
             return runtime
 

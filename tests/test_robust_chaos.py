@@ -34,6 +34,7 @@ def service() -> Iterator[ChaosService]:
 def request_thread_calls(service: ChaosService) -> dict[str, dict[tuple[str, str], int]]:
     """Store calls on request threads: 6 s steady (longer than the A/B view's 5 s refresh) and a 3 s SIGSTOP."""
     service.store.reset()
+    service.scrapes.clear()
     steady, began, ended = service.phase(None, steady=6.0)
     assert summarize(steady, began, ended)["errors"] == 0
     counts = {"steady": service.store.request_calls()}
@@ -41,6 +42,8 @@ def request_thread_calls(service: ChaosService) -> dict[str, dict[tuple[str, str
     stalled, began, ended = service.phase(lambda: service.redis.pause(3.0))
     assert summarize(stalled, began, ended)["errors"] == 0
     counts["outage"] = service.store.request_calls()
+    assert service.scrapes  # /metrics (the fleet view) was scraped during both phases
+    assert set(service.scrapes) == {200}
     return counts
 
 
