@@ -74,6 +74,10 @@ __all__ = [
     "STORE_DROPPED",
     "STORE_FLUSH_ERRORS",
     "STORE_PENDING",
+    "STORE_STATE_LOST",
+    "VIEW_AGE",
+    "ROBUST_METRICS",
+    "ATTR_VIEW",
     "TELEMETRY_ERRORS",
     "UNKNOWN_LABEL_VALUE",
     "metric_by_name",
@@ -290,6 +294,20 @@ TELEMETRY_ERRORS = MetricSpec(
     "Internal telemetry faults that were swallowed to protect the request path.", (ATTR_REASON,),
 )
 
+# ---------------------------------------------------------------- robust (#11): store state and views
+ATTR_VIEW = "view"
+STORE_STATE_LOST = MetricSpec(
+    "mlops_store_state_lost", MetricKind.COUNTER, "{event}",
+    "Times this process found the shared store's state gone (restarted empty, flushed) and restored what it knew.",
+    (ATTR_STORE,),
+)
+VIEW_AGE = MetricSpec(
+    "mlops_view_age", MetricKind.GAUGE, "s",
+    "Age of the oldest entry of an in-process view served to the request path (refreshed in the background).",
+    (ATTR_VIEW,),
+)
+ROBUST_METRICS: tuple[MetricSpec, ...] = (STORE_STATE_LOST, VIEW_AGE)
+
 SDK_METRICS: tuple[MetricSpec, ...] = (
     INVALID_MEASUREMENTS,
     LABEL_OVERFLOW,
@@ -302,6 +320,7 @@ SDK_METRICS: tuple[MetricSpec, ...] = (
     STORE_FLUSH_ERRORS,
     STORE_PENDING,
     TELEMETRY_ERRORS,
+    *ROBUST_METRICS,
 )
 
 ALL_METRICS: tuple[MetricSpec, ...] = SEED_METRICS + SDK_METRICS

@@ -142,6 +142,12 @@ def dashboard_panels(
                   ((_by_labels(s.STORE_PENDING), _legend(s.STORE_PENDING.labels)),)),
             _per_second("Store writes dropped and failed flushes per second",
                         s.STORE_DROPPED, s.STORE_FLUSH_ERRORS),
+            Panel("Store state lost and restored (#11)", (s.STORE_STATE_LOST,), (
+                (f"sum by ({', '.join(s.STORE_STATE_LOST.labels)}) "
+                 f"(increase({_sel(s.STORE_STATE_LOST)}[{RATE}]))", _legend(s.STORE_STATE_LOST.labels)),
+            )),
+            Panel("Age of the in-process views served to requests", (s.VIEW_AGE,),
+                  ((_by_labels(s.VIEW_AGE), _legend(s.VIEW_AGE.labels)),), unit="s"),
         )),
     )
 

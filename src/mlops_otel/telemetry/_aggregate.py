@@ -206,11 +206,11 @@ class Aggregator:
             overflow_family = self.families[semconv.LABEL_OVERFLOW.name]
             if family is not overflow_family:
                 self._series(overflow_family, (family.spec.name,)).values[0] += 1.0
-            series = family.series.get(key)
-            if series is None:
-                series = family.series[key] = _Series(key, family.new_values())
-            return series
-        series = family.series[key] = _Series(key, family.new_values())
+        # A raw label tuple that is not its folded key (None, an int, an enum...) must find the
+        # series already created for that key, not replace it (which lost every earlier count).
+        series = family.series.get(key)
+        if series is None:
+            series = family.series[key] = _Series(key, family.new_values())
         return series
 
     # ------------------------------------------------------------- writes

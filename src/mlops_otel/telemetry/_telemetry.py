@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import math
+import numbers
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -44,6 +46,21 @@ _VERSION = __version__
 
 _MS = 0.001
 _MAX_FLOAT = 1.7976931348623157e308
+
+
+def _num(value: object) -> float:
+    """*value* as a float for the range checks, NaN (always rejected) when it is not a real number.
+
+    One field's bad value (``None``, a string) must not drop the valid fields of the same call.
+    """
+    if isinstance(value, float):
+        return value
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except (OverflowError, TypeError, ValueError):
+            return math.nan
+    return math.nan
 
 
 _INSTANCE_ID = "service.instance.id"
@@ -245,14 +262,19 @@ class Telemetry:
         agg = self._agg
         try:
             labels = (model_version,)
-            seconds = inference_time_ms * _MS
             duration, score, conf = self._gnn_fams
-            if 0.0 <= seconds <= _MAX_FLOAT and 0.0 <= anomaly_score <= 1.0 and 0.0 <= confidence <= 1.0:
+            if (type(inference_time_ms) is float and type(anomaly_score) is float and type(confidence) is float
+                    and 0.0 <= inference_time_ms <= _MAX_FLOAT and 0.0 <= anomaly_score <= 1.0
+                    and 0.0 <= confidence <= 1.0):
+                seconds = inference_time_ms * _MS
                 with agg.lock:  # one lock round for the three histograms
                     agg.observe(duration, labels, seconds)
                     agg.observe(score, labels, anomaly_score)
                     agg.observe(conf, labels, confidence)
-            else:  # at least one is invalid: record each on its own, counting the rejects
+            else:  # at least one is invalid: record each on its own, counting the rejects per field
+                seconds = _num(inference_time_ms) * _MS
+                anomaly_score = _num(anomaly_score)
+                confidence = _num(confidence)
                 agg.record(duration, labels, seconds)
                 agg.record(score, labels, anomaly_score)
                 agg.record(conf, labels, confidence)
@@ -270,9 +292,12 @@ class Telemetry:
             agg.fault("record_gnn_metrics", exc)
             return
         if self._instruments:
-            self._forward(semconv.GNN_INFERENCE_DURATION, labels, seconds)
-            self._forward(semconv.GNN_ANOMALY_SCORE, labels, anomaly_score)
-            self._forward(semconv.GNN_CONFIDENCE, labels, confidence)
+            if 0.0 <= seconds <= _MAX_FLOAT:
+                self._forward(semconv.GNN_INFERENCE_DURATION, labels, seconds)
+            if 0.0 <= anomaly_score <= 1.0:
+                self._forward(semconv.GNN_ANOMALY_SCORE, labels, anomaly_score)
+            if 0.0 <= confidence <= 1.0:
+                self._forward(semconv.GNN_CONFIDENCE, labels, confidence)
 
     def record_rag_metrics(
         self,
@@ -287,7 +312,8 @@ class Telemetry:
         agg = self._agg
         try:
             labels = (model_version,)
-            seconds = generation_time_ms * _MS
+            seconds = _num(generation_time_ms) * _MS
+            tokens_used = _num(tokens_used)
             duration, tokens = self._rag_fams
             if 0.0 <= seconds <= _MAX_FLOAT and 0.0 <= tokens_used <= _MAX_FLOAT:
                 with agg.lock:
@@ -308,8 +334,10 @@ class Telemetry:
             agg.fault("record_rag_metrics", exc)
             return
         if self._instruments:
-            self._forward(semconv.RAG_GENERATION_DURATION, labels, seconds)
-            self._forward(semconv.RAG_TOKENS_USED, labels, tokens_used)
+            if 0.0 <= seconds <= _MAX_FLOAT:
+                self._forward(semconv.RAG_GENERATION_DURATION, labels, seconds)
+            if 0.0 <= tokens_used <= _MAX_FLOAT:
+                self._forward(semconv.RAG_TOKENS_USED, labels, tokens_used)
 
     @staticmethod
     def set_request_model_version(model_version: str) -> None:
