@@ -1,0 +1,77 @@
+"""Pure evaluation: a reference and a production window in, the drift decision out. No I/O, no state."""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+
+from ._reference import Reference
+from ._report import DriftLevel, OutputDrift
+from ._stats import ConfidenceInterval, KSWorkspace, confidence_degradation, ks_pvalue
+from ._window import CONFIDENCE, OUTPUTS, WindowSnapshot
+
+__all__ = ["Evaluation", "Rules", "evaluate"]
+
+
+@attrs.frozen
+class Rules:
+    """The decision settings of one detector (validated by the detector)."""
+
+    threshold: float
+    clear_threshold: float
+    min_samples: int
+    alpha: float
+    warning_threshold: float
+    confidence_drop: float
+    interval_level: float
+
+
+@attrs.frozen
+class Evaluation:
+    """What one evaluation decided, before the recommendation is written."""
+
+    score: float
+    alert: bool
+    level: DriftLevel
+    outputs: dict[str, OutputDrift]
+    degradation: ConfidenceInterval | None
+    performance: bool
+    production_samples: int
+
+
+def evaluate(rules: Rules, reference: Reference | None, window: WindowSnapshot, prior_alert: bool,
+             workspace: KSWorkspace | None = None) -> Evaluation:
+    """Compare *window* with *reference* under *rules*; *prior_alert* gives the hysteresis state."""
+    workspace = workspace or KSWorkspace()
+    n = window.size
+    outputs: dict[str, OutputDrift] = {}
+    degradation: ConfidenceInterval | None = None
+    performance = False
+    score = 0.0
+    if reference is not None and n > 0:
+        alpha = rules.alpha / len(OUTPUTS)
+        for name in OUTPUTS:
+            ref = reference.samples[name]
+            sample = window.values[name]
+            ordered = np.sort(sample)
+            statistic = ref.ks_statistic(ordered, workspace)
+            p_value = ks_pvalue(statistic, ref.size, int(sample.shape[0]))
+            outputs[name] = OutputDrift(
+                name, statistic, p_value, ref.psi_sorted(ordered), ref.mean, float(sample.mean()),
+                p_value < alpha and statistic >= rules.warning_threshold,
+            )
+        score = max(out.ks_statistic for out in outputs.values())
+        degradation = confidence_degradation(reference.samples[CONFIDENCE], window.values[CONFIDENCE],
+                                             level=rules.interval_level)
+        performance = degradation.low > 0.0 and degradation.estimate >= rules.confidence_drop
+    enough = reference is not None and n >= rules.min_samples
+    alert = enough and (score >= rules.clear_threshold if prior_alert else score >= rules.threshold)
+    if not enough:
+        level = DriftLevel.INSUFFICIENT_DATA
+    elif alert:
+        level = DriftLevel.ALERT
+    elif performance or any(out.significant for out in outputs.values()):
+        level = DriftLevel.WARNING
+    else:
+        level = DriftLevel.OK
+    return Evaluation(score, alert, level, outputs, degradation, performance and enough, n)
