@@ -143,6 +143,7 @@ class DriftDetector:
     min_samples: int | None = attrs.field(default=None, kw_only=True)
     check_every: int | None = attrs.field(default=100, kw_only=True)
     alpha: float = attrs.field(default=0.01, kw_only=True)
+    alert_alpha: float = attrs.field(default=1e-4, kw_only=True)
     warning_threshold: float = attrs.field(default=0.1, kw_only=True)
     confidence_drop: float = attrs.field(default=0.05, kw_only=True)
     interval_level: float = attrs.field(default=0.95, kw_only=True)
@@ -187,10 +188,11 @@ class DriftDetector:
         if self.check_every is not None:
             _check_int("check_every", self.check_every, 1)
         self.alpha = _check_fraction("alpha", self.alpha, open_low=True, open_high=True)
+        self.alert_alpha = _check_fraction("alert_alpha", self.alert_alpha, open_low=True, open_high=True)
         self.warning_threshold = _check_fraction("warning_threshold", self.warning_threshold)
         self.confidence_drop = _check_fraction("confidence_drop", self.confidence_drop)
         self.interval_level = _check_fraction("interval_level", self.interval_level, open_low=True, open_high=True)
-        self._rules = Rules(self.threshold, self.clear_threshold, self.min_samples, self.alpha,
+        self._rules = Rules(self.threshold, self.clear_threshold, self.min_samples, self.alpha, self.alert_alpha,
                             self.warning_threshold, self.confidence_drop, self.interval_level)
         if self.telemetry is None:
             from ..telemetry import default_telemetry

@@ -5,9 +5,10 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
+from ._calibration import effective_size, ks_calibrated
 from ._reference import Reference
 from ._report import DriftLevel, OutputDrift
-from ._stats import ConfidenceInterval, KSWorkspace, confidence_degradation, ks_pvalue
+from ._stats import ConfidenceInterval, KSWorkspace, confidence_degradation
 from ._window import CONFIDENCE, OUTPUTS, WindowSnapshot
 
 __all__ = ["Evaluation", "Rules", "evaluate"]
@@ -21,6 +22,8 @@ class Rules:
     clear_threshold: float
     min_samples: int
     alpha: float
+    #: The alert also needs the KS p-value at the effective sizes below this (Bonferroni over outputs).
+    alert_alpha: float
     warning_threshold: float
     confidence_drop: float
     interval_level: float
@@ -48,6 +51,7 @@ def evaluate(rules: Rules, reference: Reference | None, window: WindowSnapshot, 
     degradation: ConfidenceInterval | None = None
     performance = False
     score = 0.0
+    significant_alert = False
     if reference is not None and n > 0:
         alpha = rules.alpha / len(OUTPUTS)
         for name in OUTPUTS:
@@ -55,17 +59,25 @@ def evaluate(rules: Rules, reference: Reference | None, window: WindowSnapshot, 
             sample = window.values[name]
             ordered = np.sort(sample)
             statistic = ref.ks_statistic(ordered, workspace)
-            p_value = ks_pvalue(statistic, ref.size, int(sample.shape[0]))
+            cal = ks_calibrated(statistic, effective_size(sample), reference.effective.get(name, ref.size))
             outputs[name] = OutputDrift(
-                name, statistic, p_value, ref.psi_sorted(ordered), ref.mean, float(sample.mean()),
-                p_value < alpha and statistic >= rules.warning_threshold,
+                name, statistic, cal.p_value, ref.psi_sorted(ordered), ref.mean, float(sample.mean()),
+                cal.p_value < alpha and statistic >= rules.warning_threshold,
+                cal.effective_production, cal.effective_reference, cal.method,
             )
         score = max(out.ks_statistic for out in outputs.values())
+        alert_alpha = rules.alert_alpha / len(OUTPUTS)
+        significant_alert = any(o.ks_statistic >= rules.threshold and o.p_value < alert_alpha
+                                for o in outputs.values())
+        conf = outputs[CONFIDENCE]
         degradation = confidence_degradation(reference.samples[CONFIDENCE], window.values[CONFIDENCE],
-                                             level=rules.interval_level)
+                                             level=rules.interval_level,
+                                             effective_reference=conf.effective_reference_samples,
+                                             effective_sample=conf.effective_production_samples)
         performance = degradation.low > 0.0 and degradation.estimate >= rules.confidence_drop
     enough = reference is not None and n >= rules.min_samples
-    alert = enough and (score >= rules.clear_threshold if prior_alert else score >= rules.threshold)
+    # On: a distance over the threshold that is significant at the effective sizes. Off: below clear.
+    alert = enough and (score >= rules.clear_threshold if prior_alert else significant_alert)
     if not enough:
         level = DriftLevel.INSUFFICIENT_DATA
     elif alert:

@@ -19,6 +19,7 @@ import attrs
 import numpy as np
 
 from ..stores import JSONValue, StateStore, StoreError, Versioned
+from ._calibration import effective_size
 from ._stats import FloatArray, ReferenceSample
 from ._window import ANOMALY_SCORE, CONFIDENCE, OUTPUTS
 
@@ -56,6 +57,8 @@ class Reference:
     source: str
     data: Mapping[str, FloatArray] = attrs.field(repr=False)
     samples: Mapping[str, ReferenceSample] = attrs.field(repr=False)
+    #: Effective sample size of each output (its data in arrival order, serial dependence discounted).
+    effective: Mapping[str, float] = attrs.field(factory=dict)
 
     @property
     def size(self) -> int:
@@ -64,7 +67,8 @@ class Reference:
     @classmethod
     def prepare(cls, ref_id: str, source: str, data: Mapping[str, FloatArray], bins: int) -> Reference:
         return cls(ref_id, source, dict(data),
-                   {name: ReferenceSample.from_values(data[name], bins=bins) for name in OUTPUTS})
+                   {name: ReferenceSample.from_values(data[name], bins=bins) for name in OUTPUTS},
+                   {name: effective_size(data[name]) for name in OUTPUTS})
 
 
 @attrs.define(eq=False)

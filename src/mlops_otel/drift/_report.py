@@ -26,8 +26,11 @@ class DriftLevel(enum.StrEnum):
 class OutputDrift:
     """Drift of one monitored output: KS distance and p-value, PSI and both means.
 
-    *significant*: the p-value is below the Bonferroni-corrected ``alpha``
-    and the KS distance reaches ``warning_threshold``.
+    *p_value* is the KS p-value at the *effective* sample sizes (serial
+    dependence discounted, see :mod:`mlops_otel.drift._calibration`), exact
+    when they are small (*p_value_method*). *significant*: that p-value is
+    below the Bonferroni-corrected ``alpha`` and the KS distance reaches
+    ``warning_threshold``.
     """
 
     name: str
@@ -37,6 +40,9 @@ class OutputDrift:
     reference_mean: float
     production_mean: float
     significant: bool
+    effective_production_samples: float = 0.0
+    effective_reference_samples: float = 0.0
+    p_value_method: str = "asymptotic"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
