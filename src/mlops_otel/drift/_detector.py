@@ -28,7 +28,7 @@ from ._offpath import OffPath
 from ._recommend import previous_champion, recommend
 from ._reference import Reference, SharedReference
 from ._report import DriftLevel, DriftReport, OutputDrift
-from ._shared import SharedWindow, detector_keys
+from ._shared import SharedWindow, detector_key, detector_keys
 from ._stats import FloatArray, KSWorkspace
 from ._window import ANOMALY_SCORE, CONFIDENCE, DUE_CHECK, DUE_PUSH, OUTPUTS, LocalWindow, WindowSnapshot
 
@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 __all__ = ["ANOMALY_SCORE", "CONFIDENCE", "OUTPUTS", "DriftDetector", "DriftLevel", "DriftReport", "OutputDrift"]
 
 log = logging.getLogger("mlops_otel.drift")
+
+#: A local check confirms at least this often (seconds) that the store still holds the reference.
+VERIFY_INTERVAL = 10.0
 
 #: ``mlops_invalid_measurements_total{metric}`` labels of rejected samples.
 INVALID_LABELS = {ANOMALY_SCORE: "drift.anomaly_score", CONFIDENCE: "drift.confidence"}
@@ -168,6 +171,7 @@ class DriftDetector:
     _shared_alert: bool = attrs.field(default=False, init=False, repr=False)
     _last_report: DriftReport | None = attrs.field(default=None, init=False, repr=False)
     _workspace: KSWorkspace = attrs.field(factory=KSWorkspace, init=False, repr=False)
+    _verified_at: float = attrs.field(default=0.0, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self.threshold = _check_fraction("threshold", self.threshold, open_low=True)
@@ -207,9 +211,13 @@ class DriftDetector:
         self._window.last_push = self.clock()
         self._shared = SharedWindow(self.store, self._keys, self.window_size, self.reference_size, self.clock)
         self._ref = SharedReference(self.store, self._keys, self.reference_size, self.psi_bins, self.clock,
-                                    on_adopt=self._window.stop_candidates)
+                                    on_adopt=self._window.stop_candidates, on_restore=self._restored)
         self._io = OffPath("mlops-otel-drift-io", self.store.kind == "memory",
                            lambda exc: self._tel.fault("drift.io", exc))
+        self._verified_at = self.clock()
+        add_listener = getattr(self.store, "add_state_loss_listener", None)
+        if callable(add_listener):  # a store that reports losing its state: re-check the reference then
+            add_listener(lambda *_: self._io.submit(self._learn_reference))
         after_fork_in_child(self, DriftDetector._after_fork)
 
     def _after_fork(self) -> None:
@@ -224,8 +232,12 @@ class DriftDetector:
     # ---------------------------------------------------------------- access
     @property
     def key(self) -> str:
-        """``"<model_type>:<version>"``: the detector's key in :meth:`DriftMonitor.detectors`."""
-        return f"{self.model_type}:{self.version}"
+        """``"<model_type>:<version>"``: the detector's key in :meth:`DriftMonitor.detectors`.
+
+        ``%`` and ``:`` inside a name are percent-encoded, so (``gnn:edge``, ``v1``)
+        and (``gnn``, ``edge:v1``) get different keys (``gnn%3Aedge:v1``, ``gnn:edge%3Av1``).
+        """
+        return detector_key(self.model_type, self.version)
 
     @property
     def last_report(self) -> DriftReport | None:
@@ -365,6 +377,13 @@ class DriftDetector:
         except StoreError as exc:
             self._tel.fault("drift.reference", exc)
 
+    def _restored(self, reference: Reference) -> None:
+        """The store had lost the shared reference and this process wrote its copy back: say so, once."""
+        self._tel.add(semconv.DRIFT_REFERENCE_RESTORED, self._labels, 1.0)
+        log.warning("mlops-otel drift: the store lost the reference of %s %s (restarted empty?); wrote back "
+                    "this worker's copy (%s, %d samples, id %s)", self.model_type, self.version, reference.source,
+                    reference.size, reference.ref_id)
+
     # ------------------------------------------------------------ evaluation
     def run_periodic_check(self) -> None:
         """Deliver pending samples and check the local window, as *check_every* does; never raises.
@@ -383,7 +402,10 @@ class DriftDetector:
         if not self._eval_lock.acquire(blocking=False):
             return  # another thread is evaluating right now; the next period catches up
         try:
-            if self._ref.current is None:
+            now = self.clock()
+            if self._ref.current is None or now - self._verified_at >= VERIFY_INTERVAL:
+                # Learn the reference, or check that the store still has it (written back when lost).
+                self._verified_at = now
                 self._io.submit(self._learn_reference)
             report = self._report(self._ref.current, self._window.snapshot(), self._alert, "local", None)
             changed = report.alert_triggered != self._alert

@@ -13,6 +13,7 @@ import attrs
 from .._forksafe import after_fork_in_child
 from ..stores import StateStore
 from ._detector import DriftDetector, DriftReport
+from ._shared import detector_key
 
 if TYPE_CHECKING:
     from ..telemetry import Telemetry
@@ -121,7 +122,7 @@ class DriftMonitor:
         monitor's); asking an existing detector for a different size raises
         :class:`ValueError` rather than silently ignoring it.
         """
-        key = f"{model_type}:{version}"
+        key = detector_key(model_type, version)
         detector = self._detectors.get(key)
         if detector is None:
             with self._lock:

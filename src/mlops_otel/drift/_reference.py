@@ -30,6 +30,8 @@ log = logging.getLogger("mlops_otel.drift")
 SOURCE_EXPLICIT = "explicit"
 SOURCE_PRODUCTION = "production"
 CAS_ATTEMPTS = 20
+#: What :meth:`SharedReference._establish_default` returns when the pointer must be read again.
+_RETRY = object()
 
 
 def unit_values(raw: Sequence[JSONValue]) -> FloatArray:
@@ -85,6 +87,7 @@ class SharedReference:
     bins: int
     clock: Callable[[], float]
     on_adopt: Callable[[], None] = attrs.field(default=lambda: None)
+    on_restore: Callable[[Reference], None] = attrs.field(default=lambda _: None)
     current: Reference | None = attrs.field(default=None, init=False)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
 
@@ -143,12 +146,26 @@ class SharedReference:
 
     # ----------------------------------------------------------------- read
     def load(self) -> Reference | None:
-        """The store's reference (loading its data when it changed), freezing the default one if due."""
-        for _ in range(3):
+        """The store's reference (loading its data when it changed), freezing the default one if due.
+
+        When the store has lost the reference (restarted empty, evicted) while
+        this process still holds one, the held reference is written back, so
+        every worker goes on comparing against the same data; *on_restore* is
+        called once per write-back this process wins.
+        """
+        for _ in range(4):
             pointer = self.store.get_document(self.keys["reference"])
             ref_id = self._pointer_id(pointer)
             if pointer is None or ref_id is None:
-                return self._establish_default()
+                held = self.current
+                if held is not None:
+                    if self._restore(held):
+                        return held
+                    continue  # another worker restored or froze one first: read it
+                frozen = self._establish_default()
+                if frozen is None or isinstance(frozen, Reference):
+                    return frozen
+                continue  # the candidates went away under us: someone froze them, read the pointer again
             current = self.current
             if current is not None and current.ref_id == ref_id:
                 return current
@@ -162,8 +179,23 @@ class SharedReference:
                                                  values, self.bins))
         return self.current
 
-    def _establish_default(self) -> Reference | None:
-        """Freeze the first *size* production samples as the shared reference, once enough exist."""
+    def _restore(self, held: Reference) -> bool:
+        """Write *held* back as the shared reference; ``True`` when this call did it."""
+        data_key = self._data_key(held.ref_id)
+        if self.store.get_document(data_key) is None:
+            data: JSONValue = {name: held.data[name].tolist() for name in OUTPUTS}
+            self.store.compare_and_set(data_key, data, expected_version=0)  # a racing restorer wrote the same
+        if not self.store.compare_and_set(self.keys["reference"], self._pointer_value(held), expected_version=0):
+            return False
+        self.on_restore(held)
+        return True
+
+    def _establish_default(self) -> Reference | object | None:
+        """Freeze the first *size* production samples as the shared reference, once enough exist.
+
+        Returns :data:`_RETRY` when the candidates are gone although enough
+        samples arrived: a concurrent freezer took them, so the pointer must be read again.
+        """
         size = self.size
         counts = self.store.read_counters(self.keys["counts"])
         if counts.get("samples", 0.0) < size:
@@ -172,6 +204,8 @@ class SharedReference:
         scores = unit_values(self.store.read_window(self.keys["reference_candidates/scores"]))
         confs = unit_values(self.store.read_window(self.keys["reference_candidates/confidences"]))
         if min(scores.shape[0], confs.shape[0]) < size:
+            if self._pointer_id(self.store.get_document(self.keys["reference"])) is not None:
+                return _RETRY
             return None
         reference = Reference.prepare(secrets.token_hex(8), SOURCE_PRODUCTION,
                                       {ANOMALY_SCORE: scores, CONFIDENCE: confs}, self.bins)
@@ -183,4 +217,4 @@ class SharedReference:
             return reference
         # Another worker froze its candidates first: use theirs.
         self._discard(self._data_key(reference.ref_id))
-        return self.load()
+        return _RETRY

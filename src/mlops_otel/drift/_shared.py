@@ -14,7 +14,7 @@ from ..stores import JSONValue, StateStore, make_key
 from ._reference import CAS_ATTEMPTS, unit_values
 from ._window import ANOMALY_SCORE, CONFIDENCE, Pending, WindowSnapshot
 
-__all__ = ["SharedWindow", "detector_keys"]
+__all__ = ["SharedWindow", "detector_key", "detector_keys", "parse_detector_key"]
 
 NAMESPACE = "drift"
 #: Deliveries remembered for the shared window's time span (one ``[first, last, count]`` item each).
@@ -26,9 +26,29 @@ _KEY_NAMES = ("scores", "confidences", "spans", "counts", "reference", "alert",
               "reference_candidates/scores", "reference_candidates/confidences")
 
 
+def _encode(name: str) -> str:
+    return name.replace("%", "%25").replace(":", "%3A")
+
+
+def detector_key(model_type: str, version: str) -> str:
+    """``"<model_type>:<version>"`` with ``%`` and ``:`` in either name percent-encoded: one key per pair.
+
+    Names without those characters keep the 0.1 key (and so the 0.1 store keys).
+    """
+    return f"{_encode(model_type)}:{_encode(version)}"
+
+
+def parse_detector_key(key: str) -> tuple[str, str] | None:
+    """(model_type, version) of a :func:`detector_key`, ``None`` when *key* is not one."""
+    model_type, sep, version = key.partition(":")
+    if not sep or ":" in version:
+        return None
+    return (model_type.replace("%3A", ":").replace("%25", "%"), version.replace("%3A", ":").replace("%25", "%"))
+
+
 def detector_keys(model_type: str, version: str) -> dict[str, str]:
     """Every store key of the detector of (*model_type*, *version*), by role."""
-    group = f"{model_type}:{version}"
+    group = detector_key(model_type, version)
     return {name: make_key(NAMESPACE, group, *name.split("/")) for name in _KEY_NAMES}
 
 
