@@ -14,7 +14,7 @@ import math
 import numbers
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import attrs
@@ -23,7 +23,9 @@ import numpy as np
 from .. import semconv
 from .._forksafe import after_fork_in_child
 from ..stores import StateStore, StoreError
+from ._calibration import EXACT_MAX_PRODUCT
 from ._evaluate import Evaluation, Rules, evaluate
+from ._features import FeatureBuffer
 from ._offpath import OffPath
 from ._recommend import previous_champion, recommend
 from ._reference import Reference, SharedReference
@@ -151,6 +153,16 @@ class DriftDetector:
     confidence_drop: float = attrs.field(default=0.05, kw_only=True)
     interval_level: float = attrs.field(default=0.95, kw_only=True)
     psi_bins: int = attrs.field(default=10, kw_only=True, validator=lambda _, a, v: _check_int(a.name, v, 2))
+    #: Input features monitored at most (values of further features are counted, not kept).
+    max_features: int = attrs.field(default=50, kw_only=True, validator=lambda _, a, v: _check_int(a.name, v, 0))
+    #: A feature is flagged when significant (Holm over the features) and its score reaches this.
+    feature_effect: float = attrs.field(default=0.05, kw_only=True)
+    #: Embeddings kept per window (and in the reference), and their largest dimension.
+    embedding_window: int = attrs.field(default=500, kw_only=True,
+                                        validator=lambda _, a, v: _check_int(a.name, v, 4))
+    max_dimensions: int = attrs.field(default=1024, kw_only=True, validator=lambda _, a, v: _check_int(a.name, v, 1))
+    #: Permutations of the embeddings' MMD test (its p-value resolution is 1 / (permutations + 1)).
+    permutations: int = attrs.field(default=100, kw_only=True, validator=lambda _, a, v: _check_int(a.name, v, 19))
     #: ``True`` when a background thread calls :meth:`run_periodic_check` (as
     #: :class:`DriftMonitor` does): samples are then delivered there, never on the hot path.
     background_checks: bool = attrs.field(default=False, kw_only=True)
@@ -164,6 +176,7 @@ class DriftDetector:
     _shared: SharedWindow = attrs.field(init=False, repr=False)
     _ref: SharedReference = attrs.field(init=False, repr=False)
     _io: OffPath = attrs.field(init=False, repr=False)
+    _extra: FeatureBuffer = attrs.field(init=False, repr=False)
     _eval_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
     _push_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
     _alert: bool = attrs.field(default=False, init=False, repr=False)
@@ -172,6 +185,7 @@ class DriftDetector:
     _last_report: DriftReport | None = attrs.field(default=None, init=False, repr=False)
     _workspace: KSWorkspace = attrs.field(factory=KSWorkspace, init=False, repr=False)
     _verified_at: float = attrs.field(default=0.0, init=False, repr=False)
+    _calibration: dict[str, object] = attrs.field(factory=dict, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self.threshold = _check_fraction("threshold", self.threshold, open_low=True)
@@ -196,8 +210,10 @@ class DriftDetector:
         self.warning_threshold = _check_fraction("warning_threshold", self.warning_threshold)
         self.confidence_drop = _check_fraction("confidence_drop", self.confidence_drop)
         self.interval_level = _check_fraction("interval_level", self.interval_level, open_low=True, open_high=True)
+        self.feature_effect = _check_fraction("feature_effect", self.feature_effect)
         self._rules = Rules(self.threshold, self.clear_threshold, self.min_samples, self.alpha, self.alert_alpha,
-                            self.warning_threshold, self.confidence_drop, self.interval_level)
+                            self.warning_threshold, self.confidence_drop, self.interval_level, self.feature_effect,
+                            self.permutations)
         if self.telemetry is None:
             from ..telemetry import default_telemetry
 
@@ -209,12 +225,26 @@ class DriftDetector:
         self._window = LocalWindow(self.window_size, self.check_every, min(self.check_every or 100, self.window_size),
                                    not self.background_checks, self.reference_size)
         self._window.last_push = self.clock()
+        self._extra = FeatureBuffer(self.window_size, self.reference_size, self.max_features,
+                                    min(self.embedding_window, self.window_size), self.max_dimensions)
         self._shared = SharedWindow(self.store, self._keys, self.window_size, self.reference_size, self.clock)
-        self._ref = SharedReference(self.store, self._keys, self.reference_size, self.psi_bins, self.clock,
-                                    on_adopt=self._window.stop_candidates, on_restore=self._restored)
+        self._ref = SharedReference(
+            self.store, self._keys, self.reference_size, self.psi_bins, self.clock, on_adopt=self._stop_candidates,
+            on_restore=self._restored,
+            extra_candidates=lambda: (self._shared.read_features(candidates=True),
+                                      self._shared.read_embeddings(candidates=True)))
         self._io = OffPath("mlops-otel-drift-io", self.store.kind == "memory",
                            lambda exc: self._tel.fault("drift.io", exc))
         self._verified_at = self.clock()
+        self._calibration = {
+            "method": "ks_distance_and_effective_size",
+            "alert": f"KS >= {self.threshold} and p < {self.alert_alpha} / {len(OUTPUTS)} at effective sizes",
+            "warning": f"KS >= {self.warning_threshold} and p < {self.alpha} / {len(OUTPUTS)} at effective sizes",
+            "effective_size": "n (1 - phi) / (1 + phi), phi = lag-1 autocorrelation upper bound",
+            "exact_pvalue_below": EXACT_MAX_PRODUCT,
+            "features": f"Holm over features, alpha {self.alpha}, effect >= {self.feature_effect}",
+            "embeddings": f"MMD^2 permutation test, {self.permutations} permutations, alpha {self.alpha}",
+        }
         add_listener = getattr(self.store, "add_state_loss_listener", None)
         if callable(add_listener):  # a store that reports losing its state: re-check the reference then
             add_listener(lambda *_: self._io.submit(self._learn_reference))
@@ -225,6 +255,7 @@ class DriftDetector:
         self._eval_lock = threading.Lock()
         self._push_lock = threading.Lock()
         self._window.reset(keep_candidates=self._ref.current is None)
+        self._extra.reset(keep_candidates=self._ref.current is None)
         self._ref.after_fork()
         self._io.after_fork()
         self._workspace = KSWorkspace()
@@ -264,14 +295,22 @@ class DriftDetector:
         return sorted(self._keys.values())
 
     # -------------------------------------------------------------- hot path
-    def add_production_sample(self, anomaly_score: float, confidence: float) -> None:
-        """Record one prediction's outputs: O(1), never raises.
+    def add_production_sample(self, anomaly_score: float, confidence: float, *,
+                              features: Mapping[str, float | str] | None = None,
+                              embedding: Sequence[float] | FloatArray | None = None) -> None:
+        """Record one prediction's outputs (and optionally its inputs): O(1), never raises.
 
         NaN, infinite, out-of-range or non-numeric values are counted in
         ``mlops_invalid_measurements_total{metric="drift.anomaly_score"}`` (or
         ``"drift.confidence"``) and the sample is skipped. Every *check_every*
         samples this call also delivers the pending samples to the store and
         runs a local check (tens of microseconds for a 1,000-sample window).
+
+        *features* maps input feature names to numbers (numeric features) or
+        strings (categorical ones); *embedding* is the model's embedding of
+        the input (a vector of fixed dimension). Values of features beyond
+        *max_features*, of the wrong kind, or not finite are counted in
+        ``mlops_drift_feature_overflow_total`` and skipped.
         """
         try:
             score = anomaly_score if type(anomaly_score) is float else _as_float(anomaly_score)
@@ -279,6 +318,10 @@ class DriftDetector:
             if not (0.0 <= score <= 1.0 and 0.0 <= conf <= 1.0):
                 self._reject(score, conf, anomaly_score, confidence)
                 return
+            if features is not None or embedding is not None:
+                dropped = self._extra.add(features, embedding)
+                if dropped:
+                    self._tel.add(semconv.DRIFT_FEATURE_OVERFLOW, self._labels, float(dropped))
             due = self._window.add(score, conf, self.clock())
             if due == DUE_CHECK:
                 self._periodic_check()
@@ -295,20 +338,38 @@ class DriftDetector:
         self._window.add_invalid(1)
 
     def add_production_samples(self, anomaly_scores: Sequence[float] | FloatArray,
-                               confidences: Sequence[float] | FloatArray) -> None:
-        """Record a batch of predictions (two equal-length sequences); never raises.
+                               confidences: Sequence[float] | FloatArray, *,
+                               features: Mapping[str, Sequence[float | str]] | None = None,
+                               embeddings: Sequence[Sequence[float]] | FloatArray | None = None) -> None:
+        """Record a batch of predictions (equal-length sequences); never raises.
 
         Equivalent to adding the samples one by one, except that all get the
         same timestamp and the statistics run at most once, at the end of the
         batch. Invalid pairs are counted and skipped as in the per-sample call.
+        *features* maps each feature name to one value per sample; *embeddings*
+        has one row per sample.
         """
         try:
             self._add_batch(np.asarray(anomaly_scores, dtype=np.float64).reshape(-1),
-                            np.asarray(confidences, dtype=np.float64).reshape(-1))
+                            np.asarray(confidences, dtype=np.float64).reshape(-1), features, embeddings)
         except Exception as exc:
             self._tel.fault("drift.add_production_samples", exc)
 
-    def _add_batch(self, scores: FloatArray, confs: FloatArray) -> None:
+    def _add_inputs(self, keep: np.ndarray, features: Mapping[str, Sequence[float | str]] | None,
+                    embeddings: Sequence[Sequence[float]] | FloatArray | None) -> None:
+        rows = np.flatnonzero(keep).tolist()
+        columns = {name: list(values) for name, values in (features or {}).items()}
+        vectors = None if embeddings is None else list(embeddings)
+        dropped = 0
+        for i in rows:
+            row = {name: values[i] for name, values in columns.items() if i < len(values)} if columns else None
+            dropped += self._extra.add(row, None if vectors is None or i >= len(vectors) else vectors[i])
+        if dropped:
+            self._tel.add(semconv.DRIFT_FEATURE_OVERFLOW, self._labels, float(dropped))
+
+    def _add_batch(self, scores: FloatArray, confs: FloatArray,
+                   features: Mapping[str, Sequence[float | str]] | None = None,
+                   embeddings: Sequence[Sequence[float]] | FloatArray | None = None) -> None:
         if scores.shape != confs.shape:
             n = min(scores.shape[0], confs.shape[0])
             extra = abs(scores.shape[0] - confs.shape[0])
@@ -323,6 +384,8 @@ class DriftDetector:
             if bad:
                 self._tel.add(semconv.INVALID_MEASUREMENTS, (INVALID_LABELS[name],), float(bad))
         ok = ok_score & ok_conf
+        if features is not None or embeddings is not None:
+            self._add_inputs(ok, features, embeddings)
         rejected = int(ok.shape[0] - np.count_nonzero(ok))
         if rejected:
             scores, confs = scores[ok], confs[ok]
@@ -341,8 +404,14 @@ class DriftDetector:
         report sees every sample this process recorded before it.
         """
         with self._push_lock:
-            pending = self._window.take_pending(self.clock(), with_candidates=self._ref.current is None)
+            collecting = self._ref.current is None
+            pending = self._window.take_pending(self.clock(), with_candidates=collecting)
             self._shared.deliver(pending)
+            if self._extra.kinds or self._extra.dimensions:
+                features, vectors, feature_candidates, vector_candidates, _ = self._extra.take_pending(
+                    with_candidates=collecting)
+                self._shared.deliver_extra(features, vectors, feature_candidates, vector_candidates,
+                                           self._extra.embedding_size)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Deliver this process's pending samples to the store and flush it; ``True`` when nothing is left."""
@@ -358,18 +427,34 @@ class DriftDetector:
 
     # ------------------------------------------------------------- reference
     def set_reference(self, *, anomaly_scores: Sequence[float] | FloatArray,
-                      confidences: Sequence[float] | FloatArray) -> None:
+                      confidences: Sequence[float] | FloatArray,
+                      features: Mapping[str, Sequence[float | str]] | None = None,
+                      embeddings: Sequence[Sequence[float]] | FloatArray | None = None) -> None:
         """Use these outputs (e.g. from the validation run) as the reference, for every worker.
 
         Each sequence needs at least 2 values in [0, 1]; their lengths may
-        differ. The reference is stored as a document, so workers sharing
-        the store switch to it at their next report. Raises
-        :class:`ValueError` for invalid values and
-        :class:`~mlops_otel.stores.StoreError` when the store fails.
+        differ. *features* gives each input feature's reference values
+        (numbers, or strings for a categorical feature), *embeddings* the
+        reference embeddings (rows; the newest *embedding_window* are kept).
+        The reference is stored as a document, so workers sharing the store
+        switch to it at their next report. Raises :class:`ValueError` for
+        invalid values and :class:`~mlops_otel.stores.StoreError` when the store fails.
         """
         data = {ANOMALY_SCORE: _unit_array("anomaly_scores", anomaly_scores),
                 CONFIDENCE: _unit_array("confidences", confidences)}
-        self._ref.set(data)
+        vectors = None
+        if embeddings is not None:
+            vectors = np.asarray(embeddings, dtype=np.float64)
+            if vectors.ndim != 2 or vectors.shape[0] < 4 or not np.isfinite(vectors).all():
+                raise ValueError(f"embeddings must be at least 4 finite vectors of one dimension, "
+                                 f"got shape {vectors.shape}")
+            vectors = vectors[-self._extra.embedding_size:]
+        self._ref.set(data, {name: list(values)[-self._ref.size:] for name, values in (features or {}).items()},
+                      vectors)
+
+    def _stop_candidates(self) -> None:
+        self._window.stop_candidates()
+        self._extra.stop_candidates()
 
     def _learn_reference(self) -> None:
         try:
@@ -407,7 +492,7 @@ class DriftDetector:
                 # Learn the reference, or check that the store still has it (written back when lost).
                 self._verified_at = now
                 self._io.submit(self._learn_reference)
-            report = self._report(self._ref.current, self._window.snapshot(), self._alert, "local", None)
+            report = self._report(self._ref.current, self._local_snapshot(), self._alert, "local", None)
             changed = report.alert_triggered != self._alert
             self._alert = report.alert_triggered
             self._publish(report)
@@ -428,7 +513,7 @@ class DriftDetector:
             self._window.mark_checked()
             self._push()
             reference = self._ref.current or self._ref.load()
-            report = self._report(reference, self._window.snapshot(), self._alert, "local", None)
+            report = self._report(reference, self._local_snapshot(), self._alert, "local", None)
             if report.alert_triggered != self._alert:
                 self._persist_alert(report.alert_triggered, report.current_drift_score)
             self._alert = report.alert_triggered
@@ -460,6 +545,13 @@ class DriftDetector:
             self._publish(report)
             return report
 
+    def _local_snapshot(self) -> WindowSnapshot:
+        window = self._window.snapshot()
+        if not (self._extra.kinds or self._extra.dimensions):
+            return window
+        features, vectors = self._extra.snapshot()
+        return attrs.evolve(window, features=features, embeddings=vectors)
+
     def _persist_alert(self, alert: bool, score: float) -> None:
         """Share a local check's alert transition (rare; a failure is counted, never raised)."""
         try:
@@ -484,11 +576,16 @@ class DriftDetector:
             reference_source=None if reference is None else reference.source,
             total_samples=window.total_samples, invalid_samples=window.invalid_samples,
             window_start=window.start, window_end=window.end,
-            evaluated_at=self.clock(), scope=scope,
+            evaluated_at=self.clock(), scope=scope, features=ev.features, embedding=ev.embedding,
+            calibration=self._calibration,
         )
 
     def _publish(self, report: DriftReport) -> None:
         self._last_report = report
         if report.level is not DriftLevel.INSUFFICIENT_DATA:
             self._tel.set(semconv.MODEL_DRIFT_SCORE, self._labels, report.current_drift_score)
+            for name, feature in report.features.items():
+                self._tel.set(semconv.MODEL_FEATURE_DRIFT_SCORE, (*self._labels, name), feature.score)
+            if report.embedding is not None:
+                self._tel.set(semconv.MODEL_EMBEDDING_DRIFT_SCORE, self._labels, report.embedding.mmd2)
         self._tel.set(semconv.DRIFT_ALERT, self._labels, 1.0 if report.alert_triggered else 0.0)

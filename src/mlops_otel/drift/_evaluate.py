@@ -6,6 +6,7 @@ import attrs
 import numpy as np
 
 from ._calibration import effective_size, ks_calibrated
+from ._features import EmbeddingDrift, FeatureDrift, embedding_drift, feature_drift, holm
 from ._reference import Reference
 from ._report import DriftLevel, OutputDrift
 from ._stats import ConfidenceInterval, KSWorkspace, confidence_degradation
@@ -27,6 +28,10 @@ class Rules:
     warning_threshold: float
     confidence_drop: float
     interval_level: float
+    #: A feature is flagged when its Holm-adjusted p-value is below *alpha* and its score reaches this.
+    feature_effect: float = 0.05
+    #: Permutations of the embeddings' MMD test.
+    permutations: int = 100
 
 
 @attrs.frozen
@@ -40,6 +45,8 @@ class Evaluation:
     degradation: ConfidenceInterval | None
     performance: bool
     production_samples: int
+    features: dict[str, FeatureDrift] = attrs.field(factory=dict)
+    embedding: EmbeddingDrift | None = None
 
 
 def evaluate(rules: Rules, reference: Reference | None, window: WindowSnapshot, prior_alert: bool,
@@ -75,6 +82,13 @@ def evaluate(rules: Rules, reference: Reference | None, window: WindowSnapshot, 
                                              effective_reference=conf.effective_reference_samples,
                                              effective_sample=conf.effective_production_samples)
         performance = degradation.low > 0.0 and degradation.estimate >= rules.confidence_drop
+    features: dict[str, FeatureDrift] = {}
+    embedding: EmbeddingDrift | None = None
+    if reference is not None:
+        features = _features(rules, reference, window)
+        if reference.embeddings is not None and window.embeddings is not None:
+            embedding = embedding_drift(reference.embeddings, window.embeddings, alpha=rules.alpha,
+                                        permutations=rules.permutations)
     enough = reference is not None and n >= rules.min_samples
     # On: a distance over the threshold that is significant at the effective sizes. Off: below clear.
     alert = enough and (score >= rules.clear_threshold if prior_alert else significant_alert)
@@ -82,8 +96,21 @@ def evaluate(rules: Rules, reference: Reference | None, window: WindowSnapshot, 
         level = DriftLevel.INSUFFICIENT_DATA
     elif alert:
         level = DriftLevel.ALERT
-    elif performance or any(out.significant for out in outputs.values()):
+    elif (performance or any(out.significant for out in outputs.values())
+          or any(f.drifted for f in features.values()) or (embedding is not None and embedding.drifted)):
         level = DriftLevel.WARNING
     else:
         level = DriftLevel.OK
-    return Evaluation(score, alert, level, outputs, degradation, performance and enough, n)
+    return Evaluation(score, alert, level, outputs, degradation, performance and enough, n, features, embedding)
+
+
+def _features(rules: Rules, reference: Reference, window: WindowSnapshot) -> dict[str, FeatureDrift]:
+    """Each monitored feature's drift, Holm-corrected over the features, ranked by score (largest first)."""
+    raw = [d for name, ref in reference.features.items()
+           if (d := feature_drift(name, ref, window.features.get(name, ()))) is not None]
+    adjusted = holm([d.p_value for d in raw])
+    ranked = sorted(
+        (attrs.evolve(d, p_adjusted=p, drifted=p < rules.alpha and d.score >= rules.feature_effect)
+         for d, p in zip(raw, adjusted, strict=True)),
+        key=lambda d: (not d.drifted, -d.score, d.name))
+    return {d.name: d for d in ranked}

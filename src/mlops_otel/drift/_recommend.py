@@ -52,13 +52,36 @@ def previous_champion(registry: object | None, model_type: str, version: str,
 def recommend(rules: Rules, ev: Evaluation, *, has_reference: bool, reference_size: int | None,
               previous: str | None, has_registry: bool, scope: str) -> str:
     """What an operator should do about *ev*, in one or two sentences."""
-    level, outputs, degradation, score = ev.level, ev.outputs, ev.degradation, ev.score
+    level = ev.level
     if level is DriftLevel.INSUFFICIENT_DATA:
         if not has_reference:
             return (f"Collecting data: no reference yet (set_reference(), or the first {reference_size} "
                     "production samples become the reference). No action needed.")
         return (f"Collecting data: {ev.production_samples} of the {rules.min_samples} production samples needed "
                 "before alerting. No action needed.")
+    return _recommend_outputs(rules, ev, previous=previous, has_registry=has_registry, scope=scope) + _inputs(ev)
+
+
+def _inputs(ev: Evaluation) -> str:
+    """The inputs that moved, ranked (empty when none did)."""
+    flagged = [f for f in ev.features.values() if f.drifted]
+    parts = []
+    if flagged:
+        shown = ", ".join(
+            f"{f.name} ({'TVD' if f.kind == 'categorical' else 'KS'} {f.score:.2f}"
+            + (f"; {f.most_changed}" if f.most_changed else "")
+            + (f"; {f.unseen} unseen" if f.unseen else "") + ")"
+            for f in flagged[:5])
+        more = f" and {len(flagged) - 5} more" if len(flagged) > 5 else ""
+        parts.append(f" Input features that drifted, largest first: {shown}{more}.")
+    if ev.embedding is not None and ev.embedding.drifted:
+        parts.append(f" Embeddings drifted (MMD^2 {ev.embedding.mmd2:.4f}, p={ev.embedding.p_value:.3f}).")
+    return "".join(parts)
+
+
+def _recommend_outputs(rules: Rules, ev: Evaluation, *, previous: str | None, has_registry: bool,
+                       scope: str) -> str:
+    level, outputs, degradation, score = ev.level, ev.outputs, ev.degradation, ev.score
     conf = outputs[CONFIDENCE]
     if ev.performance and degradation is not None:
         if previous is not None:
@@ -81,6 +104,8 @@ def recommend(rules: Rules, ev: Evaluation, *, has_reference: bool, reference_si
                 "before retraining.")
     if level is DriftLevel.WARNING:
         significant = [o for o in outputs.values() if o.significant]
+        if not significant:
+            return "Watch: the model outputs hold, but its inputs moved; no rollback needed yet."
         names = " and ".join(f"{o.name} (KS {o.ks_statistic:.2f}, p={o.p_value:.1e})" for o in significant)
         return (f"Watch: {names} shifted significantly but below the {rules.threshold:.2f} alert threshold. "
                 "Check recent changes to the input data or traffic mix; no rollback needed yet.")

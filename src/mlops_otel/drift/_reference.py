@@ -20,6 +20,7 @@ import numpy as np
 
 from ..stores import JSONValue, StateStore, StoreError, Versioned
 from ._calibration import effective_size
+from ._features import FeatureReference
 from ._stats import FloatArray, ReferenceSample
 from ._window import ANOMALY_SCORE, CONFIDENCE, OUTPUTS
 
@@ -47,6 +48,21 @@ def unit_values(raw: Sequence[JSONValue]) -> FloatArray:
     return array if bool(ok.all()) else array[ok]
 
 
+def vectors(raw: object) -> FloatArray | None:
+    """Stored embeddings (a list of equal-length number lists) as a 2-D array, ``None`` when unusable."""
+    if not isinstance(raw, list) or not raw:
+        return None
+    rows = [r for r in raw if isinstance(r, list) and r]
+    if not rows:
+        return None
+    d = len(rows[-1])
+    try:
+        array = np.asarray([r for r in rows if len(r) == d], dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return array if array.ndim == 2 and bool(np.isfinite(array).all()) else None
+
+
 def _as_list(value: object) -> list[JSONValue]:
     return value if isinstance(value, list) else []
 
@@ -61,16 +77,47 @@ class Reference:
     samples: Mapping[str, ReferenceSample] = attrs.field(repr=False)
     #: Effective sample size of each output (its data in arrival order, serial dependence discounted).
     effective: Mapping[str, float] = attrs.field(factory=dict)
+    #: Input features' raw values and prepared references, and the embeddings (rows), when monitored.
+    feature_data: Mapping[str, list[float | str]] = attrs.field(factory=dict, repr=False)
+    features: Mapping[str, FeatureReference] = attrs.field(factory=dict, repr=False)
+    embeddings: FloatArray | None = attrs.field(default=None, repr=False)
 
     @property
     def size(self) -> int:
         return min(s.size for s in self.samples.values())
 
     @classmethod
-    def prepare(cls, ref_id: str, source: str, data: Mapping[str, FloatArray], bins: int) -> Reference:
+    def prepare(cls, ref_id: str, source: str, data: Mapping[str, FloatArray], bins: int,
+                features: Mapping[str, list[float | str]] | None = None,
+                embeddings: FloatArray | None = None) -> Reference:
+        prepared = {name: FeatureReference.from_values(values, bins) for name, values in (features or {}).items()}
         return cls(ref_id, source, dict(data),
                    {name: ReferenceSample.from_values(data[name], bins=bins) for name in OUTPUTS},
-                   {name: effective_size(data[name]) for name in OUTPUTS})
+                   {name: effective_size(data[name]) for name in OUTPUTS},
+                   {name: list(values) for name, values in (features or {}).items() if prepared[name] is not None},
+                   {name: ref for name, ref in prepared.items() if ref is not None},
+                   embeddings)
+
+    def document(self) -> JSONValue:
+        """The data document stored for this reference."""
+        doc: dict[str, JSONValue] = {name: self.data[name].tolist() for name in OUTPUTS}
+        if self.feature_data:
+            doc["features"] = {name: list(values) for name, values in self.feature_data.items()}
+        if self.embeddings is not None:
+            doc["embeddings"] = self.embeddings.tolist()
+        return doc
+
+    @classmethod
+    def from_document(cls, ref_id: str, source: str, doc: Mapping[str, JSONValue], bins: int) -> Reference:
+        raw = doc.get("features")
+        features: dict[str, list[float | str]] = {}
+        if isinstance(raw, dict):
+            for name, values in raw.items():
+                if isinstance(values, list):
+                    features[name] = [v for v in values
+                                      if isinstance(v, (str, int, float)) and not isinstance(v, bool)]
+        return cls.prepare(ref_id, source, {name: unit_values(_as_list(doc.get(name))) for name in OUTPUTS}, bins,
+                           features, vectors(doc.get("embeddings")))
 
 
 @attrs.define(eq=False)
@@ -88,6 +135,9 @@ class SharedReference:
     clock: Callable[[], float]
     on_adopt: Callable[[], None] = attrs.field(default=lambda: None)
     on_restore: Callable[[Reference], None] = attrs.field(default=lambda _: None)
+    #: The default reference's feature and embedding candidates in the store (read when freezing it).
+    extra_candidates: Callable[[], tuple[dict[str, list[float | str]], FloatArray | None]] = attrs.field(
+        default=lambda: ({}, None))
     current: Reference | None = attrs.field(default=None, init=False)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
 
@@ -101,9 +151,10 @@ class SharedReference:
         return reference
 
     # ---------------------------------------------------------------- write
-    def set(self, data: Mapping[str, FloatArray]) -> Reference:
+    def set(self, data: Mapping[str, FloatArray], features: Mapping[str, list[float | str]] | None = None,
+            embeddings: FloatArray | None = None) -> Reference:
         """Make *data* (one array per output) the reference of every worker; replaces the old one."""
-        reference = Reference.prepare(secrets.token_hex(8), SOURCE_EXPLICIT, data, self.bins)
+        reference = Reference.prepare(secrets.token_hex(8), SOURCE_EXPLICIT, data, self.bins, features, embeddings)
         self._write_data(reference)
         pointer = self._pointer_value(reference)
         key = self.keys["reference"]
@@ -122,7 +173,7 @@ class SharedReference:
         return f"{self.keys['reference']}:{ref_id}"
 
     def _write_data(self, reference: Reference) -> None:
-        data: JSONValue = {name: reference.data[name].tolist() for name in OUTPUTS}
+        data = reference.document()
         if not self.store.compare_and_set(self._data_key(reference.ref_id), data, expected_version=0):
             raise StoreError("compare_and_set", self._data_key(reference.ref_id),
                              RuntimeError("a fresh random reference id was already taken"))
@@ -174,17 +225,16 @@ class SharedReference:
                 continue  # replaced while we read it: read the pointer again
             assert isinstance(pointer.value, dict)
             source = pointer.value.get("source")
-            values = {name: unit_values(_as_list(data.value.get(name))) for name in OUTPUTS}
-            return self._adopt(Reference.prepare(ref_id, source if isinstance(source, str) else SOURCE_EXPLICIT,
-                                                 values, self.bins))
+            return self._adopt(Reference.from_document(
+                ref_id, source if isinstance(source, str) else SOURCE_EXPLICIT, data.value, self.bins))
         return self.current
 
     def _restore(self, held: Reference) -> bool:
         """Write *held* back as the shared reference; ``True`` when this call did it."""
         data_key = self._data_key(held.ref_id)
         if self.store.get_document(data_key) is None:
-            data: JSONValue = {name: held.data[name].tolist() for name in OUTPUTS}
-            self.store.compare_and_set(data_key, data, expected_version=0)  # a racing restorer wrote the same
+            # A racing restorer may write the same document first: either copy serves.
+            self.store.compare_and_set(data_key, held.document(), expected_version=0)
         if not self.store.compare_and_set(self.keys["reference"], self._pointer_value(held), expected_version=0):
             return False
         self.on_restore(held)
@@ -207,13 +257,17 @@ class SharedReference:
             if self._pointer_id(self.store.get_document(self.keys["reference"])) is not None:
                 return _RETRY
             return None
+        features, embeddings = self.extra_candidates()
         reference = Reference.prepare(secrets.token_hex(8), SOURCE_PRODUCTION,
-                                      {ANOMALY_SCORE: scores, CONFIDENCE: confs}, self.bins)
+                                      {ANOMALY_SCORE: scores, CONFIDENCE: confs}, self.bins, features, embeddings)
         self._write_data(reference)
         if self.store.compare_and_set(self.keys["reference"], self._pointer_value(reference), expected_version=0):
             self._adopt(reference)
             self._discard(self.keys["reference_candidates/scores"])
             self._discard(self.keys["reference_candidates/confidences"])
+            self._discard(self.keys["reference_candidates/embeddings"])
+            for key in self.store.list_keys(self.keys["reference_candidates/features"] + ":"):
+                self._discard(key)
             return reference
         # Another worker froze its candidates first: use theirs.
         self._discard(self._data_key(reference.ref_id))

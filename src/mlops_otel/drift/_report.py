@@ -8,6 +8,7 @@ from typing import Any
 
 import attrs
 
+from ._features import EmbeddingDrift, FeatureDrift
 from ._stats import ConfidenceInterval
 
 __all__ = ["DriftLevel", "DriftReport", "OutputDrift"]
@@ -82,6 +83,11 @@ class DriftReport(Mapping[str, Any]):
     window_end: float | None
     evaluated_at: float
     scope: str
+    #: Input features, ranked: flagged ones first, then by score.
+    features: Mapping[str, FeatureDrift] = attrs.field(factory=dict)
+    embedding: EmbeddingDrift | None = None
+    #: How the decisions were calibrated (see docs/drift.md).
+    calibration: Mapping[str, Any] = attrs.field(factory=dict)
 
     @property
     def time_span_seconds(self) -> float | None:
@@ -120,6 +126,9 @@ class DriftReport(Mapping[str, Any]):
             "time_span_seconds": self.time_span_seconds,
             "evaluated_at": self.evaluated_at,
             "scope": self.scope,
+            "features": {name: f.to_dict() for name, f in self.features.items()},
+            "embedding": None if self.embedding is None else self.embedding.to_dict(),
+            "calibration": dict(self.calibration),
         }
 
     def __getitem__(self, key: str) -> Any:

@@ -7,11 +7,13 @@ sees the newest *size* samples of the whole fleet. No statistics here.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import cast
 
 import attrs
 
 from ..stores import JSONValue, StateStore, make_key
-from ._reference import CAS_ATTEMPTS, unit_values
+from ._reference import CAS_ATTEMPTS, unit_values, vectors
+from ._stats import FloatArray
 from ._window import ANOMALY_SCORE, CONFIDENCE, Pending, WindowSnapshot
 
 __all__ = ["SharedWindow", "detector_key", "detector_keys", "parse_detector_key"]
@@ -22,12 +24,23 @@ NAMESPACE = "drift"
 #: second; then the span's start is unknown (``None``). Reading them costs ~1 us per item.
 SPANS_KEPT = 128
 
-_KEY_NAMES = ("scores", "confidences", "spans", "counts", "reference", "alert",
-              "reference_candidates/scores", "reference_candidates/confidences")
+_KEY_NAMES = ("scores", "confidences", "spans", "counts", "reference", "alert", "history", "features",
+              "embeddings", "reference_candidates/scores", "reference_candidates/confidences",
+              "reference_candidates/features", "reference_candidates/embeddings")
+
 
 
 def _encode(name: str) -> str:
     return name.replace("%", "%25").replace(":", "%3A")
+
+
+def encode_name(name: str) -> str:
+    """*name* with ``%`` and ``:`` percent-encoded (a key part that cannot be confused with another)."""
+    return _encode(name)
+
+
+def decode_name(part: str) -> str:
+    return part.replace("%3A", ":").replace("%25", "%")
 
 
 def detector_key(model_type: str, version: str) -> str:
@@ -104,13 +117,51 @@ class SharedWindow:
             store.append(keys["reference_candidates/confidences"], [c for _, c in pending.candidates],
                          max_len=ref_size)
 
+    def feature_key(self, name: str, *, candidates: bool = False) -> str:
+        base = self.keys["reference_candidates/features" if candidates else "features"]
+        return f"{base}:{encode_name(name)}"
+
+    def deliver_extra(self, features: Mapping[str, list[float | str]], embeddings: list[list[float]],
+                      feature_candidates: Mapping[str, list[float | str]],
+                      embedding_candidates: list[list[float]], embedding_size: int) -> None:
+        """Deliver input features and embeddings (bounded like the outputs' windows)."""
+        store = self.store
+        for name, values in features.items():
+            if values:
+                store.append(self.feature_key(name), list(values), max_len=self.size)
+        if embeddings:
+            store.append(self.keys["embeddings"], cast("list[JSONValue]", embeddings), max_len=embedding_size)
+        for name, values in feature_candidates.items():
+            if values:
+                store.append(self.feature_key(name, candidates=True), list(values), max_len=self.reference_size)
+        if embedding_candidates:
+            store.append(self.keys["reference_candidates/embeddings"], cast("list[JSONValue]", embedding_candidates),
+                         max_len=embedding_size)
+
+    def read_features(self, *, candidates: bool = False) -> dict[str, list[float | str]]:
+        """Every feature window in the store (or the default reference's candidates), by feature name."""
+        base = self.keys["reference_candidates/features" if candidates else "features"] + ":"
+        out: dict[str, list[float | str]] = {}
+        for key in self.store.list_keys(base):
+            part = key[len(base):]
+            if ":" in part:
+                continue
+            out[decode_name(part)] = [v for v in self.store.read_window(key)
+                                      if isinstance(v, (str, float, int)) and not isinstance(v, bool)]
+        return out
+
+    def read_embeddings(self, *, candidates: bool = False) -> FloatArray | None:
+        raw = self.store.read_window(self.keys["reference_candidates/embeddings" if candidates else "embeddings"])
+        return vectors(raw)
+
     def read(self) -> WindowSnapshot:
         read = self.store.read_window
         values = {ANOMALY_SCORE: unit_values(read(self.keys["scores"])),
                   CONFIDENCE: unit_values(read(self.keys["confidences"]))}
         start, end = span(read(self.keys["spans"]), min(int(v.shape[0]) for v in values.values()))
         counts = self.store.read_counters(self.keys["counts"])
-        return WindowSnapshot(values, start, end, int(counts.get("samples", 0.0)), int(counts.get("invalid", 0.0)))
+        return WindowSnapshot(values, start, end, int(counts.get("samples", 0.0)), int(counts.get("invalid", 0.0)),
+                              self.read_features(), self.read_embeddings())
 
     # ------------------------------------------------------------ alert
     def _alert_doc(self, alert: bool, score: float) -> JSONValue:

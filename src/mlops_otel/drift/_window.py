@@ -40,6 +40,8 @@ class WindowSnapshot:
     end: float | None
     total_samples: int
     invalid_samples: int
+    features: Mapping[str, list[float | str]] = attrs.field(factory=dict)
+    embeddings: FloatArray | None = None
 
     @property
     def size(self) -> int:
