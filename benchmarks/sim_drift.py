@@ -102,7 +102,7 @@ class NullCell:
 def no_drift(window: int, phi: float, runs: int) -> NullCell:
     """Stationary traffic: how many runs ever alert (new rule, and the 0.1 rule on the same reports)?"""
     started = time.perf_counter()
-    n = max(10 * window, 5000)
+    n = max(min(10 * window, 50_000), 5000)
     checks = alerted = alerted01 = warned = 0
     for seed in range(runs):
         rng = np.random.default_rng([seed, window, int(phi * 100)])
@@ -156,6 +156,42 @@ def shift(name: str, runs: int, shifted: Callable[[int], np.ndarray | float], af
     return ShiftCell(name, runs, ok, delays, delays01, time.perf_counter() - started)
 
 
+CATEGORIES = ("pump", "valve", "sensor")
+
+
+def categorical_shift(runs: int, shift: float = 0.10, window: int = 1000) -> tuple[int, int, int]:
+    """A 3-category feature whose mix moves by *shift* (50/30/20 -> 40/40/20 at 0.10) among four steady
+    features: (runs where it is flagged, ranked first and named in the recommendation; runs where a steady
+    feature is flagged; runs)."""
+    named = false_flags = 0
+    for seed in range(runs):
+        rng = np.random.default_rng([seed, 11])
+        d = detector(window)
+
+        def batch(n: int, p: tuple[float, ...], rng: np.random.Generator = rng
+                  ) -> tuple[np.ndarray, np.ndarray, dict[str, list[float | str]]]:
+            s, c = traffic(rng, n)
+            return s, c, {
+                "equipment": rng.choice(CATEGORIES, n, p=p).tolist(),
+                "site": rng.choice(["north", "south", "east"], n).tolist(),
+                "temperature": rng.normal(50.0, 5.0, n).tolist(),
+                "pressure": rng.gamma(4.0, 2.0, n).tolist(),
+                "firmware": rng.choice(["1.0", "1.1"], n, p=(0.7, 0.3)).tolist(),
+            }
+
+        s, c, f = batch(window, (0.5, 0.3, 0.2))
+        d.add_production_samples(s, c, features=f)
+        d.check()
+        s, c, f = batch(window, (0.5 - shift, 0.3 + shift, 0.2))
+        d.add_production_samples(s, c, features=f)
+        report = d.get_drift_report()
+        ranked = list(report.features.values())
+        named += (ranked[0].name == "equipment" and ranked[0].drifted
+                  and "equipment" in report.recommendation)
+        false_flags += any(x.drifted for x in ranked if x.name != "equipment")
+    return named, false_flags, runs
+
+
 def _delay(delays: Iterable[int | None]) -> str:
     found = [x for x in delays if x is not None]
     if not found:
@@ -175,7 +211,7 @@ def run(quick: bool = False) -> list[str]:
     phis = (0.0, 0.97) if quick else (0.0, 0.5, 0.9, 0.97)
     for window in windows:
         for phi in phis:
-            cell = no_drift(window, phi, runs if window < 10_000 else max(runs // 4, 20))
+            cell = no_drift(window, phi, runs)
             lines.append(f"| {window:,} | {phi} | {cell.samples:,} | {cell.checks:,} | "
                          f"{rate(cell.runs_alerted, cell.runs)} | {rate(cell.runs_alerted_01, cell.runs)} | "
                          f"{cell.checks_warned / max(cell.checks, 1):.2%} |")
@@ -193,6 +229,13 @@ def run(quick: bool = False) -> list[str]:
         lines.append(f"| {cell.name} | {goal} | {rate(cell.passed, cell.runs)} | {_delay(cell.delays)} | "
                      f"{_delay(cell.delays_01)} |")
         print(lines[-1], f"[{cell.seconds:.1f}s]", file=sys.stderr, flush=True)
+    named, false_flags, n = categorical_shift(runs)
+    lines += ["", "### Input features (window 1,000, five features)", "",
+              "| scenario | goal | result |", "|---|---|---|",
+              f"| one categorical feature's mix moves 10 points (50/30/20 -> 40/40/20) | flagged, ranked first "
+              f"and named >= 95% | {rate(named, n)} |",
+              f"| the four steady features in the same runs | (false flags) | {rate(false_flags, n)} runs with one |"]
+    print("\n".join(lines[-2:]), file=sys.stderr, flush=True)
     return lines
 
 

@@ -9,13 +9,14 @@ The parts, each testable alone: :mod:`._window` (this process's ring buffer),
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import numbers
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import numpy as np
@@ -40,6 +41,9 @@ if TYPE_CHECKING:
 __all__ = ["ANOMALY_SCORE", "CONFIDENCE", "OUTPUTS", "DriftDetector", "DriftLevel", "DriftReport", "OutputDrift"]
 
 log = logging.getLogger("mlops_otel.drift")
+
+#: A worker adds a local check to the shared score history at most this often (seconds) unless its level changes.
+HISTORY_INTERVAL = 10.0
 
 #: A local check confirms at least this often (seconds) that the store still holds the reference.
 VERIFY_INTERVAL = 10.0
@@ -186,6 +190,8 @@ class DriftDetector:
     _workspace: KSWorkspace = attrs.field(factory=KSWorkspace, init=False, repr=False)
     _verified_at: float = attrs.field(default=0.0, init=False, repr=False)
     _calibration: dict[str, object] = attrs.field(factory=dict, init=False, repr=False)
+    _recorded_at: float = attrs.field(default=-math.inf, init=False, repr=False)
+    _last_level: DriftLevel | None = attrs.field(default=None, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self.threshold = _check_fraction("threshold", self.threshold, open_low=True)
@@ -545,6 +551,81 @@ class DriftDetector:
             self._publish(report)
             return report
 
+    def _record(self, report: DriftReport) -> None:
+        outputs = report.outputs.values()
+        try:
+            self._shared.record({
+                "time": report.evaluated_at, "score": report.current_drift_score, "threshold": report.threshold,
+                "clear_threshold": report.clear_threshold, "status": report.level.value,
+                "alert": report.alert_triggered, "scope": report.scope,
+                "p_value": min((o.p_value for o in outputs), default=None),
+                "effective_samples": min((o.effective_production_samples for o in outputs), default=None),
+                "production_samples": report.production_samples,
+                "features": {name: f.score for name, f in list(report.features.items())[:10]},
+                "embedding": None if report.embedding is None else report.embedding.mmd2,
+            })
+        except Exception as exc:  # the history is a courtesy; never let it break a check
+            self._tel.fault("drift.history", exc)
+
+    def score_history(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The newest evaluations of this model version, oldest first, shared by every worker.
+
+        Each item: ``time``, ``score`` (the KS distance), ``threshold``,
+        ``clear_threshold``, ``status`` (the level), ``alert``, ``scope``,
+        ``p_value`` and ``effective_samples`` (of the output closest to
+        significance), ``production_samples``, the top ``features`` scores and
+        the ``embedding`` MMD^2. Kept in the store, capped at 500 items: every
+        shared report and at most one local check per worker every 10 s (or on
+        a change of level). Reads the store: call it off the request path.
+        """
+        self._push()
+        self.store.flush()
+        items = self._shared.history()
+        return items if limit is None else items[-limit:]
+
+    def distributions(self, points: int = 21) -> dict[str, Any]:
+        """Reference and production quantiles (and category mixes) for plotting, from the shared windows.
+
+        ``{"quantiles": [...], "outputs": {name: {"reference": [...], "production": [...]}},
+        "features": {name: {"kind", "reference", "production"}}}``: numeric series are the values at
+        *points* evenly spaced quantile levels; categorical ones the share of each category.
+        Reads the store: call it off the request path.
+        """
+        if not isinstance(points, int) or isinstance(points, bool) or points < 2:
+            raise ValueError(f"points must be an int >= 2, got {points!r}")
+        self._push()
+        self.store.flush()
+        reference = self._ref.load()
+        window = self._shared.read()
+        levels = np.linspace(0.0, 1.0, points)
+
+        def q(values: FloatArray) -> list[float] | None:
+            return np.quantile(values, levels).tolist() if values.shape[0] else None
+
+        out: dict[str, Any] = {"quantiles": levels.tolist(), "outputs": {}, "features": {}}
+        for name in OUTPUTS:
+            out["outputs"][name] = {
+                "reference": None if reference is None else q(reference.data[name]),
+                "production": q(window.values[name])}
+        refs = {} if reference is None else reference.features
+        for name in sorted(set(refs) | set(window.features)):
+            ref = refs.get(name)
+            prod = window.features.get(name, [])
+            categorical = (ref.kind == "categorical") if ref is not None else any(isinstance(v, str) for v in prod)
+            if categorical:
+                shares = {}
+                for label, values in (("reference", None if ref is None else ref.counts), ("production", prod)):
+                    counts = values if isinstance(values, Mapping) else collections.Counter(
+                        v for v in (values or []) if isinstance(v, str))
+                    total = sum(counts.values())
+                    shares[label] = {k: c / total for k, c in sorted(counts.items())} if total else None
+                out["features"][name] = {"kind": "categorical", **shares}
+            else:
+                numbers = np.asarray([v for v in prod if not isinstance(v, str)], dtype=np.float64)
+                ref_q = None if ref is None or ref.numeric is None else q(ref.numeric.sorted_values)
+                out["features"][name] = {"kind": "numeric", "reference": ref_q, "production": q(numbers)}
+        return out
+
     def _local_snapshot(self) -> WindowSnapshot:
         window = self._window.snapshot()
         if not (self._extra.kinds or self._extra.dimensions):
@@ -582,6 +663,12 @@ class DriftDetector:
 
     def _publish(self, report: DriftReport) -> None:
         self._last_report = report
+        now = report.evaluated_at
+        if report.scope == "shared" or now - self._recorded_at >= HISTORY_INTERVAL or (
+                self._last_level is not report.level):
+            self._recorded_at = now
+            self._last_level = report.level
+            self._record(report)
         if report.level is not DriftLevel.INSUFFICIENT_DATA:
             self._tel.set(semconv.MODEL_DRIFT_SCORE, self._labels, report.current_drift_score)
             for name, feature in report.features.items():

@@ -23,6 +23,8 @@ NAMESPACE = "drift"
 #: They cover the window unless a worker delivers fewer than window_size / 128 samples per
 #: second; then the span's start is unknown (``None``). Reading them costs ~1 us per item.
 SPANS_KEPT = 128
+#: Evaluations kept in the shared score history (all workers together).
+HISTORY_KEPT = 500
 
 _KEY_NAMES = ("scores", "confidences", "spans", "counts", "reference", "alert", "history", "features",
               "embeddings", "reference_candidates/scores", "reference_candidates/confidences",
@@ -162,6 +164,14 @@ class SharedWindow:
         counts = self.store.read_counters(self.keys["counts"])
         return WindowSnapshot(values, start, end, int(counts.get("samples", 0.0)), int(counts.get("invalid", 0.0)),
                               self.read_features(), self.read_embeddings())
+
+    # ---------------------------------------------------------- history
+    def record(self, entry: Mapping[str, JSONValue]) -> None:
+        """Append one evaluation to the shared, capped score history (write-behind: no wait)."""
+        self.store.append(self.keys["history"], [dict(entry)], max_len=HISTORY_KEPT)
+
+    def history(self) -> list[dict[str, JSONValue]]:
+        return [item for item in self.store.read_window(self.keys["history"]) if isinstance(item, dict)]
 
     # ------------------------------------------------------------ alert
     def _alert_doc(self, alert: bool, score: float) -> JSONValue:
