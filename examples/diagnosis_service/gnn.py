@@ -372,7 +372,9 @@ class EquipmentGNN:
 
     def embed(self, readings: SensorReadings) -> FloatArray:
         """The graph embedding of one reading window (see :meth:`embed_values`)."""
-        return self.embed_values(np.asarray(readings.values, dtype=np.float64)[None], readings.equipment_type)[0]
+        batch = self.embed_values(np.asarray(readings.values, dtype=np.float64)[None], readings.equipment_type)
+        row: FloatArray = batch[0]
+        return row
 
     def _fails(self, readings: SensorReadings) -> bool:
         if self.error_probability <= 0.0:
