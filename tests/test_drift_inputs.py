@@ -208,3 +208,42 @@ def test_distributions_of_features(tel: Telemetry) -> None:
     assert plot["features"]["x"]["kind"] == "numeric"
     with pytest.raises(ValueError, match="points must be an int >= 2, got 1"):
         d.distributions(points=1)
+
+
+# ------------------------------------------------------ parts tested alone
+def test_local_window_is_a_ring_in_arrival_order_with_write_behind_counts() -> None:
+    from mlops_otel.drift._window import DUE_CHECK, DUE_NOTHING, DUE_PUSH, LocalWindow
+
+    w = LocalWindow(size=4, check_every=3, push_every=2, push_on_path=True, reference_size=2)
+    w.last_push = 100.0
+    assert w.add(0.1, 0.9, 100.0) == DUE_NOTHING
+    assert w.add(0.2, 0.9, 100.0) == DUE_PUSH
+    assert w.add(0.3, 0.9, 100.0) == DUE_CHECK
+    w.mark_checked()
+    for x in (0.4, 0.5):
+        w.add(x, 0.8, 101.0)
+    snap = w.snapshot()
+    assert snap.values["anomaly_score"].tolist() == [0.2, 0.3, 0.4, 0.5]  # oldest first, 0.1 overwritten
+    assert (snap.start, snap.end, snap.total_samples) == (100.0, 101.0, 5)
+    pending = w.take_pending(102.0, with_candidates=True)
+    assert pending.scores.tolist() == [0.2, 0.3, 0.4, 0.5]  # at most one window is pending
+    assert pending.accepted == 5
+    assert pending.candidates == [(0.1, 0.9), (0.2, 0.9)]
+    assert w.take_pending(103.0, with_candidates=True).candidates == []  # each candidate is sent once
+
+
+def test_feature_candidates_are_sent_once_and_stop_at_the_reference_size() -> None:
+    from mlops_otel.drift._features import FeatureBuffer
+
+    b = FeatureBuffer(size=3, reference_size=4, max_features=2, embedding_size=2, max_dimensions=3)
+    for i in range(3):
+        b.add({"x": float(i)}, [1.0, 2.0, float(i)])
+    _, vectors, candidates, vector_candidates, overflow = b.take_pending(with_candidates=True)
+    assert candidates == {"x": [0.0, 1.0, 2.0]}
+    assert len(vectors) == len(vector_candidates) == 2  # embeddings bounded by embedding_size
+    for i in range(3, 10):
+        b.add({"x": float(i)}, None)
+    pending, _, candidates, _, _ = b.take_pending(with_candidates=True)
+    assert candidates == {"x": [3.0]}
+    assert pending == {"x": [7.0, 8.0, 9.0]}  # pending holds at most one window, the newest
+    assert overflow == 0

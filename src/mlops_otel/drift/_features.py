@@ -48,6 +48,9 @@ def valid_feature_name(name: object) -> bool:
 
 
 # ------------------------------------------------------------------ buffers
+_Slot = tuple[str, "collections.deque[float | str]", "collections.deque[float | str]", list[float | str] | None]
+
+
 @attrs.define(eq=False)
 class FeatureBuffer:
     """Per-feature local windows, pending deliveries and default-reference candidates, all bounded.
@@ -67,7 +70,7 @@ class FeatureBuffer:
     lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
     kinds: dict[str, str] = attrs.field(factory=dict, init=False)
     values: dict[str, collections.deque[float | str]] = attrs.field(factory=dict, init=False, repr=False)
-    pending: dict[str, list[float | str]] = attrs.field(factory=dict, init=False, repr=False)
+    pending: dict[str, collections.deque[float | str]] = attrs.field(factory=dict, init=False, repr=False)
     candidates: dict[str, list[float | str]] | None = attrs.field(factory=dict, init=False, repr=False)
     embeddings: collections.deque[FloatArray] = attrs.field(init=False, repr=False)
     embeddings_pending: list[list[float]] = attrs.field(factory=list, init=False, repr=False)
@@ -75,6 +78,10 @@ class FeatureBuffer:
     dimensions: int = attrs.field(default=0, init=False)
     overflow: int = attrs.field(default=0, init=False)
     overflow_unpushed: int = attrs.field(default=0, init=False)
+    candidates_sent: dict[str, int] = attrs.field(factory=dict, init=False, repr=False)
+    embedding_candidates_sent: int = attrs.field(default=0, init=False, repr=False)
+    #: Per feature: (kind, local window, pending, candidates or None), one lookup on the hot path.
+    slots: dict[str, _Slot] = attrs.field(factory=dict, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self.embeddings = collections.deque(maxlen=self.embedding_size)
@@ -82,8 +89,13 @@ class FeatureBuffer:
     def reset(self, *, keep_candidates: bool) -> None:
         self.lock = threading.Lock()
         self.values = {name: collections.deque(maxlen=self.size) for name in self.kinds}
-        self.pending = {}
-        self.candidates = {} if keep_candidates else None
+        self.pending = {name: collections.deque(maxlen=self.size) for name in self.kinds}
+        self.candidates = {name: [] for name in self.kinds} if keep_candidates else None
+        self.slots = {name: (kind, self.values[name], self.pending[name],
+                             None if self.candidates is None else self.candidates[name])
+                      for name, kind in self.kinds.items()}
+        self.candidates_sent = {}
+        self.embedding_candidates_sent = 0
         self.embeddings = collections.deque(maxlen=self.embedding_size)
         self.embeddings_pending = []
         self.embedding_candidates = [] if keep_candidates else None
@@ -94,43 +106,56 @@ class FeatureBuffer:
         dropped = 0
         with self.lock:
             if features is not None:
+                slots = self.slots
                 for name, value in features.items():
-                    kind = self.kinds.get(name)
+                    kind = CATEGORICAL
                     item: float | str
-                    if type(value) is str:
-                        got, item = CATEGORICAL, value[:MAX_CATEGORY]
+                    if type(value) is float:
+                        if value - value != 0.0:  # NaN or infinite
+                            dropped += 1
+                            continue
+                        kind, item = NUMERIC, value
+                    elif type(value) is str:
+                        item = value if len(value) <= MAX_CATEGORY else value[:MAX_CATEGORY]
                     elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                        got, item = NUMERIC, float(value)
+                        kind, item = NUMERIC, float(value)
                     else:
                         dropped += 1
                         continue
-                    if kind is None:
-                        if len(self.kinds) >= self.max_features or not valid_feature_name(name):
+                    slot = slots.get(name)
+                    if slot is None:
+                        slot = self._new_slot(name, kind)
+                        if slot is None:
                             dropped += 1
                             continue
-                        self.kinds[name] = kind = got
-                        self.values[name] = collections.deque(maxlen=self.size)
-                    if kind != got:
+                    if slot[0] is not kind:
                         dropped += 1
                         continue
-                    self.values[name].append(item)
-                    pending = self.pending.get(name)
-                    if pending is None:
-                        self.pending[name] = pending = []
-                    if len(pending) < self.size:
-                        pending.append(item)
-                    candidates = self.candidates
-                    if candidates is not None:
-                        kept = candidates.get(name)
-                        if kept is None:
-                            candidates[name] = kept = []
-                        if len(kept) < self.reference_size:
-                            kept.append(item)
+                    slot[1].append(item)
+                    slot[2].append(item)
+                    candidates = slot[3]
+                    if candidates is not None and len(candidates) < self.reference_size:
+                        candidates.append(item)
             if embedding is not None:
                 dropped += self._add_embedding(embedding)
-            self.overflow += dropped
-            self.overflow_unpushed += dropped
+            if dropped:
+                self.overflow += dropped
+                self.overflow_unpushed += dropped
         return dropped
+
+    def _new_slot(self, name: str, kind: str) -> _Slot | None:
+        if len(self.kinds) >= self.max_features or not valid_feature_name(name):
+            return None
+        self.kinds[name] = kind
+        values: collections.deque[float | str] = collections.deque(maxlen=self.size)
+        pending: collections.deque[float | str] = collections.deque(maxlen=self.size)
+        candidates: list[float | str] | None = None if self.candidates is None else []
+        self.values[name], self.pending[name] = values, pending
+        if self.candidates is not None and candidates is not None:
+            self.candidates[name] = candidates
+        slot: _Slot = (kind, values, pending, candidates)
+        self.slots[name] = slot
+        return slot
 
     def _add_embedding(self, embedding: object) -> int:
         try:
@@ -154,6 +179,7 @@ class FeatureBuffer:
         with self.lock:
             self.candidates = None
             self.embedding_candidates = None
+            self.slots = {name: (slot[0], slot[1], slot[2], None) for name, slot in self.slots.items()}
 
     def snapshot(self) -> tuple[dict[str, list[float | str]], FloatArray | None]:
         with self.lock:
@@ -165,15 +191,24 @@ class FeatureBuffer:
                                                               dict[str, list[float | str]], list[list[float]], int]:
         """(feature values, embeddings, feature candidates, embedding candidates, overflow) not yet delivered."""
         with self.lock:
-            pending, self.pending = self.pending, {}
+            pending = {name: list(values) for name, values in self.pending.items() if values}
             vectors, self.embeddings_pending = self.embeddings_pending, []
             overflow, self.overflow_unpushed = self.overflow_unpushed, 0
             candidates: dict[str, list[float | str]] = {}
             embedding_candidates: list[list[float]] = []
             if with_candidates and self.candidates is not None:
-                candidates, self.candidates = self.candidates, {}
+                # A feature's candidates stop at reference_size and are delivered once each.
+                sent = self.candidates_sent
+                candidates = {name: values[sent.get(name, 0):] for name, values in self.candidates.items()
+                              if len(values) > sent.get(name, 0)}
+                self.candidates_sent = {name: len(values) for name, values in self.candidates.items()}
+            self.pending = {name: collections.deque(maxlen=self.size) for name in self.kinds}
+            self.slots = {name: (kind, self.values[name], self.pending[name],
+                                 None if self.candidates is None else self.candidates[name])
+                          for name, kind in self.kinds.items()}
             if with_candidates and self.embedding_candidates is not None:
-                embedding_candidates, self.embedding_candidates = self.embedding_candidates, []
+                embedding_candidates = self.embedding_candidates[self.embedding_candidates_sent:]
+                self.embedding_candidates_sent = len(self.embedding_candidates)
         return pending, vectors, candidates, embedding_candidates, overflow
 
 
