@@ -12,16 +12,19 @@ samples, so it is as dependent as the traffic), except where noted.
 "0.1 rule" columns apply the 0.1 release's decision to the same reports: an
 alert as soon as the KS distance reaches 0.3, whatever the sample size.
 
-Run: ``python -m benchmarks.sim_drift`` (``--quick``: 40 runs per cell, for a smoke test).
+Run: ``python -m benchmarks.sim_drift`` (``--quick``: 40 runs per cell, for a smoke test;
+``--write``: also replace the tables in docs/drift.md, as ``make bench`` does).
 The tables in docs/drift.md are one full run of this module.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import attrs
 import numpy as np
@@ -239,11 +242,26 @@ def run(quick: bool = False) -> list[str]:
     return lines
 
 
+DOC = Path(__file__).resolve().parent.parent / "docs" / "drift.md"
+_BEGIN, _END = "<!-- sim:begin -->", "<!-- sim:end -->"
+
+
+def write(lines: list[str], doc: Path = DOC) -> None:
+    """Replace the simulation tables of docs/drift.md (between the sim markers) with *lines*."""
+    head, rest = doc.read_text(encoding="utf-8").split(_BEGIN, 1)
+    tail = rest.split(_END, 1)[1]
+    doc.write_text(head + _BEGIN + "\n" + "\n".join(lines) + "\n" + _END + tail, encoding="utf-8")
+
+
 def main(argv: list[str]) -> None:
     started = time.perf_counter()
     lines = run(quick="--quick" in argv)
+    lines += ["", f"_One run of `python -m benchmarks.sim_drift`: {time.perf_counter() - started:.0f} s "
+              f"on {os.cpu_count()} shared cores._"]
     print("\n".join(lines))
-    print(f"\n(one run: {time.perf_counter() - started:.0f} s)")
+    if "--write" in argv and "--quick" not in argv:
+        write(lines)
+        print(f"wrote {DOC}", file=sys.stderr)
 
 
 if __name__ == "__main__":
