@@ -228,13 +228,7 @@ class Prediction:
                     rt.ab.record_result(self.test, self.variant, ok_latency, ok_conf, error=error)
             if score is not None and conf is not None:
                 detector = rt.drift.get_detector(self.model_type, version)
-                if self.features is not None or self.embedding is not None:
-                    # Contract 4 (#17): features=/embedding= are added by the drift branch; until it is on
-                    # main, pass them only when given.
-                    detector.add_production_sample(score, conf, features=self.features,  # type: ignore[call-arg]
-                                                   embedding=self.embedding)
-                else:
-                    detector.add_production_sample(score, conf)
+                detector.add_production_sample(score, conf, features=self.features, embedding=self.embedding)
         except Exception as exc:  # the caller's request must never fail because of us
             tel.fault("prediction.record", exc)
 
