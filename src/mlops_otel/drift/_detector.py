@@ -99,6 +99,11 @@ def _as_float(value: object) -> float:
         return math.nan
 
 
+def _time_of(item: Mapping[str, object]) -> float:
+    value = item.get("time")
+    return float(value) if isinstance(value, (int, float)) else 0.0
+
+
 def _unit_array(field: str, values: object) -> FloatArray:
     """*values* as a float array of at least 2 numbers in [0, 1], else :class:`ValueError`."""
     try:
@@ -609,7 +614,8 @@ class DriftDetector:
         """
         self._push()
         self.store.flush()
-        items = self._shared.history()
+        # Workers' write-behind deliveries may interleave out of time order: sort by time.
+        items = sorted(self._shared.history(), key=_time_of)
         return items if limit is None else items[-limit:]
 
     def distributions(self, points: int = 21) -> dict[str, Any]:
