@@ -228,6 +228,7 @@ def series(name: str, values: str, **labels: str) -> dict[str, str]:
 
 
 DRIFT = semconv.MODEL_DRIFT_SCORE.prometheus_name
+DRIFT_ALERT = semconv.DRIFT_ALERT.prometheus_name
 ERRORS = semconv.DIAGNOSIS_ERRORS.prometheus_name
 REQUESTS = semconv.DIAGNOSIS_REQUESTS.prometheus_name
 DECISIONS = semconv.AB_DECISIONS.prometheus_name
@@ -243,6 +244,13 @@ def default_rules_tests(rules: dict[str, Any]) -> dict[str, Any]:
             series(DRIFT, "0.29x34", **gnn, model_version="v2.1.0"),  # just below
             series(DRIFT, "0.3x34", **gnn, model_version="v2.0.0"),  # at the threshold is not above
             series(DRIFT, "0.5x3 0.1x30", **gnn, model_version="v1.9.0"),  # above for 4m only
+            # Above the threshold but not significant at the effective sample size: the SDK holds its alert.
+            series(DRIFT, "0.45x34", **gnn, model_version="v1.8.0"),
+            series(DRIFT_ALERT, "0x4 1x30", **gnn, model_version="v2.2.0"),
+            series(DRIFT_ALERT, "0x34", **gnn, model_version="v2.1.0"),
+            series(DRIFT_ALERT, "1x34", **gnn, model_version="v2.0.0"),
+            series(DRIFT_ALERT, "1x3 0x30", **gnn, model_version="v1.9.0"),
+            series(DRIFT_ALERT, "0x34", **gnn, model_version="v1.8.0"),
         ],
         "alert_rule_test": [
             alert_case(rules, ALERT_DRIFT, "4m", []),
@@ -320,7 +328,7 @@ def test_shortened_rules_for_end_to_end_tests(promtool: str, tmp_path: Path) -> 
         "rule_files": ["alerts.yml"], "evaluation_interval": "1s",
         "tests": [{
             "interval": "1s",
-            "input_series": [series(DRIFT, "0.1x4 0.9x30", **gnn)],
+            "input_series": [series(DRIFT, "0.1x4 0.9x30", **gnn), series(DRIFT_ALERT, "0x4 1x30", **gnn)],
             "alert_rule_test": [
                 alert_case(rules, ALERT_DRIFT, "14s", []),
                 alert_case(rules, ALERT_DRIFT, "15s", [(gnn, 0.9)]),
@@ -333,7 +341,7 @@ def test_shortened_rules_for_end_to_end_tests(promtool: str, tmp_path: Path) -> 
 def test_alert_expressions_name_only_exported_metrics() -> None:
     rules = alert_rules()["groups"][0]["rules"]
     used = {name for rule in rules for name in metric_names(rule["expr"])}
-    assert used == {DRIFT, REQUESTS, DECISIONS}
+    assert used == {DRIFT, DRIFT_ALERT, REQUESTS, DECISIONS}
     assert used <= exported_sample_names()
 
 

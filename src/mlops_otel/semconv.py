@@ -23,6 +23,12 @@ __all__ = [
     "AB_DECISIONS",
     "AB_RESULTS",
     "ALL_METRICS",
+    "ATTR_FEATURE",
+    "DRIFT_FEATURE_OVERFLOW",
+    "DRIFT_METRICS",
+    "DRIFT_REFERENCE_RESTORED",
+    "MODEL_EMBEDDING_DRIFT_SCORE",
+    "MODEL_FEATURE_DRIFT_SCORE",
     "ATTR_DECISION",
     "ATTR_ERROR_TYPE",
     "ATTR_GEN_AI_INPUT_TOKENS",
@@ -323,7 +329,39 @@ SDK_METRICS: tuple[MetricSpec, ...] = (
     *ROBUST_METRICS,
 )
 
-ALL_METRICS: tuple[MetricSpec, ...] = SEED_METRICS + SDK_METRICS
+# ------------------------------------------------- drift: inputs, embeddings, faults (#17)
+ATTR_FEATURE = "feature"
+MODEL_FEATURE_DRIFT_SCORE = MetricSpec(
+    "model_feature_drift_score", MetricKind.GAUGE, "{score}",
+    "Drift score of one input feature of a model version: KS distance (numeric) or total variation "
+    "distance of the category mix (categorical), 0..1.",
+    (ATTR_MODEL_TYPE, ATTR_MODEL_VERSION, ATTR_FEATURE),
+)
+MODEL_EMBEDDING_DRIFT_SCORE = MetricSpec(
+    "model_embedding_drift_score", MetricKind.GAUGE, "{score}",
+    "Multivariate drift of a model version's embeddings: squared MMD (Gaussian kernel) against the reference.",
+    (ATTR_MODEL_TYPE, ATTR_MODEL_VERSION),
+)
+DRIFT_REFERENCE_RESTORED = MetricSpec(
+    "mlops_drift_reference_restored", MetricKind.COUNTER, "{restore}",
+    "Drift references written back from a worker's memory after the store lost them (e.g. restarted empty).",
+    (ATTR_MODEL_TYPE, ATTR_MODEL_VERSION),
+)
+DRIFT_FEATURE_OVERFLOW = MetricSpec(
+    "mlops_drift_feature_overflow", MetricKind.COUNTER, "{value}",
+    "Feature values not monitored because the detector's feature cap was reached, or not a finite "
+    "number or a string.",
+    (ATTR_MODEL_TYPE, ATTR_MODEL_VERSION),
+)
+
+DRIFT_METRICS: tuple[MetricSpec, ...] = (
+    MODEL_FEATURE_DRIFT_SCORE,
+    MODEL_EMBEDDING_DRIFT_SCORE,
+    DRIFT_REFERENCE_RESTORED,
+    DRIFT_FEATURE_OVERFLOW,
+)
+
+ALL_METRICS: tuple[MetricSpec, ...] = SEED_METRICS + SDK_METRICS + DRIFT_METRICS
 
 _BY_NAME = {m.name: m for m in ALL_METRICS}
 

@@ -85,9 +85,16 @@ def _by(*labels: str) -> str:
 
 
 def drift_expr(threshold: float = DRIFT_THRESHOLD) -> str:
-    """PromQL: model versions whose drift score is above *threshold* (one series per version)."""
+    """PromQL: model versions whose drift score is above *threshold* while the SDK's alert fires.
+
+    The SDK's ``model_drift_alert`` adds what a fixed threshold ignores: the
+    score must be significant at the window's effective sample size (see
+    docs/drift.md, "Calibrated alerting"). The value is the score.
+    """
     spec = semconv.MODEL_DRIFT_SCORE
-    return f"max {_by(*spec.labels)} ({spec.prometheus_name}) > {threshold!r}"
+    by = _by(*spec.labels)
+    return (f"max {by} ({spec.prometheus_name}) > {threshold!r} "
+            f"and on ({', '.join(spec.labels)}) max {by} ({semconv.DRIFT_ALERT.prometheus_name}) == 1")
 
 
 def error_ratio_expr(window: str = "5m") -> str:
