@@ -55,8 +55,10 @@ class Arm:
     confidence: Normal | Sampler = Normal(0.8, 0.1)
 
 
-def heavy_tail(fraction: float = 0.001, factor: float = 100.0, base: Normal = Normal(math.log(50.0), 0.3)
-               ) -> Sampler:
+_LOG50 = Normal(math.log(50.0), 0.3)
+
+
+def heavy_tail(fraction: float = 0.001, factor: float = 100.0, base: Normal = _LOG50) -> Sampler:
     """Log-normal latencies of which *fraction* are *factor* times slower."""
 
     def draw(rng: np.random.Generator, size: tuple[int, ...]) -> Array:
@@ -126,7 +128,7 @@ class Outcome:
     def quantile_at(self, decision: str, q: float) -> float:
         """Treatment results by which a fraction *q* of all runs had decided *decision* (inf if fewer)."""
         hit = np.sort(np.where(self.decisions == decision, self.at, np.inf))
-        return float(hit[int(math.ceil(q * self.runs)) - 1])
+        return float(hit[math.ceil(q * self.runs) - 1])
 
 
 def simulate(control: Arm, treatment: Arm, *, runs: int, looks: int, batch: int, seed: int,
@@ -278,7 +280,7 @@ def power_ratio(control: Arm, treatment: Arm, primary: str, decision: str, n_fix
 def main(argv: list[str]) -> None:
     quick = "--quick" in argv
     runs = 200 if quick else 2000
-    print(f"| scenario | runs | counted | rate | 95 % CI (Clopper-Pearson) | goal |")
+    print("| scenario | runs | counted | rate | 95 % CI (Clopper-Pearson) | goal |")
     print("|---|---|---|---|---|---|")
     for i, s in enumerate(SCENARIOS):
         out = s.run(runs, seed=100 + i)

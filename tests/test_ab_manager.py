@@ -23,7 +23,7 @@ from mlops_otel.ab import (
     InvalidConfigError,
 )
 from mlops_otel.registry import InvalidValueError, ModelRegistry
-from mlops_otel.stores import MemoryStore, StateStore, make_key
+from mlops_otel.stores import MemoryStore, StateStore
 from mlops_otel.telemetry import Telemetry
 from mlops_otel.testing import sample_value
 

@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import attrs
 
-from ..registry._validate import InvalidValueError, check_name
+from ..validation import InvalidValueError, check_name
 
 __all__ = ["BUILTIN_METRICS", "BUCKETS", "ABTestConfig", "Guardrails", "InvalidConfigError", "MetricSpec"]
 

@@ -58,7 +58,7 @@ import attrs
 import numpy as np
 import numpy.typing as npt
 
-from ..registry import SufficientStats
+from ..stats import SufficientStats
 from . import _stats
 from ._config import BUCKETS, ABTestConfig
 from ._variant import VariantStats

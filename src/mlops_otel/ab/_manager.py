@@ -17,10 +17,10 @@ import attrs
 
 from .. import semconv
 from .._forksafe import after_fork_in_child
-from ..registry import InvalidValueError, ModelRegistry, UnknownVersionError
-from ..registry._validate import check_result
+from ..registry import ModelRegistry, UnknownVersionError
 from ..stores import JSONValue, StateStore, make_key
 from ..telemetry import Telemetry, default_telemetry
+from ..validation import InvalidValueError, check_result
 from ._assign import Variant, assign
 from ._collect import Collector, read_cut, result_values
 from ._config import ABTestConfig, InvalidConfigError

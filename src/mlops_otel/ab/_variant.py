@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import attrs
 
-from ..registry import Moments, SufficientStats
+from ..stats import Moments, SufficientStats
 from ._config import ABTestConfig
 
 __all__ = ["LOG_LATENCY_FLOOR_MS", "VariantStats", "field_names"]
