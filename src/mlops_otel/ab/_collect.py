@@ -182,8 +182,12 @@ class Collector:
         with self._lock:
             self._tests.setdefault(test, _TestSums())
 
-    def publish(self, store: StateStore, test: str, now_fn: Any, allowed: frozenset[str] | None) -> None:
-        """Write this worker's snapshot of *test* (taken now) to its document; raises StoreError."""
+    def publish(self, store: StateStore, test: str, now_fn: Any, allowed: frozenset[str] | None, *,
+                final: bool = False) -> None:
+        """Write this worker's snapshot of *test* (taken now) to its document; raises StoreError.
+
+        *final* marks the worker as stopped: decisions use its last snapshot and no longer wait for it.
+        """
         with self._lock:
             sums = self._tests.get(test)
             if sums is None:
@@ -199,7 +203,7 @@ class Collector:
             snaps = [*snaps[:-1], {**snaps[-1], "until": now}]
         else:
             snaps = [*snaps, {"t": now, "until": now, "arms": cast(JSONValue, arms)}][-_KEEP:]
-        doc: dict[str, JSONValue] = {"worker": self.worker_id, "heartbeat": now,
+        doc: dict[str, JSONValue] = {"worker": self.worker_id, "heartbeat": now, "closed": final,
                                      "checkpoints": cast(JSONValue, snaps), "segments": cast(JSONValue, segments)}
         key = worker_prefix(test) + self.worker_id
         version = self._versions.get(test)
@@ -234,7 +238,8 @@ def read_cut(store: StateStore, test: str, now: float, timeout: float) -> Cut:
         doc = cast(Mapping[str, Any], found.value)
         snaps = [s for s in doc.get("checkpoints") or () if isinstance(s, Mapping) and "t" in s]
         if snaps:
-            docs.append((float(doc.get("heartbeat", 0.0)), snaps, doc.get("segments") or {}))
+            heartbeat = -math.inf if doc.get("closed") else float(doc.get("heartbeat", 0.0))
+            docs.append((heartbeat, snaps, doc.get("segments") or {}))
     live = [d for d in docs if now - d[0] <= timeout]
     watermark = min(float(d[1][-1].get("until", d[1][-1]["t"])) for d in live) if live else None
     zero = VariantStats()

@@ -341,7 +341,7 @@ class ABTestManager:
     def _stale(self) -> None:
         self._wake.set()
 
-    def flush(self, timeout: float | None = None) -> bool:
+    def flush(self, timeout: float | None = None, *, _final: bool = False) -> bool:
         """Publish this process's results snapshot of every test now, then flush the store.
 
         Returns whether everything was delivered. Decisions (evaluate,
@@ -349,7 +349,6 @@ class ABTestManager:
         :meth:`close`, so other workers see its last results.
         """
         ok = True
-        now = self.clock()
         for name in self._collector.tests():
             try:
                 test = self._cached(name)
@@ -358,11 +357,10 @@ class ABTestManager:
                 if test is None:
                     continue
                 self._collector.publish(self.store, name, self.clock,
-                                        frozenset(m.name for m in test.config.metrics))
+                                        frozenset(m.name for m in test.config.metrics), final=_final)
             except Exception as exc:
                 self._tel.fault("ab.flush", exc)
                 ok = False
-        del now
         return self.store.flush(timeout) and ok
 
     # ------------------------------------------------------------------ keys
@@ -807,7 +805,7 @@ class ABTestManager:
         if thread is not None and thread.is_alive() and thread is not threading.current_thread():
             thread.join(timeout=5.0)
         try:
-            self.flush()
+            self.flush(_final=True)
         except Exception as exc:
             self._tel.fault("ab.close", exc)
 

@@ -12,9 +12,11 @@ batch means and chi-square sums of squares) and drawn sample by sample
 otherwise (Beta confidences, latencies with rare 100x outliers), chunked so
 memory stays bounded. Rates come with Clopper-Pearson 95 % intervals.
 
-``python -m benchmarks.ab_simulation`` prints the tables of docs/ab-testing.md
-(``--quick`` runs 10x fewer simulations); ``tests/test_ab_simulation.py`` runs
-a small, statistically sound version.
+``python -m benchmarks.bench_ab_decisions`` prints the table of
+docs/ab-testing.md (``--quick`` runs 10x fewer simulations); ``make bench``
+puts it in docs/performance.md; ``tests/test_ab_simulation.py`` runs a small,
+statistically sound version. Power: samples per arm by which 80 % of runs
+decided, over the two-sided fixed-horizon z-test's n at the same alpha.
 """
 
 from __future__ import annotations
@@ -277,30 +279,37 @@ def power_ratio(control: Arm, treatment: Arm, primary: str, decision: str, n_fix
     return n80, n80 / n_fix
 
 
-def main(argv: list[str]) -> None:
-    quick = "--quick" in argv
-    runs = 200 if quick else 2000
-    print("| scenario | runs | counted | rate | 95 % CI (Clopper-Pearson) | goal |")
-    print("|---|---|---|---|---|---|")
+def run(quick: bool = False, runs: int | None = None) -> list[dict[str, Any]]:
+    """Every scenario, power case and sample-ratio case as report rows (``quick``: 10x fewer runs)."""
+    n = runs if runs is not None else (200 if quick else 2000)
+    rows: list[dict[str, Any]] = []
     for i, s in enumerate(SCENARIOS):
-        out = s.run(runs, seed=100 + i)
+        out = s.run(n, seed=100 + i)
         k = out.count(*s.counts)
-        lo, hi = clopper_pearson(k, runs)
-        print(f"| {s.label} | {runs} | {'/'.join(s.counts)} | {k / runs:.2%} | [{lo:.2%}, {hi:.2%}] | {s.goal} |")
-    print()
-    print("| primary metric | fixed-horizon n/arm | sequential n/arm at 80 % power | ratio |")
-    print("|---|---|---|---|")
-    for j, (label, c, t, primary, decision, n_fix) in enumerate(power_cases()):
-        n80, ratio = power_ratio(c, t, primary, decision, n_fix, runs, seed=200 + j)
-        print(f"| {label} | {n_fix:,.0f} | {n80:,.0f} | {ratio:.2f}x |")
-    print()
-    srm_runs = 2000 if quick else 20_000
-    for p in (0.5, 0.1):
-        k, n = srm_false_halts(srm_runs, 1000, 100, p, seed=300)
         lo, hi = clopper_pearson(k, n)
-        kc, _ = chi_square_false_halts(min(srm_runs, 5000), 1000, 100, p, seed=301)
-        print(f"| SRM, {p:.0%} treatment, 1,000 looks of 100 | {n} | sequential: {k / n:.3%} [{lo:.3%}, {hi:.3%}] "
-              f"| repeated chi-square: {kc / min(srm_runs, 5000):.2%} |")
+        rows.append({"case": s.label, "runs": n, "measure": "/".join(s.counts), "value": f"{k / n:.2%}",
+                     "ci_95": f"[{lo:.2%}, {hi:.2%}]", "goal": s.goal})
+    for j, (label, c, t, primary, decision, n_fix) in enumerate(power_cases()):
+        n80, ratio = power_ratio(c, t, primary, decision, n_fix, n, seed=200 + j)
+        rows.append({"case": f"power, primary {label}", "runs": n, "measure": "n/arm at 80 % power vs fixed",
+                     "value": f"{ratio:.2f}x", "ci_95": f"{n80:,.0f} vs {n_fix:,.0f}", "goal": "<= 1.8x"})
+    srm_runs = n * 10
+    for p in (0.5, 0.1):
+        k, m = srm_false_halts(srm_runs, 1000, 100, p, seed=300)
+        lo, hi = clopper_pearson(k, m)
+        kc, mc = chi_square_false_halts(min(srm_runs, 5000), 1000, 100, p, seed=301)
+        rows.append({"case": f"SRM A/A, {p:.0%} treatment, 1,000 looks of 100", "runs": m,
+                     "measure": "false halts", "value": f"{k / m:.3%}", "ci_95": f"[{lo:.3%}, {hi:.3%}]",
+                     "goal": f"<= 0.5 % (repeated chi-square: {kc / mc:.2%})"})
+    return rows
+
+
+def main(argv: list[str]) -> None:
+    rows = run(quick="--quick" in argv)
+    print("| case | runs | measure | value | 95 % CI (Clopper-Pearson) | goal |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['case']} | {r['runs']:,} | {r['measure']} | {r['value']} | {r['ci_95']} | {r['goal']} |")
 
 
 if __name__ == "__main__":
