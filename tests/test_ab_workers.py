@@ -368,3 +368,31 @@ def test_config_validates_metrics_and_primary() -> None:
         MetricSpec(name="x", kind="ordinal")
     cfg = make_config(metrics=[{"name": "fb", "kind": "binary", "role": "primary"}], segment_by="site")
     assert ABTestConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.integration
+def test_decisions_taken_by_the_cli_reach_the_services_fleet_view(redis_service: Any) -> None:
+    import uuid
+
+    from mlops_otel._fleet import FleetMetrics
+    from mlops_otel.cli._backends import StoreBackend
+    from mlops_otel.stores.redis import RedisStore
+
+    prefix = f"abfleet{uuid.uuid4().hex[:8]}"
+    cli = StoreBackend(redis_service.url, prefix=prefix)
+    cli.runtime.registry.register("gnn", "v2.1.0")
+    cli.runtime.registry.register("gnn", "v2.2.0")
+    cli.runtime.ab.start_test(make_config())
+    assert cli.evaluate_test("gnn_v2.2_test")["decision"] == "continue"
+    cli.close()
+
+    tel = Telemetry()
+    store = RedisStore.from_url(redis_service.url, prefix=prefix, telemetry=tel)
+    fleet = FleetMetrics(store, tel, interval=60.0)
+    try:
+        fleet.start()  # a service's /metrics: its own counts plus every other worker's published ones
+        fleet.refresh()
+        assert sample_value(tel, "ab_decisions_total", test="gnn_v2.2_test", decision="continue") == 1.0
+    finally:
+        fleet.close()
+        store.close()

@@ -129,6 +129,7 @@ class StoreBackend:
         except ValueError as exc:
             raise CliError(f"cannot open store: {exc}", EXIT_USAGE) from exc
         self._ops = Operations(self.runtime, discover_drift=True)
+        self._decided = False
 
     def _call(self, operation: Callable[..., T], *args: Any) -> T:
         from .._views import ManagementError
@@ -166,14 +167,17 @@ class StoreBackend:
 
     def evaluate_test(self, name: str) -> dict[str, Any]:
         """Evaluate an A/B test."""
+        self._decided = True
         return self._call(self._ops.evaluate_test, name)
 
     def finalize_test(self, name: str, action: str, reason: str | None) -> dict[str, Any]:
         """Finalize an A/B test."""
+        self._decided = True
         return self._call(self._ops.finalize_test, name, action, reason)
 
     def abort_test(self, name: str, reason: str | None) -> dict[str, Any]:
         """Abort an A/B test."""
+        self._decided = True
         return self._call(self._ops.abort_test, name, reason)
 
     def model_types(self) -> list[dict[str, Any]]:
@@ -205,8 +209,17 @@ class StoreBackend:
         return self._call(self._ops.drift_reports)
 
     def close(self) -> None:
-        """Deliver pending writes and close the store."""
+        """Deliver pending writes and close the store.
+
+        A command that decided an A/B test (evaluate, finalize, abort) publishes its counts once to the
+        fleet view on the store (#12): every decision, whoever takes it, reaches ``ab_decisions_total``
+        on the services' ``/metrics``.
+        """
         try:
+            if self._decided:
+                from .._fleet import FleetMetrics
+
+                FleetMetrics(self.runtime.store, self.runtime.telemetry).publish()
             self.runtime.close()
         except StoreError as exc:  # pragma: no cover - close flushes best-effort
             raise self._unreachable(exc) from exc
