@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterable, Mapping
+from operator import add
 from typing import Any, cast
 
 import attrs
@@ -71,16 +72,15 @@ def result_values(latency: float | None, confidence: float | None, error: bool) 
 class _Arm:
     """Running sums of one variant (optionally of one segment of it)."""
 
-    __slots__ = ("base", "custom")
+    __slots__ = ("base", "custom", "owner")
 
-    def __init__(self) -> None:
+    def __init__(self, owner: _TestSums) -> None:
         self.base = [0.0] * len(_BASE)
         self.custom: dict[str, list[float]] = {}
+        self.owner = owner
 
     def add(self, values: tuple[float, ...], metrics: Iterable[tuple[str, float]]) -> None:
-        base = self.base
-        for i, v in enumerate(values):
-            base[i] += v
+        self.base = list(map(add, self.base, values))
         for name, x in metrics:
             acc = self.custom.get(name)
             if acc is None:
@@ -130,7 +130,11 @@ class Collector:
 
     worker_id: str
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
+    # Held across taking a snapshot and writing it, so a slower publisher never overwrites a newer snapshot.
+    _publish_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
     _tests: dict[str, _TestSums] = attrs.field(factory=dict, init=False, repr=False)
+    #: The arms by (test, variant): the hot path's one lookup.
+    _arms: dict[tuple[str, str], _Arm] = attrs.field(factory=dict, init=False, repr=False)
     _versions: dict[str, int] = attrs.field(factory=dict, init=False, repr=False)
     _docs: dict[str, list[dict[str, JSONValue]]] = attrs.field(factory=dict, init=False, repr=False)
 
@@ -138,14 +142,15 @@ class Collector:
             segment: str | None) -> bool:
         """Add one result; returns False when the process already sums too many tests (nothing added)."""
         with self._lock:
-            sums = self._tests.get(test)
-            if sums is None:
-                if len(self._tests) >= MAX_TESTS:
-                    return False
-                sums = self._tests[test] = _TestSums()
-            arm = sums.arms.get(variant)
+            arm = self._arms.get((test, variant))
             if arm is None:
-                arm = sums.arms[variant] = _Arm()
+                sums = self._tests.get(test)
+                if sums is None:
+                    if len(self._tests) >= MAX_TESTS:
+                        return False
+                    sums = self._tests[test] = _TestSums()
+                arm = sums.arms[variant] = self._arms[(test, variant)] = _Arm(sums)
+            sums = arm.owner
             arm.add(values, metrics)
             if segment is not None:
                 key = (segment, variant)
@@ -154,7 +159,7 @@ class Collector:
                     if len({s for s, _ in sums.segments}) >= MAX_SEGMENTS and not any(
                             s == segment for s, _ in sums.segments):
                         key = (OTHER_SEGMENT, variant)
-                    seg = sums.segments.setdefault(key, _Arm())
+                    seg = sums.segments.setdefault(key, _Arm(sums))
                 seg.add(values, metrics)
             sums.changed = True
         return True
@@ -168,12 +173,14 @@ class Collector:
         """Forget *test* (it does not exist); returns how many results are dropped."""
         with self._lock:
             sums = self._tests.pop(test, None)
+            self._arms = {k: a for k, a in self._arms.items() if k[0] != test}
         return 0 if sums is None else int(sum(a.base[0] for a in sums.arms.values()))
 
     def retire(self, test: str) -> None:
         """Stop publishing *test* (finished): its last snapshot stays, its heartbeat ages out."""
         with self._lock:
             self._tests.pop(test, None)
+            self._arms = {k: a for k, a in self._arms.items() if k[0] != test}
         self._docs.pop(test, None)
         self._versions.pop(test, None)
 
@@ -188,6 +195,11 @@ class Collector:
 
         *final* marks the worker as stopped: decisions use its last snapshot and no longer wait for it.
         """
+        with self._publish_lock:
+            self._publish(store, test, now_fn, allowed, final)
+
+    def _publish(self, store: StateStore, test: str, now_fn: Any, allowed: frozenset[str] | None,
+                 final: bool) -> None:
         with self._lock:
             sums = self._tests.get(test)
             if sums is None:

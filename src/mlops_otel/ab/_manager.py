@@ -270,12 +270,10 @@ class ABTestManager:
 
     def refresh(self) -> None:
         """Refresh every view now, regardless of age (the background thread does this on its schedule)."""
-        now = self.clock()
         for mt in list(self._models):
             self._models[mt] = attrs.evolve(self._models[mt], fetched_at=-math.inf)
         for name in list(self._tests):
             self._tests[name] = attrs.evolve(self._tests[name], fetched_at=-math.inf)
-        del now
         self.sync()
 
     def sync(self) -> None:
