@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
-import random
 import threading
 import time
 import uuid
@@ -17,7 +15,7 @@ import attrs
 
 from .. import semconv
 from .._forksafe import after_fork_in_child
-from ..registry import ModelRegistry, UnknownVersionError
+from ..registry import ModelRegistry
 from ..stores import JSONValue, StateStore, make_key
 from ..telemetry import Telemetry, default_telemetry
 from ..validation import InvalidValueError, check_result
@@ -25,6 +23,16 @@ from ._assign import Variant, assign
 from ._collect import Collector, read_cut, result_values
 from ._config import ABTestConfig, InvalidConfigError
 from ._evaluate import Decision, Evaluation, evaluate
+from ._lifecycle import (
+    FINAL,
+    NAMESPACE,
+    ABTest,
+    ABTestNotFoundError,
+    ABTestState,
+    ABTestStateError,
+    Lifecycle,
+    check_action,
+)
 from ._variant import VariantStats
 
 __all__ = [
@@ -38,49 +46,14 @@ __all__ = [
 
 log = logging.getLogger("mlops_otel.ab")
 
-NAMESPACE = "ab"
 _TREATMENT_NAME: str = Variant.TREATMENT.value
 _CONTROL_NAME: str = Variant.CONTROL.value
-MODEL_NAMESPACE = "ab.model"
 #: The ``name`` of an assignment outside any test.
 CHAMPION = "champion"
-_MAX_ATTEMPTS = 64
-#: A model-type claim whose test document never appeared is considered abandoned after this long.
-_CLAIM_TIMEOUT = 60.0
 _MAX_CACHED_TESTS = 4096
 #: Evaluations kept per test in the shared history (``evaluation_history``).
 HISTORY_LEN = 500
 _LEASE_KEY = make_key(NAMESPACE, "_evaluator", "lease")
-
-
-class ABTestState(enum.StrEnum):
-    """Life cycle of a test: active -> finalizing -> promoted | rolled_back, or active -> aborted."""
-
-    ACTIVE = "active"
-    FINALIZING = "finalizing"
-    PROMOTED = "promoted"
-    ROLLED_BACK = "rolled_back"
-    ABORTED = "aborted"
-
-
-_FINAL = {Decision.PROMOTE: ABTestState.PROMOTED, Decision.ROLLBACK: ABTestState.ROLLED_BACK}
-
-
-class ABTestNotFoundError(LookupError):
-    """No test of that name was ever started."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        super().__init__(f"no A/B test named {name!r}")
-
-
-class ABTestStateError(RuntimeError):
-    """The operation conflicts with the state of a test (or of its model type)."""
-
-    def __init__(self, name: str, state: str, message: str) -> None:
-        self.name = name
-        self.state = state
-        super().__init__(message)
 
 
 class Assignment(TypedDict):
@@ -89,37 +62,6 @@ class Assignment(TypedDict):
     name: str
     version: str | None
     test: str | None
-
-
-@attrs.frozen
-class ABTest:
-    """A test as stored: its configuration, state and schedule."""
-
-    config: ABTestConfig
-    state: ABTestState
-    started_at: float
-    ends_at: float
-    finished_at: float | None = None
-    #: ``"promote"`` or ``"rollback"`` once finalizing starts.
-    outcome: str | None = None
-    reason: str | None = None
-
-    @property
-    def name(self) -> str:
-        """The test's name."""
-        return self.config.name
-
-    def to_doc(self) -> dict[str, JSONValue]:
-        """The stored JSON document."""
-        return {"config": self.config.to_dict(), "state": self.state.value, "started_at": self.started_at,
-                "ends_at": self.ends_at, "finished_at": self.finished_at, "outcome": self.outcome,
-                "reason": self.reason}
-
-    @classmethod
-    def from_doc(cls, doc: Any) -> ABTest:
-        """Parse a stored document."""
-        return cls(ABTestConfig.from_dict(doc["config"]), ABTestState(doc["state"]), float(doc["started_at"]),
-                   float(doc["ends_at"]), doc.get("finished_at"), doc.get("outcome"), doc.get("reason"))
 
 
 @attrs.frozen
@@ -137,12 +79,6 @@ class _ModelView:
 class _TestView:
     test: ABTest | None
     fetched_at: float
-
-
-def _check_action(action: object) -> Decision:
-    if action not in (Decision.PROMOTE, Decision.ROLLBACK):
-        raise InvalidValueError("action", "'promote' or 'rollback'", action)
-    return Decision(cast(str, action))
 
 
 def _run_background(ref: weakref.ref[ABTestManager], stop: threading.Event, wake: threading.Event,
@@ -221,6 +157,7 @@ class ABTestManager:
     _wanted: set[str] = attrs.field(factory=set, init=False, repr=False)
     _worker: str = attrs.field(factory=lambda: uuid.uuid4().hex, init=False)
     _collector: Collector = attrs.field(init=False, repr=False)
+    _book: Lifecycle = attrs.field(init=False, repr=False)
     _stop: threading.Event = attrs.field(factory=threading.Event, init=False, repr=False)
     _wake: threading.Event = attrs.field(factory=threading.Event, init=False, repr=False)
     _first_loads: dict[str, threading.Event] = attrs.field(factory=dict, init=False, repr=False)
@@ -235,6 +172,7 @@ class ABTestManager:
         _number("auto_evaluate_interval", self.auto_evaluate_interval, positive=True, optional=True)
         _number("warmup_timeout", self.warmup_timeout)
         self._collector = Collector(self._worker)
+        self._book = Lifecycle(self.store, self.registry, self.clock)
         after_fork_in_child(self, ABTestManager._after_fork)
         self._start()
 
@@ -318,8 +256,7 @@ class ABTestManager:
         view = self._models.get(model_type)
         try:
             champion = self.registry.champion_version(model_type)
-            found = self.store.get_document(self._slot_key(model_type))
-            holder = None if found is None else cast(dict[str, Any], found.value).get("test")
+            holder = self._book.active_holder(model_type)
             test = None if holder is None else self._load(holder)
             if test is not None and test.state is not ABTestState.ACTIVE:
                 test = None
@@ -335,9 +272,6 @@ class ABTestManager:
         first = self._first_loads.get(model_type)
         if first is not None:
             first.set()
-
-    def _stale(self) -> None:
-        self._wake.set()
 
     def flush(self, timeout: float | None = None, *, _final: bool = False) -> bool:
         """Publish this process's results snapshot of every test now, then flush the store.
@@ -361,23 +295,13 @@ class ABTestManager:
                 ok = False
         return self.store.flush(timeout) and ok
 
-    # ------------------------------------------------------------------ keys
-    @staticmethod
-    def _test_key(name: str) -> str:
-        return make_key(NAMESPACE, name, "test")
-
-    @staticmethod
-    def _slot_key(model_type: str) -> str:
-        return make_key(MODEL_NAMESPACE, model_type, "active")
-
     @staticmethod
     def _history_key(name: str) -> str:
         return make_key(NAMESPACE, name, "history")
 
     # ----------------------------------------------------------------- reads
     def _load(self, name: str) -> ABTest | None:
-        found = self.store.get_document(self._test_key(name))
-        test = None if found is None else ABTest.from_doc(found.value)
+        test = self._book.load(name)
         self._remember(name, test)
         return test
 
@@ -423,89 +347,15 @@ class ABTestManager:
         """
         if not isinstance(config, ABTestConfig):
             raise InvalidConfigError("config", "an ABTestConfig", config)
-        mt = config.model_type
-        for field in ("control_version", "treatment_version"):
-            version = getattr(config, field)
-            try:
-                found = self.registry.get(mt, version)
-            except UnknownVersionError as exc:
-                known = ", ".join(exc.registered) or "none"
-                raise InvalidConfigError(
-                    field, f"a version registered for model type {mt!r} (registered: {known})", version,
-                ) from None
-            if found.role == "archived":
-                raise InvalidConfigError(field, f"a version of {mt!r} that is not archived", version)
-            if field == "treatment_version" and found.role == "champion":
-                raise InvalidConfigError(field, f"a version that is not already the champion of {mt!r}", version)
-        if self.store.get_document(self._test_key(config.name)) is not None:
-            raise InvalidConfigError("name", "a test name not used before on this store", config.name)
-
-        self._claim_slot(config)
-        now = self.clock()
-        test = ABTest(config, ABTestState.ACTIVE, now, now + config.duration_seconds)
-        if not self.store.compare_and_set(self._test_key(config.name), test.to_doc(), expected_version=0):
-            self._release_slot(mt, config.name)
-            raise InvalidConfigError("name", "a test name not used before on this store", config.name)
-        self.registry.set_challenger(mt, config.treatment_version, reason=f"A/B test {config.name!r} started",
-                                     idempotency_key=f"ab:{config.name}:start")
+        test = self._book.start(config)
+        now = test.started_at
         self._remember(config.name, test)
-        self._models[mt] = _ModelView(test, self.registry.champion_version(mt), now, now)
+        self._models[config.model_type] = _ModelView(test, self.registry.champion_version(config.model_type),
+                                                     now, now)
         self._collector.track(config.name)
-        log.info("started A/B test %s: %s %s vs %s at %s%% treatment", config.name, mt,
+        log.info("started A/B test %s: %s %s vs %s at %s%% treatment", config.name, config.model_type,
                  config.control_version, config.treatment_version, config.treatment_traffic_pct)
         return test
-
-    def _claim_slot(self, config: ABTestConfig) -> None:
-        key = self._slot_key(config.model_type)
-        for _ in range(_MAX_ATTEMPTS):
-            found = self.store.get_document(key)
-            slot = {} if found is None else cast(dict[str, Any], found.value)
-            holder = slot.get("test")
-            if holder is not None:
-                current = self._load(holder)
-                if current is None and self.clock() - float(slot.get("claimed_at", 0.0)) < _CLAIM_TIMEOUT:
-                    # Claimed a moment ago by a start_test that has not written its test yet.
-                    raise ABTestStateError(holder, "starting",
-                                           f"model type {config.model_type!r} is starting A/B test {holder!r}")
-                ended = current is not None and current.state is ABTestState.ACTIVE and self.clock() >= current.ends_at
-                if current is not None and not ended and current.state in (ABTestState.ACTIVE,
-                                                                           ABTestState.FINALIZING):
-                    raise ABTestStateError(
-                        holder, current.state.value,
-                        f"model type {config.model_type!r} already has an active A/B test {holder!r}; "
-                        "finalize or abort it first",
-                    )
-            expected = 0 if found is None else found.version
-            claim: dict[str, JSONValue] = {"test": config.name, "claimed_at": self.clock()}
-            if self.store.compare_and_set(key, claim, expected_version=expected):
-                return
-        raise ABTestStateError(config.name, "starting", f"could not claim model type {config.model_type!r}: "
-                               "its slot kept changing")
-
-    def _release_slot(self, model_type: str, name: str) -> None:
-        key = self._slot_key(model_type)
-        for _ in range(_MAX_ATTEMPTS):
-            found = self.store.get_document(key)
-            if found is None or cast(dict[str, Any], found.value).get("test") != name:
-                return
-            if self.store.compare_and_set(key, {"test": None}, expected_version=found.version):
-                return
-
-    def _transition(self, name: str, step: Callable[[ABTest], ABTest | None]) -> tuple[ABTest, bool]:
-        """Compare-and-set the test document through *step*; returns (test afterwards, whether we wrote)."""
-        key = self._test_key(name)
-        for attempt in range(_MAX_ATTEMPTS):
-            found = self.store.get_document(key)
-            if found is None:
-                raise ABTestNotFoundError(name)
-            current = ABTest.from_doc(found.value)
-            updated = step(current)
-            if updated is None:
-                return current, False
-            if self.store.compare_and_set(key, updated.to_doc(), expected_version=found.version):
-                return updated, True
-            time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))
-        raise ABTestStateError(name, "unknown", f"A/B test {name!r} kept changing; gave up")
 
     def finalize_test(self, name: str, action: str, *, reason: str | None = None, _record: bool = True) -> bool:
         """Finish test *name*: ``"promote"`` makes the treatment champion, ``"rollback"`` keeps the control.
@@ -515,33 +365,23 @@ class ABTestManager:
         Raises :class:`ABTestStateError` if the test was aborted or finalized
         with the other action.
         """
-        decision = _check_action(action)
+        decision = check_action(action)
         why = reason or f"A/B test {name!r} finalized: {decision.value}"
         self.flush()  # a decision path: deliver this process's results before the test closes
-
-        def begin(test: ABTest) -> ABTest | None:
-            if test.state is ABTestState.ACTIVE:
-                return attrs.evolve(test, state=ABTestState.FINALIZING, finished_at=self.clock(),
-                                    outcome=decision.value, reason=why)
-            if test.state is ABTestState.ABORTED or test.outcome != decision.value:
-                raise ABTestStateError(name, test.state.value,
-                                       f"A/B test {name!r} is {test.state.value} ({test.reason}); "
-                                       f"cannot {decision.value} it")
-            return None
-
-        test, won = self._transition(name, begin)
-        if test.state is ABTestState.FINALIZING:
-            # The winner, or anyone who finds a finalization left half-done by a crash: the
-            # registry change carries an idempotency key, so it happens exactly once.
-            self._apply(test, decision, why)
-            test, _ = self._transition(name, lambda t: attrs.evolve(t, state=_FINAL[decision])
-                                       if t.state is ABTestState.FINALIZING else None)
-            self._release_slot(test.config.model_type, name)
+        test, won = self._book.finalize(name, decision, why)
         self._forget(test)
         if won:
             log.info("finalized A/B test %s: %s (%s)", name, decision.value, why)
             if _record:
-                self._record_manual(name, decision.value, _FINAL[decision].value)
+                self._record_manual(name, decision.value, FINAL[decision].value)
+        return won
+
+    def abort_test(self, name: str, *, reason: str = "aborted", _record: bool = True) -> bool:
+        """Stop test *name* without changing the champion; returns whether this call aborted it."""
+        test, won = self._book.abort(name, reason)
+        self._forget(test)
+        if won and _record:
+            self._record_manual(name, Decision.HALT.value, ABTestState.ABORTED.value)
         return won
 
     def _record_manual(self, name: str, decision: str, applied: str) -> None:
@@ -549,40 +389,11 @@ class ABTestManager:
         self._record_history(name, {"time": self.clock(), "decision": decision, "applied": applied,
                                     "by": "finalize"})
 
-    def _apply(self, test: ABTest, decision: Decision, reason: str) -> None:
-        cfg = test.config
-        key = f"ab:{cfg.name}:finalize"
-        if decision is Decision.PROMOTE:
-            self.registry.promote(cfg.model_type, cfg.treatment_version, reason=reason, idempotency_key=key)
-        else:
-            self.registry.clear_challenger(cfg.model_type, version=cfg.treatment_version, reason=reason,
-                                           idempotency_key=key)
-
     def _forget(self, test: ABTest) -> None:
         self._remember(test.name, test)
         view = self._models.get(test.config.model_type)
         if view is not None and view.test is not None and view.test.name == test.name:
             self._models.pop(test.config.model_type, None)
-
-    def abort_test(self, name: str, *, reason: str = "aborted", _record: bool = True) -> bool:
-        """Stop test *name* without changing the champion; returns whether this call aborted it."""
-
-        def stop(test: ABTest) -> ABTest | None:
-            if test.state is not ABTestState.ACTIVE:
-                return None
-            return attrs.evolve(test, state=ABTestState.ABORTED, finished_at=self.clock(), reason=reason)
-
-        test, won = self._transition(name, stop)
-        if test.state is ABTestState.ABORTED:
-            cfg = test.config
-            self.registry.clear_challenger(cfg.model_type, version=cfg.treatment_version,
-                                           reason=f"A/B test {name!r} aborted: {reason}",
-                                           idempotency_key=f"ab:{name}:abort")
-            self._release_slot(cfg.model_type, name)
-        self._forget(test)
-        if won and _record:
-            self._record_manual(name, Decision.HALT.value, ABTestState.ABORTED.value)
-        return won
 
     # -------------------------------------------------------------- decision
     def _cut(self, name: str) -> Any:
@@ -615,9 +426,9 @@ class ABTestManager:
         applied: str | None = None
         if test.state is ABTestState.ACTIVE and test.config.auto_finalize:
             try:
-                if result.decision in _FINAL:
+                if result.decision in FINAL:
                     if self.finalize_test(name, result.decision, reason=result.recommendation, _record=False):
-                        applied = _FINAL[result.decision].value
+                        applied = FINAL[result.decision].value
                 elif result.decision is Decision.HALT and self.abort_test(name, reason=result.recommendation,
                                                                           _record=False):
                     applied = ABTestState.ABORTED.value
