@@ -396,3 +396,34 @@ def test_decisions_taken_by_the_cli_reach_the_services_fleet_view(redis_service:
     finally:
         fleet.close()
         store.close()
+
+
+def test_custom_metrics_and_segments_through_the_management_api() -> None:
+    from fastapi.testclient import TestClient
+
+    from mlops_otel.fastapi import get_runtime
+
+    from .test_management import AUTH, PREFIX, make_app, register, start
+
+    app = make_app()
+    with TestClient(app) as client:
+        register(client, "v2.1.0", "v2.2.0")
+        started = start(client, treatment_traffic_pct=50, min_samples=50, segment_by="site",
+                        metrics=[{"name": "thumbs_up", "kind": "binary", "role": "primary"}],
+                        guardrails={"max_error_rate_increase": 0.05, "max_latency_increase_pct": 50})
+        assert started.status_code == 201, started.text
+        assert started.json()["config"]["metrics"][0]["name"] == "thumbs_up"
+        bad = start(client, name="bad", metrics=[{"name": "confidence"}])
+        assert bad.status_code == 422
+        runtime = get_runtime(app)
+        for i in range(400):
+            variant = "treatment" if i % 2 else "control"
+            runtime.ab.record_result("gnn_v2.2_test", variant, 20.0, 0.8, False,
+                                     metrics={"thumbs_up": bool(i % 2) or i % 10 == 0},
+                                     attributes={"site": "north" if i % 4 < 2 else "south"})
+        body = client.post(f"{PREFIX}/ab/tests/gnn_v2.2_test/evaluate", headers=AUTH).json()
+        assert body["primary"] == "thumbs_up"
+        assert body["effects"]["thumbs_up"]["verdict"] == "better"
+        assert {s["segment"] for s in body["segments"]} == {"north", "south"}
+        assert body["decision"] == "promote"
+        assert body["roles_moved"] is False

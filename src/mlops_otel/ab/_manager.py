@@ -218,11 +218,12 @@ class ABTestManager:
         """One background round: refresh stale views, resolve new test names, publish, auto-evaluate."""
         with self._sync_lock:
             now = self.clock()
-            for mt in {*self._models, *self._wanted}:
+            wanted = set(self._wanted)  # request threads keep adding: take what is there, leave the rest
+            self._wanted.difference_update(wanted)
+            for mt in {*self._models, *wanted}:
                 view = self._models.get(mt)
                 if view is None or now - view.fetched_at >= self.refresh_interval:
                     self._load_model_view(mt, now)
-            self._wanted.clear()
             for name in self._collector.tests():
                 self._sync_test(name, now)
             for mt, view in list(self._models.items()):
@@ -254,6 +255,9 @@ class ABTestManager:
 
     def _load_model_view(self, model_type: str, now: float) -> None:
         view = self._models.get(model_type)
+        if view is None and len(self._models) >= _MAX_CACHED_TESTS:  # bounded: e.g. callers' typos
+            self._first_loaded(model_type)
+            return
         try:
             champion = self.registry.champion_version(model_type)
             holder = self._book.active_holder(model_type)
@@ -269,6 +273,9 @@ class ABTestManager:
                 self._models[model_type] = attrs.evolve(view, fetched_at=now)
             else:  # nothing known: serve no test (and no champion) until the store answers
                 self._models[model_type] = _ModelView(None, None, now, -math.inf)
+        self._first_loaded(model_type)
+
+    def _first_loaded(self, model_type: str) -> None:
         first = self._first_loads.get(model_type)
         if first is not None:
             first.set()
