@@ -26,6 +26,7 @@ MODULES = (
     "bench_scrape",
     "bench_stores",
     "bench_ab",
+    "bench_ab_decisions",
     "bench_drift",
     "bench_memory",
     "bench_service",

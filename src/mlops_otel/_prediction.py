@@ -208,16 +208,9 @@ class Prediction:
         test = self.test
         if test is not None:
             try:
-                if self.extra:
-                    # Contract 4 (#12): custom metrics, and the attributes for the test's segment report.
-                    # Passed only with custom metrics, through Any, so this runs and type-checks whether or
-                    # not the ab branch's record_result(metrics=, attributes=) is merged yet; once it is on
-                    # main this becomes the plain call with both keywords.
-                    record: Any = ab.record_result
-                    record(test, self.variant, ok_latency, ok_conf, error=error, metrics=self.extra or None,
-                           attributes=self.attributes)
-                else:
-                    ab.record_result(test, self.variant, ok_latency, ok_conf, error=error)
+                # Custom metrics (#12) and the attributes the test's segment report breaks down by.
+                ab.record_result(test, self.variant, ok_latency, ok_conf, error=error, metrics=self.extra or None,
+                                 attributes=self.attributes or None)
             except Exception as fault:
                 tel.fault("prediction.ab", fault)
         if observed:
@@ -227,12 +220,8 @@ class Prediction:
                 detector = detectors.get(key)
                 if detector is None:
                     detector = detectors[key] = drift.get_detector(self.model_type, version)
-                if self.features is not None or self.embedding is not None:
-                    # Contract 4 (#17): features=/embedding= of the drift branch, passed only when given.
-                    add: Any = detector.add_production_sample
-                    add(score, conf, features=self.features, embedding=self.embedding)
-                else:
-                    detector.add_production_sample(score, conf)  # type: ignore[arg-type]  # observed: not None
+                detector.add_production_sample(score, conf, features=self.features,  # type: ignore[arg-type]
+                                               embedding=self.embedding)  # observed: score and conf not None
             except Exception as fault:
                 tel.fault("prediction.drift", fault)
 

@@ -22,6 +22,7 @@ __all__ = [
     "AB_ASSIGNMENTS",
     "AB_DECISIONS",
     "AB_RESULTS",
+    "AB_VIEW_AGE",
     "ALL_METRICS",
     "ATTR_FEATURE",
     "DRIFT_FEATURE_OVERFLOW",
@@ -277,6 +278,12 @@ AB_DECISIONS = MetricSpec(
     "ab_decisions", MetricKind.COUNTER, "{decision}",
     "A/B test evaluations by decision (promote, rollback, continue, halt).", (ATTR_TEST, ATTR_DECISION),
 )
+# --- A/B testing (#12): how old each process's view of the running tests is.
+AB_VIEW_AGE = MetricSpec(
+    "mlops_ab_view_age", MetricKind.GAUGE, "s",
+    "Seconds since the store last answered for this process's view of a model type's A/B test "
+    "(served stale while it refreshes in the background).", (ATTR_MODEL_TYPE,),
+)
 DRIFT_ALERT = MetricSpec(
     "model_drift_alert", MetricKind.GAUGE, "{alert}",
     "1 while the drift alert of a model version is firing (with hysteresis), else 0.",
@@ -321,6 +328,7 @@ SDK_METRICS: tuple[MetricSpec, ...] = (
     AB_ASSIGNMENTS,
     AB_RESULTS,
     AB_DECISIONS,
+    AB_VIEW_AGE,
     DRIFT_ALERT,
     STORE_DROPPED,
     STORE_FLUSH_ERRORS,

@@ -141,6 +141,9 @@ def dashboard_panels(
             Panel("Champion model versions", (s.MODEL_CHAMPION,),
                   ((f"{_by_labels(s.MODEL_CHAMPION)} == 1", _legend(s.MODEL_CHAMPION.labels)),),
                   unit="none", kind="stat"),
+            Panel("A/B view age (seconds since the store answered)", (s.AB_VIEW_AGE,),
+                  ((f"max by ({', '.join(s.AB_VIEW_AGE.labels)}) ({_sel(s.AB_VIEW_AGE)})",
+                    _legend(s.AB_VIEW_AGE.labels)),), unit="s"),
         )),
         ("SDK health", (
             _per_second("Invalid measurements dropped per second", s.INVALID_MEASUREMENTS),
