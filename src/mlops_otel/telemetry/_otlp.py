@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
+from opentelemetry.sdk.metrics import Exemplar
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Gauge,
@@ -55,7 +56,10 @@ def _metric(family: FamilySnapshot) -> Metric:
                     explicit_bounds=list(spec.buckets),
                     min=s.min,
                     max=s.max,
-                    exemplars=[],
+                    exemplars=[
+                        Exemplar({}, e.value, e.time_unix_nano, span_id=e.span_id, trace_id=e.trace_id)
+                        for e in s.exemplars if e is not None
+                    ],
                 )
                 for s in family.series
             ],

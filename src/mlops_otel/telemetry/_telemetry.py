@@ -209,7 +209,7 @@ class Telemetry:
     def record(self, spec: MetricSpec, labels: tuple[str, ...], value: float) -> None:
         """Record *value* in the histogram *spec* for *labels*."""
         try:
-            self._agg.record(self._agg.families[spec.name], labels, value)
+            self._agg.record(self._agg.families[spec.name], labels, value, _STAGE_SPAN.get())
         except Exception as exc:
             self._agg.fault("record", exc)
             return
@@ -244,19 +244,19 @@ class Telemetry:
             labels = (model_version,)
             seconds = inference_time_ms * _MS
             duration, score, conf = self._gnn_fams
+            span = _STAGE_SPAN.get()  # the sampled span, if any, becomes the buckets' exemplar
             if 0.0 <= seconds <= _MAX_FLOAT and 0.0 <= anomaly_score <= 1.0 and 0.0 <= confidence <= 1.0:
                 with agg.lock:  # one lock round for the three histograms
-                    agg.observe(duration, labels, seconds)
-                    agg.observe(score, labels, anomaly_score)
-                    agg.observe(conf, labels, confidence)
+                    agg.observe(duration, labels, seconds, span)
+                    agg.observe(score, labels, anomaly_score, span)
+                    agg.observe(conf, labels, confidence, span)
             else:  # at least one is invalid: record each on its own, counting the rejects
-                agg.record(duration, labels, seconds)
-                agg.record(score, labels, anomaly_score)
-                agg.record(conf, labels, confidence)
+                agg.record(duration, labels, seconds, span)
+                agg.record(score, labels, anomaly_score, span)
+                agg.record(conf, labels, confidence, span)
             state = _REQUEST.get()
             if state is not None:
                 state.model_version = model_version
-            span = _STAGE_SPAN.get()
             if span is not None:
                 span.set_attributes({
                     semconv.SPAN_ATTR_MODEL_VERSION: model_version,
@@ -286,14 +286,14 @@ class Telemetry:
             labels = (model_version,)
             seconds = generation_time_ms * _MS
             duration, tokens = self._rag_fams
+            span = _STAGE_SPAN.get()
             if 0.0 <= seconds <= _MAX_FLOAT and 0.0 <= tokens_used <= _MAX_FLOAT:
                 with agg.lock:
-                    agg.observe(duration, labels, seconds)
-                    agg.observe(tokens, labels, tokens_used)
+                    agg.observe(duration, labels, seconds, span)
+                    agg.observe(tokens, labels, tokens_used, span)
             else:
-                agg.record(duration, labels, seconds)
-                agg.record(tokens, labels, tokens_used)
-            span = _STAGE_SPAN.get()
+                agg.record(duration, labels, seconds, span)
+                agg.record(tokens, labels, tokens_used, span)
             if span is not None:
                 attributes: dict[str, str | int] = {semconv.ATTR_GEN_AI_REQUEST_MODEL: model_version}
                 if input_tokens is not None:
@@ -322,7 +322,7 @@ class Telemetry:
         try:
             requests, duration = self._request_fams
             agg.add(requests, (status, model_version), 1.0)
-            agg.record(duration, (stage,), duration_s)
+            agg.record(duration, (stage,), duration_s, _STAGE_SPAN.get())
         except Exception as exc:
             agg.fault("record_request", exc)
             return
