@@ -26,6 +26,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from examples.diagnosis_service.rag import CORPUS_ID, RAG_MODEL_VERSION, RAG_PROVIDER
 from mlops_otel import semconv
 from mlops_otel.deploy import prometheus_config, to_yaml
 
@@ -46,6 +47,8 @@ EXAMPLES = ROOT / "examples" / "deploy"
 SERVICE_NAME = "diagnosis-e2e"
 # 600 requests fill the drift detector's min_samples, so model_drift_score is published too.
 REQUESTS = 600
+# The seed's families and, beside them, the GenAI ones of the default (v1.41.0) shape.
+FAMILIES = semconv.SEED_METRICS + semconv.GEN_AI_METRICS_DEFAULT
 T = TypeVar("T")
 
 
@@ -84,8 +87,11 @@ def test_validate_rejects_a_config_the_collector_cannot_run(tmp_path: Path) -> N
 
 # ------------------------------------------------------------------ end to end
 def _sdk_samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """The seed families' samples of a classic ``/metrics`` text: (name, labels) -> value."""
-    wanted = {spec.prometheus_name for spec in semconv.SEED_METRICS}
+    """The families' samples of a classic ``/metrics`` text: (name, labels) -> value.
+
+    An empty label value (``error.type`` on success) is no label, as Prometheus stores it.
+    """
+    wanted = {spec.prometheus_name for spec in FAMILIES}
     out = {}
     for family in text_string_to_metric_families(text):
         base = family.name if family.name in wanted else family.name + "_total"
@@ -94,14 +100,14 @@ def _sdk_samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], floa
         for sample in family.samples:
             if sample.name.endswith("_created"):
                 continue
-            out[(sample.name, frozenset(sample.labels.items()))] = sample.value
+            out[(sample.name, frozenset((k, v) for k, v in sample.labels.items() if v))] = sample.value
     return out
 
 
 def _prom_samples(prom: PrometheusServer) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     """The same samples as PromQL returns them, without the job/instance the Collector derives."""
     out = {}
-    for spec in semconv.SEED_METRICS:
+    for spec in FAMILIES:
         name = spec.prometheus_name
         names = [f"{name}_bucket", f"{name}_sum", f"{name}_count"] \
             if spec.kind is semconv.MetricKind.HISTOGRAM else [name]
@@ -173,12 +179,16 @@ def _check_families(prom: PrometheusServer, sdk: dict[Any, float]) -> None:
     _wait(lambda: prom.query(f"sum({requests})")
           and float(prom.query(f"sum({requests})")[0]["value"][1]) == REQUESTS + 1, "every request in Prometheus")
     got = _prom_samples(prom)
-    for spec in semconv.SEED_METRICS:
+    for spec in FAMILIES:
         name = spec.prometheus_name
         series = name + "_bucket" if spec.kind is semconv.MetricKind.HISTOGRAM else name
         keys = {k for (n, labels) in got if n == series for k, _ in labels}
-        expected_keys = set(spec.labels) | ({"le"} if spec.kind is semconv.MetricKind.HISTOGRAM else set())
-        assert keys == expected_keys, f"{series}: {keys} != {expected_keys}"
+        expected_keys = {semconv.prometheus_label(k) for k in spec.labels} \
+            | ({"le"} if spec.kind is semconv.MetricKind.HISTOGRAM else set())
+        # error.type is set on failed GenAI operations only; the example's RAG never fails.
+        optional = {semconv.prometheus_label(semconv.ATTR_OTEL_ERROR_TYPE)}
+        assert keys <= expected_keys, f"{series}: {keys} != {expected_keys}"
+        assert expected_keys - keys <= optional, f"{series}: {keys} != {expected_keys}"
         if spec.kind is semconv.MetricKind.HISTOGRAM:
             bounds = sorted({float(v) for (n, labels) in got if n == series for k, v in labels if k == "le"})
             assert bounds == [*spec.buckets, math.inf], series
@@ -203,6 +213,15 @@ def _check_traces(spans: list[tuple[dict[str, Any], Any]]) -> set[str]:
     rag = [span_attributes(s) for _, s in ours if s.name == semconv.SPAN_RAG_GENERATION]
     assert rag
     assert all(a[semconv.ATTR_GEN_AI_INPUT_TOKENS] > 0 and a[semconv.ATTR_GEN_AI_OUTPUT_TOKENS] > 0 for a in rag)
+    # The GenAI spans beside the seed's rag.generation: in-process model, so kind INTERNAL.
+    generation = [s for _, s in ours if s.name == f"text_completion {RAG_MODEL_VERSION}"]
+    assert len(generation) == len(rag)
+    assert all(s.kind == s.SPAN_KIND_INTERNAL for s in generation)
+    assert all(span_attributes(s)[semconv.ATTR_GEN_AI_PROVIDER_NAME] == RAG_PROVIDER for s in generation)
+    assert all(span_attributes(s)[semconv.ATTR_GEN_AI_OUTPUT_TOKENS] > 0 for s in generation)
+    retrieval = [span_attributes(s) for _, s in ours if s.name == f"retrieval {CORPUS_ID}"]
+    assert len(retrieval) == len(rag)
+    assert all(a[semconv.ATTR_GEN_AI_DATA_SOURCE_ID] == CORPUS_ID for a in retrieval)
     requests = [span_attributes(s) for _, s in ours if s.name == semconv.SPAN_DIAGNOSIS]
     assert len(requests) == REQUESTS + 1
     assert all(a[semconv.SPAN_ATTR_REQUEST_NAME] == "create_diagnosis" for a in requests)
@@ -212,7 +231,8 @@ def _check_traces(spans: list[tuple[dict[str, Any], Any]]) -> set[str]:
 def _check_exemplars(prom: PrometheusServer, trace_ids: set[str]) -> None:
     """Prometheus returns bucket exemplars whose trace ids are those of the forwarded spans."""
     now = time.time()
-    for spec in (semconv.GNN_INFERENCE_DURATION, semconv.RAG_GENERATION_DURATION, semconv.DIAGNOSIS_DURATION):
+    for spec in (semconv.GNN_INFERENCE_DURATION, semconv.RAG_GENERATION_DURATION, semconv.DIAGNOSIS_DURATION,
+                 semconv.GEN_AI_CLIENT_TOKEN_USAGE):
         name = f"{spec.prometheus_name}_bucket"
         result = _wait(lambda name=name: prom.api("query_exemplars", query=name,
                                                   start=str(now - 600), end=str(time.time() + 60)),

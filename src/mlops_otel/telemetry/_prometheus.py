@@ -9,7 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 
-from ..semconv import MetricKind
+from ..semconv import MetricKind, prometheus_label
 from ._aggregate import FamilySnapshot
 
 __all__ = ["SnapshotCollector", "make_registry", "render", "render_openmetrics"]
@@ -37,7 +37,7 @@ def to_prometheus(family: FamilySnapshot) -> Metric:
     """Convert one family snapshot to a prometheus_client metric family."""
     spec = family.spec
     name = spec.prometheus_name
-    keys = list(spec.labels)
+    keys = [prometheus_label(k) for k in spec.labels]  # gen_ai.request.model -> gen_ai_request_model
     if spec.kind is MetricKind.COUNTER:
         counter = CounterMetricFamily(name, spec.description, labels=keys)
         for s in family.series:

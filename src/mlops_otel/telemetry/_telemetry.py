@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,14 @@ from .. import semconv
 from .._forksafe import after_fork_in_child
 from ..semconv import MetricKind, MetricSpec
 from ._aggregate import Aggregator, FamilySnapshot, _Family
+from ._genai import (
+    GenAIOperation,
+    GenAIRetrieval,
+    GenAIShape,
+    TokenPrices,
+    gen_ai_shape_from_env,
+    record_gen_ai_metrics,
+)
 from ._otlp import MetricsExporter, PeriodicPusher, to_metrics_data
 from ._prometheus import make_registry, render
 
@@ -106,6 +115,10 @@ class Telemetry:
     exporter: MetricsExporter | None = attrs.field(default=None, kw_only=True)
     export_interval: float = attrs.field(default=60.0, kw_only=True)
     export_timeout: float = attrs.field(default=10.0, kw_only=True)
+    #: GenAI conventions shape; ``None``: from ``OTEL_SEMCONV_STABILITY_OPT_IN`` when created.
+    gen_ai_shape: GenAIShape | None = attrs.field(default=None, kw_only=True)
+    #: Token prices for ``mlops_gen_ai_token_cost_total``; ``None``: the file ``MLOPS_OTEL_GEN_AI_PRICES`` names.
+    gen_ai_prices: TokenPrices | None = attrs.field(default=None, kw_only=True)
 
     _agg: Aggregator = attrs.field(init=False, repr=False)
     _tracer: trace.Tracer = attrs.field(init=False, repr=False)
@@ -126,6 +139,11 @@ class Telemetry:
         _check_positive("export_interval", self.export_interval)
         _check_positive("export_timeout", self.export_timeout)
         self._agg = Aggregator(max_label_values=self.max_label_values)
+        if self.gen_ai_shape is None:
+            self.gen_ai_shape = gen_ai_shape_from_env(os.environ)  # read now, never at import
+        _check_choice("gen_ai_shape", self.gen_ai_shape, ("v1.41.0", "latest_experimental"))
+        if self.gen_ai_prices is None:
+            self.gen_ai_prices = TokenPrices.from_env(os.environ)
         fams = self._agg.families
         self._gnn_fams = (fams[semconv.GNN_INFERENCE_DURATION.name], fams[semconv.GNN_ANOMALY_SCORE.name],
                           fams[semconv.GNN_CONFIDENCE.name])
@@ -307,6 +325,37 @@ class Telemetry:
         if self._instruments:
             self._forward(semconv.RAG_GENERATION_DURATION, labels, seconds)
             self._forward(semconv.RAG_TOKENS_USED, labels, tokens_used)
+
+    # ------------------------------------------------------- GenAI conventions
+    def gen_ai_operation(
+        self, model: str, *, provider: str, operation: str = semconv.GEN_AI_OPERATION_CHAT, remote: bool = False
+    ) -> GenAIOperation:
+        """Trace and measure one GenAI inference call as the OTel GenAI conventions describe.
+
+        A span ``{operation} {model}`` (kind CLIENT when *remote*, INTERNAL for an
+        in-process model) and, on exit, ``gen_ai.client.operation.duration`` (with
+        ``error.type`` on failure) and the token metrics of :meth:`GenAIOperation.record_usage`,
+        in the shape :attr:`gen_ai_shape` selects. Use it inside the seed's RAG stage; the
+        seed's ``rag_*`` names are recorded as before by :meth:`record_rag_metrics`.
+        """
+        return GenAIOperation(self, model, provider=provider, operation=operation, remote=remote)
+
+    def gen_ai_retrieval(self, data_source_id: str, *, provider: str | None = None,
+                         remote: bool = False) -> GenAIRetrieval:
+        """A retrieval span ``retrieval {data_source_id}`` around a document lookup."""
+        return GenAIRetrieval(self, data_source_id, provider=provider, remote=remote)
+
+    def record_gen_ai(
+        self, op: GenAIOperation, elapsed: float, error_type: str, input_tokens: int | None,
+        output_tokens: int | None, span: Span | None,
+    ) -> None:
+        """Record the metrics of a finished :class:`GenAIOperation` (called by it on exit)."""
+        assert self.gen_ai_shape is not None  # set in __attrs_post_init__
+        try:
+            record_gen_ai_metrics(self, self.gen_ai_shape, self.gen_ai_prices, op, elapsed, error_type,
+                                  input_tokens, output_tokens, span)
+        except Exception as exc:
+            self._agg.fault("record_gen_ai", exc)
 
     def record_error(self, error_type: str, stage: str) -> None:
         """Count one error of *error_type* raised in *stage*."""
