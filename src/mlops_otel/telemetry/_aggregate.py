@@ -85,8 +85,10 @@ class _Series:
     """One time series; ``values`` layout depends on the family kind.
 
     counter/gauge: ``[value]``; histogram: ``[sum, min, max, bucket_0, ..., bucket_n]``.
-    ``exemplars`` (histograms only, allocated on the first sampled observation) holds one
-    :class:`BucketExemplar` or ``None`` per bucket.
+    ``exemplars`` (histograms only, allocated on the first observation made inside a span)
+    holds per bucket ``None`` or the raw ``(value, span, time_ns)`` of the last such
+    observation; the span's ids are read (and unsampled spans dropped) at snapshot time,
+    off the hot path.
     """
 
     __slots__ = ("exemplars", "labels", "values")
@@ -94,7 +96,7 @@ class _Series:
     def __init__(self, labels: tuple[str, ...], values: list[float]) -> None:
         self.labels = labels
         self.values = values
-        self.exemplars: list[BucketExemplar | None] | None = None
+        self.exemplars: list[tuple[float, Any, int] | None] | None = None
 
 
 @attrs.frozen
@@ -278,7 +280,10 @@ class Aggregator:
         if value > v[2]:
             v[2] = value
         if span is not None:
-            _keep_exemplar(series, len(family.bounds) + 1, index, value, span)
+            exemplars = series.exemplars
+            if exemplars is None:
+                exemplars = series.exemplars = [None] * (len(family.bounds) + 1)
+            exemplars[index] = (value, span, time.time_ns())
 
     def record(self, family: _Family, labels: tuple[str, ...], value: float, span: Any = None) -> None:
         """Record one histogram observation (with *span*'s ids as exemplar when it is sampled)."""
@@ -294,7 +299,7 @@ class Aggregator:
         now = time.time_ns()
         with self.lock:
             raw = [
-                (family.spec, [(s.labels, list(s.values), s.exemplars and tuple(s.exemplars))
+                (family.spec, [(s.labels, list(s.values), tuple(s.exemplars) if s.exemplars else None)
                                for s in family.series.values()])
                 for family in self.families.values()
                 if family.series
@@ -306,7 +311,7 @@ class Aggregator:
                 series = tuple(
                     SeriesSnapshot(
                         labels, bucket_counts=tuple(int(c) for c in v[3:]), sum=v[0], min=v[1], max=v[2],
-                        exemplars=ex or (),
+                        exemplars=_resolve_exemplars(ex),
                     )
                     for labels, v, ex in rows
                 )
@@ -316,15 +321,19 @@ class Aggregator:
         return out
 
 
-def _keep_exemplar(series: _Series, buckets: int, index: int, value: float, span: Any) -> None:
-    """Make (*value*, *span*'s ids) the exemplar of bucket *index* if *span* is sampled."""
-    try:
-        context = span.get_span_context()
-        if not context.trace_flags.sampled:
-            return
-        exemplars = series.exemplars
-        if exemplars is None:
-            exemplars = series.exemplars = [None] * buckets
-        exemplars[index] = BucketExemplar(value, context.trace_id, context.span_id, time.time_ns())
-    except Exception:  # a foreign span object must never break recording
-        return
+def _resolve_exemplars(raw: tuple[tuple[float, Any, int] | None, ...] | None) -> tuple[BucketExemplar | None, ...]:
+    """Turn raw ``(value, span, time_ns)`` slots into exemplars; unsampled spans leave none."""
+    if not raw:
+        return ()
+    out: list[BucketExemplar | None] = []
+    for slot in raw:
+        exemplar = None
+        if slot is not None:
+            try:
+                context = slot[1].get_span_context()
+                if context.is_valid and context.trace_flags.sampled:
+                    exemplar = BucketExemplar(slot[0], context.trace_id, context.span_id, slot[2])
+            except Exception:  # a foreign span object must never break a scrape
+                exemplar = None
+        out.append(exemplar)
+    return tuple(out) if any(e is not None for e in out) else ()
