@@ -87,12 +87,12 @@ def test_validate_rejects_a_config_the_collector_cannot_run(tmp_path: Path) -> N
 
 
 # ------------------------------------------------------------------ end to end
-def _sdk_samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+def _sdk_samples(text: str, families: tuple[semconv.MetricSpec, ...] = FAMILIES) -> dict[Any, float]:
     """The families' samples of a classic ``/metrics`` text: (name, labels) -> value.
 
     An empty label value (``error.type`` on success) is no label, as Prometheus stores it.
     """
-    wanted = {spec.prometheus_name for spec in FAMILIES}
+    wanted = {spec.prometheus_name for spec in families}
     out = {}
     for family in text_string_to_metric_families(text):
         base = family.name if family.name in wanted else family.name + "_total"
@@ -105,10 +105,10 @@ def _sdk_samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], floa
     return out
 
 
-def _prom_samples(prom: PrometheusServer) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+def _prom_samples(prom: PrometheusServer, families: tuple[semconv.MetricSpec, ...]) -> dict[Any, float]:
     """The same samples as PromQL returns them, without the job/instance the Collector derives."""
     out = {}
-    for spec in FAMILIES:
+    for spec in families:
         name = spec.prometheus_name
         names = [f"{name}_bucket", f"{name}_sum", f"{name}_count"] \
             if spec.kind is semconv.MetricKind.HISTOGRAM else [name]
@@ -151,7 +151,7 @@ def _drive_traffic(url: str) -> str:
         return current
 
 
-def _run_service(collector_otlp_http: str) -> str:
+def _run_service(collector_otlp_http: str, extra_env: dict[str, str] | None = None) -> str:
     """Run the example service pushing to the Collector; return its ``/metrics`` after the traffic.
 
     The service is stopped before returning: its runtime pushes a final OTLP export on close,
@@ -171,18 +171,21 @@ def _run_service(collector_otlp_http: str) -> str:
         "OTEL_BSP_SCHEDULE_DELAY": "200",
         # ~8 spans per request (with the HTTP server's): a queue that never drops one under load.
         "OTEL_BSP_MAX_QUEUE_SIZE": "50000",
+        **(extra_env or {}),
     }
     with uvicorn_process("examples.diagnosis_service.app:app", env=env, prefix=(agent,)) as (url, _proc):
         return _drive_traffic(url)
 
 
-def _check_families(prom: PrometheusServer, sdk: dict[Any, float]) -> None:
+def _check_families(
+    prom: PrometheusServer, sdk: dict[Any, float], families: tuple[semconv.MetricSpec, ...] = FAMILIES
+) -> None:
     """Every seed family in Prometheus with the SDK's names, label keys, buckets and values."""
     requests = semconv.DIAGNOSIS_REQUESTS.prometheus_name
     _wait(lambda: prom.query(f"sum({requests})")
           and float(prom.query(f"sum({requests})")[0]["value"][1]) == REQUESTS + 1, "every request in Prometheus")
-    got = _prom_samples(prom)
-    for spec in FAMILIES:
+    got = _prom_samples(prom, families)
+    for spec in families:
         name = spec.prometheus_name
         series = name + "_bucket" if spec.kind is semconv.MetricKind.HISTOGRAM else name
         keys = {k for (n, labels) in got if n == series for k, _ in labels}
@@ -297,3 +300,25 @@ def test_the_collector_remote_writes_into_prometheus() -> None:
             == {SERVICE_NAME}
         trace_ids = _check_traces(_all_spans(sink))
         _check_exemplars(prom, trace_ids)
+
+
+def test_the_latest_experimental_genai_shape_through_the_collector() -> None:
+    # OTEL_SEMCONV_STABILITY_OPT_IN switches the service to the latest experimental GenAI names;
+    # they too reach Prometheus unchanged (counters with _total, histograms without a unit suffix).
+    latest = (*semconv.SEED_METRICS, *semconv.GEN_AI_METRICS_LATEST)
+    config = EXAMPLES / "otel-collector.yaml"
+    with otlp_trace_sink() as sink, \
+            otel_collector(config, {"OTELCOL_TRACES_ENDPOINT": sink.url}) as collector:
+        target = collector.endpoint("OTELCOL_PROMETHEUS_ENDPOINT")
+        scrape = prometheus_config(targets=[target], job_name="otel-collector", honor_labels=True,
+                                   scrape_interval="1s", evaluation_interval="1s", rule_files=())
+        with prometheus_server(to_yaml(scrape)) as prom:
+            opt_in = {semconv.ENV_SEMCONV_STABILITY_OPT_IN: semconv.GEN_AI_LATEST_EXPERIMENTAL}
+            text = _run_service(collector.endpoint("OTELCOL_OTLP_HTTP_ENDPOINT"), opt_in)
+            assert semconv.GEN_AI_CLIENT_TOKEN_USAGE.prometheus_name not in text
+            _check_families(prom, _sdk_samples(text, latest), latest)
+            assert not prom.query(f"{semconv.GEN_AI_CLIENT_TOKEN_USAGE.prometheus_name}_count")
+            counter = semconv.GEN_AI_USAGE_OUTPUT_TOKENS.prometheus_name
+            (row,) = prom.query(counter)
+            assert counter.endswith("_total")
+            assert row["metric"][semconv.prometheus_label(semconv.ATTR_GEN_AI_TOKEN_MODALITY)] == "text"
