@@ -194,3 +194,21 @@ def test_the_example_rag_stage_emits_retrieval_and_generation_beside_the_seed_na
     usage = _series(tel, semconv.GEN_AI_CLIENT_TOKEN_USAGE)
     assert usage[("text_completion", RAG_PROVIDER, rag.model_version, "output")].sum == answer.output_tokens
     assert _series(tel, semconv.RAG_TOKENS_USED)[(rag.model_version,)].sum == answer.total_tokens
+
+
+def test_passthrough_mode_also_sends_the_gen_ai_measurements_to_the_meter_provider() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    tel, _ = _telemetry(mode="passthrough", meter_provider=MeterProvider(metric_readers=[reader]),
+                        gen_ai_shape="v1.41.0")
+    with tel.gen_ai_operation("m", provider="p") as op:
+        op.record_usage(11, 4)
+    data = reader.get_metrics_data()
+    assert data is not None
+    metrics = {m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+    points = metrics["gen_ai.client.token.usage"].data.data_points
+    assert {dict(p.attributes or {})["gen_ai.token.type"]: p.sum for p in points} == {"input": 11, "output": 4}
+    (duration,) = metrics["gen_ai.client.operation.duration"].data.data_points
+    assert "error.type" not in (duration.attributes or {})

@@ -200,23 +200,33 @@ def record_gen_ai_metrics(
     """Record the GenAI metrics of one finished operation in the shape chosen at start-up."""
     agg = telemetry._agg
     fams = agg.families
+    forward = telemetry._forward if telemetry._instruments else None  # passthrough mode
+
+    def histogram(spec: semconv.MetricSpec, labels: tuple[str, ...], value: float) -> None:
+        agg.record(fams[spec.name], labels, value, span)
+        if forward is not None:
+            forward(spec, labels, value)
+
+    def counter(spec: semconv.MetricSpec, labels: tuple[str, ...], value: float) -> None:
+        agg.add(fams[spec.name], labels, value)
+        if forward is not None:
+            forward(spec, labels, value)
+
     base = (op.operation, op.provider, op.model)
-    agg.record(fams[semconv.GEN_AI_CLIENT_OPERATION_DURATION.name], (*base, error_type), elapsed, span)
+    histogram(semconv.GEN_AI_CLIENT_OPERATION_DURATION, (*base, error_type), elapsed)
     if input_tokens is None or output_tokens is None:
         return
     if shape == "v1.41.0":
-        usage = fams[semconv.GEN_AI_CLIENT_TOKEN_USAGE.name]
-        agg.record(usage, (*base, semconv.GEN_AI_TOKEN_TYPE_INPUT), float(input_tokens), span)
-        agg.record(usage, (*base, semconv.GEN_AI_TOKEN_TYPE_OUTPUT), float(output_tokens), span)
+        histogram(semconv.GEN_AI_CLIENT_TOKEN_USAGE, (*base, semconv.GEN_AI_TOKEN_TYPE_INPUT), float(input_tokens))
+        histogram(semconv.GEN_AI_CLIENT_TOKEN_USAGE, (*base, semconv.GEN_AI_TOKEN_TYPE_OUTPUT), float(output_tokens))
     else:
-        agg.record(fams[semconv.GEN_AI_INFERENCE_INPUT_TOKENS.name], base, float(input_tokens), span)
-        agg.record(fams[semconv.GEN_AI_INFERENCE_OUTPUT_TOKENS.name], base, float(output_tokens), span)
+        histogram(semconv.GEN_AI_INFERENCE_INPUT_TOKENS, base, float(input_tokens))
+        histogram(semconv.GEN_AI_INFERENCE_OUTPUT_TOKENS, base, float(output_tokens))
         by_modality = (op.operation, op.provider, semconv.GEN_AI_TOKEN_MODALITY_TEXT, op.model)
-        agg.add(fams[semconv.GEN_AI_USAGE_INPUT_TOKENS.name], by_modality, float(input_tokens))
-        agg.add(fams[semconv.GEN_AI_USAGE_OUTPUT_TOKENS.name], by_modality, float(output_tokens))
+        counter(semconv.GEN_AI_USAGE_INPUT_TOKENS, by_modality, float(input_tokens))
+        counter(semconv.GEN_AI_USAGE_OUTPUT_TOKENS, by_modality, float(output_tokens))
     if prices is not None:
         cost = prices.cost(op.model, input_tokens, output_tokens)
         if cost is not None:
-            family = fams[semconv.GEN_AI_TOKEN_COST.name]
-            agg.add(family, (op.provider, op.model, semconv.GEN_AI_TOKEN_TYPE_INPUT), cost[0])
-            agg.add(family, (op.provider, op.model, semconv.GEN_AI_TOKEN_TYPE_OUTPUT), cost[1])
+            counter(semconv.GEN_AI_TOKEN_COST, (op.provider, op.model, semconv.GEN_AI_TOKEN_TYPE_INPUT), cost[0])
+            counter(semconv.GEN_AI_TOKEN_COST, (op.provider, op.model, semconv.GEN_AI_TOKEN_TYPE_OUTPUT), cost[1])

@@ -200,7 +200,8 @@ class Telemetry:
     def _forward(self, spec: MetricSpec, labels: tuple[str, ...], value: float) -> None:
         try:
             instrument = self._instruments[spec.name]
-            attributes = dict(zip(spec.labels, labels, strict=True))
+            # An empty value is an unset attribute (error.type on a successful GenAI operation).
+            attributes = {k: v for k, v in zip(spec.labels, labels, strict=True) if v != ""}
             if spec.kind is MetricKind.COUNTER:
                 instrument.add(value, attributes)
             elif spec.kind is MetricKind.GAUGE:
