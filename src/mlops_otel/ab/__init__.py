@@ -4,6 +4,18 @@ from ._assign import Variant, assign, assign_many, bucket, buckets_many
 from ._config import BUCKETS, ABTestConfig, Guardrails, InvalidConfigError
 from ._evaluate import Decision, Evaluation, MetricEffect, StatsBatch, evaluate, evaluate_batch
 from ._manager import ABTest, ABTestManager, ABTestNotFoundError, ABTestState, ABTestStateError, Assignment
+from ._progressive import RolloutCheck, RolloutManager
+from ._rollout import (
+    RolloutSchedule,
+    RolloutState,
+    RolloutStatus,
+    RolloutStep,
+    StepDecision,
+    StepVerdict,
+    judge_step,
+    step_config,
+    step_stats,
+)
 
 __all__ = [
     "BUCKETS",
@@ -19,6 +31,14 @@ __all__ = [
     "Guardrails",
     "InvalidConfigError",
     "MetricEffect",
+    "RolloutCheck",
+    "RolloutManager",
+    "RolloutSchedule",
+    "RolloutState",
+    "RolloutStatus",
+    "RolloutStep",
+    "StepDecision",
+    "StepVerdict",
     "StatsBatch",
     "Variant",
     "assign",
@@ -27,4 +47,7 @@ __all__ = [
     "buckets_many",
     "evaluate",
     "evaluate_batch",
+    "judge_step",
+    "step_config",
+    "step_stats",
 ]
