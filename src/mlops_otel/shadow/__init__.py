@@ -8,7 +8,7 @@
 """
 
 from ._config import Comparison, Difference, Flip, ShadowConfig
-from ._report import ComparisonResult, OutputShift, ShadowReport, clopper_pearson
+from ._report import ComparisonResult, OutputShift, ShadowReport, clopper_pearson, summarize
 from ._runner import ShadowRunner
 
 __all__ = [
@@ -21,4 +21,5 @@ __all__ = [
     "ShadowReport",
     "ShadowRunner",
     "clopper_pearson",
+    "summarize",
 ]
