@@ -13,6 +13,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
 from typing import Any
 
 import attrs
@@ -83,6 +84,7 @@ class _Job:
 
 def _work(
     jobs: queue.Queue[Any], tally: _Tally, challenger: Callable[[Any], Any], tel: Callable[[], Telemetry],
+    executor: Executor | None,
 ) -> None:
     """One worker thread: run the challenger on queued pairs until the stop marker."""
     cfg = tally.config
@@ -98,7 +100,10 @@ def _work(
             error: str | None = None
             values: dict[str, float] = {}
             try:
-                result = challenger(job.inputs)
+                if executor is not None:  # e.g. a process pool: the challenger never holds this process's GIL
+                    result = executor.submit(challenger, job.inputs).result()
+                else:
+                    result = challenger(job.inputs)
                 if inspect.isawaitable(result):
                     if loop is None:
                         loop = asyncio.new_event_loop()
@@ -190,6 +195,10 @@ class ShadowRunner:
     telemetry: Telemetry | None = attrs.field(default=None, kw_only=True)
     #: Seed of the sampling draw (``None``: unpredictable); for reproducible tests.
     seed: int | None = attrs.field(default=None, kw_only=True)
+    #: Where the challenger runs (``None``: on the worker threads). A ``ProcessPoolExecutor`` keeps a
+    #: CPU-bound Python challenger off this process's GIL (the challenger and inputs must pickle);
+    #: the runner does not own it and never shuts it down.
+    executor: Executor | None = attrs.field(default=None, kw_only=True)
 
     _jobs: queue.Queue[Any] = attrs.field(init=False, repr=False)
     _tally: _Tally = attrs.field(init=False, repr=False)
@@ -214,7 +223,8 @@ class ShadowRunner:
         fixed = self.telemetry
         tel: Callable[[], Telemetry] = default_telemetry if fixed is None else (lambda: fixed)
         for i in range(self.config.workers):
-            thread = threading.Thread(target=_work, args=(self._jobs, self._tally, self.challenger, tel),
+            thread = threading.Thread(target=_work, args=(self._jobs, self._tally, self.challenger, tel,
+                                                          self.executor),
                                       name=f"mlops-shadow-{self.config.model_type}-{i}", daemon=True)
             thread.start()
             self._threads.append(thread)
