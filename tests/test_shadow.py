@@ -255,3 +255,42 @@ def test_submit_returns_while_the_challenger_is_still_busy() -> None:
         assert runner.report().completed == 50
     finally:
         runner.close(timeout=10.0)
+
+
+# ------------------------------------------------------- runtime.prediction()
+def test_prediction_shadows_successful_champion_requests_only() -> None:
+    import mlops_otel
+    from mlops_otel import Runtime, Settings
+    from mlops_otel.ab import ABTestConfig
+
+    mlops_otel.reset_default()
+    rt = Runtime.create(Settings(drift={"check_interval": None}))
+    try:
+        for v in ("v2.1.0", "v2.2.0", "v2.3.0"):
+            rt.registry.register("gnn", v)
+        rt.registry.promote("gnn", "v2.1.0", reason="initial")
+        cfg = make(challenger_version="v2.3.0", comparisons=(Difference("anomaly_score", 0.1),
+                                                             Difference("confidence", 0.1)))
+        with ShadowRunner(cfg, lambda x: {"anomaly_score": x, "confidence": 0.5}, telemetry=rt.telemetry) as runner:
+            for i in range(40):
+                x = i / 40
+                with rt.prediction("gnn", user_id=f"u{i}", shadow=runner.bind(x)) as p:
+                    p.observe(anomaly_score=x, confidence=0.9)
+            with pytest.raises(KeyError), rt.prediction("gnn", user_id="u-fail", shadow=runner.bind(0.5)):
+                raise KeyError("model failed")  # no champion output: nothing to shadow
+            rt.ab.start_test(ABTestConfig(name="t", model_type="gnn", control_version="v2.1.0",
+                                          treatment_version="v2.2.0", treatment_traffic_pct=50.0))
+            variants = []
+            for i in range(40):
+                with rt.prediction("gnn", user_id=f"w{i}", shadow=runner.bind(0.3)) as p:
+                    p.observe(anomaly_score=0.3, confidence=0.9)
+                    variants.append(p.variant)
+            runner.drain(30.0)
+            report = runner.report()
+        assert 0 < variants.count("treatment") < 40
+        assert report.completed == 40 + variants.count("control")  # treatment requests already run the new model
+        assert report.comparison("confidence_difference").disagreements == report.completed  # 0.9 vs 0.5
+        assert report.comparison("anomaly_score_difference").disagreements == 0
+    finally:
+        rt.close()
+        mlops_otel.reset_default()

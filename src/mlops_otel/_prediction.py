@@ -30,6 +30,7 @@ from . import semconv
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
+    from .shadow import ShadowCall
     from .telemetry import StageTracker
 
 __all__ = ["Prediction", "current_prediction"]
@@ -73,8 +74,8 @@ class Prediction:
 
     __slots__ = (
         "_done", "_start", "_token", "_tracker", "anomaly_score", "attributes", "confidence", "default_version",
-        "embedding", "error_type", "extra", "features", "inference_time_ms", "model_type", "runtime", "stage",
-        "test", "user_id", "variant", "version",
+        "embedding", "error_type", "extra", "features", "inference_time_ms", "model_type", "runtime", "shadow",
+        "stage", "test", "user_id", "variant", "version",
     )
 
     def __init__(
@@ -86,8 +87,11 @@ class Prediction:
         stage: str | None = None,
         default_version: str | None = None,
         attributes: Mapping[str, Any] | None = None,
+        shadow: ShadowCall | None = None,
     ) -> None:
         self.runtime = runtime
+        #: Shadow traffic (#14): the challenger runs on this request's inputs after a successful block.
+        self.shadow = shadow
         self.model_type = model_type
         self.user_id = user_id
         self.stage = stage if stage is not None else (
@@ -235,8 +239,19 @@ class Prediction:
                                                    embedding=self.embedding)
                 else:
                     detector.add_production_sample(score, conf)
+            if self.shadow is not None and not error and self.variant != "treatment" and score is not None:
+                self._submit_shadow(score, conf, latency)
         except Exception as exc:  # the caller's request must never fail because of us
             tel.fault("prediction.record", exc)
+
+    def _submit_shadow(self, score: float, conf: float | None, latency: float) -> None:
+        """Hand the champion's outputs to the shadow runner (non-blocking; never raises)."""
+        assert self.shadow is not None
+        outputs: dict[str, float] = {"anomaly_score": score}
+        if conf is not None:
+            outputs["confidence"] = conf
+        outputs.update({k: float(v) for k, v in self.extra.items() if isinstance(v, (int, float))})
+        self.shadow.submit(outputs, champion_latency_ms=latency)
 
     # --------------------------------------------------------------- decorator
     def __call__(self, func: F) -> F:

@@ -34,7 +34,8 @@ from typing import Any
 
 import attrs
 
-from ..registry import InvalidValueError, SufficientStats
+from ..stats import SufficientStats
+from ..validation import InvalidValueError
 from ._config import BUCKETS, ABTestConfig
 from ._evaluate import Decision, Evaluation, evaluate
 

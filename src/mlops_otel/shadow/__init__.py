@@ -9,7 +9,7 @@
 
 from ._config import Comparison, Difference, Flip, ShadowConfig
 from ._report import ComparisonResult, OutputShift, ShadowReport, clopper_pearson, summarize
-from ._runner import ShadowRunner
+from ._runner import ShadowCall, ShadowRunner
 
 __all__ = [
     "Comparison",
@@ -17,6 +17,7 @@ __all__ = [
     "Difference",
     "Flip",
     "OutputShift",
+    "ShadowCall",
     "ShadowConfig",
     "ShadowReport",
     "ShadowRunner",

@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from ..registry import InvalidValueError
+from ..validation import InvalidValueError
 
 __all__ = ["Comparison", "Difference", "Flip", "ShadowConfig"]
 

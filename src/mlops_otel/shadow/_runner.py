@@ -21,10 +21,11 @@ import attrs
 from .. import semconv
 from ..drift import ks_2samp
 from ..telemetry import Telemetry, default_telemetry
+from ..validation import InvalidValueError
 from ._config import ShadowConfig
 from ._report import ShadowReport, summarize
 
-__all__ = ["ShadowRunner"]
+__all__ = ["ShadowCall", "ShadowRunner"]
 
 log = logging.getLogger("mlops_otel.shadow")
 
@@ -174,6 +175,24 @@ def _shutdown(jobs: queue.Queue[Any], threads: list[threading.Thread]) -> None:
         jobs.put(_STOP)
 
 
+@attrs.frozen
+class ShadowCall:
+    """One request's inputs bound to a runner: what ``runtime.prediction(..., shadow=...)`` takes.
+
+    The prediction submits the champion's observed outputs (``anomaly_score``,
+    ``confidence`` and any numeric extra given to ``observe``) and its latency
+    when the block succeeded and the request was not served by an A/B
+    treatment.
+    """
+
+    runner: ShadowRunner
+    inputs: Any
+
+    def submit(self, champion_output: Mapping[str, float], *, champion_latency_ms: float | None = None) -> bool:
+        """Queue the challenger on the bound inputs (see :meth:`ShadowRunner.submit`)."""
+        return self.runner.submit(self.inputs, champion_output, champion_latency_ms=champion_latency_ms)
+
+
 @attrs.define(eq=False)
 class ShadowRunner:
     """Runs a challenger in the shadow of the champion, off the request path.
@@ -208,12 +227,8 @@ class ShadowRunner:
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.config, ShadowConfig):
-            from ..registry import InvalidValueError
-
             raise InvalidValueError("config", "a ShadowConfig", self.config)
         if not callable(self.challenger):
-            from ..registry import InvalidValueError
-
             raise InvalidValueError("challenger", "a callable taking the request's inputs", self.challenger)
         # Unbounded: submit() enforces queue_size itself, so the stop markers never block.
         self._jobs = queue.Queue()
@@ -278,6 +293,10 @@ class ShadowRunner:
         except Exception as exc:  # the request path never fails because of the shadow
             self._tel_now().fault("shadow.submit", exc)
             return False
+
+    def bind(self, inputs: Any) -> ShadowCall:
+        """This request's *inputs*, for ``runtime.prediction(..., shadow=runner.bind(inputs))``."""
+        return ShadowCall(self, inputs)
 
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until every queued pair was processed; returns whether that happened within *timeout*."""
