@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import uuid
 from typing import Any
@@ -266,7 +267,8 @@ def _redis_checker(url: str, prefix: str, worker: int, rounds: int, barrier: Any
 
 
 @pytest.mark.integration
-def test_two_workers_on_redis_change_each_step_exactly_once(redis_service: RedisServer) -> None:
+def test_two_workers_on_redis_change_each_step_exactly_once(redis_service: RedisServer,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
     from mlops_otel.stores.redis import RedisStore
 
     prefix = f"ro{uuid.uuid4().hex[:10]}"
@@ -303,5 +305,14 @@ def test_two_workers_on_redis_change_each_step_exactly_once(redis_service: Redis
         assert history == ["rollout_start", "rollout_advance", "rollout_advance", "rollout_advance",
                            "rollout_handover"]
         assert manager.get_test(NAME).config.treatment_traffic_pct == 50.0
+        # Visible to operators: the CLI (and the API, same view) lists every step change.
+        from mlops_otel.cli import main
+
+        capsys.readouterr()
+        assert main(["--store", redis_service.url, "--store-prefix", prefix, "--json", "registry", "history",
+                     "gnn"]) == 0
+        shown = [c for c in json.loads(capsys.readouterr().out) if c["action"].startswith("rollout_")]
+        assert [c["action"] for c in shown] == history
+        assert "traffic 5%" in shown[1]["reason"]
     finally:
         store.close()
