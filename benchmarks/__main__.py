@@ -30,6 +30,8 @@ MODULES = (
     "bench_memory",
     "bench_service",
     "bench_e2e",
+    "bench_shadow",
+    "bench_rollout",
 )
 REPORT = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
 _BEGIN, _END = "<!-- bench:begin -->", "<!-- bench:end -->"

@@ -16,14 +16,18 @@ from __future__ import annotations
 import multiprocessing as mp
 import statistics
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
+import attrs
 import numpy as np
 
 from mlops_otel.shadow import Difference, Flip, ShadowConfig, ShadowRunner
 from mlops_otel.telemetry import Telemetry
+
+from ._harness import row, time_per_call
 
 BENCH = "shadow"
 _W = np.random.default_rng(0).normal(size=(256, 256)) / 16.0
@@ -103,18 +107,38 @@ def measure(rate: float, n: int, rounds: int) -> list[dict[str, Any]]:
     return rows
 
 
+def submit_cost(n: int, repeat: int) -> dict[str, Any]:
+    """The caller's cost of one ``submit`` (the challenger is held, so only the hand-off is timed)."""
+    release = threading.Event()
+    cfg = ShadowConfig(model_type="gnn", challenger_version="v2", comparisons=[Difference("anomaly_score", 0.1)],
+                       queue_size=n * (repeat + 2))
+    runner = ShadowRunner(cfg, lambda x: (release.wait(), {"anomaly_score": x})[1], telemetry=Telemetry())
+    out = {"anomaly_score": 0.5}
+
+    def submits(k: int) -> None:
+        for i in range(k):
+            runner.submit(i, out)
+
+    try:
+        runs = time_per_call(submits, n, repeat)
+    finally:
+        release.set()
+        runner.close(timeout=30.0)
+    return attrs.asdict(row(BENCH, "ShadowRunner.submit, per call (caller's cost)", runs, n))
+
+
 def run(quick: bool = False) -> list[dict[str, Any]]:
     """Rows for the performance report."""
     if quick:
-        return measure(rate=200.0, n=100, rounds=1)
-    return measure(rate=200.0, n=2000, rounds=7)
+        return [*measure(rate=200.0, n=100, rounds=1), submit_cost(1000, 2)]
+    return [*measure(rate=200.0, n=2000, rounds=7), submit_cost(20_000, 7)]
 
 
 def summary(rows: list[dict[str, Any]]) -> list[str]:
     """Shadow on vs off, side by side."""
     off = rows[0]
     lines = []
-    for on in rows[1:]:
+    for on in rows[1:3]:
         lines.append(
             f"- {on['case']} vs off: p50 {on['p50_ms']:.3f} vs {off['p50_ms']:.3f} ms "
             f"(ranges {on['p50_min_ms']:.3f}-{on['p50_max_ms']:.3f} vs {off['p50_min_ms']:.3f}-"
@@ -122,6 +146,9 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
             f"{on['p99_min_ms']:.3f}-{on['p99_max_ms']:.3f} vs {off['p99_min_ms']:.3f}-{off['p99_max_ms']:.3f}); "
             f"pairs {on['shadow_submitted']:.0f} submitted, {on['shadow_completed']:.0f} completed, "
             f"{on['shadow_dropped']:.0f} dropped (counted).")
+    cost = rows[3]
+    lines.append(f"- `submit()` costs the caller {cost['median_us']:.2f} µs per call (min {cost['min_us']:.2f}, "
+                 f"max {cost['max_us']:.2f}).")
     return lines
 
 

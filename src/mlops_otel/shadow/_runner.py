@@ -53,7 +53,7 @@ class _Tally:
     """What the workers accumulate (guarded by ``lock``)."""
 
     config: ShadowConfig
-    lock: threading.Condition = attrs.field(factory=threading.Condition)
+    lock: threading.Condition = attrs.field(factory=lambda: threading.Condition(threading.Lock()))
     submitted: int = 0  # sampled requests offered to the queue (accepted or dropped)
     accepted: int = 0
     sampled_out: int = 0
@@ -84,7 +84,7 @@ class _Job:
 
 
 def _work(
-    jobs: queue.Queue[Any], tally: _Tally, challenger: Callable[[Any], Any], tel: Callable[[], Telemetry],
+    jobs: queue.SimpleQueue[Any], tally: _Tally, challenger: Callable[[Any], Any], tel: Callable[[], Telemetry],
     executor: Executor | None,
 ) -> None:
     """One worker thread: run the challenger on queued pairs until the stop marker."""
@@ -170,7 +170,7 @@ def _refresh_drift(tally: _Tally, t: Telemetry) -> None:
             t.set(semconv.SHADOW_OUTPUT_DRIFT, (tally.config.model_type, output), ks_2samp(champ, chall).statistic)
 
 
-def _shutdown(jobs: queue.Queue[Any], threads: list[threading.Thread]) -> None:
+def _shutdown(jobs: queue.SimpleQueue[Any], threads: list[threading.Thread]) -> None:
     for _ in threads:
         jobs.put(_STOP)
 
@@ -219,7 +219,8 @@ class ShadowRunner:
     #: the runner does not own it and never shuts it down.
     executor: Executor | None = attrs.field(default=None, kw_only=True)
 
-    _jobs: queue.Queue[Any] = attrs.field(init=False, repr=False)
+    _jobs: queue.SimpleQueue[Any] = attrs.field(init=False, repr=False)
+    _outputs: tuple[str, ...] = attrs.field(init=False, repr=False)
     _tally: _Tally = attrs.field(init=False, repr=False)
     _threads: list[threading.Thread] = attrs.field(init=False, repr=False, factory=list)
     _random: Callable[[], float] = attrs.field(init=False, repr=False)
@@ -230,8 +231,9 @@ class ShadowRunner:
             raise InvalidValueError("config", "a ShadowConfig", self.config)
         if not callable(self.challenger):
             raise InvalidValueError("challenger", "a callable taking the request's inputs", self.challenger)
-        # Unbounded: submit() enforces queue_size itself, so the stop markers never block.
-        self._jobs = queue.Queue()
+        # Unbounded (and C-implemented): submit() enforces queue_size itself, so the stop markers never block.
+        self._jobs = queue.SimpleQueue()
+        self._outputs = self.config.outputs
         self._tally = _Tally(self.config)
         self._random = random.Random(self.seed).random
         # The workers must not reference self, or the finalizer below could never run.
@@ -270,7 +272,7 @@ class ShadowRunner:
                 with t.lock:
                     t.sampled_out += 1
                 return False
-            champion = _values(champion_output, self.config.outputs, "champion")
+            champion = _values(champion_output, self._outputs, "champion")
             if champion_latency_ms is not None and not (isinstance(champion_latency_ms, (int, float))
                                                         and 0 <= champion_latency_ms < math.inf):
                 self._tel_now().invalid("shadow.champion_latency_ms", champion_latency_ms)
