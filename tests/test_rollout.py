@@ -316,3 +316,35 @@ def test_two_workers_on_redis_change_each_step_exactly_once(redis_service: Redis
         assert "traffic 5%" in shown[1]["reason"]
     finally:
         store.close()
+
+
+@pytest.mark.integration
+def test_a_redis_outage_fails_the_check_loudly_and_the_step_changes_once_after(redis_durable: RedisServer) -> None:
+    from mlops_otel.stores import StoreError
+    from mlops_otel.stores.redis import RedisStore
+
+    tel, rng = Telemetry(), np.random.default_rng(5)
+    store = RedisStore.from_url(redis_durable.url, prefix=f"ro{uuid.uuid4().hex[:10]}", flush_interval=0.01,
+                                max_backoff=0.2, socket_timeout=1.0, telemetry=tel)
+    try:
+        schedule = attrs.evolve(SCHEDULE, steps=[attrs.evolve(s, min_seconds=0.0) for s in SCHEDULE.steps])
+        registry = ModelRegistry(store, telemetry=tel)
+        for v in ("v2.1.0", "v2.2.0"):
+            registry.register("gnn", v)
+        manager = ABTestManager(store, registry, telemetry=tel, refresh_interval=0.0)
+        rollouts = RolloutManager(manager, telemetry=tel)
+        rollouts.start(config(), schedule)
+        feed(manager, 1.0, 320, rng)
+        assert manager.flush(30.0)
+        redis_durable.kill()
+        with pytest.raises(StoreError):  # a decision path reports the outage; nothing was decided
+            rollouts.check(NAME)
+        redis_durable.start()  # same port, acknowledged writes reloaded from the AOF
+        checks = [rollouts.check(NAME).changed for _ in range(3)]
+        assert checks == ["advance", None, None]
+        assert rollouts.get(NAME).step == 1
+        assert [h.action for h in registry.history("gnn") if h.action.startswith("rollout_")] == [
+            "rollout_start", "rollout_advance"]
+        assert sample_value(tel, "rollout_step_changes_total", test=NAME, decision="advance") == 1.0
+    finally:
+        store.close()
