@@ -129,6 +129,8 @@ def scenarios(runs: int, max_per_step: int) -> list[dict[str, Any]]:
             else float("nan"),
             "p95 treatment results to full": float(np.quantile(out.treatment_results[done], 0.95)) if done.any()
             else float("nan"),
+            "median treatment results to rollback": float(np.median(out.treatment_results[out.ended == "rollback"]))
+            if (out.ended == "rollback").any() else float("nan"),
             "max_per_step": max_per_step,
         })
     return rows
