@@ -278,6 +278,12 @@ def test_prediction_shadows_successful_champion_requests_only() -> None:
                     p.observe(anomaly_score=x, confidence=0.9)
             with pytest.raises(KeyError), rt.prediction("gnn", user_id="u-fail", shadow=runner.bind(0.5)):
                 raise KeyError("model failed")  # no champion output: nothing to shadow
+
+            async def handler() -> None:  # the async form submits too
+                async with rt.prediction("gnn", user_id="u-async", shadow=runner.bind(0.2)) as p:
+                    p.observe(anomaly_score=0.2, confidence=0.9)
+
+            asyncio.run(handler())
             rt.ab.start_test(ABTestConfig(name="t", model_type="gnn", control_version="v2.1.0",
                                           treatment_version="v2.2.0", treatment_traffic_pct=50.0))
             variants = []
@@ -288,7 +294,7 @@ def test_prediction_shadows_successful_champion_requests_only() -> None:
             runner.drain(30.0)
             report = runner.report()
         assert 0 < variants.count("treatment") < 40
-        assert report.completed == 40 + variants.count("control")  # treatment requests already run the new model
+        assert report.completed == 41 + variants.count("control")  # treatment requests already run the new model
         assert report.comparison("confidence_difference").disagreements == report.completed  # 0.9 vs 0.5
         assert report.comparison("anomaly_score_difference").disagreements == 0
     finally:

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .shadow import ShadowCall
     from .telemetry import StageTracker
 
-__all__ = ["Prediction", "current_prediction"]
+__all__ = ["Prediction", "ShadowedPrediction", "current_prediction"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -74,8 +74,8 @@ class Prediction:
 
     __slots__ = (
         "_done", "_start", "_token", "_tracker", "anomaly_score", "attributes", "confidence", "default_version",
-        "embedding", "error_type", "extra", "features", "inference_time_ms", "model_type", "runtime", "shadow",
-        "stage", "test", "user_id", "variant", "version",
+        "embedding", "error_type", "extra", "features", "inference_time_ms", "model_type", "runtime", "stage",
+        "test", "user_id", "variant", "version",
     )
 
     def __init__(
@@ -87,11 +87,8 @@ class Prediction:
         stage: str | None = None,
         default_version: str | None = None,
         attributes: Mapping[str, Any] | None = None,
-        shadow: ShadowCall | None = None,
     ) -> None:
         self.runtime = runtime
-        #: Shadow traffic (#14): the challenger runs on this request's inputs after a successful block.
-        self.shadow = shadow
         self.model_type = model_type
         self.user_id = user_id
         self.stage = stage if stage is not None else (
@@ -239,19 +236,8 @@ class Prediction:
                                                    embedding=self.embedding)
                 else:
                     detector.add_production_sample(score, conf)
-            if self.shadow is not None and not error and self.variant != "treatment" and score is not None:
-                self._submit_shadow(score, conf, latency)
         except Exception as exc:  # the caller's request must never fail because of us
             tel.fault("prediction.record", exc)
-
-    def _submit_shadow(self, score: float, conf: float | None, latency: float) -> None:
-        """Hand the champion's outputs to the shadow runner (non-blocking; never raises)."""
-        assert self.shadow is not None
-        outputs: dict[str, float] = {"anomaly_score": score}
-        if conf is not None:
-            outputs["confidence"] = conf
-        outputs.update({k: float(v) for k, v in self.extra.items() if isinstance(v, (int, float))})
-        self.shadow.submit(outputs, champion_latency_ms=latency)
 
     # --------------------------------------------------------------- decorator
     def __call__(self, func: F) -> F:
@@ -297,3 +283,44 @@ class Prediction:
                 return func(*args, **kwargs)
 
         return cast("F", wrapper)
+
+
+class ShadowedPrediction(Prediction):
+    """A :class:`Prediction` whose champion answer also goes to a shadow challenger (#14).
+
+    On a successful exit of a request the champion served (not an A/B
+    treatment), the observed ``anomaly_score``, ``confidence`` and numeric
+    extras, with the latency, are handed to ``shadow.submit`` (non-blocking,
+    never raises). See :mod:`mlops_otel.shadow`.
+    """
+
+    __slots__ = ("_shadow_start", "shadow")
+
+    def __init__(self, *args: Any, shadow: ShadowCall, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.shadow: ShadowCall | None = shadow
+        self._shadow_start = 0.0
+
+    def __enter__(self) -> Prediction:
+        entered = super().__enter__()
+        self._shadow_start = time.perf_counter()
+        return entered
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        elapsed_ms = (time.perf_counter() - self._shadow_start) * 1000.0
+        super().__exit__(exc_type, exc, tb)
+        call, self.shadow = self.shadow, None  # once, however often __exit__ is called
+        score = self.anomaly_score
+        if call is None or exc_type is not None or self.variant == "treatment" or score is None:
+            return
+        try:
+            outputs: dict[str, float] = {"anomaly_score": float(score)}
+            if self.confidence is not None:
+                outputs["confidence"] = float(self.confidence)
+            outputs.update({k: float(v) for k, v in self.extra.items() if isinstance(v, (int, float))})
+            latency = self.inference_time_ms if self.inference_time_ms is not None else elapsed_ms
+            call.submit(outputs, champion_latency_ms=latency)
+        except Exception as exc:  # the caller's request must never fail because of the shadow
+            self.runtime.telemetry.fault("prediction.shadow", exc)

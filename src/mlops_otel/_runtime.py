@@ -15,7 +15,7 @@ from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
 
 from ._fleet import FleetMetrics
-from ._prediction import Prediction
+from ._prediction import Prediction, ShadowedPrediction
 from .settings import Settings, StoreSettings
 from .stores import MemoryStore, StateStore
 from .telemetry import Mode, Telemetry, use_default_resolver
@@ -241,8 +241,11 @@ class Runtime:
         work too. Keyword *attributes* are added to the stage span. ``shadow=runner.bind(inputs)``
         runs a shadow challenger on *inputs* after a successful block (see :mod:`mlops_otel.shadow`).
         """
+        if shadow is not None:
+            return ShadowedPrediction(self, model_type, user_id, stage=stage, default_version=default_version,
+                                      attributes=attributes or None, shadow=shadow)
         return Prediction(self, model_type, user_id, stage=stage, default_version=default_version,
-                          attributes=attributes or None, shadow=shadow)
+                          attributes=attributes or None)
 
     def close(self) -> None:
         """Flush and release everything; idempotent. The one place that orders the shutdown.
