@@ -215,6 +215,7 @@ def test_broken_challenger_is_rolled_back_at_its_first_step() -> None:
     assert registry.get_challenger("gnn") is None
     assert manager.assign_variant("gnn", "u1")["test"] is None
     assert sample_value(tel, "rollout_step_changes_total", test=NAME, decision="rollback") == 1.0
+    assert sample_value(tel, "ab_decisions_total", test=NAME, decision="rollback") == 1.0  # the guardrail alert
     assert rollouts.check(NAME).changed is None  # nothing more happens
 
 

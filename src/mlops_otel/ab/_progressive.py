@@ -234,6 +234,8 @@ class RolloutManager:
         state, won = self._move(name, found.version, state, verdict.decision, "; ".join(verdict.reasons), counters)
         if won:
             tel.set(semconv.ROLLOUT_TRAFFIC, (name,), state.traffic_pct)
+            if verdict.decision is StepDecision.ROLLBACK:  # an A/B decision too: the guardrail alert fires on it
+                tel.add(semconv.AB_DECISIONS, (name, Decision.ROLLBACK.value))
             self._history(test, state, len(state.history) - 1)
             if state.status is RolloutStatus.RAMPING:
                 test = self._sync_traffic(test, state)
