@@ -349,3 +349,15 @@ def test_a_redis_outage_fails_the_check_loudly_and_the_step_changes_once_after(r
         assert sample_value(tel, "rollout_step_changes_total", test=NAME, decision="advance") == 1.0
     finally:
         store.close()
+
+
+def test_registry_events_are_recorded_once_per_key_and_move_no_role() -> None:
+    registry, _, _ = parts(MemoryStore(), Telemetry(), Clock())
+    assert registry.record_event("gnn", "rollout_advance", version="v2.2.0", reason="step 2", idempotency_key="k1")
+    assert not registry.record_event("gnn", "rollout_advance", version="v2.2.0", reason="again", idempotency_key="k1")
+    (entry,) = [h for h in registry.history("gnn") if h.action == "rollout_advance"]
+    assert (entry.version, entry.reason, entry.previous_champion) == ("v2.2.0", "step 2", "v2.1.0")
+    assert registry.champion_version("gnn") == "v2.1.0"
+    assert registry.get_challenger("gnn") is None
+    with pytest.raises(InvalidValueError, match="action must be"):
+        registry.record_event("gnn", "", reason="x")
