@@ -237,6 +237,19 @@ def test_a_crash_between_the_step_change_and_the_traffic_change_is_repaired() ->
     assert manager.get_test(NAME).config.treatment_traffic_pct == 5.0
 
 
+def test_a_test_aborted_by_an_operator_ends_the_rollout() -> None:
+    tel, clock = Telemetry(), Clock()
+    _, manager, rollouts = parts(MemoryStore(), tel, clock)
+    rollouts.start(config(), SCHEDULE)
+    assert manager.abort_test(NAME, reason="operator stop")
+    check = rollouts.check(NAME)
+    assert check.status is RolloutStatus.ROLLED_BACK
+    assert check.traffic_pct == 0.0
+    assert check.changed is None
+    assert rollouts.get(NAME).history[-1]["decision"] == "ended_aborted"
+    assert sample_value(tel, "rollout_traffic_percent", test=NAME) == 0.0
+
+
 def test_rollout_refuses_auto_finalize() -> None:
     _, _, rollouts = parts(MemoryStore(), Telemetry(), Clock())
     with pytest.raises(InvalidValueError, match="auto_finalize must be False for a rollout"):

@@ -178,6 +178,19 @@ class RolloutManager:
             return new, True
         return self.get(name), False
 
+    def _ended_outside(self, name: str, version: int, state: RolloutState, test: ABTest) -> RolloutState:
+        """Record that the test was finished by other means (an operator's finalize or abort)."""
+        status = RolloutStatus.PROMOTED if test.state is ABTestState.PROMOTED else RolloutStatus.ROLLED_BACK
+        reason = f"test {test.state.value} outside the rollout ({test.reason})"
+        ended = attrs.evolve(state, status=status, reason=reason, history=(*state.history, {
+            "time": self.clock(), "step": state.step, "traffic_pct": 0.0 if status is RolloutStatus.ROLLED_BACK
+            else state.traffic_pct, "decision": f"ended_{test.state.value}", "reason": reason}))
+        if self.manager.store.compare_and_set(self._key(name), cast(JSONValue, ended.to_doc()),
+                                              expected_version=version):
+            self._tel.set(semconv.ROLLOUT_TRAFFIC, (name,), ended.traffic_pct)
+            return ended
+        return self.get(name)
+
     def _finish(self, name: str, state: RolloutState) -> bool:
         """Apply a finished rollout's outcome to the test (exactly once: the test's own compare-and-set)."""
         action = {RolloutStatus.ROLLED_BACK: Decision.ROLLBACK, RolloutStatus.PROMOTED: Decision.PROMOTE}.get(
@@ -204,6 +217,8 @@ class RolloutManager:
             return RolloutCheck(name, state.status, state.step, state.traffic_pct, verdict, changed, moved)
 
         if test.state is not ABTestState.ACTIVE:
+            if state.status in (RolloutStatus.RAMPING, RolloutStatus.HANDED_OVER):
+                state = self._ended_outside(name, found.version, state, test)
             return result(None, None, False)
         if state.status in (RolloutStatus.ROLLED_BACK, RolloutStatus.PROMOTED):
             return result(None, None, self._finish(name, state))  # repair: the outcome was not applied yet
