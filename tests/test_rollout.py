@@ -198,6 +198,7 @@ def test_rollout_ramps_step_by_step_and_promotes() -> None:
     assert sample_value(tel, "rollout_traffic_percent", test=NAME) == 50.0
     assert [h["decision"] for h in rollouts.get(NAME).history] == ["start", "advance", "advance", "advance",
                                                                    "handover", "promote"]
+    assert [(r.test, r.status) for r in rollouts.list_rollouts()] == [(NAME, RolloutStatus.PROMOTED)]
 
 
 def test_broken_challenger_is_rolled_back_at_its_first_step() -> None:

@@ -68,7 +68,7 @@ class RolloutManager:
     """Runs progressive rollouts on the A/B tests of *manager*.
 
     :meth:`start` starts the test at the first step's share; :meth:`check`
-    (call it on a schedule, from any worker, or from the CLI/API) judges the
+    (call it on a schedule, from any worker, or from an operator's job) judges the
     current step on the results collected since it began and advances, holds
     or rolls back; after the last step it applies the test's own
     promote/rollback decision on the last step's results.
@@ -94,7 +94,7 @@ class RolloutManager:
             raise ABTestNotFoundError(name)
         return RolloutState.from_doc(found.value)
 
-    def list(self) -> list[RolloutState]:
+    def list_rollouts(self) -> list[RolloutState]:
         """Every rollout on this store, by test name."""
         prefix = NAMESPACE + ":{"
         names = sorted(k[len(prefix):k.index("}", len(prefix))] for k in self.manager.store.list_keys(prefix)
