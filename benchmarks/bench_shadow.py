@@ -13,6 +13,8 @@ Run: ``python -m benchmarks.bench_shadow`` (``--quick`` for the smoke mode).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import multiprocessing as mp
 import statistics
 import sys
@@ -127,11 +129,80 @@ def submit_cost(n: int, repeat: int) -> dict[str, Any]:
     return attrs.asdict(row(BENCH, "ShadowRunner.submit, per call (caller's cost)", runs, n))
 
 
+E2E_MODES = ("off", "thread", "process")
+
+
+async def _paced_http(url: str, rate: float, n: int, first: int) -> list[float]:
+    """POST *n* requests at *rate* per second (open loop); latency in ms from each request's scheduled start."""
+    import httpx
+
+    loop = asyncio.get_running_loop()
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+        start = loop.time() + 0.05
+
+        async def one(i: int) -> float:
+            due = start + i / rate
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            response = await client.post(f"/predict/{first + i}")
+            response.raise_for_status()
+            return (loop.time() - due) * 1000.0
+
+        return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+
+def measure_e2e(rate: float, n: int, rounds: int) -> list[dict[str, Any]]:
+    """One uvicorn service per mode (off, thread, process pool), loaded in alternating rounds over HTTP."""
+    import httpx
+
+    from ._services import uvicorn_server
+
+    p50: dict[str, list[float]] = {m: [] for m in E2E_MODES}
+    p99: dict[str, list[float]] = {m: [] for m in E2E_MODES}
+    totals: dict[str, dict[str, Any]] = {}
+    with contextlib.ExitStack() as stack:
+        urls = {m: stack.enter_context(uvicorn_server("benchmarks._shadow_app:app", env={"MLOPS_BENCH_SHADOW": m}))
+                for m in E2E_MODES}
+        for url in urls.values():
+            deadline = time.monotonic() + 90
+            while True:
+                try:
+                    if httpx.get(f"{url}/ready", timeout=5).json().get("ready"):
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{url} did not become ready")
+                time.sleep(0.1)
+            asyncio.run(_paced_http(url, rate, min(n, 100), 0))  # warm-up
+        for r in range(rounds):
+            for mode in E2E_MODES:
+                lat = np.asarray(asyncio.run(_paced_http(urls[mode], rate, n, (r + 1) * n)))
+                p50[mode].append(float(np.quantile(lat, 0.5)))
+                p99[mode].append(float(np.quantile(lat, 0.99)))
+                if mode != "off":
+                    httpx.get(f"{urls[mode]}/shadow", timeout=60)  # drain: the next round starts clean
+        for mode, url in urls.items():
+            totals[mode] = httpx.get(f"{url}/shadow", timeout=60).json()
+    rows = []
+    for mode in E2E_MODES:
+        t = totals.get(mode, {})
+        rows.append({
+            "bench": BENCH, "case": f"HTTP end to end, shadow {mode}, {rate:.0f} req/s", "rounds": float(rounds),
+            "requests_per_round": float(n),
+            "p50_ms": statistics.median(p50[mode]), "p50_min_ms": min(p50[mode]), "p50_max_ms": max(p50[mode]),
+            "p99_ms": statistics.median(p99[mode]), "p99_min_ms": min(p99[mode]), "p99_max_ms": max(p99[mode]),
+            "shadow_submitted": float(t.get("submitted", 0)), "shadow_completed": float(t.get("completed", 0)),
+            "shadow_dropped": float(t.get("dropped", 0)),
+        })
+    return rows
+
+
 def run(quick: bool = False) -> list[dict[str, Any]]:
     """Rows for the performance report."""
     if quick:
-        return [*measure(rate=200.0, n=100, rounds=1), submit_cost(1000, 2)]
-    return [*measure(rate=200.0, n=2000, rounds=7), submit_cost(20_000, 7)]
+        return [*measure(rate=200.0, n=100, rounds=1), submit_cost(1000, 2)]  # no HTTP services in the smoke
+    return [*measure(rate=200.0, n=2000, rounds=7), submit_cost(20_000, 7), *measure_e2e(100.0, 1000, 5)]
 
 
 def summary(rows: list[dict[str, Any]]) -> list[str]:
@@ -149,6 +220,16 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
     cost = rows[3]
     lines.append(f"- `submit()` costs the caller {cost['median_us']:.2f} µs per call (min {cost['min_us']:.2f}, "
                  f"max {cost['max_us']:.2f}).")
+    if len(rows) < 7:
+        return lines
+    e2e_off = rows[4]
+    for on in rows[5:7]:
+        lines.append(
+            f"- {on['case']} vs off: p50 {on['p50_ms']:.2f} vs {e2e_off['p50_ms']:.2f} ms (ranges "
+            f"{on['p50_min_ms']:.2f}-{on['p50_max_ms']:.2f} vs {e2e_off['p50_min_ms']:.2f}-{e2e_off['p50_max_ms']:.2f}), "
+            f"p99 {on['p99_ms']:.2f} vs {e2e_off['p99_ms']:.2f} ms (ranges {on['p99_min_ms']:.2f}-{on['p99_max_ms']:.2f} "
+            f"vs {e2e_off['p99_min_ms']:.2f}-{e2e_off['p99_max_ms']:.2f}); pairs {on['shadow_submitted']:.0f} submitted, "
+            f"{on['shadow_completed']:.0f} completed, {on['shadow_dropped']:.0f} dropped.")
     return lines
 
 
