@@ -5,8 +5,10 @@ so queueing shows in the latency) with a champion model (numpy, about 0.3 ms), w
 with shadow on for 100 % of requests (the same model as challenger, run by a ShadowRunner worker
 thread after the response). Rounds alternate off/on side by side under the same load; the table
 gives per-round p50 and p99 of the request latency (median over rounds, with min and max), and how
-many shadow pairs completed or were counted as dropped. In-process, not over HTTP: the HTTP stack
-adds the same cost to both sides.
+many shadow pairs completed or were counted as dropped. Then the same end to end over HTTP: one
+uvicorn service per mode (``benchmarks/_shadow_app.py``: ``runtime.prediction(..., shadow=...)``
+around the model), all running, loaded in alternating rounds at the same paced rate by an httpx
+client (latency from each request's scheduled start to its response).
 
 Run: ``python -m benchmarks.bench_shadow`` (``--quick`` for the smoke mode).
 """
