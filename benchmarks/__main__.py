@@ -32,6 +32,8 @@ MODULES = (
     "bench_service",
     "bench_e2e",
     "bench_chaos",
+    "bench_shadow",
+    "bench_rollout",
 )
 REPORT = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
 _BEGIN, _END = "<!-- bench:begin -->", "<!-- bench:end -->"

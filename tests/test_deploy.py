@@ -20,6 +20,7 @@ from mlops_otel.deploy import (
     ALERT_AB_GUARDRAIL,
     ALERT_DRIFT,
     ALERT_ERROR_RATE,
+    ALERT_SHADOW_DISAGREEMENT,
     ARTIFACTS,
     COLLECTOR_ENV_VARS,
     alert_rules,
@@ -185,7 +186,7 @@ def test_promtool_check_config(promtool: str, name: str) -> None:
 def test_promtool_check_rules(promtool: str) -> None:
     result = run_promtool(promtool, "check", "rules", str(EXAMPLES / "alerts.yml"))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 3 rules found" in result.stdout + result.stderr
+    assert "SUCCESS: 4 rules found" in result.stdout + result.stderr
 
 
 def test_scrape_config_targets_the_services_metrics_endpoint() -> None:
@@ -234,6 +235,8 @@ DRIFT_ALERT = semconv.DRIFT_ALERT.prometheus_name
 ERRORS = semconv.DIAGNOSIS_ERRORS.prometheus_name
 REQUESTS = semconv.DIAGNOSIS_REQUESTS.prometheus_name
 DECISIONS = semconv.AB_DECISIONS.prometheus_name
+SHADOW_PAIRS = semconv.SHADOW_PAIRS.prometheus_name
+DISAGREEMENTS = semconv.SHADOW_DISAGREEMENTS.prometheus_name
 
 
 def default_rules_tests(rules: dict[str, Any]) -> dict[str, Any]:
@@ -293,7 +296,24 @@ def default_rules_tests(rules: dict[str, Any]) -> dict[str, Any]:
             alert_case(rules, ALERT_AB_GUARDRAIL, "45m", []),
         ],
     }
-    return {"rule_files": ["alerts.yml"], "evaluation_interval": "1m", "tests": [drift, errors, guardrail]}
+    flip = {"model_type": "gnn", "comparison": "anomaly_score_flip"}
+    shadow = {
+        "interval": "1m",
+        "input_series": [
+            series(SHADOW_PAIRS, "0+100x40", model_type="gnn", outcome="completed"),
+            series(SHADOW_PAIRS, "0+500x40", model_type="gnn", outcome="dropped"),  # drops are not pairs compared
+            # 5 of 100 pairs disagree for 10 minutes, then 20 of 100.
+            series(DISAGREEMENTS, "0+5x10 70+20x29", **flip),
+            series(DISAGREEMENTS, "0+1x40", model_type="gnn", comparison="anomaly_score_difference"),
+        ],
+        "alert_rule_test": [
+            alert_case(rules, ALERT_SHADOW_DISAGREEMENT, "9m", []),
+            alert_case(rules, ALERT_SHADOW_DISAGREEMENT, "18m", []),  # above 0.1, pending
+            alert_case(rules, ALERT_SHADOW_DISAGREEMENT, "35m", [({"job": "diagnosis-service", **flip}, 0.2)]),
+        ],
+    }
+    return {"rule_files": ["alerts.yml"], "evaluation_interval": "1m",
+            "tests": [drift, errors, guardrail, shadow]}
 
 
 def promtool_test_rules(promtool: str, tmp_path: Path, rules: dict[str, Any], tests: dict[str, Any]) -> str:
@@ -343,7 +363,7 @@ def test_shortened_rules_for_end_to_end_tests(promtool: str, tmp_path: Path) -> 
 def test_alert_expressions_name_only_exported_metrics() -> None:
     rules = alert_rules()["groups"][0]["rules"]
     used = {name for rule in rules for name in metric_names(rule["expr"])}
-    assert used == {DRIFT, DRIFT_ALERT, REQUESTS, DECISIONS}
+    assert used == {DRIFT, DRIFT_ALERT, REQUESTS, DECISIONS, SHADOW_PAIRS, DISAGREEMENTS}
     assert used <= exported_sample_names()
 
 
@@ -495,6 +515,7 @@ def test_a_real_prometheus_loads_the_shipped_config_and_rules() -> None:
         groups = prom.api("rules")["groups"]
     (group,) = groups
     assert group["name"] == "mlops-otel"
-    assert {rule["name"] for rule in group["rules"]} == {ALERT_DRIFT, ALERT_ERROR_RATE, ALERT_AB_GUARDRAIL}
+    assert {rule["name"] for rule in group["rules"]} == {ALERT_DRIFT, ALERT_ERROR_RATE, ALERT_AB_GUARDRAIL,
+                                                             ALERT_SHADOW_DISAGREEMENT}
     assert all(rule["type"] == "alerting" for rule in group["rules"])
     # (Scraping through the generated scrape config is tested in test_export_prometheus.)

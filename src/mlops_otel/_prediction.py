@@ -21,6 +21,7 @@ import contextlib
 import contextvars
 import functools
 import inspect
+import time
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -34,8 +35,9 @@ if TYPE_CHECKING:
     from .drift import DriftMonitor
     from .registry import ModelRegistry
     from .telemetry import Telemetry
+    from .shadow import ShadowCall
 
-__all__ = ["Prediction", "current_prediction"]
+__all__ = ["Prediction", "ShadowedPrediction", "current_prediction"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -285,3 +287,44 @@ class Prediction:
                 _CURRENT.reset(token)
 
         return cast("F", wrapper)
+
+
+class ShadowedPrediction(Prediction):
+    """A :class:`Prediction` whose champion answer also goes to a shadow challenger (#14).
+
+    On a successful exit of a request the champion served (not an A/B
+    treatment), the observed ``anomaly_score``, ``confidence`` and numeric
+    extras, with the latency, are handed to ``shadow.submit`` (non-blocking,
+    never raises). See :mod:`mlops_otel.shadow`.
+    """
+
+    __slots__ = ("_shadow_start", "shadow")
+
+    def __init__(self, *args: Any, shadow: ShadowCall, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.shadow: ShadowCall | None = shadow
+        self._shadow_start = 0.0
+
+    def __enter__(self) -> Prediction:
+        entered = super().__enter__()
+        self._shadow_start = time.perf_counter()
+        return entered
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        elapsed_ms = (time.perf_counter() - self._shadow_start) * 1000.0
+        super().__exit__(exc_type, exc, tb)
+        call, self.shadow = self.shadow, None  # once, however often __exit__ is called
+        score = self.anomaly_score
+        if call is None or exc_type is not None or self.variant == "treatment" or score is None:
+            return
+        try:
+            outputs: dict[str, float] = {"anomaly_score": float(score)}
+            if self.confidence is not None:
+                outputs["confidence"] = float(self.confidence)
+            outputs.update({k: float(v) for k, v in self.extra.items() if isinstance(v, (int, float))})
+            latency = self.inference_time_ms if self.inference_time_ms is not None else elapsed_ms
+            call.submit(outputs, champion_latency_ms=latency)
+        except Exception as exc:  # the caller's request must never fail because of the shadow
+            self.runtime.telemetry.fault("prediction.shadow", exc)

@@ -15,7 +15,7 @@ from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
 
 from ._fleet import FleetMetrics
-from ._prediction import Prediction
+from ._prediction import Prediction, ShadowedPrediction
 from .settings import Settings, StoreSettings
 from .stores import MemoryStore, StateStore
 from .telemetry import Mode, Telemetry, use_default_resolver
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .ab import ABTestManager
     from .drift import DriftDetector, DriftMonitor
     from .registry import ModelRegistry
+    from .shadow import ShadowCall
 
 __all__ = [
     "DefaultProxy",
@@ -244,6 +245,7 @@ class Runtime:
         *,
         stage: str | None = None,
         default_version: str | None = None,
+        shadow: ShadowCall | None = None,
         **attributes: Any,
     ) -> Prediction:
         """Record one prediction of *model_type* everywhere it belongs (see :class:`~mlops_otel.Prediction`).
@@ -252,9 +254,14 @@ class Runtime:
         (``p.version``, ``p.variant``, ``p.test``), times the block inside its stage
         span, takes the outputs with ``p.observe(anomaly_score=..., confidence=...)``
         and records them once on exit; ``async with`` and ``@runtime.prediction(...)``
-        work too. Keyword *attributes* are added to the stage span.
+        work too. Keyword *attributes* are added to the stage span. ``shadow=runner.bind(inputs)``
+        runs a shadow challenger on *inputs* after a successful block (see :mod:`mlops_otel.shadow`).
         """
-        return Prediction(self, model_type, user_id, stage, default_version, attributes or None)
+        if shadow is not None:
+            return ShadowedPrediction(self, model_type, user_id, stage=stage, default_version=default_version,
+                                      attributes=attributes or None, shadow=shadow)
+        return Prediction(self, model_type, user_id, stage=stage, default_version=default_version,
+                          attributes=attributes or None)
 
     def close(self) -> None:
         """Flush and release everything; idempotent. The one place that orders the shutdown.

@@ -114,6 +114,18 @@ __all__ = [
     "TELEMETRY_ERRORS",
     "UNKNOWN_LABEL_VALUE",
     "metric_by_name",
+    # shadow traffic and progressive rollout (#14)
+    "ATTR_COMPARISON",
+    "ATTR_OUTCOME",
+    "ATTR_OUTPUT",
+    "ROLLOUT_STEP_CHANGES",
+    "ROLLOUT_TRAFFIC",
+    "SHADOW_DIFFERENCE",
+    "SHADOW_DISAGREEMENTS",
+    "SHADOW_DURATION",
+    "SHADOW_METRICS",
+    "SHADOW_OUTPUT_DRIFT",
+    "SHADOW_PAIRS",
     "prometheus_name",
     "span_name_for_stage",
 ]
@@ -487,7 +499,62 @@ def prometheus_label(key: str) -> str:
 
 _INVALID_LABEL = re.compile(r"[^a-zA-Z0-9_]")
 
-ALL_METRICS: tuple[MetricSpec, ...] = SEED_METRICS + SDK_METRICS + DRIFT_METRICS + GEN_AI_METRICS
+# ------------------------------------------------ shadow traffic and progressive rollout (#14)
+ATTR_OUTCOME = "outcome"
+ATTR_COMPARISON = "comparison"
+ATTR_OUTPUT = "output"
+
+_DIFFERENCE_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
+
+SHADOW_PAIRS = MetricSpec(
+    "shadow_pairs", MetricKind.COUNTER, "{pair}",
+    "Shadowed requests by outcome: completed, error (the challenger raised or returned an invalid output) "
+    "or dropped (queue full or left at close).",
+    (ATTR_MODEL_TYPE, ATTR_OUTCOME),
+)
+SHADOW_DURATION = MetricSpec(
+    "shadow_challenger_duration", MetricKind.HISTOGRAM, "s",
+    "Latency of the shadow challenger on one request (off the request path).",
+    (ATTR_MODEL_TYPE, ATTR_MODEL_VERSION), _GNN_BUCKETS,
+)
+SHADOW_DIFFERENCE = MetricSpec(
+    "shadow_output_difference", MetricKind.HISTOGRAM, "{score}",
+    "Absolute difference between the challenger's and the champion's output, per declared comparison.",
+    (ATTR_MODEL_TYPE, ATTR_COMPARISON), _DIFFERENCE_BUCKETS,
+)
+SHADOW_DISAGREEMENTS = MetricSpec(
+    "shadow_disagreements", MetricKind.COUNTER, "{pair}",
+    "Completed shadow pairs on which challenger and champion disagreed, per declared comparison.",
+    (ATTR_MODEL_TYPE, ATTR_COMPARISON),
+)
+SHADOW_OUTPUT_DRIFT = MetricSpec(
+    "shadow_output_drift", MetricKind.GAUGE, "{score}",
+    "KS distance between the challenger's and the champion's recent values of an output (0..1).",
+    (ATTR_MODEL_TYPE, ATTR_OUTPUT),
+)
+ROLLOUT_TRAFFIC = MetricSpec(
+    "rollout_traffic", MetricKind.GAUGE, "%",
+    "Treatment traffic share of a progressive rollout's current step (0 once rolled back).",
+    (ATTR_TEST,),
+)
+ROLLOUT_STEP_CHANGES = MetricSpec(
+    "rollout_step_changes", MetricKind.COUNTER, "{change}",
+    "Progressive rollout step changes by decision (advance, rollback, handover), counted once by the "
+    "worker whose compare-and-set made it.",
+    (ATTR_TEST, ATTR_DECISION),
+)
+
+SHADOW_METRICS: tuple[MetricSpec, ...] = (
+    SHADOW_PAIRS,
+    SHADOW_DURATION,
+    SHADOW_DIFFERENCE,
+    SHADOW_DISAGREEMENTS,
+    SHADOW_OUTPUT_DRIFT,
+    ROLLOUT_TRAFFIC,
+    ROLLOUT_STEP_CHANGES,
+)
+
+ALL_METRICS: tuple[MetricSpec, ...] = SEED_METRICS + SDK_METRICS + DRIFT_METRICS + GEN_AI_METRICS + SHADOW_METRICS
 
 _BY_NAME = {m.name: m for m in ALL_METRICS}
 

@@ -9,7 +9,7 @@ import attrs
 
 from .. import semconv
 from ..semconv import MetricSpec
-from ._prometheus import DRIFT_THRESHOLD
+from ._prometheus import DISAGREEMENT_THRESHOLD, DRIFT_THRESHOLD, shadow_disagreement_expr
 
 __all__ = ["DASHBOARD_UID", "Panel", "dashboard_panels", "grafana_dashboard"]
 
@@ -118,7 +118,8 @@ def _gen_ai_panels() -> tuple[Panel, ...]:
 
 
 def dashboard_panels(
-    *, drift_threshold: float = DRIFT_THRESHOLD, error_ratio_threshold: float = 0.05
+    *, drift_threshold: float = DRIFT_THRESHOLD, error_ratio_threshold: float = 0.05,
+    disagreement_threshold: float = DISAGREEMENT_THRESHOLD,
 ) -> tuple[tuple[str, tuple[Panel, ...]], ...]:
     """The dashboard's rows: (row title, panels)."""
     s = semconv
@@ -176,6 +177,23 @@ def dashboard_panels(
             Panel("A/B view age (seconds since the store answered)", (s.AB_VIEW_AGE,),
                   ((f"max by ({', '.join(s.AB_VIEW_AGE.labels)}) ({_sel(s.AB_VIEW_AGE)})",
                     _legend(s.AB_VIEW_AGE.labels)),), unit="s"),
+        )),
+        # Shadow traffic and progressive rollout (#14).
+        ("Shadow and rollout", (
+            _per_second("Shadow pairs per second by outcome (completed, error, dropped)", s.SHADOW_PAIRS),
+            Panel("Shadow disagreement per completed pair", (s.SHADOW_DISAGREEMENTS, s.SHADOW_PAIRS),
+                  ((shadow_disagreement_expr(RATE, selector=JOB), "{{model_type}} {{comparison}}"),),
+                  unit="percentunit", thresholds=(disagreement_threshold,), max=1.0),
+            _latency("Shadow challenger latency (p50/p95/p99)", s.SHADOW_DURATION),
+            _score("Shadow output difference (mean, p95)", s.SHADOW_DIFFERENCE, 0.95),
+            Panel("Shadow output drift (KS distance)", (s.SHADOW_OUTPUT_DRIFT,),
+                  ((_by_labels(s.SHADOW_OUTPUT_DRIFT), _legend(s.SHADOW_OUTPUT_DRIFT.labels)),),
+                  unit="none", thresholds=(drift_threshold,), max=1.0),
+            Panel("Rollout traffic share and step changes", (s.ROLLOUT_TRAFFIC, s.ROLLOUT_STEP_CHANGES), (
+                (_by_labels(s.ROLLOUT_TRAFFIC), _legend(s.ROLLOUT_TRAFFIC.labels, "traffic %")),
+                (f"sum by ({', '.join(s.ROLLOUT_STEP_CHANGES.labels)}) "
+                 f"(increase({_sel(s.ROLLOUT_STEP_CHANGES)}[{RATE}]))", _legend(s.ROLLOUT_STEP_CHANGES.labels)),
+            )),
         )),
         ("SDK health", (
             _per_second("Invalid measurements dropped per second", s.INVALID_MEASUREMENTS),

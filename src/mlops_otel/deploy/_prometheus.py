@@ -13,17 +13,24 @@ __all__ = [
     "ALERT_AB_GUARDRAIL",
     "ALERT_DRIFT",
     "ALERT_ERROR_RATE",
+    "ALERT_SHADOW_DISAGREEMENT",
+    "DISAGREEMENT_THRESHOLD",
     "DRIFT_THRESHOLD",
     "alert_rules",
     "prometheus_config",
+    "shadow_disagreement_expr",
 ]
 
 ALERT_DRIFT = "MLOpsModelDriftHigh"
 ALERT_ERROR_RATE = "MLOpsDiagnosisErrorRateHigh"
 ALERT_AB_GUARDRAIL = "MLOpsABGuardrailBreach"
+ALERT_SHADOW_DISAGREEMENT = "MLOpsShadowDisagreementHigh"
 
 #: The seed's drift threshold: the KS-distance above which a model version is considered drifted.
 DRIFT_THRESHOLD = 0.3
+
+#: Share of completed shadow pairs on which challenger and champion may disagree before the alert fires.
+DISAGREEMENT_THRESHOLD = 0.1
 
 _DURATION = re.compile(r"(\d+(ms|[smhdwy]))+\Z")
 
@@ -126,6 +133,21 @@ def guardrail_expr(window: str = "10m", decisions: Sequence[str] = ("rollback", 
     )
 
 
+def shadow_disagreement_expr(window: str = "10m", *, selector: str = "") -> str:
+    """PromQL: per model type and comparison, disagreements per completed shadow pair over *window*.
+
+    *selector* adds label matchers to both selectors (the dashboard passes its ``job`` filter).
+    """
+    dis, pairs = semconv.SHADOW_DISAGREEMENTS.prometheus_name, semconv.SHADOW_PAIRS.prometheus_name
+    extra = f",{selector}" if selector else ""
+    completed = f'{pairs}{{{semconv.ATTR_OUTCOME}="completed"{extra}}}'
+    by = _by("job", semconv.ATTR_MODEL_TYPE, semconv.ATTR_COMPARISON)
+    matchers = f"{{{selector}}}" if selector else ""
+    return (f"  sum {by} (rate({dis}{matchers}[{window}]))\n"
+            f"/ on (job, {semconv.ATTR_MODEL_TYPE}) group_left\n"
+            f"  sum {_by('job', semconv.ATTR_MODEL_TYPE)} (rate({completed}[{window}]))")
+
+
 def alert_rules(
     *,
     drift_threshold: float = DRIFT_THRESHOLD,
@@ -135,9 +157,12 @@ def alert_rules(
     error_for: str = "5m",
     guardrail_window: str = "10m",
     guardrail_decisions: Sequence[str] = ("rollback", "halt"),
+    disagreement_threshold: float = DISAGREEMENT_THRESHOLD,
+    disagreement_window: str = "10m",
+    disagreement_for: str = "10m",
     evaluation_interval: str | None = None,
 ) -> dict[str, Any]:
-    """The alerting rules file: drift above threshold, error-rate spike, A/B guardrail breach.
+    """The alerting rules file: drift above threshold, error-rate spike, A/B guardrail breach, shadow disagreement.
 
     The ``for`` durations, windows and the group's *evaluation_interval*
     (``None``: Prometheus' global one) are parameters so an end-to-end test can
@@ -145,6 +170,7 @@ def alert_rules(
     """
     _check_fraction("drift_threshold", drift_threshold)
     _check_fraction("error_ratio_threshold", error_ratio_threshold)
+    _check_fraction("disagreement_threshold", disagreement_threshold)
     if not guardrail_decisions:
         raise InvalidValueError("guardrail_decisions", "a non-empty sequence of decisions", guardrail_decisions)
     drift = semconv.MODEL_DRIFT_SCORE.prometheus_name
@@ -183,6 +209,20 @@ def alert_rules(
                 "summary": "A/B test {{ $labels.test }} decided {{ $labels.decision }}",
                 "description": "A guardrail of A/B test {{ $labels.test }} was breached: the SDK decided "
                 f"{{{{ $labels.decision }}}} within the last {guardrail_window}.",
+            },
+        },
+        {
+            "alert": ALERT_SHADOW_DISAGREEMENT,
+            "expr": f"(\n{shadow_disagreement_expr(_check_duration('disagreement_window', disagreement_window))}"
+            f"\n) > {disagreement_threshold!r}",
+            "for": _check_duration("disagreement_for", disagreement_for),
+            "labels": {"severity": "warning"},
+            "annotations": {
+                "summary": "Shadow challenger of {{ $labels.model_type }} disagrees on {{ $labels.comparison }}",
+                "description": "{{ printf \"%.2f\" $value }} of completed shadow pairs disagreed over the last "
+                f"{disagreement_window} (threshold {disagreement_threshold!r}): do not start an A/B test "
+                "before reading the shadow report (docs/shadow.md).",
+                "runbook": "docs/shadow.md",
             },
         },
     ]

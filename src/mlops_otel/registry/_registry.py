@@ -485,6 +485,23 @@ class ModelRegistry:
 
         return self._update(model_type, mutate) is not None
 
+    def record_event(self, model_type: str, action: str, *, reason: str, version: str | None = None,
+                     idempotency_key: str | None = None) -> bool:
+        """Add an entry that moves no role (e.g. a rollout step) to the history; returns whether it was added.
+
+        With *idempotency_key*, the entry is added once however many callers record it.
+        """
+        _check_reason(reason)
+        check_name("action", action)
+
+        def mutate(doc: dict[str, Any]) -> bool | None:
+            if self._seen(doc, idempotency_key):
+                return None
+            self._entry(doc, action, version, reason, idempotency_key)
+            return True
+
+        return self._update(model_type, mutate) is not None
+
     def archive(self, model_type: str, version: str, *, reason: str = "archived") -> bool:
         """Retire *version*: it can no longer be promoted or rolled back to.
 
