@@ -94,13 +94,14 @@ def _call(operation: Callable[[], T], *, path: Sequence[str] = ()) -> T:
         raise _http(exc, path) from exc
 
 
-def management_router(get_runtime: Callable[[], Runtime], *, token: str | None) -> APIRouter:
+def management_router(get_runtime: Callable[[], Runtime], *, token: str | None, ui: bool = True) -> APIRouter:
     """Return the management API as an :class:`~fastapi.APIRouter` (mount it with a prefix).
 
     *get_runtime* returns the running service's :class:`~mlops_otel.Runtime`
     (it may raise :class:`RuntimeError` before start-up: answered with 503).
     Write endpoints require ``Authorization: Bearer <token>`` (compared in
     constant time); with *token* ``None`` they answer 403 and change nothing.
+    With *ui*, the read-only operator's pages are served under ``/ui`` (open like the reads).
     """
     if token is not None and (not isinstance(token, str) or not token):
         raise ValueError(f"token must be a non-empty string or None, got {token!r}")
@@ -122,6 +123,9 @@ def management_router(get_runtime: Callable[[], Runtime], *, token: str | None) 
             return Operations(get_runtime())
         except RuntimeError as exc:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
+
+    if ui:  # the operator's pages; until the cores keep histories, the UI keeps what these calls return
+        from ..ui import keep_drift_report, keep_evaluation, ui_router
 
     Ops = Annotated[Operations, Depends(operations)]
     writer = [Depends(authorize)]
@@ -157,7 +161,10 @@ def management_router(get_runtime: Callable[[], Runtime], *, token: str | None) 
         A write: it counts a decision metric and, for a test with
         ``auto_finalize``, may finalize or abort it.
         """
-        return _call(lambda: ops.evaluate_test(name), path=("name",))
+        result = _call(lambda: ops.evaluate_test(name), path=("name",))
+        if ui:
+            keep_evaluation(ops.runtime, result)
+        return result
 
     @router.post("/ab/tests/{name}/finalize", tags=["ab-tests"], response_model=ABTestChangeOut,
                  dependencies=writer, responses={**_WRITE_RESPONSES, **_NOT_FOUND, **_CONFLICT},
@@ -220,13 +227,21 @@ def management_router(get_runtime: Callable[[], Runtime], *, token: str | None) 
     @router.get("/drift", tags=["drift"], response_model=list[DriftReportOut], summary="Drift reports")
     def drift_reports(ops: Ops) -> list[dict[str, Any]]:
         """One report per drift detector, sorted by ``<model_type>:<version>``."""
-        return _call(ops.drift_reports)
+        reports = _call(ops.drift_reports)
+        for report in reports if ui else ():
+            keep_drift_report(ops.runtime, report)
+        return reports
 
     @router.get("/drift/{model_type}/{version}", tags=["drift"], response_model=DriftReportOut,
                 responses=_NOT_FOUND, summary="Drift report of one version")
     def drift_report(model_type: ModelType, version: Annotated[str, Path(description="The model version.")],
                      ops: Ops) -> dict[str, Any]:
         """The drift report of one model version's detector."""
-        return _call(lambda: ops.drift_report(model_type, version), path=("model_type", "version"))
+        report = _call(lambda: ops.drift_report(model_type, version), path=("model_type", "version"))
+        if ui:
+            keep_drift_report(ops.runtime, report)
+        return report
 
+    if ui:
+        router.include_router(ui_router(get_runtime), prefix="/ui")
     return router
