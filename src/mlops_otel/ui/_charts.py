@@ -133,7 +133,8 @@ def score_chart(points: Sequence[Mapping[str, Any]], *, threshold: float | None,
     """The drift score over time against the alert threshold (and the clear threshold)."""
     rows = [p for p in points if p.get("time") is not None and p.get("score") is not None]
     chart = pygal.XY(**_config("drift score over time", (BLUE, RED, GREY), show_dots=True,
-                               dots_size=3, x_value_formatter=_clock, value_formatter=lambda y: f"{y:.3f}",
+                               dots_size=3, x_value_formatter=_clock, x_labels_major_count=6,
+                               show_minor_x_labels=False, value_formatter=lambda y: f"{y:.3f}",
                                range=(0.0, max([1.0] + [p["score"] for p in rows]))))
     chart.add("score", [(p["time"], p["score"]) for p in rows], stroke_style={"width": 2.5})
     if rows:

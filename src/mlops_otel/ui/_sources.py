@@ -169,11 +169,18 @@ def histogram(values: Iterable[float], edges: Sequence[float]) -> list[float]:
 
 def histogram_from_quantiles(quantiles: Sequence[float], probabilities: Sequence[float],
                              edges: Sequence[float]) -> list[float]:
-    """Share per bin of a distribution given by its quantiles (linear CDF between them)."""
+    """Share per bin of a distribution given by its quantiles, binned as :func:`histogram` bins a sample.
+
+    The CDF is linear between quantiles; mass outside the edges goes to the end bins, and a
+    point mass sitting on an inner edge to the bin on its right (numpy's half-open bins).
+    """
     q = np.asarray(quantiles, dtype=np.float64)
     p = np.asarray(probabilities, dtype=np.float64)
     order = np.argsort(q, kind="stable")
-    cdf = np.interp(np.asarray(edges, dtype=np.float64), q[order], p[order], left=0.0, right=1.0)
+    q, p = q[order], p[order]
+    unique, first = np.unique(q, return_index=True)
+    inner = np.interp(np.asarray(edges[1:-1], dtype=np.float64), unique, p[first], left=0.0, right=1.0)
+    cdf = np.concatenate(([0.0], inner, [1.0]))
     return [float(max(b - a, 0.0)) for a, b in itertools.pairwise(cdf)]
 
 
