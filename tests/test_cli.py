@@ -221,8 +221,8 @@ def test_usage_errors_exit_2(store_cli: Cli, redis_service: RedisServer) -> None
     assert code == 2
     assert "no backend: pass --store URL or --api URL" in err
     code, _, err = store_cli("--store", "postgres://x", "registry", "list", backend=False)
-    assert (code, err) == (2, "mlops-otel: error: cannot open store: store url must start with memory://, "
-                              "redis://, rediss:// or redis+cluster://, got 'postgres://x'\n")
+    assert (code, err) == (2, "mlops-otel: error: cannot open store: url must be a URL starting with memory://, "
+                              "redis://, rediss://, unix:// or redis+cluster://, got 'postgres://x'\n")
     code, out, _ = store_cli("--help", backend=False)
     assert code == 0
     assert "exit codes:" in out

@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from ..registry._validate import InvalidValueError, check_name
+from ..validation import InvalidValueError, check_name
 
 __all__ = ["BUCKETS", "ABTestConfig", "Guardrails", "InvalidConfigError"]
 

@@ -33,7 +33,7 @@ import attrs
 import numpy as np
 import numpy.typing as npt
 
-from ..registry._stats import SufficientStats
+from ..stats import SufficientStats
 from . import _stats
 from ._config import BUCKETS, ABTestConfig
 

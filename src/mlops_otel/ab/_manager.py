@@ -13,9 +13,9 @@ import attrs
 
 from .. import semconv
 from ..registry import ModelRegistry, SufficientStats, UnknownVersionError
-from ..registry._validate import InvalidValueError, check_result
 from ..stores import CounterBuffer, JSONValue, StateStore, make_key
 from ..telemetry import Telemetry, default_telemetry
+from ..validation import InvalidValueError, check_result
 from ._assign import Variant, assign
 from ._config import ABTestConfig, InvalidConfigError
 from ._evaluate import Decision, Evaluation, evaluate

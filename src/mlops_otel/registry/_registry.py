@@ -15,10 +15,10 @@ from typing import Any, TypeVar, cast
 import attrs
 
 from .. import semconv
+from ..stats import SufficientStats
 from ..stores import CounterBuffer, JSONValue, StateStore, make_key
 from ..telemetry import Telemetry, default_telemetry
-from ._stats import SufficientStats
-from ._validate import InvalidValueError, check_name, check_result
+from ..validation import InvalidValueError, check_name, check_result
 
 __all__ = [
     "ModelRegistry",

@@ -1,10 +1,10 @@
 """Recording, spans and export: the layer every other part of mlops-otel records through."""
 
 from ._aggregate import FamilySnapshot, SeriesSnapshot
-from ._default import default_telemetry, set_default_telemetry
+from ._default import default_telemetry, set_default_telemetry, use_default_resolver
 from ._merge import merge_snapshots, snapshot_from_json, snapshot_to_json
 from ._otlp import MetricsExporter
-from ._telemetry import Mode, StageTracker, Telemetry
+from ._telemetry import Mode, StageTracker, Telemetry, request_decorator
 
 __all__ = [
     "FamilySnapshot",
@@ -15,7 +15,9 @@ __all__ = [
     "Telemetry",
     "default_telemetry",
     "merge_snapshots",
+    "request_decorator",
     "set_default_telemetry",
     "snapshot_from_json",
     "snapshot_to_json",
+    "use_default_resolver",
 ]

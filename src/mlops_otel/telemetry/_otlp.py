@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from typing import Protocol
 
@@ -23,6 +22,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+from .._worker import PeriodicWorker
 from ..semconv import MetricKind
 from ._aggregate import FamilySnapshot
 
@@ -116,27 +116,16 @@ class PeriodicPusher:
         self.interval = interval
         self.timeout = timeout
         self._on_error = on_error
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._worker = PeriodicWorker(self, PeriodicPusher.push, name="mlops-otel-otlp", interval=interval,
+                                      on_error=on_error)
 
     def ensure_started(self) -> None:
         """Start the thread if it is not running (again after a fork)."""
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._stop = threading.Event()
-                self._thread = threading.Thread(target=self._run, name="mlops-otel-otlp", daemon=True)
-                self._thread.start()
+        self._worker.start()
 
     def after_fork(self) -> None:
         """Forget the parent's thread and lock (threads do not survive a fork)."""
-        self._lock = threading.Lock()
-        self._thread = None
-        self._stop = threading.Event()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.push()
+        self._worker.after_fork()
 
     def push(self) -> bool:
         """Export one snapshot now; return whether the exporter reported success."""
@@ -152,10 +141,7 @@ class PeriodicPusher:
 
     def shutdown(self) -> None:
         """Stop the thread after one final push."""
-        thread = self._thread
-        self._stop.set()
-        if thread is not None and thread.is_alive():
-            thread.join(timeout=self.timeout + self.interval)
+        self._worker.stop(timeout=self.timeout + self.interval)
         self.push()
         shutdown = getattr(self.exporter, "shutdown", None)
         if callable(shutdown):

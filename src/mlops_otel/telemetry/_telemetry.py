@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry
 
 from .. import semconv
 from .._forksafe import after_fork_in_child
+from .._version import __version__
 from ..semconv import MetricKind, MetricSpec
 from ._aggregate import Aggregator, FamilySnapshot, _Family
 from ._otlp import MetricsExporter, PeriodicPusher, to_metrics_data
@@ -37,7 +38,8 @@ Mode = Literal["aggregate", "passthrough"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 SCOPE_NAME = "mlops_otel"
-_VERSION = "0.1.0"
+#: The instrumentation scope version is the package version (from its metadata).
+_VERSION = __version__
 
 _MS = 0.001
 _MAX_FLOAT = 1.7976931348623157e308
@@ -307,6 +309,17 @@ class Telemetry:
         if self._instruments:
             self._forward(semconv.RAG_GENERATION_DURATION, labels, seconds)
             self._forward(semconv.RAG_TOKENS_USED, labels, tokens_used)
+
+    @staticmethod
+    def set_request_model_version(model_version: str) -> None:
+        """Label the current ``@track_diagnosis_request`` call with *model_version* (no-op outside one).
+
+        :meth:`record_gnn_metrics` does it too; a failed prediction that recorded no
+        outputs uses this, so its request is still counted under the version that served it.
+        """
+        state = _REQUEST.get()
+        if state is not None:
+            state.model_version = model_version
 
     def record_error(self, error_type: str, stage: str) -> None:
         """Count one error of *error_type* raised in *stage*."""
