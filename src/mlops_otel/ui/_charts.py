@@ -115,16 +115,16 @@ def split_chart(n_control: int, n_treatment: int, expected_share: float) -> Mark
     return _svg(chart, "Sample ratio: observed results per variant against the configured split")
 
 
-def distribution_chart(name: str, edges: Sequence[float], reference: Sequence[float],
-                       production: Sequence[float]) -> Markup:
-    """Reference and production distributions of one monitored output, side by side per bin."""
+def distribution_chart(name: str, labels: Sequence[str], reference: Sequence[float] | None,
+                       production: Sequence[float] | None) -> Markup:
+    """Reference and production distributions of one output or feature, side by side per bin (or category)."""
     chart = pygal.Bar(**_config(f"{name}: reference vs production", (GREY, ORANGE), width=560, height=340,
-                                x_label_rotation=0, show_minor_x_labels=False,
+                                x_label_rotation=0 if len(labels) <= 8 else 30, show_minor_x_labels=False,
                                 value_formatter=lambda y: f"{y:.1f}%"))
-    chart.x_labels = [f"{edges[i]:.2f}" for i in range(len(edges) - 1)]
-    chart.x_labels_major = chart.x_labels[::4]
-    chart.add("reference", [100.0 * v for v in reference])
-    chart.add("production", [100.0 * v for v in production])
+    chart.x_labels = list(labels)
+    chart.x_labels_major = list(labels)[::4] if len(labels) > 8 else list(labels)
+    chart.add("reference", [100.0 * v for v in reference] if reference is not None else [])
+    chart.add("production", [100.0 * v for v in production] if production is not None else [])
     return _svg(chart, f"Distribution of {name}: reference and production")
 
 

@@ -54,8 +54,9 @@ def _effect(value: Any, metric: str) -> str:
 
 
 def _environment() -> jinja2.Environment:
+    # ChainableUndefined: a field a core drops or renames renders empty instead of failing the page.
     env = jinja2.Environment(loader=jinja2.PackageLoader("mlops_otel.ui", "templates"),
-                             autoescape=jinja2.select_autoescape(default=True), undefined=jinja2.StrictUndefined,
+                             autoescape=jinja2.select_autoescape(default=True), undefined=jinja2.ChainableUndefined,
                              trim_blocks=True, lstrip_blocks=True)
     env.filters.update(when=_when, num=_num, pct=_pct, effect=_effect,
                        q=lambda v: urllib.parse.quote(str(v), safe=""))

@@ -137,12 +137,13 @@ def evaluation_point(entry: Mapping[str, Any]) -> dict[str, Any]:
     """One snapshot of an evaluation history in the shape the charts read."""
     n_c = int(_num(entry.get("n_control")) or 0)
     n_t = int(_num(entry.get("n_treatment")) or 0)
-    effects = {
-        metric: {k: _num(e.get(k)) for k in ("estimate", "lower", "upper")}
-        for metric, e in _effects(entry.get("effects")).items()
-    }
+    raw = entry.get("effects") if entry.get("effects") is not None else entry.get("metrics")
+    effects = {metric: {k: _num(e.get(k)) for k in ("estimate", "lower", "upper")}
+               for metric, e in _effects(raw).items()}
+    applied = entry.get("applied")
     return {"time": _time(entry), "n_control": n_c, "n_treatment": n_t, "n": n_c + n_t,
-            "decision": str(entry.get("decision", "")), "effects": effects}
+            "decision": str(entry.get("decision", "")), "effects": effects,
+            "applied": None if applied is None else str(applied), "by": str(entry.get("by") or "evaluation")}
 
 
 def score_point(entry: Mapping[str, Any]) -> dict[str, Any]:
@@ -182,6 +183,22 @@ def histogram_from_quantiles(quantiles: Sequence[float], probabilities: Sequence
     inner = np.interp(np.asarray(edges[1:-1], dtype=np.float64), unique, p[first], left=0.0, right=1.0)
     cdf = np.concatenate(([0.0], inner, [1.0]))
     return [float(max(b - a, 0.0)) for a, b in itertools.pairwise(cdf)]
+
+
+def _labels(edges: Sequence[float]) -> list[str]:
+    span = abs(edges[-1] - edges[0])
+    digits = 2 if span <= 10 else 0
+    return [f"{e:.{digits}f}" for e in edges[:-1]]
+
+
+def _quantile_panel(name: str, kind: str, sides: Mapping[str, Any], levels: Sequence[float],
+                    edges: Sequence[float]) -> dict[str, Any]:
+    panel: dict[str, Any] = {"name": name, "kind": kind, "labels": _labels(edges)}
+    for side in ("reference", "production"):
+        quantiles = sides.get(side)
+        panel[side] = (histogram_from_quantiles(quantiles, levels, edges)
+                       if quantiles and len(quantiles) == len(levels) else None)
+    return panel
 
 
 @attrs.define(eq=False)
@@ -240,10 +257,14 @@ class PageData:
         history = self.evaluation_history(test, current)
         decisions: list[dict[str, Any]] = []
         for point in history:
-            if not decisions or decisions[-1]["decision"] != point["decision"]:
-                decisions.append({**point, "until_n": point["n"]})
+            manual = point["by"] != "evaluation"
+            if manual or point["applied"] or not decisions or decisions[-1]["decision"] != point["decision"] \
+                    or decisions[-1]["applied"] or decisions[-1]["by"] != "evaluation":
+                decisions.append({**point, "until_n": point["n"], "count": 1})
             else:
                 decisions[-1]["until_n"] = point["n"]
+                decisions[-1]["count"] += 1
+        history = [p for p in history if p["by"] == "evaluation"]
         config = test["config"]
         fraction = float(config["treatment_traffic_pct"]) / 100.0
         total = current["n_control"] + current["n_treatment"]
@@ -251,7 +272,7 @@ class PageData:
                "p_value": current.get("srm_p_value"), "alpha": config.get("srm_alpha")}
         return {"test": test, "config": config, "evaluation": current, "history": history,
                 "decisions": decisions, "srm": srm,
-                "segments": current.get("segments") or test.get("segments"),
+                "segments": [sg for sg in current.get("segments") or () if isinstance(sg, Mapping)],
                 "rollout": test.get("rollout") or config.get("rollout")}
 
     # ------------------------------------------------------------ drift
@@ -281,33 +302,46 @@ class PageData:
         points = [score_point(e) for e in self._guard(lambda: history.read(group, "scores"))]
         return sorted(points, key=lambda p: p["time"] or 0.0)
 
-    def distributions(self, detector: Any, bins: int = 20) -> dict[str, dict[str, list[float]]]:
-        """Per monitored output: the shares per bin on [0, 1] of the reference and of production."""
-        edges = [i / bins for i in range(bins + 1)]
-        provided = getattr(detector, "distributions", None)
-        if callable(provided):
-            result: dict[str, dict[str, list[float]]] = {}
-            for name, dist in self._guard(provided).items():
-                row = {}
-                for side in ("reference", "production"):
-                    part = dist.get(side) if isinstance(dist, Mapping) else None
-                    if isinstance(part, Mapping) and "quantiles" in part:
-                        row[side] = histogram_from_quantiles(part["quantiles"], part["probabilities"], edges)
-                    elif part is not None:
-                        row[side] = histogram(part, edges)
-                result[str(name)] = row
-            return {"edges": edges, **result}  # type: ignore[dict-item]
-        return {"edges": edges, **self._stored_distributions(detector, edges)}  # type: ignore[dict-item]
+    def distributions(self, detector: Any, bins: int = 20) -> list[dict[str, Any]]:
+        """Panels of reference vs production distributions: each output, then each input feature.
 
-    def _stored_distributions(self, detector: Any, edges: Sequence[float]) -> dict[str, dict[str, list[float]]]:
+        Each panel: ``name``, ``kind`` (``output``, ``numeric`` or ``categorical``), bin ``labels`` and the
+        ``reference`` and ``production`` shares per bin (``None`` for a side without data).
+        """
+        provided = getattr(detector, "distributions", None)
+        if not callable(provided):
+            return self._stored_distributions(detector, bins)
+        dist = self._guard(provided)
+        levels = [float(x) for x in dist.get("quantiles", [])]
+        panels: list[dict[str, Any]] = []
+        unit = [i / bins for i in range(bins + 1)]
+        for name, sides in (dist.get("outputs") or {}).items():
+            panels.append(_quantile_panel(str(name), "output", sides, levels, unit))
+        for name, sides in (dist.get("features") or {}).items():
+            if sides.get("kind") == "categorical":
+                labels = sorted(set(sides.get("reference") or {}) | set(sides.get("production") or {}))
+                panels.append({"name": str(name), "kind": "categorical", "labels": labels, **{
+                    side: None if not sides.get(side) else [float(sides[side].get(k, 0.0)) for k in labels]
+                    for side in ("reference", "production")}})
+                continue
+            values = [v for side in ("reference", "production") for v in (sides.get(side) or ())]
+            if not values:
+                continue
+            low, high = min(values), max(values)
+            edges = [low + (high - low) * i / bins for i in range(bins + 1)] if high > low else [low - 0.5, low + 0.5]
+            panels.append(_quantile_panel(str(name), "numeric", sides, levels, edges))
+        return [p for p in panels if p["reference"] is not None or p["production"] is not None]
+
+    def _stored_distributions(self, detector: Any, bins: int) -> list[dict[str, Any]]:
         """Fallback: the reference and production windows as the detector keeps them in the store."""
+        edges = [i / bins for i in range(bins + 1)]
         store: StateStore = self._runtime.store
         keys = set(detector.store_keys())
         pointer_key = next((k for k in keys if k.endswith("}:reference")), None)
         base = None if pointer_key is None else pointer_key[: -len(":reference")]
         by_suffix = {} if base is None else {s: f"{base}:{s}" for s in ("scores", "confidences")
                                              if f"{base}:{s}" in keys}
-        out: dict[str, dict[str, list[float]]] = {}
+        out: list[dict[str, Any]] = []
         reference: Mapping[str, Any] = {}
         if pointer_key is not None:
             doc = self._guard(lambda: store.get_document(pointer_key))
@@ -323,8 +357,10 @@ class PageData:
             ref = reference.get(name)
             if not production and not ref:
                 continue
-            out[name] = {"reference": histogram(ref or [], edges),
-                         "production": histogram([x for x in map(_num, production) if x is not None], edges)}
+            out.append({"name": name, "kind": "output", "labels": _labels(edges),
+                        "reference": histogram(ref, edges) if ref else None,
+                        "production": histogram([x for x in map(_num, production) if x is not None], edges)
+                        if production else None})
         return out
 
     def drift(self, model_type: str, version: str) -> dict[str, Any]:
