@@ -38,6 +38,7 @@ class _Instrumentation:
     factory: Callable[[], tuple[Runtime, bool]]
     install_default: bool
     runtime: Runtime | None = None
+    local_docs: Any = None
 
 
 class _MetricsEndpoint:
@@ -119,6 +120,7 @@ def instrument_app(
     management_token: str | None = None,
     management_prefix: str = "/mlops",
     install_as_default: bool = True,
+    local_docs: bool = True,
 ) -> None:
     """Instrument *app*: HTTP spans and metrics, ``/metrics``, and the mlops-otel runtime.
 
@@ -139,6 +141,8 @@ def instrument_app(
     With *management*, the management API is mounted under
     *management_prefix*; its write endpoints need ``Authorization: Bearer
     <management_token>`` and are disabled when no token is configured.
+    With *local_docs*, ``/docs`` and ``/redoc`` load Swagger UI and ReDoc from
+    the package instead of a CDN (see :func:`mlops_otel.ui.serve_docs_locally`).
     Calling it again on an instrumented app does nothing.
     """
     if getattr(app.state, _STATE_ATTR, None) is not None:
@@ -212,9 +216,18 @@ def instrument_app(
                            prefix=management_prefix)
         management_routes = [r for r in app.router.routes if r not in before]
 
+    docs = None
+    if local_docs:
+        from ..ui import serve_docs_locally
+
+        try:
+            docs = serve_docs_locally(app)
+        except ImportError as exc:  # fastapi-offline missing: keep FastAPI's CDN pages
+            _log.warning("instrument_app: /docs keeps loading its assets from a CDN: %s", exc)
+
     inst = _Instrumentation(
         original_lifespan=app.router.lifespan_context, metrics_route=route, management_routes=management_routes,
-        http_instrumented=http, factory=factory, install_default=install_as_default,
+        http_instrumented=http, factory=factory, install_default=install_as_default, local_docs=docs,
     )
 
     @contextlib.asynccontextmanager
@@ -250,6 +263,8 @@ def uninstrument_app(app: FastAPI) -> None:
         FastAPIInstrumentor.uninstrument_app(app)
     removed = [r for r in (inst.metrics_route, *inst.management_routes) if r is not None]
     app.router.routes[:] = [r for r in app.router.routes if r not in removed]
+    if inst.local_docs is not None:
+        inst.local_docs.undo(app)
     app.router.lifespan_context = inst.original_lifespan
     setattr(app.state, _STATE_ATTR, None)
     app.middleware_stack = None
