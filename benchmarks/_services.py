@@ -65,8 +65,12 @@ def redis_server() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def uvicorn_server(target: str, *, env: dict[str, str], workers: int = 1) -> Iterator[str]:
-    """Run ``uvicorn <target>`` on a free loopback port in a subprocess; yield its base URL."""
+def uvicorn_server(target: str, *, env: dict[str, str], workers: int = 1, cpus: str | None = None,
+                   ) -> Iterator[str]:
+    """Run ``uvicorn <target>`` on a free loopback port in a subprocess; yield its base URL.
+
+    *cpus* pins the server (and its workers) with ``taskset -c``.
+    """
     import os
     import sys
     from pathlib import Path
@@ -79,6 +83,8 @@ def uvicorn_server(target: str, *, env: dict[str, str], workers: int = 1) -> Ite
     else:
         cmd = [sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port),
                "--log-level", "warning", "--no-access-log"]
+    if cpus is not None and shutil.which("taskset"):
+        cmd = ["taskset", "-c", cpus, *cmd]
     proc = subprocess.Popen(
         cmd,
         env=full_env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
