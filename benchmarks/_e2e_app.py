@@ -3,12 +3,14 @@
 ``uvicorn benchmarks._e2e_app:app`` reads (at import, which is start-up for uvicorn):
 
 - ``EXAMPLE_WITHOUT_SDK=1``: the same models and flow without mlops-otel (the baseline);
-- ``BENCH_HTTP``: ``otel`` (default: the OTel FastAPI instrumentation), ``none``
-  (``instrument_http=False``);
+- ``BENCH_HTTP``: ``otel`` (default: the OTel FastAPI instrumentation), ``light``
+  (``instrument_http="light"``: mlops-otel's HttpServerMiddleware), ``none`` (``instrument_http=False``);
 - ``BENCH_TRACE_RATIO``: unset for no OTel SDK (spans go to the API's no-op tracer), else a
   float in [0, 1]: an SDK ``TracerProvider`` sampling that share of traces
   (``ParentBased(TraceIdRatioBased)``) whose ``BatchSpanProcessor`` encodes every batch to OTLP
   protobuf and drops it, so the CPU of exporting is paid but no network is measured;
+- ``BENCH_GIL_PROBE``: a file path; runs :class:`benchmarks._gilprobe.GilProbe` writing there
+  (used by ``python -m benchmarks.profile_e2e``, never by the timed benchmark);
 - the ``MLOPS_OTEL_*`` variables, as ``Runtime.from_env`` reads them.
 """
 
@@ -57,13 +59,18 @@ def _tracing(ratio: str | None) -> None:
 def build(env: dict[str, str] | None = None) -> Any:
     """The app of the case described by *env* (default ``os.environ``)."""
     e = dict(os.environ) if env is None else env
+    if e.get("BENCH_GIL_PROBE"):
+        from ._gilprobe import GilProbe
+
+        GilProbe(e["BENCH_GIL_PROBE"]).start()
     if e.get("EXAMPLE_WITHOUT_SDK") == "1":
         return example.create_plain_app()
     _tracing(e.get("BENCH_TRACE_RATIO"))
     http = e.get("BENCH_HTTP", "otel")
-    if http not in ("otel", "none"):
-        raise ValueError(f"BENCH_HTTP must be one of 'otel', 'none', got {http!r}")
-    return example.create_app(instrument_http=http != "none")
+    choices: dict[str, Any] = {"otel": True, "none": False, "light": "light"}
+    if http not in choices:
+        raise ValueError(f"BENCH_HTTP must be one of {sorted(choices)}, got {http!r}")
+    return example.create_app(instrument_http=choices[http])
 
 
 app = build()

@@ -6,7 +6,8 @@ rate, latency measured from each request's due time, so a slow answer's effect o
 queued behind it is counted (no coordinated omission). Service: uvicorn running the example
 (``benchmarks/_e2e_app.py``) with 1 worker on the memory store, and with 2 workers on a shared
 Redis store (fleet metrics on); each against the same models and flow with no SDK at all.
-Variants: without the OTel HTTP instrumentation, and with an OTel SDK tracer provider sampling
+Variants: without the OTel HTTP instrumentation, with mlops-otel's lean HTTP middleware instead
+(``instrument_http="light"``), and with an OTel SDK tracer provider sampling
 0%, 1% and 100% of traces (spans encoded to OTLP protobuf and dropped: the export CPU, no network).
 
 Method: all servers of a group run side by side; each round runs every case once per rate,
@@ -59,6 +60,7 @@ def _cases(quick: bool, store: dict[str, str]) -> list[Case]:
     return [
         *cases,
         Case("mlops-otel, no HTTP instrumentation", {**sdk, "BENCH_HTTP": "none"}),
+        Case("mlops-otel, light HTTP middleware", {**sdk, "BENCH_HTTP": "light"}),
         Case("mlops-otel, tracing 0%", {**sdk, "BENCH_HTTP": "otel", "BENCH_TRACE_RATIO": "0"}),
         Case("mlops-otel, tracing 1%", {**sdk, "BENCH_HTTP": "otel", "BENCH_TRACE_RATIO": "0.01"}),
         Case("mlops-otel, tracing 100%", {**sdk, "BENCH_HTTP": "otel", "BENCH_TRACE_RATIO": "1"}),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import attrs
 from fastapi import FastAPI
@@ -18,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 from .._runtime import Runtime, configured_default, install_default, release_default
 from ..stores import StateStore
 from ..telemetry import Mode, default_telemetry
+from ._middleware import HttpServerMiddleware
 
 __all__ = ["get_runtime", "instrument_app", "uninstrument_app"]
 
@@ -73,7 +74,7 @@ def instrument_app(
     max_label_values: int = 100,
     otlp: bool = False,
     metrics_path: str | None = "/metrics",
-    instrument_http: bool = True,
+    instrument_http: bool | Literal["otel", "light"] = True,
     excluded_urls: str | None = None,
     management: bool = False,
     management_token: str | None = None,
@@ -92,6 +93,9 @@ def instrument_app(
     With *management*, the management API is mounted under
     *management_prefix*; its write endpoints need ``Authorization: Bearer
     <management_token>`` and are disabled when no token is configured.
+    *instrument_http*: ``True``/``"otel"`` installs the OTel FastAPI instrumentation,
+    ``"light"`` mlops-otel's :class:`HttpServerMiddleware` (the stable HTTP conventions' span and
+    metrics at a fraction of the cost; docs/performance-analysis.md), ``False`` neither.
     Calling it again on an instrumented app does nothing.
     """
     if getattr(app.state, _STATE_ATTR, None) is not None:
@@ -117,7 +121,10 @@ def instrument_app(
         ), True
 
     http = False
-    if instrument_http and not getattr(app, "_is_instrumented_by_opentelemetry", False):
+    if instrument_http == "light":  # mlops-otel's lean HTTP middleware (#16), instead of the OTel ASGI one
+        app.add_middleware(HttpServerMiddleware, tracer_provider=tracer_provider, meter_provider=meter_provider,
+                           excluded_urls=excluded_urls)
+    elif instrument_http and not getattr(app, "_is_instrumented_by_opentelemetry", False):
         FastAPIInstrumentor.instrument_app(
             app, tracer_provider=tracer_provider, meter_provider=meter_provider, excluded_urls=excluded_urls
         )
@@ -175,6 +182,7 @@ def uninstrument_app(app: FastAPI) -> None:
         return
     if inst.http_instrumented:
         FastAPIInstrumentor.uninstrument_app(app)
+    app.user_middleware[:] = [m for m in app.user_middleware if m.cls is not cast("Any", HttpServerMiddleware)]
     removed = [r for r in (inst.metrics_route, *inst.management_routes) if r is not None]
     app.router.routes[:] = [r for r in app.router.routes if r not in removed]
     app.router.lifespan_context = inst.original_lifespan
