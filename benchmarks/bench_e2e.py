@@ -127,7 +127,7 @@ def _group(label: str, cases: list[Case], workers: int, rates: tuple[int, ...], 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
     require_wrk()
-    rates, seconds, repeat = ((100,), 2.0, 1) if quick else ((100, 300), 8.0, 3)
+    rates, seconds, repeat = ((100,), 2.0, 1) if quick else ((100, 200), 8.0, 3)
     memory = {"MLOPS_OTEL_STORE_URL": "memory://"}
     rows = _group("1 worker, memory store", _cases(quick, memory), 1, rates, seconds, repeat)
     if not quick:

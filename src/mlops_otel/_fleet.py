@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -18,6 +19,14 @@ __all__ = ["FleetMetrics"]
 _log = logging.getLogger("mlops_otel.fleet")
 _NAMESPACE = "telemetry"
 _GROUP = "fleet"
+#: A real sleep between the slices of a refresh: ``sleep(0)`` releases the GIL but does not make
+#: CPython hand it over, so the event loop could still wait for the whole refresh (#16).
+_SLICE_PAUSE_S = 0.0001
+
+
+def _yield_gil() -> None:
+    """Let a thread waiting for the GIL (the event loop) run before the next slice of work."""
+    time.sleep(_SLICE_PAUSE_S)
 
 
 @attrs.define(eq=False)
@@ -83,7 +92,10 @@ class FleetMetrics:
         """Publish this worker's snapshot and fetch every other worker's (store I/O; never raises).
 
         The background thread calls it every *interval* seconds. Returns whether both succeeded;
-        on failure the previous view of the other workers is kept.
+        on failure the previous view of the other workers is kept. The work is cut in slices (one
+        per worker's document and metric family) with the GIL handed over in between, so the
+        request thread never waits for a whole refresh (16 ms of CPU at 100 model versions and
+        3 workers; each slice at most a few hundred microseconds).
         """
         published = self.publish()
         own = make_key(_NAMESPACE, _GROUP, self._worker)
@@ -92,11 +104,16 @@ class FleetMetrics:
             for key in self.store.list_keys(make_key(_NAMESPACE, _GROUP, "")):
                 if key == own:
                     continue
+                _yield_gil()
                 found = self.store.get_document(key)
                 if found is not None and isinstance(found.value, dict):
                     families = found.value.get("families")
                     if isinstance(families, dict):
-                        others.append(snapshot_from_json(families))
+                        decoded: list[FamilySnapshot] = []
+                        for name, body in families.items():
+                            _yield_gil()
+                            decoded += snapshot_from_json({name: body})
+                        others.append(decoded)
         except Exception as exc:  # keep serving the last view of the fleet
             self.telemetry.fault("fleet_refresh", exc)
             return False
@@ -106,7 +123,10 @@ class FleetMetrics:
     def publish(self) -> bool:
         """Write this worker's snapshot to the store now; return whether it was stored."""
         key = make_key(_NAMESPACE, _GROUP, self._worker)
-        doc: dict[str, Any] = {"worker": self._worker, "families": snapshot_to_json(self.telemetry.snapshot())}
+        snapshot = self.telemetry.snapshot()
+        _yield_gil()
+        doc: dict[str, Any] = {"worker": self._worker, "families": snapshot_to_json(snapshot)}
+        _yield_gil()
         try:
             for _ in range(3):
                 current = self.store.get_document(key)
