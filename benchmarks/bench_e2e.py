@@ -13,7 +13,10 @@ Variants: without the OTel HTTP instrumentation, with mlops-otel's lean HTTP mid
 Method: all servers of a group run side by side; each round runs every case once per rate,
 in an order rotated every round (interleaved), after a warm-up. The table gives the median over
 rounds with min and max; ``x`` columns are the median over rounds of the ratio to the no-SDK
-service *in the same round*, the figure to read on a shared machine. ``late`` counts requests
+service *in the same round*, the figure to read on a shared machine. ``cpu_ms_per_req`` is the
+service's CPU time (every worker, background threads included; from /proc) per answered request:
+on a machine shared with other work, latency swings with whoever else runs, CPU per request much
+less, so ``cpu_x`` is the steadiest measure of what the SDK costs. ``late`` counts requests
 sent more than 1 ms after their due time (a saturated or descheduled server, or wrk itself not
 scheduled); ``non_2xx`` are the example GNN's simulated inference failures (503).
 """
@@ -32,7 +35,7 @@ from typing import Any
 import attrs
 
 from ._load import wait_until_ready
-from ._services import redis_server, uvicorn_server
+from ._services import cpu_seconds, redis_server, uvicorn_process
 from ._wrk import WrkResult, require_wrk, run_wrk
 
 BENCH = "e2e"
@@ -81,26 +84,31 @@ def _pinning(workers: int) -> tuple[str | None, str | None]:
 
 
 @contextlib.contextmanager
-def _servers(cases: list[Case], workers: int, cpus: str | None) -> Iterator[dict[str, tuple[str, list[str]]]]:
+def _servers(cases: list[Case], workers: int, cpus: str | None) -> Iterator[dict[str, tuple[str, int, list[str]]]]:
     with contextlib.ExitStack() as stack:
-        urls = {c.name: stack.enter_context(uvicorn_server(TARGET, env=c.env, workers=workers, cpus=cpus))
-                for c in cases}
-        yield {name: (url, wait_until_ready(url)) for name, url in urls.items()}
+        procs = {c.name: stack.enter_context(uvicorn_process(TARGET, env=c.env, workers=workers, cpus=cpus))
+                 for c in cases}
+        yield {name: (url, pid, wait_until_ready(url)) for name, (url, pid) in procs.items()}
 
 
 def _group(label: str, cases: list[Case], workers: int, rates: tuple[int, ...], seconds: float, repeat: int,
            ) -> list[dict[str, Any]]:
     service_cpus, wrk_cpus = _pinning(workers)
     results: dict[tuple[str, int], list[WrkResult]] = {}
+    cpu: dict[tuple[str, int], list[float]] = {}
     with _servers(cases, workers, service_cpus) as servers:
-        for url, ids in servers.values():  # warm-up: imports, first requests, caches
+        for url, _pid, ids in servers.values():  # warm-up: imports, first requests, caches
             run_wrk(url, rate=rates[0], seconds=1, warmup_seconds=1, equipment_ids=ids, cpus=wrk_cpus)
         for r in range(repeat):
             order = cases[r % len(cases):] + cases[:r % len(cases)]
             for rate in rates:
                 for case in order:
-                    url, ids = servers[case.name]
-                    res = run_wrk(url, rate=rate, seconds=seconds, equipment_ids=ids, cpus=wrk_cpus)
+                    url, pid, ids = servers[case.name]
+                    before = cpu_seconds(pid)
+                    res = run_wrk(url, rate=rate, seconds=seconds, warmup_seconds=0, equipment_ids=ids,
+                                  cpus=wrk_cpus)
+                    # the service's CPU (all workers, background threads included) per answered request
+                    cpu.setdefault((case.name, rate), []).append((cpu_seconds(pid) - before) / max(1, res.sent))
                     results.setdefault((case.name, rate), []).append(res)
     pin = f"service on CPUs {service_cpus}, wrk on {wrk_cpus}" if service_cpus else "not pinned"
     rows = []
@@ -116,6 +124,9 @@ def _group(label: str, cases: list[Case], workers: int, rates: tuple[int, ...], 
                 row[f"{col}_min"] = min(values)
                 row[f"{col}_max"] = max(values)
                 row[f"{col}_x"] = statistics.median(x.percentile(q) / b.percentile(q) for x, b in zip(runs, base, strict=True))
+            own, base_cpu = cpu[(case.name, rate)], cpu[(BASELINE, rate)]
+            row["cpu_ms_per_req"] = statistics.median(own) * 1e3
+            row["cpu_x"] = statistics.median(a / b for a, b in zip(own, base_cpu, strict=True) if b > 0)
             row["requests"] = sum(x.sent for x in runs)
             row["repeat"] = len(runs)
             row["late"] = sum(x.late for x in runs)
@@ -127,7 +138,7 @@ def _group(label: str, cases: list[Case], workers: int, rates: tuple[int, ...], 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
     require_wrk()
-    rates, seconds, repeat = ((100,), 2.0, 1) if quick else ((100, 200), 8.0, 3)
+    rates, seconds, repeat = ((100,), 2.0, 1) if quick else ((50, 150), 4.0, 5)
     memory = {"MLOPS_OTEL_STORE_URL": "memory://"}
     rows = _group("1 worker, memory store", _cases(quick, memory), 1, rates, seconds, repeat)
     if not quick:
@@ -149,7 +160,8 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
         lines.append(
             f"- {r['group']}, {r['rate_rps']} requests/s: mlops-otel (default) p50 **{r['p50_x']:.2f}x**, "
             f"p99 **{r['p99_x']:.2f}x**, p99.9 {r['p99.9_x']:.2f}x of the service without the SDK "
-            f"(goal: p50 <= {g50}x, p99 <= {g99}x: {'met' if met else 'not met'})."
+            f"(goal: p50 <= {g50}x, p99 <= {g99}x: {'met' if met else 'not met'}); service CPU per request "
+            f"{r['cpu_x']:.2f}x."
         )
     return lines
 

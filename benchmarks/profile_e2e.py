@@ -10,7 +10,7 @@ For each case (same env as bench_e2e) this starts one uvicorn worker with the GI
   share of samples is its share of the GIL), summarised by layer: the example's models,
   uvicorn/asyncio, FastAPI/Starlette, the OTel ASGI middleware and API, mlops-otel.
 
-Run: ``python -m benchmarks.profile_e2e [--py-spy] [--rate 300] [--seconds 10] [CASE ...]``
+Run: ``python -m benchmarks.profile_e2e [--py-spy] [--rate 300] [--seconds 10] [--redis-url URL] [CASE ...]``
 (py-spy from PyPI; sampling another process needs root or ptrace permission). Not part of
 ``python -m benchmarks``: its output is the analysis in docs/performance-analysis.md.
 """
@@ -142,7 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=300)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--py-spy", action="store_true")
+    parser.add_argument("--redis-url", help="run the SDK cases on this Redis (fleet metrics on) instead of memory")
     args = parser.parse_args(argv)
+    if args.redis_url:
+        for env in CASES.values():
+            if "MLOPS_OTEL_STORE_URL" in env:
+                env["MLOPS_OTEL_STORE_URL"] = args.redis_url
     unknown = [c for c in args.cases if c not in CASES]
     if unknown:
         parser.error(f"unknown case(s) {unknown}; choose from {list(CASES)}")
