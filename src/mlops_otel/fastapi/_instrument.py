@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import attrs
 from fastapi import FastAPI
@@ -20,6 +20,7 @@ from ..settings import Settings
 from ..stores import StateStore
 from ..telemetry import Mode, default_telemetry
 from ..validation import InvalidValueError
+from ._middleware import HttpServerMiddleware
 
 __all__ = ["SettingsConflictError", "get_runtime", "instrument_app", "uninstrument_app"]
 
@@ -114,7 +115,7 @@ def instrument_app(
     max_label_values: int | None = None,
     otlp: bool | None = None,
     metrics_path: str | None = "/metrics",
-    instrument_http: bool = True,
+    instrument_http: bool | Literal["otel", "light"] = True,
     excluded_urls: str | None = None,
     management: bool = False,
     management_token: str | None = None,
@@ -143,6 +144,9 @@ def instrument_app(
     <management_token>`` and are disabled when no token is configured.
     With *local_docs*, ``/docs`` and ``/redoc`` load Swagger UI and ReDoc from
     the package instead of a CDN (see :func:`mlops_otel.ui.serve_docs_locally`).
+    *instrument_http*: ``True``/``"otel"`` installs the OTel FastAPI instrumentation,
+    ``"light"`` mlops-otel's :class:`HttpServerMiddleware` (the stable HTTP conventions' span and
+    metrics at a fraction of the cost; docs/performance-analysis.md), ``False`` neither.
     Calling it again on an instrumented app does nothing.
     """
     if getattr(app.state, _STATE_ATTR, None) is not None:
@@ -194,7 +198,10 @@ def instrument_app(
                               tracer_provider=tracer_provider), True
 
     http = False
-    if instrument_http and not getattr(app, "_is_instrumented_by_opentelemetry", False):
+    if instrument_http == "light":  # mlops-otel's lean HTTP middleware (#16), instead of the OTel ASGI one
+        app.add_middleware(HttpServerMiddleware, tracer_provider=tracer_provider, meter_provider=meter_provider,
+                           excluded_urls=excluded_urls)
+    elif instrument_http and not getattr(app, "_is_instrumented_by_opentelemetry", False):
         FastAPIInstrumentor.instrument_app(
             app, tracer_provider=tracer_provider, meter_provider=meter_provider, excluded_urls=excluded_urls
         )
@@ -261,6 +268,7 @@ def uninstrument_app(app: FastAPI) -> None:
         return
     if inst.http_instrumented:
         FastAPIInstrumentor.uninstrument_app(app)
+    app.user_middleware[:] = [m for m in app.user_middleware if m.cls is not cast("Any", HttpServerMiddleware)]
     removed = [r for r in (inst.metrics_route, *inst.management_routes) if r is not None]
     app.router.routes[:] = [r for r in app.router.routes if r not in removed]
     if inst.local_docs is not None:
