@@ -364,6 +364,7 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
             f"**{ratio:.2f}x** the prediction block in wall time (goal >= 1.0: {'met' if ratio >= 1.0 else 'MISSED'}); "
             f"request-thread CPU: {notes[FIVE_CALLS].split(' us')[0].split()[-1]} vs "
             f"{notes[PREDICTION].split(' us')[0].split()[-1]} us."
+        )
     floor = med.get("hand-written floor (dict + bisect)")
     if floor:
         lines.append(

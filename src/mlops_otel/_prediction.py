@@ -34,8 +34,8 @@ if TYPE_CHECKING:
     from .ab import ABTestManager
     from .drift import DriftMonitor
     from .registry import ModelRegistry
-    from .telemetry import Telemetry
     from .shadow import ShadowCall
+    from .telemetry import Telemetry
 
 __all__ = ["Prediction", "ShadowedPrediction", "current_prediction"]
 
