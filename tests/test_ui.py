@@ -1,4 +1,4 @@
-"""The operator's pages without a browser: content, no network, API-equal errors, histories, local docs."""
+"""The operator's pages without a browser: content, no network, API-equal errors, the cores' histories, local docs."""
 
 from __future__ import annotations
 
@@ -16,8 +16,7 @@ from markupsafe import escape
 import mlops_otel
 from mlops_otel import Runtime
 from mlops_otel.fastapi import get_runtime, instrument_app, uninstrument_app
-from mlops_otel.stores import MemoryStore
-from mlops_otel.ui._sources import HistoryLog, histogram, histogram_from_quantiles
+from mlops_otel.ui._sources import histogram, histogram_from_quantiles
 
 TOKEN = "s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -96,7 +95,7 @@ def test_pages_show_their_evidence_and_load_nothing_from_elsewhere(client: TestC
     experiment = pages[f"/mlops/ui/experiments/{TEST}"].text
     assert sorted(charts(experiment)) == ["evidence-confidence", "evidence-error_rate", "evidence-latency_ms",
                                           "split"]
-    # The three management evaluations are the evidence path: one dot per evaluation on the estimate line.
+    # The three evaluations (ab's shared history) are the evidence path: one dot each on the estimate line.
     confidence_chart = experiment.split('data-chart="evidence-confidence"')[1].split("</figure>")[0]
     assert confidence_chart.count('class="dot reactive') >= 3
     evaluation = scenario.ab.evaluate_test(TEST)
@@ -108,7 +107,7 @@ def test_pages_show_their_evidence_and_load_nothing_from_elsewhere(client: TestC
     assert report.level.value == "alert"  # the 0.4 shift of the anomaly scores
     assert str(escape(report.recommendation)) in drift
     score_chart = drift.split('data-chart="score"')[1].split("</figure>")[0]
-    assert score_chart.count('class="dot reactive') >= 3  # one per report the API served
+    assert score_chart.count('class="dot reactive') >= 3  # drift's shared history: every report the API served
 
     registry = pages["/mlops/ui/registry/gnn"].text
     assert registry.index("challenger") < registry.index("first version registered")  # newest first
@@ -138,16 +137,6 @@ def test_many_versions_fold_into_a_list(client: TestClient) -> None:
     html = client.get("/mlops/ui").text
     assert "<details><summary>29 more versions (candidates and archived)</summary>" in html
     assert client.get("/mlops/ui/").status_code == 200  # the trailing slash redirects to the overview
-
-
-def test_history_log_is_bounded_and_skips_repeats() -> None:
-    log = HistoryLog(MemoryStore(), max_len=5)
-    for i in range(12):
-        log.note("t", "evaluations", {"n": i, "decision": "continue"}, ("n",))
-        log.note("t", "evaluations", {"n": i, "decision": "promote"}, ("n",))  # same identity: kept out
-    assert [e["n"] for e in log.read("t", "evaluations")] == [7, 8, 9, 10, 11]
-    assert {e["decision"] for e in log.read("t", "evaluations")} == {"continue"}
-    assert log.read("other", "evaluations") == []
 
 
 @settings(max_examples=60, deadline=None)
