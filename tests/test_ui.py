@@ -88,6 +88,7 @@ def test_pages_show_their_evidence_and_load_nothing_from_elsewhere(client: TestC
         assert EXTERNAL.search(response.text) is None, (path, EXTERNAL.search(response.text))
 
     overview = pages["/mlops/ui"].text
+    assert '<a href="/docs">API docs</a>' in overview
     assert f'href="/mlops/ui/experiments/{TEST}"' in overview
     assert 'href="/mlops/ui/drift/gnn/v1"' in overview
     assert "A/B test &#39;gnn_v2.2_test&#39; started" in overview  # the challenger's role change, escaped
