@@ -48,7 +48,14 @@ __all__ = [
     "AB_ASSIGNMENTS",
     "AB_DECISIONS",
     "AB_RESULTS",
+    "AB_VIEW_AGE",
     "ALL_METRICS",
+    "ATTR_FEATURE",
+    "DRIFT_FEATURE_OVERFLOW",
+    "DRIFT_METRICS",
+    "DRIFT_REFERENCE_RESTORED",
+    "MODEL_EMBEDDING_DRIFT_SCORE",
+    "MODEL_FEATURE_DRIFT_SCORE",
     "ATTR_DECISION",
     "ATTR_ERROR_TYPE",
     "ATTR_GEN_AI_INPUT_TOKENS",
@@ -100,9 +107,25 @@ __all__ = [
     "STORE_DROPPED",
     "STORE_FLUSH_ERRORS",
     "STORE_PENDING",
+    "STORE_STATE_LOST",
+    "VIEW_AGE",
+    "ROBUST_METRICS",
+    "ATTR_VIEW",
     "TELEMETRY_ERRORS",
     "UNKNOWN_LABEL_VALUE",
     "metric_by_name",
+    # shadow traffic and progressive rollout (#14)
+    "ATTR_COMPARISON",
+    "ATTR_OUTCOME",
+    "ATTR_OUTPUT",
+    "ROLLOUT_STEP_CHANGES",
+    "ROLLOUT_TRAFFIC",
+    "SHADOW_DIFFERENCE",
+    "SHADOW_DISAGREEMENTS",
+    "SHADOW_DURATION",
+    "SHADOW_METRICS",
+    "SHADOW_OUTPUT_DRIFT",
+    "SHADOW_PAIRS",
     "prometheus_name",
     "span_name_for_stage",
 ]
@@ -293,6 +316,12 @@ AB_DECISIONS = MetricSpec(
     "ab_decisions", MetricKind.COUNTER, "{decision}",
     "A/B test evaluations by decision (promote, rollback, continue, halt).", (ATTR_TEST, ATTR_DECISION),
 )
+# --- A/B testing (#12): how old each process's view of the running tests is.
+AB_VIEW_AGE = MetricSpec(
+    "mlops_ab_view_age", MetricKind.GAUGE, "s",
+    "Seconds since the store last answered for this process's view of a model type's A/B test "
+    "(served stale while it refreshes in the background).", (ATTR_MODEL_TYPE,),
+)
 DRIFT_ALERT = MetricSpec(
     "model_drift_alert", MetricKind.GAUGE, "{alert}",
     "1 while the drift alert of a model version is firing (with hysteresis), else 0.",
@@ -316,6 +345,20 @@ TELEMETRY_ERRORS = MetricSpec(
     "Internal telemetry faults that were swallowed to protect the request path.", (ATTR_REASON,),
 )
 
+# ---------------------------------------------------------------- robust (#11): store state and views
+ATTR_VIEW = "view"
+STORE_STATE_LOST = MetricSpec(
+    "mlops_store_state_lost", MetricKind.COUNTER, "{event}",
+    "Times this process found the shared store's state gone (restarted empty, flushed) and restored what it knew.",
+    (ATTR_STORE,),
+)
+VIEW_AGE = MetricSpec(
+    "mlops_view_age", MetricKind.GAUGE, "s",
+    "Age of the oldest entry of an in-process view served to the request path (refreshed in the background).",
+    (ATTR_VIEW,),
+)
+ROBUST_METRICS: tuple[MetricSpec, ...] = (STORE_STATE_LOST, VIEW_AGE)
+
 SDK_METRICS: tuple[MetricSpec, ...] = (
     INVALID_MEASUREMENTS,
     LABEL_OVERFLOW,
@@ -323,11 +366,45 @@ SDK_METRICS: tuple[MetricSpec, ...] = (
     AB_ASSIGNMENTS,
     AB_RESULTS,
     AB_DECISIONS,
+    AB_VIEW_AGE,
     DRIFT_ALERT,
     STORE_DROPPED,
     STORE_FLUSH_ERRORS,
     STORE_PENDING,
     TELEMETRY_ERRORS,
+    *ROBUST_METRICS,
+)
+
+# ------------------------------------------------- drift: inputs, embeddings, faults (#17)
+ATTR_FEATURE = "feature"
+MODEL_FEATURE_DRIFT_SCORE = MetricSpec(
+    "model_feature_drift_score", MetricKind.GAUGE, "{score}",
+    "Drift score of one input feature of a model version: KS distance (numeric) or total variation "
+    "distance of the category mix (categorical), 0..1.",
+    (ATTR_MODEL_TYPE, ATTR_MODEL_VERSION, ATTR_FEATURE),
+)
+MODEL_EMBEDDING_DRIFT_SCORE = MetricSpec(
+    "model_embedding_drift_score", MetricKind.GAUGE, "{score}",
+    "Multivariate drift of a model version's embeddings: squared MMD (Gaussian kernel) against the reference.",
+    (ATTR_MODEL_TYPE, ATTR_MODEL_VERSION),
+)
+DRIFT_REFERENCE_RESTORED = MetricSpec(
+    "mlops_drift_reference_restored", MetricKind.COUNTER, "{restore}",
+    "Drift references written back from a worker's memory after the store lost them (e.g. restarted empty).",
+    (ATTR_MODEL_TYPE, ATTR_MODEL_VERSION),
+)
+DRIFT_FEATURE_OVERFLOW = MetricSpec(
+    "mlops_drift_feature_overflow", MetricKind.COUNTER, "{value}",
+    "Feature values not monitored because the detector's feature cap was reached, or not a finite "
+    "number or a string.",
+    (ATTR_MODEL_TYPE, ATTR_MODEL_VERSION),
+)
+
+DRIFT_METRICS: tuple[MetricSpec, ...] = (
+    MODEL_FEATURE_DRIFT_SCORE,
+    MODEL_EMBEDDING_DRIFT_SCORE,
+    DRIFT_REFERENCE_RESTORED,
+    DRIFT_FEATURE_OVERFLOW,
 )
 
 # ------------------------------------------------- GenAI semantic conventions (collector, #13)
@@ -422,7 +499,62 @@ def prometheus_label(key: str) -> str:
 
 _INVALID_LABEL = re.compile(r"[^a-zA-Z0-9_]")
 
-ALL_METRICS: tuple[MetricSpec, ...] = SEED_METRICS + SDK_METRICS + GEN_AI_METRICS
+# ------------------------------------------------ shadow traffic and progressive rollout (#14)
+ATTR_OUTCOME = "outcome"
+ATTR_COMPARISON = "comparison"
+ATTR_OUTPUT = "output"
+
+_DIFFERENCE_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
+
+SHADOW_PAIRS = MetricSpec(
+    "shadow_pairs", MetricKind.COUNTER, "{pair}",
+    "Shadowed requests by outcome: completed, error (the challenger raised or returned an invalid output) "
+    "or dropped (queue full or left at close).",
+    (ATTR_MODEL_TYPE, ATTR_OUTCOME),
+)
+SHADOW_DURATION = MetricSpec(
+    "shadow_challenger_duration", MetricKind.HISTOGRAM, "s",
+    "Latency of the shadow challenger on one request (off the request path).",
+    (ATTR_MODEL_TYPE, ATTR_MODEL_VERSION), _GNN_BUCKETS,
+)
+SHADOW_DIFFERENCE = MetricSpec(
+    "shadow_output_difference", MetricKind.HISTOGRAM, "{score}",
+    "Absolute difference between the challenger's and the champion's output, per declared comparison.",
+    (ATTR_MODEL_TYPE, ATTR_COMPARISON), _DIFFERENCE_BUCKETS,
+)
+SHADOW_DISAGREEMENTS = MetricSpec(
+    "shadow_disagreements", MetricKind.COUNTER, "{pair}",
+    "Completed shadow pairs on which challenger and champion disagreed, per declared comparison.",
+    (ATTR_MODEL_TYPE, ATTR_COMPARISON),
+)
+SHADOW_OUTPUT_DRIFT = MetricSpec(
+    "shadow_output_drift", MetricKind.GAUGE, "{score}",
+    "KS distance between the challenger's and the champion's recent values of an output (0..1).",
+    (ATTR_MODEL_TYPE, ATTR_OUTPUT),
+)
+ROLLOUT_TRAFFIC = MetricSpec(
+    "rollout_traffic", MetricKind.GAUGE, "%",
+    "Treatment traffic share of a progressive rollout's current step (0 once rolled back).",
+    (ATTR_TEST,),
+)
+ROLLOUT_STEP_CHANGES = MetricSpec(
+    "rollout_step_changes", MetricKind.COUNTER, "{change}",
+    "Progressive rollout step changes by decision (advance, rollback, handover), counted once by the "
+    "worker whose compare-and-set made it.",
+    (ATTR_TEST, ATTR_DECISION),
+)
+
+SHADOW_METRICS: tuple[MetricSpec, ...] = (
+    SHADOW_PAIRS,
+    SHADOW_DURATION,
+    SHADOW_DIFFERENCE,
+    SHADOW_DISAGREEMENTS,
+    SHADOW_OUTPUT_DRIFT,
+    ROLLOUT_TRAFFIC,
+    ROLLOUT_STEP_CHANGES,
+)
+
+ALL_METRICS: tuple[MetricSpec, ...] = SEED_METRICS + SDK_METRICS + DRIFT_METRICS + GEN_AI_METRICS + SHADOW_METRICS
 
 _BY_NAME = {m.name: m for m in ALL_METRICS}
 

@@ -9,7 +9,7 @@ import attrs
 
 from .. import semconv
 from ..semconv import MetricSpec
-from ._prometheus import DRIFT_THRESHOLD
+from ._prometheus import DISAGREEMENT_THRESHOLD, DRIFT_THRESHOLD, shadow_disagreement_expr
 
 __all__ = ["DASHBOARD_UID", "Panel", "dashboard_panels", "grafana_dashboard"]
 
@@ -118,7 +118,8 @@ def _gen_ai_panels() -> tuple[Panel, ...]:
 
 
 def dashboard_panels(
-    *, drift_threshold: float = DRIFT_THRESHOLD, error_ratio_threshold: float = 0.05
+    *, drift_threshold: float = DRIFT_THRESHOLD, error_ratio_threshold: float = 0.05,
+    disagreement_threshold: float = DISAGREEMENT_THRESHOLD,
 ) -> tuple[tuple[str, tuple[Panel, ...]], ...]:
     """The dashboard's rows: (row title, panels)."""
     s = semconv
@@ -154,6 +155,14 @@ def dashboard_panels(
             Panel("Drift alert (1 = firing)", (s.DRIFT_ALERT,),
                   ((_by_labels(s.DRIFT_ALERT), _legend(s.DRIFT_ALERT.labels)),),
                   unit="none", thresholds=(1.0,), max=1.0),
+            Panel("Input feature drift score", (s.MODEL_FEATURE_DRIFT_SCORE,),
+                  ((_by_labels(s.MODEL_FEATURE_DRIFT_SCORE), _legend(s.MODEL_FEATURE_DRIFT_SCORE.labels)),),
+                  unit="none", thresholds=(drift_threshold,), max=1.0),
+            Panel("Embedding drift (squared MMD)", (s.MODEL_EMBEDDING_DRIFT_SCORE,),
+                  ((_by_labels(s.MODEL_EMBEDDING_DRIFT_SCORE), _legend(s.MODEL_EMBEDDING_DRIFT_SCORE.labels)),),
+                  unit="none"),
+            _per_second("Drift references restored and feature values over the cap per second",
+                        s.DRIFT_REFERENCE_RESTORED, s.DRIFT_FEATURE_OVERFLOW),
         )),
         ("A/B tests and model registry", (
             _per_second("A/B assignments per second by variant", s.AB_ASSIGNMENTS),
@@ -165,6 +174,26 @@ def dashboard_panels(
             Panel("Champion model versions", (s.MODEL_CHAMPION,),
                   ((f"{_by_labels(s.MODEL_CHAMPION)} == 1", _legend(s.MODEL_CHAMPION.labels)),),
                   unit="none", kind="stat"),
+            Panel("A/B view age (seconds since the store answered)", (s.AB_VIEW_AGE,),
+                  ((f"max by ({', '.join(s.AB_VIEW_AGE.labels)}) ({_sel(s.AB_VIEW_AGE)})",
+                    _legend(s.AB_VIEW_AGE.labels)),), unit="s"),
+        )),
+        # Shadow traffic and progressive rollout (#14).
+        ("Shadow and rollout", (
+            _per_second("Shadow pairs per second by outcome (completed, error, dropped)", s.SHADOW_PAIRS),
+            Panel("Shadow disagreement per completed pair", (s.SHADOW_DISAGREEMENTS, s.SHADOW_PAIRS),
+                  ((shadow_disagreement_expr(RATE, selector=JOB), "{{model_type}} {{comparison}}"),),
+                  unit="percentunit", thresholds=(disagreement_threshold,), max=1.0),
+            _latency("Shadow challenger latency (p50/p95/p99)", s.SHADOW_DURATION),
+            _score("Shadow output difference (mean, p95)", s.SHADOW_DIFFERENCE, 0.95),
+            Panel("Shadow output drift (KS distance)", (s.SHADOW_OUTPUT_DRIFT,),
+                  ((_by_labels(s.SHADOW_OUTPUT_DRIFT), _legend(s.SHADOW_OUTPUT_DRIFT.labels)),),
+                  unit="none", thresholds=(drift_threshold,), max=1.0),
+            Panel("Rollout traffic share and step changes", (s.ROLLOUT_TRAFFIC, s.ROLLOUT_STEP_CHANGES), (
+                (_by_labels(s.ROLLOUT_TRAFFIC), _legend(s.ROLLOUT_TRAFFIC.labels, "traffic %")),
+                (f"sum by ({', '.join(s.ROLLOUT_STEP_CHANGES.labels)}) "
+                 f"(increase({_sel(s.ROLLOUT_STEP_CHANGES)}[{RATE}]))", _legend(s.ROLLOUT_STEP_CHANGES.labels)),
+            )),
         )),
         ("SDK health", (
             _per_second("Invalid measurements dropped per second", s.INVALID_MEASUREMENTS),
@@ -174,6 +203,12 @@ def dashboard_panels(
                   ((_by_labels(s.STORE_PENDING), _legend(s.STORE_PENDING.labels)),)),
             _per_second("Store writes dropped and failed flushes per second",
                         s.STORE_DROPPED, s.STORE_FLUSH_ERRORS),
+            Panel("Store state lost and restored (#11)", (s.STORE_STATE_LOST,), (
+                (f"sum by ({', '.join(s.STORE_STATE_LOST.labels)}) "
+                 f"(increase({_sel(s.STORE_STATE_LOST)}[{RATE}]))", _legend(s.STORE_STATE_LOST.labels)),
+            )),
+            Panel("Age of the in-process views served to requests", (s.VIEW_AGE,),
+                  ((_by_labels(s.VIEW_AGE), _legend(s.VIEW_AGE.labels)),), unit="s"),
         )),
     )
 
