@@ -427,3 +427,12 @@ def test_custom_metrics_and_segments_through_the_management_api() -> None:
         assert {s["segment"] for s in body["segments"]} == {"north", "south"}
         assert body["decision"] == "promote"
         assert body["roles_moved"] is False
+
+
+def test_the_cli_says_what_a_decision_left_out() -> None:
+    from mlops_otel.cli._main import _excluded
+
+    assert _excluded({"excluded_control": 0, "excluded_treatment": 0}) == ""
+    assert _excluded({}) == ""  # an older server's JSON
+    assert _excluded({"excluded_control": 3, "excluded_treatment": 5}) == (
+        " (left out, not yet delivered by every worker: control 3, treatment 5)")
