@@ -13,6 +13,18 @@ from ._evaluate import (
     evaluate_batch,
 )
 from ._manager import ABTest, ABTestManager, ABTestNotFoundError, ABTestState, ABTestStateError, Assignment
+from ._progressive import RolloutCheck, RolloutManager
+from ._rollout import (
+    RolloutSchedule,
+    RolloutState,
+    RolloutStatus,
+    RolloutStep,
+    StepDecision,
+    StepVerdict,
+    judge_step,
+    step_config,
+    step_stats,
+)
 from ._variant import VariantStats
 
 __all__ = [
@@ -32,6 +44,14 @@ __all__ = [
     "MetricEffect",
     "MetricSpec",
     "SegmentReport",
+    "RolloutCheck",
+    "RolloutManager",
+    "RolloutSchedule",
+    "RolloutState",
+    "RolloutStatus",
+    "RolloutStep",
+    "StepDecision",
+    "StepVerdict",
     "StatsBatch",
     "Variant",
     "VariantStats",
@@ -41,4 +61,7 @@ __all__ = [
     "buckets_many",
     "evaluate",
     "evaluate_batch",
+    "judge_step",
+    "step_config",
+    "step_stats",
 ]

@@ -12,6 +12,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import attrs
 
+from .._fleet import FleetMetrics
+from ..semconv import MetricKind
 from ..stores import StoreError
 
 if TYPE_CHECKING:
@@ -129,7 +131,6 @@ class StoreBackend:
         except ValueError as exc:
             raise CliError(f"cannot open store: {exc}", EXIT_USAGE) from exc
         self._ops = Operations(self.runtime, discover_drift=True)
-        self._decided = False
 
     def _call(self, operation: Callable[..., T], *args: Any) -> T:
         from .._views import ManagementError
@@ -167,17 +168,14 @@ class StoreBackend:
 
     def evaluate_test(self, name: str) -> dict[str, Any]:
         """Evaluate an A/B test."""
-        self._decided = True
         return self._call(self._ops.evaluate_test, name)
 
     def finalize_test(self, name: str, action: str, reason: str | None) -> dict[str, Any]:
         """Finalize an A/B test."""
-        self._decided = True
         return self._call(self._ops.finalize_test, name, action, reason)
 
     def abort_test(self, name: str, reason: str | None) -> dict[str, Any]:
         """Abort an A/B test."""
-        self._decided = True
         return self._call(self._ops.abort_test, name, reason)
 
     def model_types(self) -> list[dict[str, Any]]:
@@ -209,17 +207,15 @@ class StoreBackend:
         return self._call(self._ops.drift_reports)
 
     def close(self) -> None:
-        """Deliver pending writes and close the store.
-
-        A command that decided an A/B test (evaluate, finalize, abort) publishes its counts once to the
-        fleet view on the store (#12): every decision, whoever takes it, reaches ``ab_decisions_total``
-        on the services' ``/metrics``.
-        """
+        """Publish this command's counters to the fleet view (#11), deliver pending writes, close the store."""
+        runtime = self.runtime
+        if runtime.store.kind != "memory" and any(
+                f.spec.kind is not MetricKind.GAUGE and f.series for f in runtime.telemetry.snapshot()):
+            # A decision taken here (promote, finalize, evaluate) is then exported by every
+            # service sharing the store, so the alerts on it can fire. Counters only: a
+            # one-shot command's gauges would be stale at once.
+            FleetMetrics(runtime.store, runtime.telemetry).publish(gauges=False)
         try:
-            if self._decided:
-                from .._fleet import FleetMetrics
-
-                FleetMetrics(self.runtime.store, self.runtime.telemetry).publish()
             self.runtime.close()
         except StoreError as exc:  # pragma: no cover - close flushes best-effort
             raise self._unreachable(exc) from exc

@@ -366,6 +366,7 @@ class DriftReportOut(BaseModel):
     invalid_samples: int
     window_start: float | None
     window_end: float | None
-    time_span_seconds: float
+    time_span_seconds: float | None = Field(description="Seconds between the window's first and last sample; "
+                                                        "null before there are two.")
     evaluated_at: float
     scope: str
