@@ -614,17 +614,30 @@ class ABTestManager:
         except Exception as exc:  # the caller's request must never fail because of us
             tel.fault("ab.record_result", exc)
 
-    def close(self) -> None:
-        """Stop the background thread and publish this process's last results. Idempotent."""
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the background thread and publish this process's last results, within *timeout* seconds.
+
+        Idempotent. A store that does not answer in time (stalled, not just down) costs at most
+        *timeout*: the last results are then lost, counted in ``mlops_telemetry_errors_total``.
+        """
+        deadline = time.monotonic() + timeout
         self._stop.set()
         self._wake.set()
         thread = self._thread
         if thread is not None and thread.is_alive() and thread is not threading.current_thread():
-            thread.join(timeout=5.0)
-        try:
-            self.flush(_final=True)
-        except Exception as exc:
-            self._tel.fault("ab.close", exc)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+
+        def final() -> None:
+            try:
+                self.flush(max(0.0, deadline - time.monotonic()), _final=True)
+            except Exception as exc:
+                self._tel.fault("ab.close", exc)
+
+        last = threading.Thread(target=final, name="mlops-otel-ab-close", daemon=True)
+        last.start()
+        last.join(timeout=max(0.0, deadline - time.monotonic()))
+        if last.is_alive():
+            self._tel.fault("ab.close", TimeoutError(f"final publish not done within {timeout:g} s"))
 
 
 def _history_entry(result: Evaluation) -> dict[str, JSONValue]:
