@@ -454,9 +454,8 @@ def test_close_is_bounded_when_the_store_stalls(tel: Telemetry, clock: Clock) ->
     manager.record_result("gnn_v2.2_test", "control", 10.0, 0.9, False)
     stalled.set()
     try:
-        manager.close(timeout=0.2)
-        assert blocked.is_set()  # the final publish is stuck in the store...
-        assert not release.is_set()  # ...and close returned anyway, counting the loss
+        manager.close(timeout=0.2)  # returns although the store never answers...
         assert (sample_value(tel, "mlops_telemetry_errors_total", reason="ab.close") or 0.0) >= 1.0
+        assert blocked.wait(5.0)  # ...while the final publish is stuck in it
     finally:
         release.set()
