@@ -338,7 +338,7 @@ class DriftDetector:
             if not (0.0 <= score <= 1.0 and 0.0 <= conf <= 1.0):
                 self._reject(score, conf, anomaly_score, confidence)
                 return
-            if features is not None or embedding is not None:
+            if features is not embedding:  # i.e. not both None (one comparison on the common path)
                 dropped = self._extra.add(features, embedding)
                 if dropped:
                     self._tel.add(semconv.DRIFT_FEATURE_OVERFLOW, self._labels, float(dropped))
@@ -346,23 +346,26 @@ class DriftDetector:
             w = self._window
             now = self.clock()
             with w.lock:
+                size = w.size
                 i = w.pos
                 w.scores[i] = score
                 w.confs[i] = conf
                 w.times[i] = now
-                w.pos = i + 1 if i + 1 < w.size else 0
-                if w.filled < w.size:
+                w.pos = i + 1 if i + 1 < size else 0
+                if w.filled < size:
                     w.filled += 1
                 w.accepted += 1
                 w.unpushed_accepted += 1
-                if w.unpushed < w.size:
-                    w.unpushed += 1
-                w.since_check += 1
+                unpushed = w.unpushed
+                if unpushed < size:
+                    w.unpushed = unpushed = unpushed + 1
+                w.since_check = since_check = w.since_check + 1
                 candidates = w.candidates
                 if candidates is not None and len(candidates) < w.reference_size:
                     candidates.append((score, conf))
-                due_check = w.check_every is not None and w.since_check >= w.check_every
-                due_push = w.push_on_path and (w.unpushed >= w.push_every or now - w.last_push >= PUSH_INTERVAL)
+                check_every = w.check_every
+                due_check = check_every is not None and since_check >= check_every
+                due_push = w.push_on_path and (unpushed >= w.push_every or now - w.last_push >= PUSH_INTERVAL)
             if due_check:
                 self._periodic_check()
             elif due_push:
