@@ -338,7 +338,8 @@ class DriftDetector:
             if not (0.0 <= score <= 1.0 and 0.0 <= conf <= 1.0):
                 self._reject(score, conf, anomaly_score, confidence)
                 return
-            if features is not embedding:  # i.e. not both None (one comparison on the common path)
+            # "Not both None" in one comparison on the common path (a mapping is never the embedding).
+            if features is not embedding:  # type: ignore[comparison-overlap]
                 dropped = self._extra.add(features, embedding)
                 if dropped:
                     self._tel.add(semconv.DRIFT_FEATURE_OVERFLOW, self._labels, float(dropped))
