@@ -267,7 +267,7 @@ class DriftDetector:
         }
         add_listener = getattr(self.store, "add_state_loss_listener", None)
         if callable(add_listener):  # a store that reports losing its state: re-check the reference then
-            add_listener(lambda *_: self._io.submit(self._learn_reference))
+            add_listener(self._state_lost)  # a bound method: the store holds listeners weakly
         after_fork_in_child(self, DriftDetector._after_fork)
 
     def _after_fork(self) -> None:
@@ -505,6 +505,10 @@ class DriftDetector:
             self._ref.load()
         except StoreError as exc:
             self._tel.fault("drift.reference", exc)
+
+    def _state_lost(self) -> None:
+        """The store says it lost its state: write the reference back now (off this thread's caller)."""
+        self._io.submit(self._learn_reference)
 
     def _restored(self, reference: Reference) -> None:
         """The store had lost the shared reference and this process wrote its copy back: say so, once."""
