@@ -463,9 +463,9 @@ def feature_rows(quick: bool) -> list[dict[str, Any]]:
                       check_every=None)
     _feature_loop(d, 5, 64)(WINDOW)
     d.check()
-    k = 5 if quick else 30
+    k = 1 if quick else 30
     rows.append(_dict(row(BENCH, f"local check, window {WINDOW}, 5 features + 64-d embedding",
-                          time_per_call(_repeat_calls(d.check), k, 3 if quick else 5, warmup=2), k,
+                          time_per_call(_repeat_calls(d.check), k, 1 if quick else 5, warmup=0 if quick else 2), k,
                           "outputs + features (Holm) + MMD with 100 permutations on 200 x 200")))
     return rows
 
@@ -498,13 +498,14 @@ def mmd_rows(quick: bool) -> list[dict[str, Any]]:
 
     rng = np.random.default_rng(6)
     ref, smp = rng.normal(size=(200, 64)), rng.normal(0.05, 1.0, size=(200, 64))
-    k, repeat = (2, 3) if quick else (10, 5)
+    k, repeat = (1, 1) if quick else (10, 5)
     return [
         _dict(row(BENCH, "embedding check, MMD 200 x 200 x 64-d, 100 permutations (mlops-otel)",
                   time_per_call(_repeat_calls(lambda: embedding_drift(ref, smp, alpha=0.01)), k, repeat,
-                                warmup=1), k, "kernel once, permutations as one matrix product")),
+                                warmup=0 if quick else 1), k, "kernel once, permutations as one matrix product")),
         _dict(row(BENCH, "embedding check, MMD 200 x 200 x 64-d, 100 permutations (plain numpy loop)",
-                  time_per_call(_repeat_calls(lambda: _mmd_plain_numpy(ref, smp, 100)), k, repeat, warmup=1), k,
+                  time_per_call(_repeat_calls(lambda: _mmd_plain_numpy(ref, smp, 100)), k, repeat,
+                                warmup=0 if quick else 1), k,
                   "kernel once, one fancy-index per permutation")),
     ]
 
