@@ -137,11 +137,14 @@ class DriftDetector:
     shares, so all workers report the same score for the same data.
 
     The drift score is the largest two-sample KS statistic over the monitored
-    outputs against the reference (0..1). The alert turns on at *threshold*
-    once the window holds *min_samples* samples and turns off below
-    *clear_threshold* (hysteresis). A shift below the alert that is
-    statistically significant (p below *alpha*, Bonferroni-corrected over the
-    outputs) and at least *warning_threshold* is a warning. Performance
+    outputs against the reference (0..1). The alert turns on once the window
+    holds *min_samples* samples and an output's score reaches *threshold*
+    with a KS p-value below *alert_alpha* (Bonferroni over the outputs) at
+    the effective sample sizes (serial dependence discounted, exact p-values
+    when small); it turns off below *clear_threshold* (hysteresis). A
+    significant shift (p below *alpha*) of at least *warning_threshold*
+    without an alert is a warning, and so is a flagged input feature
+    (*features*: Holm over the features) or drifted embeddings. Performance
     drift is a fall of mean confidence of at least *confidence_drop* whose
     *interval_level* Welch interval excludes zero.
 
