@@ -19,8 +19,9 @@ venv: $(STAMP)
 system-deps:
 	@bash scripts/install-system-deps.sh
 
+# KEEP=1 leaves the service running after the demo so the operator's page can be opened.
 demo: venv
-	$(BIN)/python -m examples.demo
+	$(BIN)/python -m examples.demo $(if $(KEEP),--serve,)
 
 # The test Collector (collector/, Go): built once into a cache keyed by its sources' hash
 # (cold: minutes, downloads the Go modules; warm: instant). Without Go only CI fails here;

@@ -34,6 +34,7 @@ MODULES = (
     "bench_chaos",
     "bench_shadow",
     "bench_rollout",
+    "bench_ui",
 )
 REPORT = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
 _BEGIN, _END = "<!-- bench:begin -->", "<!-- bench:end -->"

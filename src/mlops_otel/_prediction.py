@@ -34,8 +34,8 @@ if TYPE_CHECKING:
     from .ab import ABTestManager
     from .drift import DriftMonitor
     from .registry import ModelRegistry
-    from .telemetry import Telemetry
     from .shadow import ShadowCall
+    from .telemetry import Telemetry
 
 __all__ = ["Prediction", "ShadowedPrediction", "current_prediction"]
 
@@ -193,7 +193,7 @@ class Prediction:
             self.error_type = exc_type.__name__
         if version is not None and not observed:
             tel.set_request_model_version(version)
-        # The seed metrics and the stage duration under one lock, on the stage's span, which then ends.
+        # The stage duration and the seed metrics, on the stage's span, which then ends.
         elapsed = tracker.finish(exc_type, exc, (version, self.inference_time_ms, score, conf)  # type: ignore[arg-type]
                                  if observed else None)
         if version is None:

@@ -13,7 +13,6 @@ from ._evaluate import (
     evaluate_batch,
 )
 from ._manager import ABTest, ABTestManager, ABTestNotFoundError, ABTestState, ABTestStateError, Assignment
-from ._variant import VariantStats
 from ._progressive import RolloutCheck, RolloutManager
 from ._rollout import (
     RolloutSchedule,
@@ -26,6 +25,7 @@ from ._rollout import (
     step_config,
     step_stats,
 )
+from ._variant import VariantStats
 
 __all__ = [
     "BUCKETS",

@@ -23,7 +23,8 @@ from ..stores import JSONValue, make_key
 from ..telemetry import Telemetry, default_telemetry
 from ._config import ABTestConfig, InvalidConfigError
 from ._evaluate import Decision, evaluate
-from ._manager import NAMESPACE, ABTest, ABTestManager, ABTestNotFoundError, ABTestState, ABTestStateError
+from ._lifecycle import NAMESPACE, document_key
+from ._manager import ABTest, ABTestManager, ABTestNotFoundError, ABTestState, ABTestStateError
 from ._rollout import (
     RolloutSchedule,
     RolloutState,
@@ -144,7 +145,7 @@ class RolloutManager:
         if (test.state is not ABTestState.ACTIVE or state.status is RolloutStatus.ROLLED_BACK
                 or float(test.config.treatment_traffic_pct) == want):
             return test
-        store, key = self.manager.store, self.manager._test_key(test.name)
+        store, key = self.manager.store, document_key(test.name)
         for attempt in range(_MAX_ATTEMPTS):
             found = store.get_document(key)
             if found is None:
@@ -198,7 +199,8 @@ class RolloutManager:
         if action is None:
             return False
         try:
-            return self.manager.finalize_test(name, action, reason=f"rollout: {state.reason}")
+            # The rollout counted its decision already (ab_decisions_total): do not count it twice.
+            return self.manager.finalize_test(name, action, reason=f"rollout: {state.reason}", record=False)
         except ABTestStateError as exc:  # finished otherwise meanwhile (e.g. aborted by an operator)
             log.warning("rollout %s: the test was already finished: %s", name, exc)
             return False
