@@ -26,6 +26,7 @@ import numpy as np
 
 from .._views import ManagementError, Operations, evaluation_view, json_safe
 from ..ab import evaluate
+from ..drift import detector_key
 from ..stores import StoreError
 
 __all__ = ["PageData", "evaluation_point", "histogram", "histogram_from_quantiles", "score_point"]
@@ -191,7 +192,7 @@ class PageData:
     # ------------------------------------------------------------ drift
     def _detector(self, model_type: str, version: str) -> Any:
         monitor = self._runtime.drift
-        detector = monitor.detectors().get(f"{model_type}:{version}")
+        detector = monitor.detectors().get(detector_key(model_type, version))
         if detector is None:
             raise ManagementError("not_found", f"no drift detector for version {version!r} of model type "
                                   f"{model_type!r}", field="version", value=version)
