@@ -110,7 +110,7 @@ def run(*, quick: bool = False, console: Console | None = None, keep_serving: bo
     console = console or Console()
     batch = 300 if quick else 500
     baseline = 300 if quick else 1_000
-    max_batches = 20 if quick else 30
+    max_batches = 12 if quick else 30
     drift_requests = 1_200 if quick else 1_500
     auth = {"Authorization": f"Bearer {TOKEN}"}
     summary: dict[str, Any] = {}
