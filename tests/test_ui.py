@@ -15,6 +15,7 @@ from markupsafe import escape
 
 import mlops_otel
 from mlops_otel import Runtime
+from mlops_otel.ab import ABTestConfig, RolloutManager, RolloutSchedule
 from mlops_otel.fastapi import get_runtime, instrument_app, uninstrument_app
 from mlops_otel.ui._sources import histogram, histogram_from_quantiles
 
@@ -99,6 +100,7 @@ def test_pages_show_their_evidence_and_load_nothing_from_elsewhere(client: TestC
     # The three evaluations (ab's shared history) are the evidence path: one dot each on the estimate line.
     confidence_chart = experiment.split('data-chart="evidence-confidence"')[1].split("</figure>")[0]
     assert confidence_chart.count('class="dot reactive') >= 3
+    assert "Rollout steps" not in experiment  # a plain A/B test has none
     evaluation = scenario.ab.evaluate_test(TEST)
     assert str(escape(evaluation.recommendation)) in experiment
 
@@ -129,6 +131,21 @@ def test_bad_path_parameters_answer_as_the_api_does(client: TestClient, scenario
     assert page.status_code in (404, 422)
     if answer.json()["detail"] != "Not Found":  # a domain error, not an unknown route: a readable page
         assert page.headers["content-type"].startswith("text/html")
+
+
+def test_experiment_page_shows_a_rollout_schedule_and_its_current_step(client: TestClient) -> None:
+    runtime = get_runtime(client.app)  # type: ignore[arg-type]
+    for version in ("v1", "v2"):
+        runtime.registry.register("gnn", version)
+    config = ABTestConfig(name="ramp", model_type="gnn", control_version="v1", treatment_version="v2")
+    RolloutManager(runtime.ab).start(config, RolloutSchedule.of((1.0, 5.0, 20.0), min_results=50))
+    html = client.get("/mlops/ui/experiments/ramp").text
+    section = html.split("<h2>Rollout steps</h2>")[1].split("<h2>")[0]
+    assert "ramping" in section
+    assert "treatment now gets 1% of users" in section
+    rows = re.findall(r"<tr><td>(\d)</td><td class=\"num\">([\d.]+)%</td>", section)
+    assert rows == [("1", "1"), ("2", "5"), ("3", "20")]
+    assert section.count("current</span>") == 1
 
 
 def test_many_versions_fold_into_a_list(client: TestClient) -> None:

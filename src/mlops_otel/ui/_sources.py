@@ -25,7 +25,7 @@ import attrs
 import numpy as np
 
 from .._views import ManagementError, Operations, evaluation_view, json_safe
-from ..ab import evaluate
+from ..ab import ABTestNotFoundError, RolloutManager, evaluate
 from ..drift import detector_key
 from ..stores import StoreError
 
@@ -187,7 +187,21 @@ class PageData:
         return {"test": test, "config": config, "evaluation": current, "history": history,
                 "decisions": decisions, "srm": srm,
                 "segments": [sg for sg in current.get("segments") or () if isinstance(sg, Mapping)],
-                "rollout": test.get("rollout") or config.get("rollout")}
+                "rollout": self.rollout(name)}
+
+    def rollout(self, name: str) -> dict[str, Any] | None:
+        """The progressive rollout of test *name* (schedule, current step, step changes), ``None`` without one."""
+
+        def read() -> dict[str, Any] | None:
+            try:
+                state = RolloutManager(self._runtime.ab).get(name)
+            except ABTestNotFoundError:
+                return None
+            doc: dict[str, Any] = json_safe(state.to_doc())
+            doc["traffic_pct"] = state.traffic_pct
+            return doc
+
+        return self._guard(read)
 
     # ------------------------------------------------------------ drift
     def _detector(self, model_type: str, version: str) -> Any:
