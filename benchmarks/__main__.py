@@ -29,6 +29,7 @@ MODULES = (
     "bench_drift",
     "bench_memory",
     "bench_service",
+    "bench_http",
     "bench_e2e",
 )
 REPORT = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
