@@ -36,9 +36,7 @@ os.environ = Env(os.environ)
 import mlops_otel, mlops_otel.metrics, mlops_otel.telemetry, mlops_otel.stores, mlops_otel.registry
 import mlops_otel.ab, mlops_otel.drift, mlops_otel.fastapi, mlops_otel.testing, mlops_otel.deploy, mlops_otel.cli
 from mlops_otel import _runtime
-from mlops_otel.telemetry import _default
 assert _runtime._SLOT.value is None, "a default runtime was created at import"
-assert _default._SLOT.value is None, "a default telemetry was created at import"
 assert threading.active_count() == 1, threading.enumerate()
 # OpenTelemetry's own modules read a few OTEL_* settings when imported (context, propagators,
 # excluded URLs); what this SDK would read when configured must not be read yet.
@@ -54,8 +52,10 @@ print("ok")
 def test_seed_scripts_run_on_the_defaults() -> None:
     from mlops_otel import ABTestConfig, ab_test_manager, drift_detectors, get_drift_detector, model_registry
 
-    assert model_registry is mlops_otel.default_runtime().registry
-    assert ab_test_manager is mlops_otel.default_runtime().ab
+    # Proxies to the current default: equal to (and instances of the class of) its parts.
+    assert model_registry == mlops_otel.default_runtime().registry
+    assert ab_test_manager == mlops_otel.default_runtime().ab
+    assert isinstance(model_registry, mlops_otel.ModelRegistry)
     model_registry.register("gnn", "v2.1.0")
     model_registry.register("gnn", "v2.2.0")
 
@@ -96,14 +96,61 @@ def test_seed_scripts_run_on_the_defaults() -> None:
 
 
 def test_configure_replaces_and_closes_the_default() -> None:
+    from mlops_otel import ab_test_manager, model_registry
+    from mlops_otel.telemetry import default_telemetry
+
     first = mlops_otel.default_runtime()
-    first.registry.register("gnn", "v1")
+    assert default_telemetry() is first.telemetry  # one default slot: the telemetry is the runtime's
+    model_registry.register("gnn", "v1")
+    assert first.registry.model_types() == ["gnn"]
     second = mlops_otel.configure(max_label_values=5)
+    assert first.closed
     assert mlops_otel.default_runtime() is second
-    assert mlops_otel.model_registry is second.registry
-    assert second.registry.model_types() == []  # a new store: the default is not shared with the old one
+    assert default_telemetry() is second.telemetry
+    # Names imported before configure() follow the new default instead of holding closed objects.
+    assert model_registry == second.registry
+    assert model_registry.model_types() == []  # a new store: the default is not shared with the old one
+    model_registry.register("gnn", "v2")
+    assert second.registry.model_types() == ["gnn"]
+    assert ab_test_manager.store is second.store
+    assert "default runtime's registry" in repr(model_registry)
 
 
-def test_unknown_attribute_raises_attribute_error() -> None:
-    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
-        _ = mlops_otel.nope  # type: ignore[attr-defined]
+def test_set_default_telemetry_names_its_replacement() -> None:
+    from mlops_otel.telemetry import Telemetry, set_default_telemetry
+
+    with pytest.raises(TypeError, match=r"mlops_otel\.configure"):
+        set_default_telemetry(Telemetry())
+
+
+def test_runtime_is_closed_at_exit_in_order() -> None:
+    """A runtime the application never closed is closed once at exit: owners, then store, then telemetry."""
+    import subprocess
+    import sys
+
+    code = """
+import atexit
+order = []
+atexit.register(lambda: print("order=" + ",".join(order)))  # registered first: runs last
+import mlops_otel
+from mlops_otel.stores import MemoryStore
+from mlops_otel.telemetry import Telemetry
+
+class Store(MemoryStore):
+    def close(self):
+        # The registry's buffered result must already be in the store.
+        order.append("store(n=%d)" % rt.registry.get("gnn", "v1").stats.n)
+        super().close()
+
+class Tel(Telemetry):
+    def close(self):
+        order.append("telemetry")
+        super().close()
+
+rt = mlops_otel.Runtime(Tel(), Store())
+rt.registry.register("gnn", "v1")
+rt.registry.update_metrics("gnn", "v1", 12.0, 0.9)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == "order=store(n=1),telemetry", out.stdout + out.stderr[-2000:]

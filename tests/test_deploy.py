@@ -20,11 +20,14 @@ from mlops_otel.deploy import (
     ALERT_AB_GUARDRAIL,
     ALERT_DRIFT,
     ALERT_ERROR_RATE,
+    ALERT_SHADOW_DISAGREEMENT,
     ARTIFACTS,
+    COLLECTOR_ENV_VARS,
     alert_rules,
     check_dir,
     collector_config,
     dashboard_panels,
+    env_default,
     grafana_dashboard,
     prometheus_config,
     render_all,
@@ -145,9 +148,9 @@ def test_to_yaml_keeps_promql_readable() -> None:
     (lambda: alert_rules(drift_for="5 minutes"), "drift_for must be a positive Prometheus duration"),
     (lambda: alert_rules(drift_threshold=1.5), "drift_threshold must be a number between 0 and 1"),
     (lambda: alert_rules(evaluation_interval="0s"), "evaluation_interval must be a positive"),
-    (lambda: alert_rules(guardrail_decisions=()), "guardrail_decisions must name at least one"),
+    (lambda: alert_rules(guardrail_decisions=()), "guardrail_decisions must be a non-empty sequence of decisions"),
     (lambda: prometheus_config(targets=[]), "targets must be a non-empty sequence"),
-    (lambda: prometheus_config(metrics_path="metrics"), "metrics_path must start with '/'"),
+    (lambda: prometheus_config(metrics_path="metrics"), "metrics_path must be a path starting with '/'"),
     (lambda: prometheus_config(scrape_interval="fast"), "scrape_interval must be a positive"),
     (lambda: collector_config(exporter="kafka"), "exporter must be 'prometheus' or 'prometheusremotewrite'"),  # type: ignore[arg-type]
 ])
@@ -183,7 +186,7 @@ def test_promtool_check_config(promtool: str, name: str) -> None:
 def test_promtool_check_rules(promtool: str) -> None:
     result = run_promtool(promtool, "check", "rules", str(EXAMPLES / "alerts.yml"))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 3 rules found" in result.stdout + result.stderr
+    assert "SUCCESS: 4 rules found" in result.stdout + result.stderr
 
 
 def test_scrape_config_targets_the_services_metrics_endpoint() -> None:
@@ -228,9 +231,12 @@ def series(name: str, values: str, **labels: str) -> dict[str, str]:
 
 
 DRIFT = semconv.MODEL_DRIFT_SCORE.prometheus_name
+DRIFT_ALERT = semconv.DRIFT_ALERT.prometheus_name
 ERRORS = semconv.DIAGNOSIS_ERRORS.prometheus_name
 REQUESTS = semconv.DIAGNOSIS_REQUESTS.prometheus_name
 DECISIONS = semconv.AB_DECISIONS.prometheus_name
+SHADOW_PAIRS = semconv.SHADOW_PAIRS.prometheus_name
+DISAGREEMENTS = semconv.SHADOW_DISAGREEMENTS.prometheus_name
 
 
 def default_rules_tests(rules: dict[str, Any]) -> dict[str, Any]:
@@ -243,6 +249,13 @@ def default_rules_tests(rules: dict[str, Any]) -> dict[str, Any]:
             series(DRIFT, "0.29x34", **gnn, model_version="v2.1.0"),  # just below
             series(DRIFT, "0.3x34", **gnn, model_version="v2.0.0"),  # at the threshold is not above
             series(DRIFT, "0.5x3 0.1x30", **gnn, model_version="v1.9.0"),  # above for 4m only
+            # Above the threshold but not significant at the effective sample size: the SDK holds its alert.
+            series(DRIFT, "0.45x34", **gnn, model_version="v1.8.0"),
+            series(DRIFT_ALERT, "0x4 1x30", **gnn, model_version="v2.2.0"),
+            series(DRIFT_ALERT, "0x34", **gnn, model_version="v2.1.0"),
+            series(DRIFT_ALERT, "1x34", **gnn, model_version="v2.0.0"),
+            series(DRIFT_ALERT, "1x3 0x30", **gnn, model_version="v1.9.0"),
+            series(DRIFT_ALERT, "0x34", **gnn, model_version="v1.8.0"),
         ],
         "alert_rule_test": [
             alert_case(rules, ALERT_DRIFT, "4m", []),
@@ -283,7 +296,24 @@ def default_rules_tests(rules: dict[str, Any]) -> dict[str, Any]:
             alert_case(rules, ALERT_AB_GUARDRAIL, "45m", []),
         ],
     }
-    return {"rule_files": ["alerts.yml"], "evaluation_interval": "1m", "tests": [drift, errors, guardrail]}
+    flip = {"model_type": "gnn", "comparison": "anomaly_score_flip"}
+    shadow = {
+        "interval": "1m",
+        "input_series": [
+            series(SHADOW_PAIRS, "0+100x40", model_type="gnn", outcome="completed"),
+            series(SHADOW_PAIRS, "0+500x40", model_type="gnn", outcome="dropped"),  # drops are not pairs compared
+            # 5 of 100 pairs disagree for 10 minutes, then 20 of 100.
+            series(DISAGREEMENTS, "0+5x10 70+20x29", **flip),
+            series(DISAGREEMENTS, "0+1x40", model_type="gnn", comparison="anomaly_score_difference"),
+        ],
+        "alert_rule_test": [
+            alert_case(rules, ALERT_SHADOW_DISAGREEMENT, "9m", []),
+            alert_case(rules, ALERT_SHADOW_DISAGREEMENT, "18m", []),  # above 0.1, pending
+            alert_case(rules, ALERT_SHADOW_DISAGREEMENT, "35m", [({"job": "diagnosis-service", **flip}, 0.2)]),
+        ],
+    }
+    return {"rule_files": ["alerts.yml"], "evaluation_interval": "1m",
+            "tests": [drift, errors, guardrail, shadow]}
 
 
 def promtool_test_rules(promtool: str, tmp_path: Path, rules: dict[str, Any], tests: dict[str, Any]) -> str:
@@ -320,7 +350,7 @@ def test_shortened_rules_for_end_to_end_tests(promtool: str, tmp_path: Path) -> 
         "rule_files": ["alerts.yml"], "evaluation_interval": "1s",
         "tests": [{
             "interval": "1s",
-            "input_series": [series(DRIFT, "0.1x4 0.9x30", **gnn)],
+            "input_series": [series(DRIFT, "0.1x4 0.9x30", **gnn), series(DRIFT_ALERT, "0x4 1x30", **gnn)],
             "alert_rule_test": [
                 alert_case(rules, ALERT_DRIFT, "14s", []),
                 alert_case(rules, ALERT_DRIFT, "15s", [(gnn, 0.9)]),
@@ -333,7 +363,7 @@ def test_shortened_rules_for_end_to_end_tests(promtool: str, tmp_path: Path) -> 
 def test_alert_expressions_name_only_exported_metrics() -> None:
     rules = alert_rules()["groups"][0]["rules"]
     used = {name for rule in rules for name in metric_names(rule["expr"])}
-    assert used == {DRIFT, REQUESTS, DECISIONS}
+    assert used == {DRIFT, DRIFT_ALERT, REQUESTS, DECISIONS, SHADOW_PAIRS, DISAGREEMENTS}
     assert used <= exported_sample_names()
 
 
@@ -439,8 +469,8 @@ def test_collector_config_is_wired_consistently(name: str) -> None:
 
     # OTLP in on the standard ports.
     protocols = config["receivers"]["otlp"]["protocols"]
-    assert protocols["grpc"]["endpoint"].endswith(":4317")
-    assert protocols["http"]["endpoint"].endswith(":4318")
+    assert env_default(protocols["grpc"]["endpoint"]).endswith(":4317")
+    assert env_default(protocols["http"]["endpoint"]).endswith(":4318")
     assert service["pipelines"]["metrics"]["receivers"] == ["otlp"]
     # Out to Prometheus, keeping the exporters' default translation (unit suffix and _total), which
     # test_export_otlp checks gives exactly the SDK's own /metrics names.
@@ -451,7 +481,18 @@ def test_collector_config_is_wired_consistently(name: str) -> None:
     assert settings.get("translation_strategy", "UnderscoreEscapingWithSuffixes").endswith("WithSuffixes")
     assert "namespace" not in settings  # a namespace would prefix every name
     if exporter == "prometheusremotewrite":
-        assert settings["endpoint"].endswith("/api/v1/write")
+        assert env_default(settings["endpoint"]).endswith("/api/v1/write")
+    else:
+        assert settings["enable_open_metrics"] is True  # exemplars need OpenMetrics
+    # Traces take the same path to an OTLP/HTTP backend.
+    assert service["pipelines"]["traces"]["receivers"] == ["otlp"]
+    (traces_exporter,) = service["pipelines"]["traces"]["exporters"]
+    assert traces_exporter.split("/")[0] == "otlp_http"
+    # Every ${env:...} reference names a documented variable and carries a default.
+    for ref in re.findall(r"\$\{[^}]*\}", (EXAMPLES / name).read_text()):
+        var, _, default = ref[len("${env:"):-1].partition(":-")
+        assert var in COLLECTOR_ENV_VARS, ref
+        assert default == COLLECTOR_ENV_VARS[var], ref
 
 
 def test_collector_scrape_config_points_at_the_collector_exporter() -> None:
@@ -460,7 +501,8 @@ def test_collector_scrape_config_points_at_the_collector_exporter() -> None:
     (job,) = prometheus["scrape_configs"]
     assert job["honor_labels"] is True  # keep the job/instance the Collector derives from the resource
     (target,) = job["static_configs"][0]["targets"]
-    assert target.rsplit(":", 1)[1] == collector["exporters"]["prometheus"]["endpoint"].rsplit(":", 1)[1]
+    endpoint = env_default(collector["exporters"]["prometheus"]["endpoint"])
+    assert target.rsplit(":", 1)[1] == endpoint.rsplit(":", 1)[1]
 
 
 # ------------------------------------------------------------ a real Prometheus
@@ -473,6 +515,7 @@ def test_a_real_prometheus_loads_the_shipped_config_and_rules() -> None:
         groups = prom.api("rules")["groups"]
     (group,) = groups
     assert group["name"] == "mlops-otel"
-    assert {rule["name"] for rule in group["rules"]} == {ALERT_DRIFT, ALERT_ERROR_RATE, ALERT_AB_GUARDRAIL}
+    assert {rule["name"] for rule in group["rules"]} == {ALERT_DRIFT, ALERT_ERROR_RATE, ALERT_AB_GUARDRAIL,
+                                                             ALERT_SHADOW_DISAGREEMENT}
     assert all(rule["type"] == "alerting" for rule in group["rules"])
     # (Scraping through the generated scrape config is tested in test_export_prometheus.)

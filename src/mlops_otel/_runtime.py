@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-import os
+import atexit
+import contextlib
+import functools
 import threading
+import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -12,15 +15,20 @@ from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
 
 from ._fleet import FleetMetrics
+from ._prediction import Prediction, ShadowedPrediction
+from .settings import Settings, StoreSettings
 from .stores import MemoryStore, StateStore
-from .telemetry import Mode, Telemetry, set_default_telemetry
+from .telemetry import Mode, Telemetry, use_default_resolver
+from .validation import InvalidValueError
 
 if TYPE_CHECKING:
     from .ab import ABTestManager
-    from .drift import DriftMonitor
+    from .drift import DriftDetector, DriftMonitor
     from .registry import ModelRegistry
+    from .shadow import ShadowCall
 
 __all__ = [
+    "DefaultProxy",
     "Runtime",
     "configure",
     "default_runtime",
@@ -31,31 +39,31 @@ __all__ = [
     "reset_default",
 ]
 
-#: Environment variables read by :meth:`Runtime.from_env` (never at import time).
-ENV_STORE_URL = "MLOPS_OTEL_STORE_URL"
-ENV_STORE_PREFIX = "MLOPS_OTEL_STORE_PREFIX"
-ENV_MODE = "MLOPS_OTEL_MODE"
-ENV_MAX_LABEL_VALUES = "MLOPS_OTEL_MAX_LABEL_VALUES"
-ENV_OTLP = "MLOPS_OTEL_OTLP"
-ENV_FLEET_METRICS = "MLOPS_OTEL_FLEET_METRICS"
 
+def open_store(
+    url: StoreSettings | str | None, *, prefix: str | None = None, telemetry: Telemetry | None = None
+) -> StateStore:
+    """Open a store: ``memory://`` (or ``None``), ``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``.
 
-def open_store(url: str | None, *, prefix: str = "mlops", telemetry: Telemetry | None = None) -> StateStore:
-    """Open a store from a URL: ``memory://`` (or ``None``), ``redis://``, ``rediss://``, ``redis+cluster://``."""
-    if url is None or url in ("", "memory", "memory://"):
-        return MemoryStore()
-    scheme = url.split("://", 1)[0]
-    if scheme in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
-        from .stores.redis import RedisStore
+    *url* may also be a :class:`~mlops_otel.settings.StoreSettings` (then its
+    prefix and tuning apply; *prefix* overrides its prefix). *telemetry* is what
+    the store records its own health into.
+    """
+    settings = url if isinstance(url, StoreSettings) else StoreSettings(url=url)
+    if prefix is not None:
+        settings = attrs.evolve(settings, prefix=prefix)
+    if settings.is_memory:
+        return MemoryStore(telemetry=telemetry)
+    assert settings.url is not None  # not memory
+    scheme = settings.url.split("://", 1)[0]
+    from .stores.redis import RedisStore
 
-        if scheme.endswith("+cluster"):
-            return RedisStore.from_url(url.replace("+cluster", "", 1), prefix=prefix, cluster=True,
-                                       telemetry=telemetry)
-        # cluster=None: RedisStore asks the server whether it is a Cluster node.
-        return RedisStore.from_url(url, prefix=prefix, cluster=None, telemetry=telemetry)
-    raise ValueError(
-        f"store url must start with memory://, redis://, rediss:// or redis+cluster://, got {url!r}"
-    )
+    options = settings.redis_options()
+    if scheme.endswith("+cluster"):
+        return RedisStore.from_url(settings.url.replace("+cluster", "", 1), prefix=settings.prefix, cluster=True,
+                                   telemetry=telemetry, **options)
+    # cluster=None: RedisStore asks the server whether it is a Cluster node.
+    return RedisStore.from_url(settings.url, prefix=settings.prefix, cluster=None, telemetry=telemetry, **options)
 
 
 def _otlp_exporter() -> Any:
@@ -79,75 +87,114 @@ class Runtime:
     telemetry: Telemetry
     store: StateStore
     fleet: FleetMetrics | None = attrs.field(default=None, kw_only=True)
+    #: What this runtime was built from (for a runtime built by hand: the defaults).
+    settings: Settings = attrs.field(factory=Settings, kw_only=True)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
     _registry: ModelRegistry | None = attrs.field(default=None, init=False, repr=False)
     _ab: ABTestManager | None = attrs.field(default=None, init=False, repr=False)
     _drift: DriftMonitor | None = attrs.field(default=None, init=False, repr=False)
     _closed: bool = attrs.field(default=False, init=False, repr=False)
+    _atexit_hook: Any = attrs.field(default=None, init=False, repr=False)
+    _hot: tuple[Telemetry, ModelRegistry, ABTestManager, DriftMonitor] | None = attrs.field(
+        default=None, init=False, repr=False)
+    #: prediction()'s cache of drift detectors by (model_type, version); the monitor never replaces one.
+    _detectors: dict[tuple[str, str], DriftDetector] = attrs.field(factory=dict, init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        # A store built without telemetry records into this runtime's, not into whatever default
+        # exists when it next records (which could even create one during interpreter exit).
+        if getattr(self.store, "telemetry", False) is None:
+            with contextlib.suppress(AttributeError):
+                setattr(self.store, "telemetry", self.telemetry)  # noqa: B010  # a field of MemoryStore/RedisStore, not of the protocol
+        # Held weakly: an unreferenced runtime can still be collected.
+        self._atexit_hook = functools.partial(_close_at_exit, weakref.ref(self))
+        atexit.register(self._atexit_hook)
 
     @classmethod
     def create(
         cls,
+        settings: Settings | None = None,
+        /,
         *,
         store: StateStore | str | None = None,
-        store_prefix: str = "mlops",
         meter_provider: otel_metrics.MeterProvider | None = None,
         tracer_provider: trace.TracerProvider | None = None,
-        mode: Mode = "aggregate",
-        max_label_values: int = 100,
-        otlp: bool = False,
-        export_interval: float = 60.0,
+        store_prefix: str | None = None,
+        mode: Mode | None = None,
+        max_label_values: int | None = None,
+        otlp: bool | None = None,
+        export_interval: float | None = None,
+        export_timeout: float | None = None,
         fleet_metrics: bool | None = None,
     ) -> Runtime:
-        """Build a runtime; *store* is a :class:`StateStore` or a URL (see :func:`open_store`).
+        """Build a runtime from *settings* (default: :class:`Settings()`), the only builder.
 
-        *fleet_metrics* makes ``/metrics`` serve the totals of every worker sharing
-        the store (:class:`~mlops_otel.FleetMetrics`); by default it is on for
-        shared stores (anything but the in-memory one) and off otherwise.
+        The keywords are shortcuts that override single fields of *settings*
+        (``None``: keep the setting); *store* may also be a ready
+        :class:`StateStore`, which the runtime then owns and closes.
+        *meter_provider* (used by ``mode="passthrough"``) and *tracer_provider*
+        are objects, not settings (default: the global providers).
+        ``fleet_metrics`` makes ``/metrics`` serve the totals of every worker
+        sharing the store (:class:`~mlops_otel.FleetMetrics`); by default it is on
+        for shared stores and off for the in-memory one.
         """
-        telemetry = Telemetry(
-            meter_provider=meter_provider, tracer_provider=tracer_provider, mode=mode,
-            max_label_values=max_label_values, exporter=_otlp_exporter() if otlp else None,
-            export_interval=export_interval,
+        base = Settings() if settings is None else settings
+        if not isinstance(base, Settings):
+            raise InvalidValueError("settings", "a mlops_otel.Settings or None", base)
+        given_store = store if isinstance(store, StateStore) else None
+        base = base.with_options(
+            store=store if isinstance(store, str) else None, store_prefix=store_prefix, mode=mode,
+            max_label_values=max_label_values, otlp=otlp, export_interval=export_interval,
+            export_timeout=export_timeout, fleet_metrics=fleet_metrics,
         )
-        if store is None or isinstance(store, str):
-            store = open_store(store, prefix=store_prefix, telemetry=telemetry)
-        fleet = None
-        if store.kind != "memory" if fleet_metrics is None else fleet_metrics:
-            fleet = FleetMetrics(store, telemetry)
-            fleet.start()
-        return cls(telemetry, store, fleet=fleet)
+        if store is not None and given_store is None and not isinstance(store, str):
+            raise InvalidValueError("store", "a StateStore, a store URL or None", store)
+        if given_store is not None and base.store.url is not None:  # never silently ignore the settings' store
+            raise InvalidValueError("store", f"not given together with settings.store.url={base.store.url!r} "
+                                    "(pass one of them)", store)
+        return cls.from_settings(base, store=given_store, meter_provider=meter_provider,
+                                 tracer_provider=tracer_provider)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        store: StateStore | None = None,
+        meter_provider: otel_metrics.MeterProvider | None = None,
+        tracer_provider: trace.TracerProvider | None = None,
+    ) -> Runtime:
+        """Build a runtime from exactly *settings* (what :meth:`create` ends in)."""
+        telemetry = Telemetry(
+            meter_provider=meter_provider, tracer_provider=tracer_provider, mode=settings.mode,
+            max_label_values=settings.max_label_values,
+            exporter=_otlp_exporter() if settings.otlp else None,
+            export_interval=settings.export_interval, export_timeout=settings.export_timeout,
+        )
+        try:
+            if store is None:
+                store = open_store(settings.store, telemetry=telemetry)
+            fleet = None
+            wants_fleet = (store.kind != "memory") if settings.fleet_metrics is None else settings.fleet_metrics
+            if wants_fleet:
+                fleet = FleetMetrics(store, telemetry)
+                fleet.start()
+        except BaseException:
+            telemetry.close()
+            raise
+        return cls(telemetry, store, fleet=fleet, settings=settings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Runtime:
-        """Build a runtime from ``MLOPS_OTEL_*`` variables (read now, not at import).
-
-        ``MLOPS_OTEL_STORE_URL`` (default memory), ``MLOPS_OTEL_STORE_PREFIX``,
-        ``MLOPS_OTEL_FLEET_METRICS`` (1/0; default: on for shared stores),
-        ``MLOPS_OTEL_MODE`` (aggregate|passthrough), ``MLOPS_OTEL_MAX_LABEL_VALUES``,
-        ``MLOPS_OTEL_OTLP`` (1/true: push OTLP using the ``OTEL_EXPORTER_OTLP_*`` variables;
-        when unset, OTLP is pushed if ``OTEL_METRICS_EXPORTER`` names ``otlp``).
-        """
-        env = os.environ if environ is None else environ
-        options: dict[str, Any] = {
-            "store": env.get(ENV_STORE_URL) or None,
-            "store_prefix": env.get(ENV_STORE_PREFIX, "mlops"),
-            "mode": env.get(ENV_MODE, "aggregate"),
-            "otlp": _otlp_wanted(env),
-        }
-        if env.get(ENV_FLEET_METRICS):
-            options["fleet_metrics"] = env[ENV_FLEET_METRICS].strip().lower() in ("1", "true", "yes", "on")
-        if env.get(ENV_MAX_LABEL_VALUES):
-            raw = env[ENV_MAX_LABEL_VALUES]
-            try:
-                options["max_label_values"] = int(raw)
-            except ValueError:
-                raise ValueError(f"{ENV_MAX_LABEL_VALUES} must be an integer, got {raw!r}") from None
-        return cls.create(**options)
+        """Build a runtime from :meth:`Settings.from_env` (the variables are read now, not at import)."""
+        return cls.create(Settings.from_env(environ))
 
     @property
     def registry(self) -> ModelRegistry:
         """The model registry on this runtime's store."""
+        existing = self._registry
+        if existing is not None:  # the hot path: no lock once created
+            return existing
         with self._lock:
             if self._registry is None:
                 from .registry import ModelRegistry
@@ -158,6 +205,9 @@ class Runtime:
     @property
     def ab(self) -> ABTestManager:
         """The A/B test manager on this runtime's store and registry."""
+        existing = self._ab
+        if existing is not None:
+            return existing
         registry = self.registry
         with self._lock:
             if self._ab is None:
@@ -169,42 +219,102 @@ class Runtime:
     @property
     def drift(self) -> DriftMonitor:
         """The drift monitor owning this runtime's detectors."""
+        existing = self._drift
+        if existing is not None:
+            return existing
         registry = self.registry
         with self._lock:
             if self._drift is None:
                 from .drift import DriftMonitor
 
-                self._drift = DriftMonitor(self.store, telemetry=self.telemetry, registry=registry)
+                self._drift = DriftMonitor(self.store, telemetry=self.telemetry, registry=registry,
+                                           **self.settings.drift.monitor_options())
             return self._drift
 
+    def hot_parts(self) -> tuple[Telemetry, ModelRegistry, ABTestManager, DriftMonitor]:
+        """``(telemetry, registry, ab, drift)``, created on first use and then read without a lock."""
+        parts = self._hot
+        if parts is None:
+            parts = self._hot = (self.telemetry, self.registry, self.ab, self.drift)
+        return parts
+
+    def prediction(
+        self,
+        model_type: str,
+        user_id: str | None = None,
+        *,
+        stage: str | None = None,
+        default_version: str | None = None,
+        shadow: ShadowCall | None = None,
+        **attributes: Any,
+    ) -> Prediction:
+        """Record one prediction of *model_type* everywhere it belongs (see :class:`~mlops_otel.Prediction`).
+
+        ``with runtime.prediction("gnn", user_id=u) as p:`` assigns the A/B variant
+        (``p.version``, ``p.variant``, ``p.test``), times the block inside its stage
+        span, takes the outputs with ``p.observe(anomaly_score=..., confidence=...)``
+        and records them once on exit; ``async with`` and ``@runtime.prediction(...)``
+        work too. Keyword *attributes* are added to the stage span. ``shadow=runner.bind(inputs)``
+        runs a shadow challenger on *inputs* after a successful block (see :mod:`mlops_otel.shadow`).
+        """
+        if shadow is not None:
+            return ShadowedPrediction(self, model_type, user_id, stage=stage, default_version=default_version,
+                                      attributes=attributes or None, shadow=shadow)
+        return Prediction(self, model_type, user_id, stage=stage, default_version=default_version,
+                          attributes=attributes or None)
+
     def close(self) -> None:
-        """Flush and release everything; idempotent."""
+        """Flush and release everything; idempotent. The one place that orders the shutdown.
+
+        1. the owners (drift monitor, A/B manager, registry) stop their workers and
+           hand their buffered results to the store, and the fleet view publishes
+           its last snapshot;
+        2. the store delivers every pending write and closes its connections;
+        3. telemetry pushes its last OTLP export (which includes what 1 and 2 counted).
+
+        A runtime not closed by the application is closed at interpreter exit in
+        the same order (one ``atexit`` hook per runtime, registered when it is built).
+        """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             parts: list[Any] = [self._drift, self._ab, self._registry]
+        hook = self._atexit_hook
+        if hook is not None:
+            atexit.unregister(hook)
+            self._atexit_hook = None
         for part in parts:
             close = getattr(part, "close", None)
             if callable(close):
-                close()
+                try:
+                    close()
+                except Exception as exc:  # one failing owner must not keep the others from flushing
+                    self.telemetry.fault("runtime.close", exc)
         if self.fleet is not None:
-            self.fleet.close()
-        self.store.close()
-        self.telemetry.close()
+            try:
+                self.fleet.close()
+            except Exception as exc:
+                self.telemetry.fault("runtime.close", exc)
+        try:
+            self.store.close()
+        finally:
+            self.telemetry.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
 
 
-def _otlp_wanted(env: Mapping[str, str]) -> bool:
-    """``MLOPS_OTEL_OTLP`` if set, else whether ``OTEL_METRICS_EXPORTER`` names ``otlp``."""
-    explicit = env.get(ENV_OTLP)
-    if explicit:
-        return explicit.strip().lower() in ("1", "true", "yes", "on")
-    exporters = env.get("OTEL_METRICS_EXPORTER", "")
-    return "otlp" in (e.strip().lower() for e in exporters.split(","))
+def _close_at_exit(ref: weakref.ReferenceType[Runtime]) -> None:
+    runtime = ref()
+    if runtime is not None:
+        runtime.close()
 
 
 class _Slot:
-    """Holds the default runtime; created on first use, replaced by :func:`configure`."""
+    """The one default slot of the package: the default runtime (its telemetry is the default telemetry)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -223,45 +333,51 @@ def configured_default() -> Runtime | None:
 
 
 def default_runtime() -> Runtime:
-    """Return the default :class:`Runtime`, creating it (memory store) on first use."""
+    """Return the default :class:`Runtime`, creating it (``Settings()``: memory store) on first use."""
     value = _SLOT.value
     if value is not None:
         return value
     with _SLOT.lock:
         if _SLOT.value is None:
-            from .telemetry import default_telemetry
-
-            _SLOT.value = Runtime(default_telemetry(), MemoryStore())
+            _SLOT.value = Runtime.create()
         return _SLOT.value
 
 
+def _default_telemetry() -> Telemetry:
+    value = _SLOT.value
+    return value.telemetry if value is not None else default_runtime().telemetry
+
+
+# Installs a function, creates nothing: mlops_otel.telemetry.default_telemetry() is the default runtime's.
+use_default_resolver(_default_telemetry)
+
+
 def configure(
+    settings: Settings | None = None,
+    /,
     *,
     store: StateStore | str | None = None,
-    store_prefix: str = "mlops",
     meter_provider: otel_metrics.MeterProvider | None = None,
     tracer_provider: trace.TracerProvider | None = None,
-    mode: Mode = "aggregate",
-    max_label_values: int = 100,
-    otlp: bool = False,
-    export_interval: float = 60.0,
+    store_prefix: str | None = None,
+    mode: Mode | None = None,
+    max_label_values: int | None = None,
+    otlp: bool | None = None,
+    export_interval: float | None = None,
+    export_timeout: float | None = None,
     fleet_metrics: bool | None = None,
 ) -> Runtime:
-    """Create a :class:`Runtime` and install it as the process default.
+    """Create a :class:`Runtime` (arguments as :meth:`Runtime.create`) and install it as the process default.
 
     The seed-style module API (``mlops_otel.metrics``, ``model_registry``,
     ``ab_test_manager``, ``get_drift_detector``) then records into it, and
-    :func:`mlops_otel.fastapi.instrument_app` called without a runtime or store
+    :func:`mlops_otel.fastapi.instrument_app` called without a runtime or settings
     uses it. The previous default is closed. Nothing is configured at import time.
-
-    *meter_provider* is used by ``mode="passthrough"`` (every measurement also goes
-    through it); the default aggregate mode exports itself (``/metrics``, and OTLP
-    with *otlp*) and does not need one.
     """
     runtime = Runtime.create(
-        store=store, store_prefix=store_prefix, meter_provider=meter_provider,
-        tracer_provider=tracer_provider, mode=mode, max_label_values=max_label_values, otlp=otlp,
-        export_interval=export_interval, fleet_metrics=fleet_metrics,
+        settings, store=store, meter_provider=meter_provider, tracer_provider=tracer_provider,
+        store_prefix=store_prefix, mode=mode, max_label_values=max_label_values, otlp=otlp,
+        export_interval=export_interval, export_timeout=export_timeout, fleet_metrics=fleet_metrics,
     )
     install_default(runtime)
     return runtime
@@ -272,7 +388,6 @@ def install_default(runtime: Runtime | None) -> Runtime | None:
     with _SLOT.lock:
         previous, _SLOT.value = _SLOT.value, runtime
         _SLOT.configured = runtime is not None
-    set_default_telemetry(None if runtime is None else runtime.telemetry)
     if previous is not None and previous is not runtime:
         previous.close()
     return previous
@@ -285,8 +400,6 @@ def release_default(runtime: Runtime, *, close: bool) -> None:
         if was_default:
             _SLOT.value = None
             _SLOT.configured = False
-    if was_default:
-        set_default_telemetry(None)
     if close:
         runtime.close()
 
@@ -294,3 +407,43 @@ def release_default(runtime: Runtime, *, close: bool) -> None:
 def reset_default() -> None:
     """Close and forget the default runtime (for tests)."""
     install_default(None)
+
+
+class DefaultProxy:
+    """Stands for an attribute of whatever runtime is the default *now* (resolved on every use).
+
+    ``from mlops_otel import model_registry`` gives one of these, so a later
+    :func:`configure` never leaves the caller holding the old runtime's object.
+    ``isinstance`` sees the current target's class.
+    """
+
+    __slots__ = ("_attr",)
+
+    def __init__(self, attr: str) -> None:
+        object.__setattr__(self, "_attr", attr)
+
+    def _target(self) -> Any:
+        return getattr(default_runtime(), object.__getattribute__(self, "_attr"))
+
+    @property  # type: ignore[misc]  # isinstance() and type checks see the current target's class
+    def __class__(self) -> type:
+        return type(self._target())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target(), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._target(), name, value)
+
+    def __dir__(self) -> list[str]:
+        return dir(self._target())
+
+    def __repr__(self) -> str:
+        return f"<default runtime's {object.__getattribute__(self, '_attr')}: {self._target()!r}>"
+
+    def __eq__(self, other: object) -> bool:
+        target = self._target()
+        return target is (other._target() if isinstance(other, DefaultProxy) else other)
+
+    def __hash__(self) -> int:
+        return hash(self._target())

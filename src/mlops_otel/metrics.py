@@ -13,8 +13,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from .telemetry import StageTracker, Telemetry, default_telemetry
-from .telemetry._telemetry import request_decorator
+from .telemetry import StageTracker, Telemetry, default_telemetry, request_decorator
 
 __all__ = [
     "metrics_app",

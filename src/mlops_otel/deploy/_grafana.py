@@ -9,7 +9,7 @@ import attrs
 
 from .. import semconv
 from ..semconv import MetricSpec
-from ._prometheus import DRIFT_THRESHOLD
+from ._prometheus import DISAGREEMENT_THRESHOLD, DRIFT_THRESHOLD, shadow_disagreement_expr
 
 __all__ = ["DASHBOARD_UID", "Panel", "dashboard_panels", "grafana_dashboard"]
 
@@ -86,8 +86,40 @@ def _by_labels(spec: MetricSpec) -> str:
     return f"max by ({', '.join(spec.labels)}) ({_sel(spec)})"
 
 
+def _gen_ai_panels() -> tuple[Panel, ...]:
+    """GenAI panels: the v1.41.0 families (default) and the latest experimental ones (opt-in)."""
+    s = semconv
+    model, token_type = s.prometheus_label(s.ATTR_GEN_AI_REQUEST_MODEL), s.prometheus_label(s.ATTR_GEN_AI_TOKEN_TYPE)
+    error = s.prometheus_label(s.ATTR_OTEL_ERROR_TYPE)
+    modality = s.prometheus_label(s.ATTR_GEN_AI_TOKEN_MODALITY)
+    duration, usage, cost = s.GEN_AI_CLIENT_OPERATION_DURATION, s.GEN_AI_CLIENT_TOKEN_USAGE, s.GEN_AI_TOKEN_COST
+    latest_in, latest_out = s.GEN_AI_INFERENCE_INPUT_TOKENS, s.GEN_AI_INFERENCE_OUTPUT_TOKENS
+    detailed_in, detailed_out = s.GEN_AI_USAGE_INPUT_TOKENS, s.GEN_AI_USAGE_OUTPUT_TOKENS
+    return (
+        Panel("GenAI operation duration (p50/p95) by model and error.type", (duration,), tuple(
+            (_quantile(duration, q, (model, error)), _legend((model, error), f"p{round(q * 100)}"))
+            for q in (0.5, 0.95)
+        ), unit="s"),
+        Panel("GenAI tokens per second by type (gen_ai.client.token.usage, v1.41.0)", (usage,), (
+            (_rate(usage, (model, token_type), "_sum"), _legend((model, token_type))),
+        )),
+        Panel("GenAI tokens per operation, p95 (latest experimental)", (latest_in, latest_out), (
+            (_quantile(latest_in, 0.95, (model,)), _legend((model,), "input p95")),
+            (_quantile(latest_out, 0.95, (model,)), _legend((model,), "output p95")),
+        )),
+        Panel("GenAI tokens per second by modality (latest experimental)", (detailed_in, detailed_out), (
+            (_rate(detailed_in, (model, modality)), _legend((model, modality), "input")),
+            (_rate(detailed_out, (model, modality)), _legend((model, modality), "output")),
+        )),
+        Panel("GenAI token cost (USD per hour, from the price file)", (cost,), (
+            (f"3600 * {_rate(cost, (model, token_type))}", _legend((model, token_type))),
+        ), unit="currencyUSD"),
+    )
+
+
 def dashboard_panels(
-    *, drift_threshold: float = DRIFT_THRESHOLD, error_ratio_threshold: float = 0.05
+    *, drift_threshold: float = DRIFT_THRESHOLD, error_ratio_threshold: float = 0.05,
+    disagreement_threshold: float = DISAGREEMENT_THRESHOLD,
 ) -> tuple[tuple[str, tuple[Panel, ...]], ...]:
     """The dashboard's rows: (row title, panels)."""
     s = semconv
@@ -115,6 +147,7 @@ def dashboard_panels(
                 (_rate(tokens, tokens.labels, "_sum"), _legend(tokens.labels, "tokens/s")),
             )),
         )),
+        ("GenAI (OpenTelemetry GenAI conventions on the RAG stage)", _gen_ai_panels()),
         ("Drift", (
             Panel("Model drift score", (s.MODEL_DRIFT_SCORE,),
                   ((_by_labels(s.MODEL_DRIFT_SCORE), _legend(s.MODEL_DRIFT_SCORE.labels)),),
@@ -122,6 +155,14 @@ def dashboard_panels(
             Panel("Drift alert (1 = firing)", (s.DRIFT_ALERT,),
                   ((_by_labels(s.DRIFT_ALERT), _legend(s.DRIFT_ALERT.labels)),),
                   unit="none", thresholds=(1.0,), max=1.0),
+            Panel("Input feature drift score", (s.MODEL_FEATURE_DRIFT_SCORE,),
+                  ((_by_labels(s.MODEL_FEATURE_DRIFT_SCORE), _legend(s.MODEL_FEATURE_DRIFT_SCORE.labels)),),
+                  unit="none", thresholds=(drift_threshold,), max=1.0),
+            Panel("Embedding drift (squared MMD)", (s.MODEL_EMBEDDING_DRIFT_SCORE,),
+                  ((_by_labels(s.MODEL_EMBEDDING_DRIFT_SCORE), _legend(s.MODEL_EMBEDDING_DRIFT_SCORE.labels)),),
+                  unit="none"),
+            _per_second("Drift references restored and feature values over the cap per second",
+                        s.DRIFT_REFERENCE_RESTORED, s.DRIFT_FEATURE_OVERFLOW),
         )),
         ("A/B tests and model registry", (
             _per_second("A/B assignments per second by variant", s.AB_ASSIGNMENTS),
@@ -133,6 +174,26 @@ def dashboard_panels(
             Panel("Champion model versions", (s.MODEL_CHAMPION,),
                   ((f"{_by_labels(s.MODEL_CHAMPION)} == 1", _legend(s.MODEL_CHAMPION.labels)),),
                   unit="none", kind="stat"),
+            Panel("A/B view age (seconds since the store answered)", (s.AB_VIEW_AGE,),
+                  ((f"max by ({', '.join(s.AB_VIEW_AGE.labels)}) ({_sel(s.AB_VIEW_AGE)})",
+                    _legend(s.AB_VIEW_AGE.labels)),), unit="s"),
+        )),
+        # Shadow traffic and progressive rollout (#14).
+        ("Shadow and rollout", (
+            _per_second("Shadow pairs per second by outcome (completed, error, dropped)", s.SHADOW_PAIRS),
+            Panel("Shadow disagreement per completed pair", (s.SHADOW_DISAGREEMENTS, s.SHADOW_PAIRS),
+                  ((shadow_disagreement_expr(RATE, selector=JOB), "{{model_type}} {{comparison}}"),),
+                  unit="percentunit", thresholds=(disagreement_threshold,), max=1.0),
+            _latency("Shadow challenger latency (p50/p95/p99)", s.SHADOW_DURATION),
+            _score("Shadow output difference (mean, p95)", s.SHADOW_DIFFERENCE, 0.95),
+            Panel("Shadow output drift (KS distance)", (s.SHADOW_OUTPUT_DRIFT,),
+                  ((_by_labels(s.SHADOW_OUTPUT_DRIFT), _legend(s.SHADOW_OUTPUT_DRIFT.labels)),),
+                  unit="none", thresholds=(drift_threshold,), max=1.0),
+            Panel("Rollout traffic share and step changes", (s.ROLLOUT_TRAFFIC, s.ROLLOUT_STEP_CHANGES), (
+                (_by_labels(s.ROLLOUT_TRAFFIC), _legend(s.ROLLOUT_TRAFFIC.labels, "traffic %")),
+                (f"sum by ({', '.join(s.ROLLOUT_STEP_CHANGES.labels)}) "
+                 f"(increase({_sel(s.ROLLOUT_STEP_CHANGES)}[{RATE}]))", _legend(s.ROLLOUT_STEP_CHANGES.labels)),
+            )),
         )),
         ("SDK health", (
             _per_second("Invalid measurements dropped per second", s.INVALID_MEASUREMENTS),
@@ -142,6 +203,12 @@ def dashboard_panels(
                   ((_by_labels(s.STORE_PENDING), _legend(s.STORE_PENDING.labels)),)),
             _per_second("Store writes dropped and failed flushes per second",
                         s.STORE_DROPPED, s.STORE_FLUSH_ERRORS),
+            Panel("Store state lost and restored (#11)", (s.STORE_STATE_LOST,), (
+                (f"sum by ({', '.join(s.STORE_STATE_LOST.labels)}) "
+                 f"(increase({_sel(s.STORE_STATE_LOST)}[{RATE}]))", _legend(s.STORE_STATE_LOST.labels)),
+            )),
+            Panel("Age of the in-process views served to requests", (s.VIEW_AGE,),
+                  ((_by_labels(s.VIEW_AGE), _legend(s.VIEW_AGE.labels)),), unit="s"),
         )),
     )
 

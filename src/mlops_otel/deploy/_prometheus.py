@@ -7,35 +7,43 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import semconv
+from ..validation import InvalidValueError
 
 __all__ = [
     "ALERT_AB_GUARDRAIL",
     "ALERT_DRIFT",
     "ALERT_ERROR_RATE",
+    "ALERT_SHADOW_DISAGREEMENT",
+    "DISAGREEMENT_THRESHOLD",
     "DRIFT_THRESHOLD",
     "alert_rules",
     "prometheus_config",
+    "shadow_disagreement_expr",
 ]
 
 ALERT_DRIFT = "MLOpsModelDriftHigh"
 ALERT_ERROR_RATE = "MLOpsDiagnosisErrorRateHigh"
 ALERT_AB_GUARDRAIL = "MLOpsABGuardrailBreach"
+ALERT_SHADOW_DISAGREEMENT = "MLOpsShadowDisagreementHigh"
 
 #: The seed's drift threshold: the KS-distance above which a model version is considered drifted.
 DRIFT_THRESHOLD = 0.3
+
+#: Share of completed shadow pairs on which challenger and champion may disagree before the alert fires.
+DISAGREEMENT_THRESHOLD = 0.1
 
 _DURATION = re.compile(r"(\d+(ms|[smhdwy]))+\Z")
 
 
 def _check_duration(name: str, value: str) -> str:
     if not isinstance(value, str) or not _DURATION.match(value) or value.strip("0ms") == "":
-        raise ValueError(f"{name} must be a positive Prometheus duration such as '30s' or '5m', got {value!r}")
+        raise InvalidValueError(name, "a positive Prometheus duration such as '30s' or '5m'", value)
     return value
 
 
 def _check_fraction(name: str, value: float) -> float:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < 1:
-        raise ValueError(f"{name} must be a number between 0 and 1 (exclusive), got {value!r}")
+        raise InvalidValueError(name, "a number between 0 and 1 (exclusive)", value)
     return float(value)
 
 
@@ -58,9 +66,9 @@ def prometheus_config(
     *scrape_interval* and *evaluation_interval* in tests.
     """
     if not targets or any(not isinstance(t, str) or not t for t in targets):
-        raise ValueError(f"targets must be a non-empty sequence of 'host:port' strings, got {targets!r}")
+        raise InvalidValueError("targets", "a non-empty sequence of 'host:port' strings", targets)
     if not metrics_path.startswith("/"):
-        raise ValueError(f"metrics_path must start with '/', got {metrics_path!r}")
+        raise InvalidValueError("metrics_path", "a path starting with '/'", metrics_path)
     job: dict[str, Any] = {"job_name": job_name, "metrics_path": metrics_path}
     if honor_labels:
         job["honor_labels"] = True
@@ -84,9 +92,16 @@ def _by(*labels: str) -> str:
 
 
 def drift_expr(threshold: float = DRIFT_THRESHOLD) -> str:
-    """PromQL: model versions whose drift score is above *threshold* (one series per version)."""
+    """PromQL: model versions whose drift score is above *threshold* while the SDK's alert fires.
+
+    The SDK's ``model_drift_alert`` adds what a fixed threshold ignores: the
+    score must be significant at the window's effective sample size (see
+    docs/drift.md, "Calibrated alerting"). The value is the score.
+    """
     spec = semconv.MODEL_DRIFT_SCORE
-    return f"max {_by(*spec.labels)} ({spec.prometheus_name}) > {threshold!r}"
+    by = _by(*spec.labels)
+    return (f"max {by} ({spec.prometheus_name}) > {threshold!r} "
+            f"and on ({', '.join(spec.labels)}) max {by} ({semconv.DRIFT_ALERT.prometheus_name}) == 1")
 
 
 def error_ratio_expr(window: str = "5m") -> str:
@@ -118,6 +133,21 @@ def guardrail_expr(window: str = "10m", decisions: Sequence[str] = ("rollback", 
     )
 
 
+def shadow_disagreement_expr(window: str = "10m", *, selector: str = "") -> str:
+    """PromQL: per model type and comparison, disagreements per completed shadow pair over *window*.
+
+    *selector* adds label matchers to both selectors (the dashboard passes its ``job`` filter).
+    """
+    dis, pairs = semconv.SHADOW_DISAGREEMENTS.prometheus_name, semconv.SHADOW_PAIRS.prometheus_name
+    extra = f",{selector}" if selector else ""
+    completed = f'{pairs}{{{semconv.ATTR_OUTCOME}="completed"{extra}}}'
+    by = _by("job", semconv.ATTR_MODEL_TYPE, semconv.ATTR_COMPARISON)
+    matchers = f"{{{selector}}}" if selector else ""
+    return (f"  sum {by} (rate({dis}{matchers}[{window}]))\n"
+            f"/ on (job, {semconv.ATTR_MODEL_TYPE}) group_left\n"
+            f"  sum {_by('job', semconv.ATTR_MODEL_TYPE)} (rate({completed}[{window}]))")
+
+
 def alert_rules(
     *,
     drift_threshold: float = DRIFT_THRESHOLD,
@@ -127,9 +157,12 @@ def alert_rules(
     error_for: str = "5m",
     guardrail_window: str = "10m",
     guardrail_decisions: Sequence[str] = ("rollback", "halt"),
+    disagreement_threshold: float = DISAGREEMENT_THRESHOLD,
+    disagreement_window: str = "10m",
+    disagreement_for: str = "10m",
     evaluation_interval: str | None = None,
 ) -> dict[str, Any]:
-    """The alerting rules file: drift above threshold, error-rate spike, A/B guardrail breach.
+    """The alerting rules file: drift above threshold, error-rate spike, A/B guardrail breach, shadow disagreement.
 
     The ``for`` durations, windows and the group's *evaluation_interval*
     (``None``: Prometheus' global one) are parameters so an end-to-end test can
@@ -137,8 +170,9 @@ def alert_rules(
     """
     _check_fraction("drift_threshold", drift_threshold)
     _check_fraction("error_ratio_threshold", error_ratio_threshold)
+    _check_fraction("disagreement_threshold", disagreement_threshold)
     if not guardrail_decisions:
-        raise ValueError(f"guardrail_decisions must name at least one decision, got {guardrail_decisions!r}")
+        raise InvalidValueError("guardrail_decisions", "a non-empty sequence of decisions", guardrail_decisions)
     drift = semconv.MODEL_DRIFT_SCORE.prometheus_name
     rules: list[dict[str, Any]] = [
         {
@@ -175,6 +209,20 @@ def alert_rules(
                 "summary": "A/B test {{ $labels.test }} decided {{ $labels.decision }}",
                 "description": "A guardrail of A/B test {{ $labels.test }} was breached: the SDK decided "
                 f"{{{{ $labels.decision }}}} within the last {guardrail_window}.",
+            },
+        },
+        {
+            "alert": ALERT_SHADOW_DISAGREEMENT,
+            "expr": f"(\n{shadow_disagreement_expr(_check_duration('disagreement_window', disagreement_window))}"
+            f"\n) > {disagreement_threshold!r}",
+            "for": _check_duration("disagreement_for", disagreement_for),
+            "labels": {"severity": "warning"},
+            "annotations": {
+                "summary": "Shadow challenger of {{ $labels.model_type }} disagrees on {{ $labels.comparison }}",
+                "description": "{{ printf \"%.2f\" $value }} of completed shadow pairs disagreed over the last "
+                f"{disagreement_window} (threshold {disagreement_threshold!r}): do not start an A/B test "
+                "before reading the shadow report (docs/shadow.md).",
+                "runbook": "docs/shadow.md",
             },
         },
     ]

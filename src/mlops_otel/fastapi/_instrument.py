@@ -16,11 +16,13 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from .._runtime import Runtime, configured_default, install_default, release_default
+from ..settings import Settings
 from ..stores import StateStore
 from ..telemetry import Mode, default_telemetry
+from ..validation import InvalidValueError
 from ._middleware import HttpServerMiddleware
 
-__all__ = ["get_runtime", "instrument_app", "uninstrument_app"]
+__all__ = ["SettingsConflictError", "get_runtime", "instrument_app", "uninstrument_app"]
 
 _log = logging.getLogger("mlops_otel.fastapi")
 _STATE_ATTR = "_mlops_otel"
@@ -37,6 +39,7 @@ class _Instrumentation:
     factory: Callable[[], tuple[Runtime, bool]]
     install_default: bool
     runtime: Runtime | None = None
+    local_docs: Any = None
 
 
 class _MetricsEndpoint:
@@ -61,18 +64,56 @@ def get_runtime(app: FastAPI) -> Runtime:
     return inst.runtime
 
 
+class SettingsConflictError(ValueError):
+    """``instrument_app`` was given settings that differ from the runtime already installed by ``configure()``."""
+
+
+def _describe(options: Mapping[str, object]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in options.items())
+
+
+def _conflicts(
+    installed: Runtime, explicit: Mapping[str, object], whole: Settings | None, store: StateStore | None,
+    meter_provider: object, tracer_provider: object,
+) -> tuple[dict[str, object], dict[str, object]]:
+    """The (asked, installed) values that differ between what the caller passed and *installed*."""
+    asked: dict[str, object] = {}
+    have: dict[str, object] = {}
+    current = installed.settings
+    if whole is not None and whole != current:
+        for field in attrs.fields(Settings):
+            if getattr(whole, field.name) != getattr(current, field.name):
+                asked[field.name], have[field.name] = getattr(whole, field.name), getattr(current, field.name)
+    for name, value in explicit.items():
+        installed_value = current.store.prefix if name == "store_prefix" else (
+            current.store.url if name == "store" else getattr(current, name))
+        if name == "store" and current.store.is_memory and Settings(store=cast("str", value)).store.is_memory:
+            continue
+        if value != installed_value:
+            asked[name], have[name] = value, installed_value
+    if store is not None and store is not installed.store:
+        asked["store"], have["store"] = store, installed.store
+    tel = installed.telemetry
+    if meter_provider is not None and meter_provider is not tel.meter_provider:
+        asked["meter_provider"], have["meter_provider"] = meter_provider, tel.meter_provider
+    if tracer_provider is not None and tracer_provider is not tel.tracer_provider:
+        asked["tracer_provider"], have["tracer_provider"] = tracer_provider, tel.tracer_provider
+    return asked, have
+
+
 def instrument_app(
     app: FastAPI,
     *,
     runtime: Runtime | None = None,
     runtime_factory: Callable[[], Runtime] | None = None,
+    settings: Settings | None = None,
     store: StateStore | str | None = None,
-    store_prefix: str = "mlops",
+    store_prefix: str | None = None,
     meter_provider: otel_metrics.MeterProvider | None = None,
     tracer_provider: trace.TracerProvider | None = None,
-    mode: Mode = "aggregate",
-    max_label_values: int = 100,
-    otlp: bool = False,
+    mode: Mode | None = None,
+    max_label_values: int | None = None,
+    otlp: bool | None = None,
     metrics_path: str | None = "/metrics",
     instrument_http: bool | Literal["otel", "light"] = True,
     excluded_urls: str | None = None,
@@ -80,19 +121,29 @@ def instrument_app(
     management_token: str | None = None,
     management_prefix: str = "/mlops",
     install_as_default: bool = True,
+    local_docs: bool = True,
 ) -> None:
     """Instrument *app*: HTTP spans and metrics, ``/metrics``, and the mlops-otel runtime.
 
-    The runtime (telemetry, store, registry, A/B manager, drift monitor) is
-    created when the app starts and closed when it stops, in the app's
-    lifespan; reach it with :func:`get_runtime` or ``app.state.mlops``. Pass
-    *runtime* to use one you own (it is then not closed), or *runtime_factory*
-    to build one at start-up (e.g. ``Runtime.from_env``); otherwise it is built
-    from the keyword arguments here. With
-    *install_as_default* the seed-style module API records into it too.
+    The runtime (telemetry, store, registry, A/B manager, drift monitor) comes from,
+    in this order: *runtime* (one you own: it is not closed), *runtime_factory*
+    (called at start-up, e.g. ``Runtime.from_env``), *settings* and/or the
+    keyword shortcuts (*store*, *store_prefix*, *mode*, *max_label_values*,
+    *otlp*, as in :meth:`~mlops_otel.Runtime.create`), else the runtime installed by
+    :func:`mlops_otel.configure`, else ``Settings()``. Give at most one source.
+    Explicit settings are never ignored: when :func:`~mlops_otel.configure` installed
+    a runtime and this app is to use the default (*install_as_default*), settings
+    that differ from the installed ones raise :class:`SettingsConflictError`
+    naming both; pass ``install_as_default=False`` to run a separate runtime.
+
+    The runtime is created when the app starts and closed when it stops, in the
+    app's lifespan; reach it with :func:`get_runtime` or ``app.state.mlops``.
+    With *install_as_default* the seed-style module API records into it too.
     With *management*, the management API is mounted under
     *management_prefix*; its write endpoints need ``Authorization: Bearer
     <management_token>`` and are disabled when no token is configured.
+    With *local_docs*, ``/docs`` and ``/redoc`` load Swagger UI and ReDoc from
+    the package instead of a CDN (see :func:`mlops_otel.ui.serve_docs_locally`).
     *instrument_http*: ``True``/``"otel"`` installs the OTel FastAPI instrumentation,
     ``"light"`` mlops-otel's :class:`HttpServerMiddleware` (the stable HTTP conventions' span and
     metrics at a fraction of the cost; docs/performance-analysis.md), ``False`` neither.
@@ -102,9 +153,37 @@ def instrument_app(
         _log.debug("instrument_app: %r is already instrumented", app)
         return
     if metrics_path is not None and not metrics_path.startswith("/"):
-        raise ValueError(f"metrics_path must start with '/', got {metrics_path!r}")
+        raise InvalidValueError("metrics_path", "None or a path starting with '/'", metrics_path)
+    explicit: dict[str, object] = {k: v for k, v in (
+        ("store", store if isinstance(store, str) else None), ("store_prefix", store_prefix), ("mode", mode),
+        ("max_label_values", max_label_values), ("otlp", otlp)) if v is not None}
+    given_store = store if store is not None and not isinstance(store, str) else None
+    configured_by_args = settings is not None or bool(explicit) or given_store is not None
+    sources = [name for name, given in (("runtime", runtime is not None),
+                                        ("runtime_factory", runtime_factory is not None),
+                                        ("settings", configured_by_args)) if given]
+    if len(sources) > 1:
+        raise ValueError(f"instrument_app takes one source of its runtime, got {' and '.join(sources)}: "
+                         "settings and keywords such as store= or mode= build a runtime, runtime= and "
+                         "runtime_factory= supply one")
+    wanted = (settings if settings is not None else Settings()).with_options(**explicit)
 
-    explicit = runtime is not None or runtime_factory is not None or store is not None
+    def installed_default() -> Runtime | None:
+        """The configure()d runtime this app should use, or None; raises on a conflict."""
+        installed = configured_default()
+        if installed is None or not install_as_default:
+            return None
+        asked, have = _conflicts(installed, explicit, settings, given_store, meter_provider, tracer_provider)
+        if asked:
+            raise SettingsConflictError(
+                f"instrument_app({_describe(asked)}) conflicts with the runtime installed by "
+                f"mlops_otel.configure() ({_describe(have)}); pass the same settings, runtime=mlops_otel."
+                "default_runtime() to use the installed one, or install_as_default=False to run a separate runtime"
+            )
+        return installed
+
+    if runtime is None and runtime_factory is None:
+        installed_default()  # fail at the call when the conflict is already visible
 
     def factory() -> tuple[Runtime, bool]:
         """The runtime to run, and whether this app owns (and so closes) it."""
@@ -112,13 +191,11 @@ def instrument_app(
             return runtime, False
         if runtime_factory is not None:
             return runtime_factory(), True
-        configured = None if explicit else configured_default()
-        if configured is not None:  # the application called mlops_otel.configure(): use that
-            return configured, False
-        return Runtime.create(
-            store=store, store_prefix=store_prefix, meter_provider=meter_provider,
-            tracer_provider=tracer_provider, mode=mode, max_label_values=max_label_values, otlp=otlp,
-        ), True
+        installed = installed_default()
+        if installed is not None:  # the application called mlops_otel.configure(): use that
+            return installed, False
+        return Runtime.create(wanted, store=given_store, meter_provider=meter_provider,
+                              tracer_provider=tracer_provider), True
 
     http = False
     if instrument_http == "light":  # mlops-otel's lean HTTP middleware (#16), instead of the OTel ASGI one
@@ -146,9 +223,18 @@ def instrument_app(
                            prefix=management_prefix)
         management_routes = [r for r in app.router.routes if r not in before]
 
+    docs = None
+    if local_docs:
+        from ..ui import serve_docs_locally
+
+        try:
+            docs = serve_docs_locally(app)
+        except ImportError as exc:  # fastapi-offline missing: keep FastAPI's CDN pages
+            _log.warning("instrument_app: /docs keeps loading its assets from a CDN: %s", exc)
+
     inst = _Instrumentation(
         original_lifespan=app.router.lifespan_context, metrics_route=route, management_routes=management_routes,
-        http_instrumented=http, factory=factory, install_default=install_as_default,
+        http_instrumented=http, factory=factory, install_default=install_as_default, local_docs=docs,
     )
 
     @contextlib.asynccontextmanager
@@ -185,6 +271,8 @@ def uninstrument_app(app: FastAPI) -> None:
     app.user_middleware[:] = [m for m in app.user_middleware if m.cls is not cast("Any", HttpServerMiddleware)]
     removed = [r for r in (inst.metrics_route, *inst.management_routes) if r is not None]
     app.router.routes[:] = [r for r in app.router.routes if r not in removed]
+    if inst.local_docs is not None:
+        inst.local_docs.undo(app)
     app.router.lifespan_context = inst.original_lifespan
     setattr(app.state, _STATE_ATTR, None)
     app.middleware_stack = None

@@ -1,8 +1,8 @@
 """Model registry: versions, champion/challenger roles with history, running metrics."""
 
+from ..stats import Moments, SufficientStats
+from ..validation import InvalidValueError
 from ._registry import ModelRegistry, ModelVersion, RegistryConflictError, Role, RoleChange, UnknownVersionError
-from ._stats import Moments, SufficientStats
-from ._validate import InvalidValueError
 
 __all__ = [
     "InvalidValueError",

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from typing import Protocol
 
+from opentelemetry.sdk.metrics import Exemplar
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Gauge,
@@ -23,6 +23,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+from .._worker import PeriodicWorker
 from ..semconv import MetricKind
 from ._aggregate import FamilySnapshot
 
@@ -38,6 +39,11 @@ class MetricsExporter(Protocol):
         """Send *metrics_data*; return success or failure."""
 
 
+def _attributes(keys: tuple[str, ...], values: tuple[str, ...]) -> dict[str, str]:
+    """The data point's attributes; an empty value means "not set" (e.g. ``error.type`` on success)."""
+    return {k: v for k, v in zip(keys, values, strict=True) if v != ""}
+
+
 def _metric(family: FamilySnapshot) -> Metric:
     spec = family.spec
     start, now = family.start_time_ns, family.time_ns
@@ -46,7 +52,7 @@ def _metric(family: FamilySnapshot) -> Metric:
         data = Histogram(
             data_points=[
                 HistogramDataPoint(
-                    attributes=dict(zip(spec.labels, s.labels, strict=True)),
+                    attributes=_attributes(spec.labels, s.labels),
                     start_time_unix_nano=start,
                     time_unix_nano=now,
                     count=s.count,
@@ -55,7 +61,10 @@ def _metric(family: FamilySnapshot) -> Metric:
                     explicit_bounds=list(spec.buckets),
                     min=s.min,
                     max=s.max,
-                    exemplars=[],
+                    exemplars=[
+                        Exemplar({}, e.value, e.time_unix_nano, span_id=e.span_id, trace_id=e.trace_id)
+                        for e in s.exemplars if e is not None
+                    ],
                 )
                 for s in family.series
             ],
@@ -64,7 +73,7 @@ def _metric(family: FamilySnapshot) -> Metric:
     else:
         points = [
             NumberDataPoint(
-                attributes=dict(zip(spec.labels, s.labels, strict=True)),
+                attributes=_attributes(spec.labels, s.labels),
                 start_time_unix_nano=start,
                 time_unix_nano=now,
                 value=s.value,
@@ -116,27 +125,16 @@ class PeriodicPusher:
         self.interval = interval
         self.timeout = timeout
         self._on_error = on_error
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._worker = PeriodicWorker(self, PeriodicPusher.push, name="mlops-otel-otlp", interval=interval,
+                                      on_error=on_error)
 
     def ensure_started(self) -> None:
         """Start the thread if it is not running (again after a fork)."""
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._stop = threading.Event()
-                self._thread = threading.Thread(target=self._run, name="mlops-otel-otlp", daemon=True)
-                self._thread.start()
+        self._worker.start()
 
     def after_fork(self) -> None:
         """Forget the parent's thread and lock (threads do not survive a fork)."""
-        self._lock = threading.Lock()
-        self._thread = None
-        self._stop = threading.Event()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.push()
+        self._worker.after_fork()
 
     def push(self) -> bool:
         """Export one snapshot now; return whether the exporter reported success."""
@@ -152,10 +150,7 @@ class PeriodicPusher:
 
     def shutdown(self) -> None:
         """Stop the thread after one final push."""
-        thread = self._thread
-        self._stop.set()
-        if thread is not None and thread.is_alive():
-            thread.join(timeout=self.timeout + self.interval)
+        self._worker.stop(timeout=self.timeout + self.interval)
         self.push()
         shutdown = getattr(self.exporter, "shutdown", None)
         if callable(shutdown):

@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import math
+import numbers
+import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager
 from contextvars import Token
 from types import TracebackType
@@ -26,8 +29,18 @@ from prometheus_client import CollectorRegistry
 
 from .. import semconv
 from .._forksafe import after_fork_in_child
+from .._version import __version__
 from ..semconv import MetricKind, MetricSpec
+from ..validation import InvalidValueError
 from ._aggregate import Aggregator, FamilySnapshot, _Family
+from ._genai import (
+    GenAIOperation,
+    GenAIRetrieval,
+    GenAIShape,
+    TokenPrices,
+    gen_ai_shape_from_env,
+    record_gen_ai_metrics,
+)
 from ._otlp import MetricsExporter, PeriodicPusher, to_metrics_data
 from ._prometheus import make_registry, render
 
@@ -37,10 +50,26 @@ Mode = Literal["aggregate", "passthrough"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 SCOPE_NAME = "mlops_otel"
-_VERSION = "0.1.0"
+#: The instrumentation scope version is the package version (from its metadata).
+_VERSION = __version__
 
 _MS = 0.001
 _MAX_FLOAT = 1.7976931348623157e308
+
+
+def _num(value: object) -> float:
+    """*value* as a float for the range checks, NaN (always rejected) when it is not a real number.
+
+    One field's bad value (``None``, a string) must not drop the valid fields of the same call.
+    """
+    if isinstance(value, float):
+        return value
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except (OverflowError, TypeError, ValueError):
+            return math.nan
+    return math.nan
 
 
 _INSTANCE_ID = "service.instance.id"
@@ -73,12 +102,12 @@ _STAGE_SPAN: contextvars.ContextVar[Span | None] = contextvars.ContextVar("mlops
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+        raise InvalidValueError(name, f"one of {choices}", value)
 
 
 def _check_positive(name: str, value: object) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        raise InvalidValueError(name, "a positive finite number", value)
 
 
 @attrs.define(eq=False)
@@ -106,6 +135,10 @@ class Telemetry:
     exporter: MetricsExporter | None = attrs.field(default=None, kw_only=True)
     export_interval: float = attrs.field(default=60.0, kw_only=True)
     export_timeout: float = attrs.field(default=10.0, kw_only=True)
+    #: GenAI conventions shape; ``None``: from ``OTEL_SEMCONV_STABILITY_OPT_IN`` when created.
+    gen_ai_shape: GenAIShape | None = attrs.field(default=None, kw_only=True)
+    #: Token prices for ``mlops_gen_ai_token_cost_total``; ``None``: the file ``MLOPS_OTEL_GEN_AI_PRICES`` names.
+    gen_ai_prices: TokenPrices | None = attrs.field(default=None, kw_only=True)
 
     _agg: Aggregator = attrs.field(init=False, repr=False)
     _tracer: trace.Tracer = attrs.field(init=False, repr=False)
@@ -126,6 +159,11 @@ class Telemetry:
         _check_positive("export_interval", self.export_interval)
         _check_positive("export_timeout", self.export_timeout)
         self._agg = Aggregator(max_label_values=self.max_label_values)
+        if self.gen_ai_shape is None:
+            self.gen_ai_shape = gen_ai_shape_from_env(os.environ)  # read now, never at import
+        _check_choice("gen_ai_shape", self.gen_ai_shape, ("v1.41.0", "latest_experimental"))
+        if self.gen_ai_prices is None:
+            self.gen_ai_prices = TokenPrices.from_env(os.environ)
         fams = self._agg.families
         self._gnn_fams = (fams[semconv.GNN_INFERENCE_DURATION.name], fams[semconv.GNN_ANOMALY_SCORE.name],
                           fams[semconv.GNN_CONFIDENCE.name])
@@ -180,7 +218,8 @@ class Telemetry:
     def _forward(self, spec: MetricSpec, labels: tuple[str, ...], value: float) -> None:
         try:
             instrument = self._instruments[spec.name]
-            attributes = dict(zip(spec.labels, labels, strict=True))
+            # An empty value is an unset attribute (error.type on a successful GenAI operation).
+            attributes = {k: v for k, v in zip(spec.labels, labels, strict=True) if v != ""}
             if spec.kind is MetricKind.COUNTER:
                 instrument.add(value, attributes)
             elif spec.kind is MetricKind.GAUGE:
@@ -209,7 +248,7 @@ class Telemetry:
     def record(self, spec: MetricSpec, labels: tuple[str, ...], value: float) -> None:
         """Record *value* in the histogram *spec* for *labels*."""
         try:
-            self._agg.record(self._agg.families[spec.name], labels, value)
+            self._agg.record(self._agg.families[spec.name], labels, value, _STAGE_SPAN.get())
         except Exception as exc:
             self._agg.fault("record", exc)
             return
@@ -242,21 +281,26 @@ class Telemetry:
         agg = self._agg
         try:
             labels = (model_version,)
-            seconds = inference_time_ms * _MS
             duration, score, conf = self._gnn_fams
-            if 0.0 <= seconds <= _MAX_FLOAT and 0.0 <= anomaly_score <= 1.0 and 0.0 <= confidence <= 1.0:
+            span = _STAGE_SPAN.get()  # the sampled span, if any, becomes the buckets' exemplar
+            if (type(inference_time_ms) is float and type(anomaly_score) is float and type(confidence) is float
+                    and 0.0 <= inference_time_ms <= _MAX_FLOAT and 0.0 <= anomaly_score <= 1.0
+                    and 0.0 <= confidence <= 1.0):
+                seconds = inference_time_ms * _MS
                 with agg.lock:  # one lock round for the three histograms
-                    agg.observe(duration, labels, seconds)
-                    agg.observe(score, labels, anomaly_score)
-                    agg.observe(conf, labels, confidence)
-            else:  # at least one is invalid: record each on its own, counting the rejects
-                agg.record(duration, labels, seconds)
-                agg.record(score, labels, anomaly_score)
-                agg.record(conf, labels, confidence)
+                    agg.observe(duration, labels, seconds, span)
+                    agg.observe(score, labels, anomaly_score, span)
+                    agg.observe(conf, labels, confidence, span)
+            else:  # at least one is invalid: record each on its own, counting the rejects per field
+                seconds = _num(inference_time_ms) * _MS
+                anomaly_score = _num(anomaly_score)
+                confidence = _num(confidence)
+                agg.record(duration, labels, seconds, span)
+                agg.record(score, labels, anomaly_score, span)
+                agg.record(conf, labels, confidence, span)
             state = _REQUEST.get()
             if state is not None:
                 state.model_version = model_version
-            span = _STAGE_SPAN.get()
             if span is not None:
                 span.set_attributes({
                     semconv.SPAN_ATTR_MODEL_VERSION: model_version,
@@ -267,9 +311,12 @@ class Telemetry:
             agg.fault("record_gnn_metrics", exc)
             return
         if self._instruments:
-            self._forward(semconv.GNN_INFERENCE_DURATION, labels, seconds)
-            self._forward(semconv.GNN_ANOMALY_SCORE, labels, anomaly_score)
-            self._forward(semconv.GNN_CONFIDENCE, labels, confidence)
+            if 0.0 <= seconds <= _MAX_FLOAT:
+                self._forward(semconv.GNN_INFERENCE_DURATION, labels, seconds)
+            if 0.0 <= anomaly_score <= 1.0:
+                self._forward(semconv.GNN_ANOMALY_SCORE, labels, anomaly_score)
+            if 0.0 <= confidence <= 1.0:
+                self._forward(semconv.GNN_CONFIDENCE, labels, confidence)
 
     def record_rag_metrics(
         self,
@@ -284,16 +331,17 @@ class Telemetry:
         agg = self._agg
         try:
             labels = (model_version,)
-            seconds = generation_time_ms * _MS
+            seconds = _num(generation_time_ms) * _MS
+            tokens_used = _num(tokens_used)
             duration, tokens = self._rag_fams
+            span = _STAGE_SPAN.get()
             if 0.0 <= seconds <= _MAX_FLOAT and 0.0 <= tokens_used <= _MAX_FLOAT:
                 with agg.lock:
-                    agg.observe(duration, labels, seconds)
-                    agg.observe(tokens, labels, tokens_used)
+                    agg.observe(duration, labels, seconds, span)
+                    agg.observe(tokens, labels, tokens_used, span)
             else:
-                agg.record(duration, labels, seconds)
-                agg.record(tokens, labels, tokens_used)
-            span = _STAGE_SPAN.get()
+                agg.record(duration, labels, seconds, span)
+                agg.record(tokens, labels, tokens_used, span)
             if span is not None:
                 attributes: dict[str, str | int] = {semconv.ATTR_GEN_AI_REQUEST_MODEL: model_version}
                 if input_tokens is not None:
@@ -305,8 +353,52 @@ class Telemetry:
             agg.fault("record_rag_metrics", exc)
             return
         if self._instruments:
-            self._forward(semconv.RAG_GENERATION_DURATION, labels, seconds)
-            self._forward(semconv.RAG_TOKENS_USED, labels, tokens_used)
+            if 0.0 <= seconds <= _MAX_FLOAT:
+                self._forward(semconv.RAG_GENERATION_DURATION, labels, seconds)
+            if 0.0 <= tokens_used <= _MAX_FLOAT:
+                self._forward(semconv.RAG_TOKENS_USED, labels, tokens_used)
+
+    # ------------------------------------------------------- GenAI conventions
+    def gen_ai_operation(
+        self, model: str, *, provider: str, operation: str = semconv.GEN_AI_OPERATION_CHAT, remote: bool = False
+    ) -> GenAIOperation:
+        """Trace and measure one GenAI inference call as the OTel GenAI conventions describe.
+
+        A span ``{operation} {model}`` (kind CLIENT when *remote*, INTERNAL for an
+        in-process model) and, on exit, ``gen_ai.client.operation.duration`` (with
+        ``error.type`` on failure) and the token metrics of :meth:`GenAIOperation.record_usage`,
+        in the shape :attr:`gen_ai_shape` selects. Use it inside the seed's RAG stage; the
+        seed's ``rag_*`` names are recorded as before by :meth:`record_rag_metrics`.
+        """
+        return GenAIOperation(self, model, provider=provider, operation=operation, remote=remote)
+
+    def gen_ai_retrieval(self, data_source_id: str, *, provider: str | None = None,
+                         remote: bool = False) -> GenAIRetrieval:
+        """A retrieval span ``retrieval {data_source_id}`` around a document lookup."""
+        return GenAIRetrieval(self, data_source_id, provider=provider, remote=remote)
+
+    def record_gen_ai(
+        self, op: GenAIOperation, elapsed: float, error_type: str, input_tokens: int | None,
+        output_tokens: int | None, span: Span | None,
+    ) -> None:
+        """Record the metrics of a finished :class:`GenAIOperation` (called by it on exit)."""
+        assert self.gen_ai_shape is not None  # set in __attrs_post_init__
+        try:
+            record_gen_ai_metrics(self, self.gen_ai_shape, self.gen_ai_prices, op, elapsed, error_type,
+                                  input_tokens, output_tokens, span)
+        except Exception as exc:
+            self._agg.fault("record_gen_ai", exc)
+
+    @staticmethod
+    def set_request_model_version(model_version: str) -> None:
+        """Label the current ``@track_diagnosis_request`` call with *model_version* (no-op outside one).
+
+        :meth:`record_gnn_metrics` does it too; a failed prediction that recorded no
+        outputs uses this, so its request is still counted under the version that served it.
+        """
+        state = _REQUEST.get()
+        if state is not None:
+            state.model_version = model_version
 
     def record_error(self, error_type: str, stage: str) -> None:
         """Count one error of *error_type* raised in *stage*."""
@@ -322,7 +414,7 @@ class Telemetry:
         try:
             requests, duration = self._request_fams
             agg.add(requests, (status, model_version), 1.0)
-            agg.record(duration, (stage,), duration_s)
+            agg.record(duration, (stage,), duration_s, _STAGE_SPAN.get())
         except Exception as exc:
             agg.fault("record_request", exc)
             return
@@ -410,7 +502,7 @@ def request_decorator(name: str, scope: Callable[[], AbstractContextManager[None
     *name* is validated now; *scope* is called per call, so it may resolve a default lazily.
     """
     if not isinstance(name, str) or not name:
-        raise ValueError(f"name must be a non-empty string, got {name!r}")
+        raise InvalidValueError("name", "a non-empty string", name)
 
     def decorator(func: F) -> F:
         if inspect.iscoroutinefunction(func):
@@ -461,15 +553,18 @@ def _close_span(opened: _Opened, exc: BaseException | None) -> None:
 class StageTracker:
     """Context manager returned by :meth:`Telemetry.track_stage` (sync and async)."""
 
-    __slots__ = ("_opened", "_start", "model_type", "model_version", "stage", "telemetry")
+    __slots__ = ("_opened", "_start", "attributes", "model_type", "model_version", "stage", "telemetry")
 
     def __init__(
-        self, telemetry: Telemetry, stage: str, model_version: str | None, model_type: str | None = None
+        self, telemetry: Telemetry, stage: str, model_version: str | None, model_type: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
     ) -> None:
         self.telemetry = telemetry
         self.stage = stage
         self.model_version = model_version
         self.model_type = model_type
+        #: More span attributes, set when the span starts (so samplers see them).
+        self.attributes = attributes
         self._opened: _Opened | None = None
         self._start = 0.0
 
@@ -480,6 +575,8 @@ class StageTracker:
                 attributes[semconv.SPAN_ATTR_MODEL_VERSION] = str(self.model_version)
             if self.model_type is not None:
                 attributes[semconv.SPAN_ATTR_MODEL_TYPE] = str(self.model_type)
+            if self.attributes:
+                attributes.update(self.attributes)
             self._opened = _open_span(self.telemetry.tracer, semconv.span_name_for_stage(self.stage), attributes)
         except Exception as exc:
             self.telemetry.fault("track_stage", exc)
@@ -490,9 +587,26 @@ class StageTracker:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self.finish(exc_type, exc)
+
+    def finish(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        gnn: tuple[str, float | None, float, float] | None = None,
+    ) -> float:
+        """End the stage (what ``__exit__`` does) and return its wall time in seconds.
+
+        *gnn* ``(model_version, inference_time_ms, anomaly_score, confidence)`` is recorded with
+        :meth:`Telemetry.record_gnn_metrics` while the stage's span is still current; a ``None``
+        latency means the stage's wall time. Never raises.
+        """
         elapsed = time.perf_counter() - self._start
         tel = self.telemetry
         tel.record(semconv.DIAGNOSIS_DURATION, (self.stage,), elapsed)
+        if gnn is not None:
+            version, latency_ms, score, conf = gnn
+            tel.record_gnn_metrics(version, elapsed * 1000.0 if latency_ms is None else latency_ms, score, conf)
         if exc_type is not None:
             tel.record_error(exc_type.__name__, self.stage)
         if self._opened is not None:
@@ -500,6 +614,7 @@ class StageTracker:
                 _close_span(self._opened, exc)
             except Exception as fault:
                 tel.fault("track_stage", fault)
+        return elapsed
 
     async def __aenter__(self) -> Span:
         return self.__enter__()

@@ -1,0 +1,330 @@
+"""``runtime.prediction()``: one call that records a prediction everywhere it belongs.
+
+Replaces the five calls of 0.1 (``ab.assign_variant``, ``record_gnn_metrics``,
+``ab.record_result``, ``registry.update_metrics`` and the drift detector's
+``add_production_sample``) and the ``track_stage`` around them::
+
+    with runtime.prediction("gnn", user_id=user) as p:
+        model = models[p.version]
+        score, confidence = model.predict(x)
+        p.observe(anomaly_score=score, confidence=confidence)
+
+On exit the result is recorded once into the seed metrics, the A/B test (when
+the user is in one), the registry's running metrics and the version's drift
+window. An exception inside the block is recorded as an error everywhere and
+re-raised unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import inspect
+import time
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType, TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from . import semconv
+from .telemetry import StageTracker
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+    from .ab import ABTestManager
+    from .drift import DriftMonitor
+    from .registry import ModelRegistry
+    from .shadow import ShadowCall
+    from .telemetry import Telemetry
+
+__all__ = ["Prediction", "ShadowedPrediction", "current_prediction"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_CURRENT: contextvars.ContextVar[Prediction | None] = contextvars.ContextVar("mlops_otel_prediction", default=None)
+
+
+_NO_EXTRA: Mapping[str, float | bool] = MappingProxyType({})
+
+
+def current_prediction() -> Prediction | None:
+    """The prediction of the innermost ``@runtime.prediction(...)``-decorated call of this task or thread.
+
+    ``None`` outside one. (A ``with runtime.prediction(...) as p`` block already holds ``p``;
+    it does not pay for a context variable on every prediction.)
+    """
+    return _CURRENT.get()
+
+
+class Prediction:
+    """One prediction of *model_type*: a context manager (``with``/``async with``) or a decorator.
+
+    On entry the A/B manager assigns the variant: :attr:`version` is the model
+    version to run (the treatment or control version inside a test, else the
+    champion, else *default_version*), :attr:`variant` is ``"control"``,
+    ``"treatment"`` or ``"champion"``, and :attr:`test` the test's name or
+    ``None``. The block is timed and runs inside the *stage* span (default
+    ``"<model_type>_inference"``; keyword *attributes* are added to that span).
+    Call :meth:`observe` with the model's outputs. On exit:
+
+    * seed metrics: ``gnn_*`` histograms (when both outputs were observed),
+      ``diagnosis_duration_seconds{stage}``, the request's model version and,
+      on an exception, ``diagnosis_errors_total{error_type,stage}``;
+    * the registry's running metrics of :attr:`version`;
+    * the A/B result of :attr:`variant` (only inside a test), with the extra
+      metrics given to :meth:`observe`;
+    * the drift sample of :attr:`version` (when both outputs were observed).
+
+    A failed block records ``error=True`` in the registry and the A/B test
+    (without latency and confidence, as 0.1's error path did) and re-raises the
+    exception unchanged. Recording never raises: faults are counted in
+    ``mlops_internal_errors_total``. A :class:`Prediction` is used once; the
+    decorator form opens a new one per call.
+    """
+
+    __slots__ = (
+        "_done", "_parts", "_tracker", "anomaly_score", "attributes", "confidence", "default_version", "embedding",
+        "error_type", "extra", "features", "inference_time_ms", "model_type", "runtime", "stage", "test",
+        "user_id", "variant", "version",
+    )
+
+    _parts: tuple[Telemetry, ModelRegistry, ABTestManager, DriftMonitor]  # set on entry
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        model_type: str,
+        user_id: str | None = None,
+        stage: str | None = None,
+        default_version: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.model_type = model_type
+        self.user_id = user_id
+        self.stage = stage if stage is not None else (
+            semconv.STAGE_GNN_INFERENCE if model_type == "gnn" else f"{model_type}_inference")
+        self.default_version = default_version
+        self.attributes = attributes
+        #: The model version to run (``None`` only when no test, champion or default names one).
+        self.version: str | None = None
+        #: ``"control"``, ``"treatment"`` or ``"champion"``.
+        self.variant = "champion"
+        #: The A/B test this prediction is part of, or ``None``.
+        self.test: str | None = None
+        self.anomaly_score: float | None = None
+        self.confidence: float | None = None
+        self.features: Mapping[str, float | str] | None = None
+        self.embedding: Sequence[float] | Any | None = None
+        self.extra: Mapping[str, float | bool] = _NO_EXTRA
+        #: Latency reported by :meth:`observe`; otherwise the block's wall time is used.
+        self.inference_time_ms: float | None = None
+        #: The exception's class name when the block failed.
+        self.error_type: str | None = None
+        self._tracker: StageTracker | None = None
+        self._done: bool | None = None  # None: not entered; False: open; True: exited
+
+    def __repr__(self) -> str:
+        return (f"Prediction(model_type={self.model_type!r}, version={self.version!r}, variant={self.variant!r}, "
+                f"test={self.test!r})")
+
+    # ----------------------------------------------------------------- outputs
+    def observe(
+        self,
+        anomaly_score: float | None = None,
+        confidence: float | None = None,
+        *,
+        features: Mapping[str, float | str] | None = None,
+        embedding: Sequence[float] | Any | None = None,
+        inference_time_ms: float | None = None,
+        **extra: float | bool,
+    ) -> None:
+        """Take the model's outputs (recorded on exit; calling again replaces them).
+
+        *features* and *embedding* go to the drift detector, *inference_time_ms*
+        replaces the measured wall time of the block, *extra* named numbers or
+        bools go to the A/B result as custom metrics.
+        """
+        self.anomaly_score = anomaly_score
+        self.confidence = confidence
+        self.features = features
+        self.embedding = embedding
+        if inference_time_ms is not None:
+            self.inference_time_ms = inference_time_ms
+        if extra:
+            self.extra = extra
+
+    # ------------------------------------------------------------------- scope
+    def __enter__(self) -> Prediction:
+        if self._done is not None:
+            raise RuntimeError("a Prediction is used once: call runtime.prediction(...) for each prediction")
+        rt = self.runtime
+        parts = self._parts = rt._hot or rt.hot_parts()
+        tel = parts[0]
+        try:
+            assignment = parts[2].assign_variant(self.model_type, self.user_id)
+            self.variant = assignment["name"]
+            test = self.test = assignment["test"]
+            self.version = assignment["version"] or self.default_version
+        except Exception as exc:  # assignment never raises, but a broken runtime must not fail the request
+            tel.fault("prediction.assign", exc)
+            test = None
+            self.version = self.default_version
+        tracker = self._tracker = StageTracker(tel, self.stage, self.version, self.model_type, self.attributes)
+        span = tracker.__enter__()
+        if test is not None and span.is_recording():
+            span.set_attribute(semconv.SPAN_ATTR_AB_TEST, test)
+            span.set_attribute(semconv.SPAN_ATTR_AB_VARIANT, self.variant)
+        self._done = False
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        tracker = self._tracker
+        if tracker is None or self._done is not False:  # not entered, or already exited
+            return
+        self._done = True
+        tel, registry, ab, drift = self._parts
+        version = self.version
+        score, conf = self.anomaly_score, self.confidence
+        observed = version is not None and score is not None and conf is not None
+        if exc_type is not None:
+            self.error_type = exc_type.__name__
+        if version is not None and not observed:
+            tel.set_request_model_version(version)
+        # The seed metrics and the stage duration under one lock, on the stage's span, which then ends.
+        elapsed = tracker.finish(exc_type, exc, (version, self.inference_time_ms, score, conf)  # type: ignore[arg-type]
+                                 if observed else None)
+        if version is None:
+            tel.invalid("prediction.model_version", None)  # no test, champion or default: nothing to attribute
+            return
+        error = exc_type is not None
+        ok_latency = None if error else (elapsed * 1000.0 if self.inference_time_ms is None else self.inference_time_ms)
+        ok_conf = None if error else conf
+        # Each part on its own: a fault in one never keeps the others from recording.
+        try:
+            registry.update_metrics(self.model_type, version, ok_latency, ok_conf, error=error)
+        except Exception as fault:  # the caller's request must never fail because of us
+            tel.fault("prediction.registry", fault)
+        test = self.test
+        if test is not None:
+            try:
+                # Custom metrics (#12) and the attributes the test's segment report breaks down by.
+                ab.record_result(test, self.variant, ok_latency, ok_conf, error=error, metrics=self.extra or None,
+                                 attributes=self.attributes or None)
+            except Exception as fault:
+                tel.fault("prediction.ab", fault)
+        if observed:
+            try:
+                key = (self.model_type, version)
+                detectors = self.runtime._detectors
+                detector = detectors.get(key)
+                if detector is None:
+                    detector = detectors[key] = drift.get_detector(self.model_type, version)
+                detector.add_production_sample(score, conf, features=self.features,  # type: ignore[arg-type]
+                                               embedding=self.embedding)  # observed: score and conf not None
+            except Exception as fault:
+                tel.fault("prediction.drift", fault)
+
+    async def __aenter__(self) -> Prediction:
+        return self.__enter__()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    # --------------------------------------------------------------- decorator
+    def __call__(self, func: F) -> F:
+        """Decorate a sync or async function: each call runs inside a new prediction.
+
+        The user id is the call's ``user_id`` argument when the function has one
+        (else the one given here); a parameter named ``prediction`` receives the
+        open :class:`Prediction` (it is also :func:`current_prediction`).
+        """
+        rt, model_type, default_user = self.runtime, self.model_type, self.user_id
+        options = {"stage": self.stage, "default_version": self.default_version, "attributes": self.attributes}
+        sig = inspect.signature(func)
+        inject = "prediction" in sig.parameters
+        has_user = "user_id" in sig.parameters
+
+        def open_for(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Prediction:
+            user = default_user
+            if has_user:
+                with contextlib.suppress(TypeError):  # a wrong call: let func raise the real error
+                    user = sig.bind_partial(*args, **kwargs).arguments.get("user_id", default_user)
+            return Prediction(rt, model_type, user, stage=cast("str", options["stage"]),
+                              default_version=cast("str | None", options["default_version"]),
+                              attributes=cast("Mapping[str, Any] | None", options["attributes"]))
+
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                p = open_for(args, kwargs)
+                token = _CURRENT.set(p)
+                try:
+                    async with p:
+                        if inject:
+                            kwargs["prediction"] = p
+                        return await func(*args, **kwargs)
+                finally:
+                    _CURRENT.reset(token)
+
+            return cast("F", async_wrapper)
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            p = open_for(args, kwargs)
+            token = _CURRENT.set(p)
+            try:
+                with p:
+                    if inject:
+                        kwargs["prediction"] = p
+                    return func(*args, **kwargs)
+            finally:
+                _CURRENT.reset(token)
+
+        return cast("F", wrapper)
+
+
+class ShadowedPrediction(Prediction):
+    """A :class:`Prediction` whose champion answer also goes to a shadow challenger (#14).
+
+    On a successful exit of a request the champion served (not an A/B
+    treatment), the observed ``anomaly_score``, ``confidence`` and numeric
+    extras, with the latency, are handed to ``shadow.submit`` (non-blocking,
+    never raises). See :mod:`mlops_otel.shadow`.
+    """
+
+    __slots__ = ("_shadow_start", "shadow")
+
+    def __init__(self, *args: Any, shadow: ShadowCall, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.shadow: ShadowCall | None = shadow
+        self._shadow_start = 0.0
+
+    def __enter__(self) -> Prediction:
+        entered = super().__enter__()
+        self._shadow_start = time.perf_counter()
+        return entered
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        elapsed_ms = (time.perf_counter() - self._shadow_start) * 1000.0
+        super().__exit__(exc_type, exc, tb)
+        call, self.shadow = self.shadow, None  # once, however often __exit__ is called
+        score = self.anomaly_score
+        if call is None or exc_type is not None or self.variant == "treatment" or score is None:
+            return
+        try:
+            outputs: dict[str, float] = {"anomaly_score": float(score)}
+            if self.confidence is not None:
+                outputs["confidence"] = float(self.confidence)
+            outputs.update({k: float(v) for k, v in self.extra.items() if isinstance(v, (int, float))})
+            latency = self.inference_time_ms if self.inference_time_ms is not None else elapsed_ms
+            call.submit(outputs, champion_latency_ms=latency)
+        except Exception as exc:  # the caller's request must never fail because of the shadow
+            self.runtime.telemetry.fault("prediction.shadow", exc)

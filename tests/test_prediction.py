@@ -1,0 +1,296 @@
+"""``runtime.prediction()``: one call records a prediction into the seed metrics, A/B, registry and drift."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import textwrap
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import mlops_otel
+from mlops_otel import Runtime, Settings, current_prediction
+from mlops_otel.ab import ABTestConfig
+from mlops_otel.testing import sample_value
+
+from .services import RedisServer
+
+TEST = "gnn_v2.2_test"
+
+
+@pytest.fixture(autouse=True)
+def fresh_default() -> Iterator[None]:
+    mlops_otel.reset_default()
+    yield
+    mlops_otel.reset_default()
+
+
+@pytest.fixture
+def spans() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def rt(spans: InMemorySpanExporter) -> Iterator[Runtime]:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    runtime = Runtime.create(Settings(drift={"check_interval": None}), tracer_provider=provider)
+    runtime.registry.register("gnn", "v2.1.0")
+    runtime.registry.register("gnn", "v2.2.0")
+    yield runtime
+    runtime.close()
+
+
+def start_test(rt: Runtime, pct: float = 50.0) -> None:
+    rt.ab.start_test(ABTestConfig(name=TEST, model_type="gnn", control_version="v2.1.0",
+                                  treatment_version="v2.2.0", treatment_traffic_pct=pct))
+
+
+def counts(rt: Runtime) -> dict[str, Any]:
+    """What every part saw, per version."""
+    rt.registry.flush()
+    rt.ab.flush()
+    out: dict[str, Any] = {}
+    for version in ("v2.1.0", "v2.2.0"):
+        stats = rt.registry.get("gnn", version).stats
+        detector = rt.drift.detectors().get(f"gnn:{version}")
+        out[version] = {
+            "registry": (stats.n, stats.errors),
+            "drift": 0 if detector is None else detector.accepted_samples,
+            "gnn": sample_value(rt.telemetry, "gnn_confidence_count", model_version=version) or 0.0,
+        }
+    return out
+
+
+def test_records_once_everywhere_with_the_assigned_version(rt: Runtime, spans: InMemorySpanExporter) -> None:
+    start_test(rt)
+    seen: Counter[str] = Counter()
+    for i in range(200):
+        with rt.prediction("gnn", user_id=f"user-{i}", request_kind="batch") as p:
+            assert current_prediction() is None  # only the decorator form sets it
+            assert p.test == TEST
+            assert (p.variant, p.version) in {("control", "v2.1.0"), ("treatment", "v2.2.0")}
+            p.observe(anomaly_score=0.2, confidence=0.9)
+        seen[p.version or ""] += 1
+    assert current_prediction() is None
+    assert min(seen.values()) > 50  # both arms served
+    got = counts(rt)
+    for version, n in seen.items():
+        assert got[version] == {"registry": (n, 0), "drift": n, "gnn": float(n)}
+    control, treatment = rt.ab.results(TEST)
+    assert (control.n, treatment.n) == (seen["v2.1.0"], seen["v2.2.0"])
+    assert control.confidence.n == control.n  # the confidence reached the A/B evidence
+    assert sample_value(rt.telemetry, "diagnosis_duration_seconds_count", stage="gnn_inference") == 200.0
+    stage_spans = [s for s in spans.get_finished_spans() if s.name == "gnn.inference"]
+    assert len(stage_spans) == 200
+    attributes = stage_spans[0].attributes or {}
+    assert attributes["mlops.ab.test"] == TEST
+    assert attributes["request_kind"] == "batch"
+    assert attributes["mlops.model.version"] in ("v2.1.0", "v2.2.0")
+    assert attributes["mlops.gnn.confidence"] == 0.9
+
+
+def test_an_exception_is_an_error_everywhere_and_is_reraised_unchanged(
+        rt: Runtime, spans: InMemorySpanExporter) -> None:
+    start_test(rt, pct=50.0)
+    boom = KeyError("missing feature")
+    p = rt.prediction("gnn", user_id="user-1")
+
+    def failing() -> None:
+        with p:
+            p.observe(anomaly_score=0.4, confidence=0.7)
+            raise boom
+
+    with pytest.raises(KeyError) as info:
+        failing()
+    assert info.value is boom
+    assert p.error_type == "KeyError"
+    version = p.version
+    assert version is not None
+    rt.registry.flush()
+    rt.ab.flush()
+    stats = rt.registry.get("gnn", version).stats
+    assert (stats.n, stats.errors, stats.latency_ms.n) == (1, 1, 0)  # no latency for a failure, as in 0.1
+    control, treatment = rt.ab.results(TEST)
+    arm = control if p.variant == "control" else treatment
+    assert (arm.n, arm.errors) == (1, 1)
+    assert sample_value(rt.telemetry, "diagnosis_errors_total", error_type="KeyError", stage="gnn_inference") == 1.0
+    # The outputs the model produced before the failure still describe its output distribution.
+    assert rt.drift.get_detector("gnn", version).accepted_samples == 1
+    (span,) = [s for s in spans.get_finished_spans() if s.name == "gnn.inference"]
+    assert span.status.status_code.name == "ERROR"
+    assert [e.name for e in span.events] == ["exception"]
+
+
+def test_without_a_test_the_champion_serves_and_ab_is_untouched(rt: Runtime) -> None:
+    with rt.prediction("gnn", user_id="u") as p:
+        p.observe(anomaly_score=0.1, confidence=0.95, inference_time_ms=12.5)
+    assert (p.variant, p.version, p.test) == ("champion", "v2.1.0", None)
+    rt.registry.flush()
+    stats = rt.registry.get("gnn", "v2.1.0").stats
+    assert stats.n == 1
+    assert stats.latency_ms.mean == pytest.approx(12.5)  # the reported latency replaces the wall time
+
+
+def test_an_unknown_model_type_records_nothing_and_never_raises(rt: Runtime) -> None:
+    with rt.prediction("bert", user_id="u") as p:
+        p.observe(anomaly_score=0.1, confidence=0.9)
+    assert p.version is None
+    assert sample_value(rt.telemetry, "mlops_invalid_measurements_total", metric="prediction.model_version") == 1.0
+    with rt.prediction("bert", default_version="b1") as p:
+        p.observe(anomaly_score=0.1, confidence=0.9)
+    assert p.version == "b1"
+
+
+def test_async_with_and_the_decorator_forms(rt: Runtime) -> None:
+    start_test(rt)
+
+    async def handler(user: str) -> str | None:
+        async with rt.prediction("gnn", user_id=user) as p:
+            await asyncio.sleep(0)
+            p.observe(anomaly_score=0.3, confidence=0.8)
+        return p.version
+
+    @rt.prediction("gnn")
+    def predict(x: float, user_id: str, prediction: mlops_otel.Prediction) -> tuple[str | None, str | None]:
+        assert current_prediction() is prediction
+        prediction.observe(anomaly_score=x, confidence=0.9)
+        return prediction.version, prediction.user_id
+
+    @rt.prediction("gnn")
+    async def apredict(user_id: str) -> None:
+        p = current_prediction()
+        assert p is not None
+        p.observe(anomaly_score=0.5, confidence=0.5)
+
+    versions = [asyncio.run(handler(f"a-{i}")) for i in range(10)]
+    decorated = [predict(0.2, user_id=f"d-{i}") for i in range(10)]
+    assert all(user == f"d-{i}" for i, (_, user) in enumerate(decorated))
+    for i in range(10):
+        asyncio.run(apredict(f"e-{i}"))
+    total = sum(v["registry"][0] for v in counts(rt).values())
+    assert total == 30
+    assert set(versions) <= {"v2.1.0", "v2.2.0"}
+
+
+def test_a_prediction_is_used_once(rt: Runtime) -> None:
+    p = rt.prediction("gnn")
+    with p:
+        pass
+    with pytest.raises(RuntimeError, match="used once"), p:
+        pass
+
+
+def test_extra_metrics_and_features_reach_their_parts_or_are_counted_as_faults(rt: Runtime) -> None:
+    """Contract 4: extra metrics go to ab.record_result(metrics=), features/embedding to the drift detector."""
+    start_test(rt)
+    with rt.prediction("gnn", user_id="u-1") as p:
+        p.observe(anomaly_score=0.2, confidence=0.9, features={"temp": 71.0}, embedding=[0.1, 0.2], clicked=True)
+    rt.registry.flush()
+    assert rt.registry.get("gnn", p.version or "").stats.n == 1  # never lost, whatever the other parts take
+
+
+# --------------------------------------------------------------- a service from scratch
+SERVICE = '''
+"""A user's service, written from the README: instrument_app + prediction()."""
+import os
+
+from fastapi import FastAPI, Request
+from pydantic import BaseModel
+
+from mlops_otel import Settings
+from mlops_otel.fastapi import get_runtime, instrument_app
+from mlops_otel.metrics import track_diagnosis_request
+
+app = FastAPI()
+instrument_app(app, settings=Settings(store=os.environ["STORE_URL"], drift={"check_interval": None}).with_options(
+    store_prefix=os.environ["STORE_PREFIX"]), instrument_http=False)
+
+
+class Item(BaseModel):
+    user_id: str
+    x: float
+    fail: bool = False
+
+
+def model(version: str, x: float) -> tuple[float, float]:
+    return (x / 2 if version == "v2.2.0" else x / 3), 0.9
+
+
+@app.post("/predict")
+@track_diagnosis_request("predict")
+async def predict(item: Item, request: Request) -> dict[str, object]:
+    async with get_runtime(request.app).prediction("gnn", user_id=item.user_id) as p:
+        score, confidence = model(p.version, item.x)
+        p.observe(anomaly_score=score, confidence=confidence)
+        if item.fail:
+            raise RuntimeError("post-processing failed")
+    return {"version": p.version, "variant": p.variant}
+'''
+
+
+def test_a_service_written_from_scratch_sees_every_request(
+        tmp_path: Path, redis_service: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    prefix = f"svc-{uuid.uuid4().hex[:8]}"
+    (tmp_path / "user_service.py").write_text(textwrap.dedent(SERVICE))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("STORE_URL", redis_service.url)
+    monkeypatch.setenv("STORE_PREFIX", prefix)
+    import importlib
+
+    service = importlib.import_module("user_service")
+    sent, failures = 400, 0
+    rng = random.Random(7)
+    served: Counter[str] = Counter()
+    with TestClient(service.app, raise_server_exceptions=False) as client:
+        rt = mlops_otel.fastapi.get_runtime(service.app)
+        rt.registry.register("gnn", "v2.1.0")
+        rt.registry.register("gnn", "v2.2.0")
+        start_test(rt)
+        for i in range(sent):
+            fail = rng.random() < 0.10
+            failures += fail
+            r = client.post("/predict", json={"user_id": f"user-{i}", "x": rng.random(), "fail": fail})
+            assert r.status_code == (500 if fail else 200)
+            if not fail:
+                served[r.json()["variant"]] += 1
+        metrics = client.get("/metrics").text
+        got = counts(rt)
+        drift = {v: got[v]["drift"] for v in got}
+        evaluation = rt.ab.evaluate_test(TEST)
+    assert 20 < failures < 70
+    # Seed metrics (scraped over HTTP): every request, failures included, under its model version.
+    ok = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+             if line.startswith("diagnosis_requests_total{") and 'status="success"' in line)
+    err = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+              if line.startswith("diagnosis_requests_total{") and 'status="error"' in line)
+    assert (ok, err) == (sent - failures, failures)
+    assert f'diagnosis_errors_total{{error_type="RuntimeError",stage="gnn_inference"}} {float(failures)}' in metrics
+    assert sum(got[v]["gnn"] for v in got) == sent
+    # Drift window: every prediction's outputs (all were observed before the failure).
+    assert sum(drift.values()) == sent
+    # The A/B evaluation and the registry: exactly the requests sent, with the failures as errors.
+    assert evaluation["n_control"] + evaluation["n_treatment"] == sent
+    # After shutdown, a fresh runtime on the same Redis prefix reads what the service delivered.
+    reader = Runtime.create(store=redis_service.url, store_prefix=prefix, fleet_metrics=False)
+    try:
+        control, treatment = reader.ab.results(TEST)
+        assert control.n + treatment.n == sent
+        assert control.errors + treatment.errors == failures
+        assert control.n - control.errors == served["control"]
+        assert treatment.n - treatment.errors == served["treatment"]
+        registry = {v: reader.registry.get("gnn", v).stats for v in ("v2.1.0", "v2.2.0")}
+        assert (registry["v2.1.0"].n, registry["v2.2.0"].n) == (control.n, treatment.n)
+        assert (registry["v2.1.0"].errors, registry["v2.2.0"].errors) == (control.errors, treatment.errors)
+        assert (drift["v2.1.0"], drift["v2.2.0"]) == (control.n, treatment.n)
+    finally:
+        reader.close()
