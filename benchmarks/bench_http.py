@@ -44,7 +44,7 @@ def _app(http: Any) -> FastAPI:
     async def create() -> dict[str, int]:
         return {"ok": 1}
 
-    instrument_app(app, store=MemoryStore(), instrument_http=http, metrics_path=None)
+    instrument_app(app, store=MemoryStore(), instrument_http=http, metrics_path=None, install_as_default=False)
     return app
 
 
