@@ -199,7 +199,8 @@ class RolloutManager:
         if action is None:
             return False
         try:
-            return self.manager.finalize_test(name, action, reason=f"rollout: {state.reason}")
+            # The rollout counted its decision already (ab_decisions_total): do not count it twice.
+            return self.manager.finalize_test(name, action, reason=f"rollout: {state.reason}", record=False)
         except ABTestStateError as exc:  # finished otherwise meanwhile (e.g. aborted by an operator)
             log.warning("rollout %s: the test was already finished: %s", name, exc)
             return False
