@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import semconv
 from .telemetry import StageTracker
+from .validation import MAX_LATENCY_MS
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -54,6 +55,25 @@ def current_prediction() -> Prediction | None:
     it does not pay for a context variable on every prediction.)
     """
     return _CURRENT.get()
+
+
+class _Handle:
+    """What ``prediction()`` records into for one (model_type, version), looked up once per runtime.
+
+    The registry's stats key (``None`` for an invalid name: the public method then counts it),
+    the registry's and A/B manager's validated-input paths, and the version's drift detector's
+    ``add_production_sample`` (bound on its first observed prediction; the monitor never
+    replaces a detector).
+    """
+
+    __slots__ = ("add_sample", "record", "stats_key", "update")
+
+    def __init__(self, update: Callable[[str, float | None, float | None, bool], None],
+                 record: Callable[[str, str, float | None, float | None, bool], None]) -> None:
+        self.update = update
+        self.record = record
+        self.stats_key: str | None = None
+        self.add_sample: Callable[..., None] | None = None
 
 
 class Prediction:
@@ -200,32 +220,65 @@ class Prediction:
             tel.invalid("prediction.model_version", None)  # no test, champion or default: nothing to attribute
             return
         error = exc_type is not None
-        ok_latency = None if error else (elapsed * 1000.0 if self.inference_time_ms is None else self.inference_time_ms)
-        ok_conf = None if error else conf
+        if error:
+            ok_latency = ok_conf = None
+        else:
+            ok_latency = elapsed * 1000.0 if self.inference_time_ms is None else self.inference_time_ms
+            ok_conf = conf
+        model_type = self.model_type
+        try:
+            handle: _Handle | None = (self.runtime._prediction_handles.get((model_type, version))
+                                      or self._handle(version))
+        except Exception:  # e.g. an unhashable version: the public methods below count or report it
+            handle = None
+        # Validated once here for both the registry and the A/B test (each would re-check the same
+        # numbers): only values check_result() accepts unchanged take the fast paths; anything else
+        # (ints, numpy numbers, NaN, out of range) goes through the public methods, which count it.
+        checked = error or (type(ok_latency) is float and 0.0 <= ok_latency <= MAX_LATENCY_MS
+                            and (ok_conf is None or (type(ok_conf) is float and 0.0 <= ok_conf <= 1.0)))
         # Each part on its own: a fault in one never keeps the others from recording.
         try:
-            registry.update_metrics(self.model_type, version, ok_latency, ok_conf, error=error)
+            if checked and handle is not None and handle.stats_key is not None:
+                handle.update(handle.stats_key, ok_latency, ok_conf, error)
+            else:
+                registry.update_metrics(model_type, version, ok_latency, ok_conf, error=error)
         except Exception as fault:  # the caller's request must never fail because of us
             tel.fault("prediction.registry", fault)
         test = self.test
         if test is not None:
+            extra, attributes = self.extra, self.attributes
             try:
-                # Custom metrics (#12) and the attributes the test's segment report breaks down by.
-                ab.record_result(test, self.variant, ok_latency, ok_conf, error=error, metrics=self.extra or None,
-                                 attributes=self.attributes or None)
+                if checked and handle is not None and not extra and not attributes:
+                    handle.record(test, self.variant, ok_latency, ok_conf, error)
+                else:
+                    # Custom metrics (#12) and the attributes the test's segment report breaks down by.
+                    ab.record_result(test, self.variant, ok_latency, ok_conf, error=error, metrics=extra or None,
+                                     attributes=attributes or None)
             except Exception as fault:
                 tel.fault("prediction.ab", fault)
         if observed:
             try:
-                key = (self.model_type, version)
-                detectors = self.runtime._detectors
-                detector = detectors.get(key)
-                if detector is None:
-                    detector = detectors[key] = drift.get_detector(self.model_type, version)
-                detector.add_production_sample(score, conf, features=self.features,  # type: ignore[arg-type]
-                                               embedding=self.embedding)  # observed: score and conf not None
+                add = None if handle is None else handle.add_sample
+                if add is None:
+                    add = drift.get_detector(model_type, version).add_production_sample
+                    if handle is not None:
+                        handle.add_sample = add
+                features, embedding = self.features, self.embedding
+                if features is None and embedding is None:
+                    add(score, conf)  # type: ignore[arg-type]  # observed: score and conf not None
+                else:
+                    add(score, conf, features=features, embedding=embedding)  # type: ignore[arg-type]
             except Exception as fault:
                 tel.fault("prediction.drift", fault)
+
+    def _handle(self, version: str) -> _Handle:
+        """The cached :class:`_Handle` of (model_type, *version*), made on the first prediction of it."""
+        _, registry, ab, _ = self._parts
+        handle = _Handle(registry._update_checked, ab._record_checked)
+        with contextlib.suppress(ValueError, TypeError):  # an invalid name: update_metrics() counts it, every time
+            handle.stats_key = registry._stats_key(self.model_type, version)
+        self.runtime._prediction_handles[(self.model_type, version)] = handle
+        return handle
 
     async def __aenter__(self) -> Prediction:
         return self.__enter__()

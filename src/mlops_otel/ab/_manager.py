@@ -614,6 +614,29 @@ class ABTestManager:
         except Exception as exc:  # the caller's request must never fail because of us
             tel.fault("ab.record_result", exc)
 
+    def _record_checked(self, test_name: str, variant: str, inference_time_ms: float | None,
+                        confidence: float | None, error: bool) -> None:
+        """:meth:`record_result` without custom metrics or attributes, for a *test_name* and *variant*
+        from :meth:`assign_variant` (``"control"``/``"treatment"``) and values the caller already
+        validated (as ``check_result`` would accept them unchanged): ``runtime.prediction()``'s path,
+        which must not pay for the same checks twice (the registry takes the same values). Records
+        exactly what :meth:`record_result` would; never raises."""
+        tel = self._tel
+        try:
+            view = self._tests.get(test_name)
+            test = None if view is None else view.test
+            if test is not None and test.state is not ABTestState.ACTIVE:
+                return
+            if not self._collector.add(test_name, variant, result_values(inference_time_ms, confidence, error),
+                                       (), None):
+                tel.invalid("ab.test", test_name)  # too many distinct test names in this process
+                return
+            if test is None:
+                self._wake.set()  # load it in the background
+            tel.add(semconv.AB_RESULTS, (test_name, variant))
+        except Exception as exc:  # the caller's request must never fail because of us
+            tel.fault("ab.record_result", exc)
+
     def close(self, timeout: float = 5.0) -> None:
         """Stop the background thread and publish this process's last results, within *timeout* seconds.
 
