@@ -102,12 +102,25 @@ class Prediction:
     decorator form opens a new one per call.
     """
 
-    __slots__ = (
-        "_done", "_parts", "_tracker", "anomaly_score", "attributes", "confidence", "default_version", "embedding",
-        "error_type", "extra", "features", "inference_time_ms", "model_type", "runtime", "stage", "test",
-        "user_id", "variant", "version",
-    )
-
+    # No __slots__: the outputs and the assignment are class-level defaults, so that building one
+    # (once per request) sets only what the call gave; the rest is written only when it happens.
+    #: The model version to run (``None`` only when no test, champion or default names one).
+    version: str | None = None
+    #: ``"control"``, ``"treatment"`` or ``"champion"``.
+    variant: str = "champion"
+    #: The A/B test this prediction is part of, or ``None``.
+    test: str | None = None
+    anomaly_score: float | None = None
+    confidence: float | None = None
+    features: Mapping[str, float | str] | None = None
+    embedding: Sequence[float] | Any | None = None
+    extra: Mapping[str, float | bool] = _NO_EXTRA
+    #: Latency reported by :meth:`observe`; otherwise the block's wall time is used.
+    inference_time_ms: float | None = None
+    #: The exception's class name when the block failed.
+    error_type: str | None = None
+    _tracker: StageTracker | None = None
+    _done: bool | None = None  # None: not entered; False: open; True: exited
     _parts: tuple[Telemetry, ModelRegistry, ABTestManager, DriftMonitor]  # set on entry
 
     def __init__(
@@ -126,23 +139,6 @@ class Prediction:
             semconv.STAGE_GNN_INFERENCE if model_type == "gnn" else f"{model_type}_inference")
         self.default_version = default_version
         self.attributes = attributes
-        #: The model version to run (``None`` only when no test, champion or default names one).
-        self.version: str | None = None
-        #: ``"control"``, ``"treatment"`` or ``"champion"``.
-        self.variant = "champion"
-        #: The A/B test this prediction is part of, or ``None``.
-        self.test: str | None = None
-        self.anomaly_score: float | None = None
-        self.confidence: float | None = None
-        self.features: Mapping[str, float | str] | None = None
-        self.embedding: Sequence[float] | Any | None = None
-        self.extra: Mapping[str, float | bool] = _NO_EXTRA
-        #: Latency reported by :meth:`observe`; otherwise the block's wall time is used.
-        self.inference_time_ms: float | None = None
-        #: The exception's class name when the block failed.
-        self.error_type: str | None = None
-        self._tracker: StageTracker | None = None
-        self._done: bool | None = None  # None: not entered; False: open; True: exited
 
     def __repr__(self) -> str:
         return (f"Prediction(model_type={self.model_type!r}, version={self.version!r}, variant={self.variant!r}, "

@@ -260,8 +260,7 @@ class Runtime:
         if shadow is not None:
             return ShadowedPrediction(self, model_type, user_id, stage=stage, default_version=default_version,
                                       attributes=attributes or None, shadow=shadow)
-        return Prediction(self, model_type, user_id, stage=stage, default_version=default_version,
-                          attributes=attributes or None)
+        return Prediction(self, model_type, user_id, stage, default_version, attributes or None)  # hot: positional
 
     def close(self) -> None:
         """Flush and release everything; idempotent. The one place that orders the shutdown.
