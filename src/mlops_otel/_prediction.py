@@ -24,7 +24,7 @@ import inspect
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from . import semconv
 from .telemetry import StageTracker
@@ -119,8 +119,7 @@ class Prediction:
     inference_time_ms: float | None = None
     #: The exception's class name when the block failed.
     error_type: str | None = None
-    _tracker: StageTracker | None = None
-    _done: bool | None = None  # None: not entered; False: open; True: exited
+    _tracker: StageTracker | Literal[False] | None = None  # None: not entered; a tracker: open; False: exited
     _parts: tuple[Telemetry, ModelRegistry, ABTestManager, DriftMonitor]  # set on entry
 
     def __init__(
@@ -172,72 +171,74 @@ class Prediction:
 
     # ------------------------------------------------------------------- scope
     def __enter__(self) -> Prediction:
-        if self._done is not None:
+        if self._tracker is not None:
             raise RuntimeError("a Prediction is used once: call runtime.prediction(...) for each prediction")
         rt = self.runtime
         parts = self._parts = rt._hot or rt.hot_parts()
-        tel = parts[0]
         try:
             assignment = parts[2].assign_variant(self.model_type, self.user_id)
             self.variant = assignment["name"]
             test = self.test = assignment["test"]
-            self.version = assignment["version"] or self.default_version
+            version = self.version = assignment["version"] or self.default_version
         except Exception as exc:  # assignment never raises, but a broken runtime must not fail the request
-            tel.fault("prediction.assign", exc)
+            parts[0].fault("prediction.assign", exc)
             test = None
-            self.version = self.default_version
-        tracker = self._tracker = StageTracker(tel, self.stage, self.version, self.model_type, self.attributes)
+            version = self.version = self.default_version
+        tracker = self._tracker = StageTracker(parts[0], self.stage, version, self.model_type, self.attributes)
         span = tracker.__enter__()
         if test is not None and span.is_recording():
             span.set_attribute(semconv.SPAN_ATTR_AB_TEST, test)
             span.set_attribute(semconv.SPAN_ATTR_AB_VARIANT, self.variant)
-        self._done = False
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         tracker = self._tracker
-        if tracker is None or self._done is not False:  # not entered, or already exited
+        if not tracker:  # None: not entered; False: already exited
             return
-        self._done = True
+        self._tracker = False
         tel, registry, ab, drift = self._parts
-        version = self.version
-        score, conf = self.anomaly_score, self.confidence
+        version, score, conf, latency = self.version, self.anomaly_score, self.confidence, self.inference_time_ms
         observed = version is not None and score is not None and conf is not None
         if exc_type is not None:
             self.error_type = exc_type.__name__
-        if version is not None and not observed:
-            tel.set_request_model_version(version)
-        # The stage duration and the seed metrics, on the stage's span, which then ends.
-        elapsed = tracker.finish(exc_type, exc, (version, self.inference_time_ms, score, conf)  # type: ignore[arg-type]
-                                 if observed else None)
+        if observed:  # the stage duration and the seed metrics, on the stage's span, which then ends
+            elapsed = tracker.finish(exc_type, exc, (version, latency, score, conf))  # type: ignore[arg-type]
+        else:
+            if version is not None:
+                tel.set_request_model_version(version)
+            elapsed = tracker.finish(exc_type, exc, None)
         if version is None:
             tel.invalid("prediction.model_version", None)  # no test, champion or default: nothing to attribute
             return
-        error = exc_type is not None
-        if error:
-            ok_latency = ok_conf = None
-        else:
-            ok_latency = elapsed * 1000.0 if self.inference_time_ms is None else self.inference_time_ms
+        if exc_type is None:
+            error = False
+            if latency is None:
+                latency = elapsed * 1000.0
             ok_conf = conf
+            # Validated once here for both the registry and the A/B test (each would re-check the same
+            # numbers): only values check_result() accepts unchanged take the fast paths; anything else
+            # (ints, numpy numbers, NaN, out of range) goes through the public methods, which count it.
+            checked = (type(latency) is float and 0.0 <= latency <= MAX_LATENCY_MS
+                       and (conf is None or (type(conf) is float and 0.0 <= conf <= 1.0)))
+        else:  # an error carries no latency or confidence (as 0.1's error path)
+            error = checked = True
+            latency = ok_conf = None
         model_type = self.model_type
+        handle: _Handle | None
         try:
-            handle: _Handle | None = (self.runtime._prediction_handles.get((model_type, version))
-                                      or self._handle(version))
+            handle = self.runtime._prediction_handles[(model_type, version)]
+        except KeyError:
+            handle = self._handle(version)
         except Exception:  # e.g. an unhashable version: the public methods below count or report it
             handle = None
-        # Validated once here for both the registry and the A/B test (each would re-check the same
-        # numbers): only values check_result() accepts unchanged take the fast paths; anything else
-        # (ints, numpy numbers, NaN, out of range) goes through the public methods, which count it.
-        checked = error or (type(ok_latency) is float and 0.0 <= ok_latency <= MAX_LATENCY_MS
-                            and (ok_conf is None or (type(ok_conf) is float and 0.0 <= ok_conf <= 1.0)))
         # Each part on its own: a fault in one never keeps the others from recording.
         try:
             if checked and handle is not None and handle.stats_key is not None:
-                handle.update(handle.stats_key, ok_latency, ok_conf, error)
+                handle.update(handle.stats_key, latency, ok_conf, error)
             else:
-                registry.update_metrics(model_type, version, ok_latency, ok_conf, error=error)
+                registry.update_metrics(model_type, version, latency, ok_conf, error=error)
         except Exception as fault:  # the caller's request must never fail because of us
             tel.fault("prediction.registry", fault)
         test = self.test
@@ -245,10 +246,10 @@ class Prediction:
             extra, attributes = self.extra, self.attributes
             try:
                 if checked and handle is not None and not extra and not attributes:
-                    handle.record(test, self.variant, ok_latency, ok_conf, error)
+                    handle.record(test, self.variant, latency, ok_conf, error)
                 else:
                     # Custom metrics (#12) and the attributes the test's segment report breaks down by.
-                    ab.record_result(test, self.variant, ok_latency, ok_conf, error=error, metrics=extra or None,
+                    ab.record_result(test, self.variant, latency, ok_conf, error=error, metrics=extra or None,
                                      attributes=attributes or None)
             except Exception as fault:
                 tel.fault("prediction.ab", fault)
@@ -271,7 +272,7 @@ class Prediction:
         """The cached :class:`_Handle` of (model_type, *version*), made on the first prediction of it."""
         _, registry, ab, _ = self._parts
         handle = _Handle(registry._update_checked, ab._record_checked)
-        with contextlib.suppress(ValueError, TypeError):  # an invalid name: update_metrics() counts it, every time
+        with contextlib.suppress(Exception):  # an invalid name: update_metrics() counts it, every time
             handle.stats_key = registry._stats_key(self.model_type, version)
         self.runtime._prediction_handles[(self.model_type, version)] = handle
         return handle
