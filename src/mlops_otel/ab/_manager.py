@@ -48,6 +48,8 @@ log = logging.getLogger("mlops_otel.ab")
 
 _TREATMENT_NAME: str = Variant.TREATMENT.value
 _CONTROL_NAME: str = Variant.CONTROL.value
+_TREATMENT = Variant.TREATMENT
+_ACTIVE = ABTestState.ACTIVE  # module globals: Enum class attribute access is slow on the hot path
 #: The ``name`` of an assignment outside any test.
 CHAMPION = "champion"
 _MAX_CACHED_TESTS = 4096
@@ -539,7 +541,7 @@ class ABTestManager:
             self._tel.fault("ab.assign", exc)
             return {"name": CHAMPION, "version": view.champion or cfg.control_version, "test": None}
         # Plain strings, not variant.value: Enum attribute access is slow on this hot path.
-        if variant is Variant.TREATMENT:
+        if variant is _TREATMENT:
             name, version = _TREATMENT_NAME, cfg.treatment_version
         else:
             name, version = _CONTROL_NAME, cfg.control_version
@@ -581,7 +583,7 @@ class ABTestManager:
                 return
             view = self._tests.get(test_name)
             test = None if view is None else view.test
-            if test is not None and test.state is not ABTestState.ACTIVE:
+            if test is not None and test.state is not _ACTIVE:
                 return
             latency, conf, err, rejected = check_result(inference_time_ms, confidence, error)
             if rejected:
@@ -625,7 +627,7 @@ class ABTestManager:
         try:
             view = self._tests.get(test_name)
             test = None if view is None else view.test
-            if test is not None and test.state is not ABTestState.ACTIVE:
+            if test is not None and test.state is not _ACTIVE:
                 return
             if not self._collector.add(test_name, variant, result_values(inference_time_ms, confidence, error),
                                        (), None):
