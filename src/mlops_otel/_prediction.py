@@ -176,10 +176,9 @@ class Prediction:
         rt = self.runtime
         parts = self._parts = rt._hot or rt.hot_parts()
         try:
-            assignment = parts[2].assign_variant(self.model_type, self.user_id)
-            self.variant = assignment["name"]
-            test = self.test = assignment["test"]
-            version = self.version = assignment["version"] or self.default_version
+            self.variant, version, test = parts[2]._assign(self.model_type, self.user_id)
+            self.test = test
+            version = self.version = version or self.default_version
         except Exception as exc:  # assignment never raises, but a broken runtime must not fail the request
             parts[0].fault("prediction.assign", exc)
             test = None

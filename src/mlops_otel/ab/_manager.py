@@ -521,32 +521,37 @@ class ABTestManager:
         request without a user id): ``{"name": "champion", "version":
         <champion>, "test": None}``; such requests are not part of any test.
         """
+        name, version, test = self._assign(model_type, user_id)
+        return {"name": name, "version": version, "test": test}
+
+    def _assign(self, model_type: str, user_id: str | None) -> tuple[str, str | None, str | None]:
+        """:meth:`assign_variant`'s answer as ``(name, version, test)``, no dict: ``prediction()``'s path."""
         try:
             view = self._view(model_type)
         except Exception as exc:  # e.g. an unhashable model_type: no test, no champion known
             self._tel.fault("ab.assign", exc)
-            return {"name": CHAMPION, "version": None, "test": None}
+            return CHAMPION, None, None
         if view is None:
-            return {"name": CHAMPION, "version": None, "test": None}
+            return CHAMPION, None, None
         test = view.test
         if test is None or self.clock() >= test.ends_at:
-            return {"name": CHAMPION, "version": view.champion, "test": None}
+            return CHAMPION, view.champion, None
         cfg = test.config
         try:
             if user_id is None or (type(user_id) is str and not user_id):
                 self._tel.add(semconv.AB_ASSIGNMENTS, (cfg.name, CHAMPION))
-                return {"name": CHAMPION, "version": view.champion or cfg.control_version, "test": None}
+                return CHAMPION, view.champion or cfg.control_version, None
             variant = assign(user_id, cfg)
         except Exception as exc:  # an id whose str() fails: serve the champion
             self._tel.fault("ab.assign", exc)
-            return {"name": CHAMPION, "version": view.champion or cfg.control_version, "test": None}
+            return CHAMPION, view.champion or cfg.control_version, None
         # Plain strings, not variant.value: Enum attribute access is slow on this hot path.
         if variant is _TREATMENT:
             name, version = _TREATMENT_NAME, cfg.treatment_version
         else:
             name, version = _CONTROL_NAME, cfg.control_version
         self._tel.add(semconv.AB_ASSIGNMENTS, (cfg.name, name))
-        return {"name": name, "version": version, "test": cfg.name}
+        return name, version, cfg.name
 
     def record_result(
         self,
