@@ -35,6 +35,7 @@ typecheck: venv
 
 bench: venv system-deps
 	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks.sim_drift --write
 
 bench-smoke: venv system-deps
 	$(BIN)/python -m benchmarks --quick

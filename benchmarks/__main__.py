@@ -26,12 +26,14 @@ MODULES = (
     "bench_scrape",
     "bench_stores",
     "bench_ab",
+    "bench_ab_decisions",
     "bench_drift",
     "bench_memory",
     "bench_service",
     "bench_e2e",
     "bench_shadow",
     "bench_rollout",
+    "bench_chaos",
 )
 REPORT = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
 _BEGIN, _END = "<!-- bench:begin -->", "<!-- bench:end -->"

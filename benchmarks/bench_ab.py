@@ -24,6 +24,7 @@ import numpy as np
 from mlops_otel.ab import (
     ABTestConfig,
     ABTestManager,
+    MetricBatch,
     StatsBatch,
     assign,
     assign_many,
@@ -145,7 +146,7 @@ def run(quick: bool = False) -> list[Row]:
     rows.append(row(BENCH, "assign_variant (manager, memory store)", time_per_call(assign_variant, n, repeat), n,
                     "cached test view + counter"))
     rows.append(row(BENCH, "record_result (memory store)", time_per_call(record, n, repeat), n,
-                    "validate + incr + counter"))
+                    "validate + in-process sums + counter"))
     rows.append(row(BENCH, "update_metrics (memory store)", time_per_call(update, n, repeat), n))
 
     def evaluate_test(k: int) -> None:
@@ -154,14 +155,14 @@ def run(quick: bool = False) -> list[Row]:
 
     k = 20 if quick else 500
     rows.append(row(BENCH, "evaluate_test (memory store)", time_per_call(evaluate_test, k, repeat), k,
-                    "flush + 2 reads + evaluate"))
+                    "publish snapshot + read workers' snapshots + evaluate + history"))
     c = SufficientStats.of([50.0] * 10 + [60.0] * 10, [0.8] * 10 + [0.9] * 10)
     rows.append(row(BENCH, "evaluate (pure)", time_per_call(_loop(lambda: evaluate(c, c, CONFIG)), k, repeat), k))
     m = 10_000 if quick else 100_000
     batch = StatsBatch.from_stats([c])
-    big = StatsBatch(*(np.repeat(getattr(batch, f), m) for f in
-                       ("n", "errors", "latency_n", "latency_mean", "latency_var", "confidence_n",
-                        "confidence_mean", "confidence_var")))
+    big = StatsBatch(np.repeat(batch.n, m), {
+        name: MetricBatch(np.repeat(b.n, m), np.repeat(b.mean, m), np.repeat(b.var, m))
+        for name, b in batch.metrics.items()})
     rows.append(row(BENCH, "evaluate_batch, per decision",
                     [t / m for t in time_per_call(lambda _: evaluate_batch(big, big, CONFIG), 1, 3, warmup=1)],
                     m, "vectorised simulations"))

@@ -9,9 +9,11 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -105,6 +107,31 @@ class RedisServer:
             self.proc.kill()
             self.proc.wait()
             self.proc = None
+
+    def pause(self) -> None:
+        """SIGSTOP the server: connections stay open and every reply stalls (a hung host)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT a paused server."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def debug_sleep(self, seconds: float) -> threading.Thread:
+        """Start ``DEBUG SLEEP <seconds>`` (the server blocks every client) on a thread; join it to wait."""
+        import redis
+
+        def run() -> None:
+            client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=seconds + 30)
+            try:
+                client.execute_command("DEBUG", "SLEEP", str(seconds))
+            finally:
+                client.close()
+
+        thread = threading.Thread(target=run, name="redis-debug-sleep", daemon=True)
+        thread.start()
+        return thread
 
 
 @contextlib.contextmanager

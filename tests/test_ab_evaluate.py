@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import attrs
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -34,8 +35,11 @@ def arm(n: int, *, error_rate: float = 0.05, latency: tuple[float, float] = (50.
     return SufficientStats(n, round(n * error_rate), moments(*latency, 0.0), moments(*confidence, 0.5))
 
 
+LOOSE = {"max_error_rate_increase": 0.02}  # a margin 5,000 results per arm can show
+
+
 def test_seed_style_access() -> None:
-    result = evaluate(arm(5000), arm(5000, confidence=(0.81, 0.1)), config())
+    result = evaluate(arm(5000), arm(5000, confidence=(0.81, 0.1)), config(guardrails=LOOSE))
     assert result["decision"] == "promote"
     assert result["decision"] is Decision.PROMOTE
     assert result["n_control"] == 5000
@@ -57,10 +61,10 @@ def test_too_few_results_continue() -> None:
 
 
 def test_sample_ratio_mismatch_halts() -> None:
-    # 52/48 over 20,000 users on a 50/50 test: chi-square = 32, p = 1.5e-8.
+    # 52/48 over 20,000 users on a 50/50 test: chi-square p = 1.5e-8, the sequential test's 1.1e-6.
     result = evaluate(arm(10_400), arm(9_600), config())
     assert result.decision is Decision.HALT
-    assert result.srm_p_value == pytest.approx(1.5e-8, rel=0.05)
+    assert 1e-7 < result.srm_p_value < 1e-5
     assert "sample ratio mismatch" in result.reasons[0]
     # The same counts are fine for a 52/48 split.
     assert evaluate(arm(9_600), arm(10_400), config(52.0)).decision is not Decision.HALT
@@ -83,7 +87,7 @@ def test_error_rate_increase_rolls_back() -> None:
 
 
 def test_error_guardrail_tolerance() -> None:
-    c, t = arm(50_000), arm(50_000, error_rate=0.055)
+    c, t = arm(50_000), arm(50_000, error_rate=0.065)  # +1.5 points against the default 0.5
     assert evaluate(c, t, config()).decision is Decision.ROLLBACK
     tolerant = config(guardrails=Guardrails(max_error_rate_increase=0.02))
     assert evaluate(c, t, tolerant).decision is Decision.CONTINUE
@@ -108,8 +112,41 @@ def test_guardrail_beats_improvement() -> None:
     assert result.effect("confidence").verdict == "better"
 
 
-def test_faster_model_is_promoted() -> None:
-    assert evaluate(arm(20_000), arm(20_000, latency=(40.0, 10.0)), config()).decision is Decision.PROMOTE
+def test_faster_model_is_promoted_when_latency_is_primary() -> None:
+    faster = arm(20_000, latency=(40.0, 10.0))
+    assert evaluate(arm(20_000), faster, config()).decision is Decision.CONTINUE  # confidence is primary
+    result = evaluate(arm(20_000), faster, config(primary_metric="latency_ms", guardrails=LOOSE))
+    assert result.decision is Decision.PROMOTE
+    assert result.effect("latency_ms").role == "primary"
+
+
+def test_better_primary_with_a_breached_guardrail_is_never_promoted() -> None:
+    # Confidence clearly better, errors 5 % -> 6 % (margin 0.5 points): shown beyond the margin.
+    result = evaluate(arm(50_000), arm(50_000, confidence=(0.82, 0.1), error_rate=0.06), config())
+    assert result.decision is Decision.ROLLBACK
+    assert result.effect("confidence").verdict == "better"
+    assert result.effect("error_rate").verdict == "worse"
+    # Errors 5 % -> 5.4 %: neither shown beyond nor within the margin: keep collecting, never promote.
+    undecided = evaluate(arm(20_000), arm(20_000, confidence=(0.82, 0.1), error_rate=0.054), config())
+    assert undecided.decision is Decision.CONTINUE
+    assert "not yet shown within its margin" in undecided.recommendation
+
+
+def test_promotion_needs_every_guardrail_within_its_margin() -> None:
+    c, t = arm(60_000), arm(60_000, confidence=(0.81, 0.1))
+    result = evaluate(c, t, config())
+    assert result.decision is Decision.PROMOTE, result.recommendation
+    assert all(e.non_inferior for e in result.effects if e.role == "guardrail")
+    assert evaluate(c, t, config(guardrails={"max_error_rate_increase": 0.001})).decision is Decision.CONTINUE
+
+
+def test_rare_events_cannot_decide_a_proportion() -> None:
+    cfg = config(10.0, primary_metric="error_rate", min_samples=100)
+    # 0 of 9,000 control errors against 30 of 1,000 treatment errors: 3 expected treatment events
+    # at the pooled rate, below the default 10, so the normal approximation may not decide yet.
+    c, t = SufficientStats(9000, 0), SufficientStats(1000, 30)
+    assert evaluate(c, t, cfg).effect("error_rate").verdict == "inconclusive"
+    assert evaluate(c, t, attrs.evolve(cfg, min_events=1)).effect("error_rate").verdict == "worse"
 
 
 def test_ended_test_resolves() -> None:
@@ -118,7 +155,8 @@ def test_ended_test_resolves() -> None:
     assert "reached its planned duration" in same.recommendation
     few = evaluate(arm(10), arm(10), config(), ended=True)
     assert few.decision is Decision.ROLLBACK
-    assert evaluate(arm(5000), arm(5000, confidence=(0.81, 0.1)), config(), ended=True).decision == "promote"
+    assert evaluate(arm(5000), arm(5000, confidence=(0.81, 0.1)), config(guardrails=LOOSE),
+                    ended=True).decision == "promote"
 
 
 def test_missing_measurements_mean_no_data() -> None:
@@ -141,7 +179,7 @@ def test_constant_values_do_not_crash() -> None:
 MIRROR = {"better": "worse", "worse": "better", "inconclusive": "inconclusive", "no data": "no data"}
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)  # timing under a loaded CI machine is not the property
 @given(arm_summaries(), arm_summaries(), traffic_buckets, st.integers(min_value=2, max_value=3000))
 def test_swapping_variants_mirrors_the_evaluation(c: SufficientStats, t: SufficientStats, k: int, ms: int) -> None:
     zero = Guardrails(max_error_rate_increase=0.0, max_latency_increase_pct=0.0, max_confidence_decrease=0.0)
@@ -149,22 +187,20 @@ def test_swapping_variants_mirrors_the_evaluation(c: SufficientStats, t: Suffici
     swapped_cfg = config((1_000_000 - k) / 10_000, guardrails=zero, min_samples=ms)
     a, b = evaluate(c, t, cfg), evaluate(t, c, swapped_cfg)
     assert (a.n_control, a.n_treatment) == (b.n_treatment, b.n_control)
-    assert a.srm_p_value == b.srm_p_value or (math.isnan(a.srm_p_value) and math.isnan(b.srm_p_value))
+    assert a.srm_p_value == pytest.approx(b.srm_p_value, rel=1e-9)
     for ea, eb in zip(a.effects, b.effects, strict=True):
         assert MIRROR[ea.verdict] == eb.verdict
-        assert ea.p_value == eb.p_value or (math.isnan(ea.p_value) and math.isnan(eb.p_value))
+        assert ea.p_value == pytest.approx(eb.p_value, rel=1e-9, nan_ok=True)
         if ea.metric != "latency_ms" and not math.isnan(ea.estimate):
-            assert ea.estimate == -eb.estimate
-            assert (ea.lower, ea.upper) == (-eb.upper, -eb.lower)
-    if a.decision in ("continue", "halt"):
-        assert b.decision == a.decision
-    elif a.decision == "promote":
+            assert ea.estimate == pytest.approx(-eb.estimate, rel=1e-9, abs=1e-12)
+            assert (ea.lower, ea.upper) == pytest.approx((-eb.upper, -eb.lower), rel=1e-9, abs=1e-12)
+    if a.decision == "halt":
+        assert b.decision == "halt"
+    elif a.decision == "promote":  # better primary mirrors to a worse one
         assert b.decision == "rollback"
-    else:  # rollback: mirrored to promote unless some metric was also better (guardrails win)
-        assert b.decision == ("rollback" if any(e.verdict == "better" for e in a.effects) else "promote")
 
 
-@settings(max_examples=100)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(arm_summaries(), arm_summaries()), min_size=1, max_size=8), st.booleans())
 def test_batch_path_agrees_with_scalar_path(pairs: list[tuple[SufficientStats, SufficientStats]],
                                             ended: bool) -> None:
@@ -207,9 +243,11 @@ def test_always_valid_p_value_crosses_alpha_at_the_boundary() -> None:
     assert lo[0] == -hi[0]
 
 
-def test_srm_p_value_matches_scipy() -> None:
+@pytest.mark.parametrize(("n_c", "n_t", "p"), [(10_400, 9_600, 0.5), (8_850, 1_150, 0.1), (37, 3, 0.2)])
+def test_srm_p_value_is_the_beta_binomial_bayes_factor(n_c: int, n_t: int, p: float) -> None:
     from scipy import stats
 
-    expected = stats.chisquare([10_400, 9_600], [10_000, 10_000]).pvalue
-    assert srm_p_value(10_400, 9_600, 0.5) == pytest.approx(expected)
-    assert math.isnan(float(srm_p_value(0, 0, 0.5)))
+    k = 1000.0
+    bf = stats.betabinom.pmf(n_t, n_c + n_t, k * p, k * (1 - p)) / stats.binom.pmf(n_t, n_c + n_t, p)
+    assert srm_p_value(n_c, n_t, p) == pytest.approx(min(1.0, 1.0 / bf), rel=1e-6)
+    assert float(srm_p_value(0, 0, 0.5)) == 1.0

@@ -139,7 +139,8 @@ def test_ab_commands_on_a_redis_store(store_cli: Cli, redis_service: RedisServer
     store_cli.ok("registry", "register", "gnn", "v2.1.0")
     store_cli.ok("registry", "register", "gnn", "v2.2.0")
     started = store_cli.ok("ab", "start", "--name", "gnn_v2.2_test", "--model-type", "gnn", "--control", "v2.1.0",
-                           "--treatment", "v2.2.0", "--traffic-pct", "50", "--min-samples", "50")
+                           "--treatment", "v2.2.0", "--traffic-pct", "50", "--min-samples", "50",
+                           "--max-error-rate-increase", "0.05")  # a margin 200 results per arm can show
     assert started.splitlines()[0] == "✅ A/B test started: gnn_v2.2_test"
     assert "treatment   v2.2.0 (50% of users)" in started
     listed = table(store_cli.ok("ab", "list"))
@@ -330,7 +331,8 @@ def test_ab_and_registry_through_the_management_api(api_cli: Cli, service: Servi
     assert api_cli.ok("registry", "register", "http_gnn", "v2.1.0") == "registered http_gnn v2.1.0 as champion\n"
     api_cli.ok("registry", "register", "http_gnn", "v2.2.0")
     started = api_cli.json("ab", "start", "--name", "http_test", "--model-type", "http_gnn", "--control", "v2.1.0",
-                           "--treatment", "v2.2.0", "--traffic-pct", "50", "--min-samples", "50")
+                           "--treatment", "v2.2.0", "--traffic-pct", "50", "--min-samples", "50",
+                           "--max-error-rate-increase", "0.05")  # a margin 200 results per arm can show
     assert started["state"] == "active"
     record(service.store, service.prefix, "http_test", control=0.5, treatment=0.9)
     out = api_cli.ok("ab", "evaluate", "http_test", "--finalize")

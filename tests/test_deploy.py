@@ -146,9 +146,9 @@ def test_to_yaml_keeps_promql_readable() -> None:
     (lambda: alert_rules(drift_for="5 minutes"), "drift_for must be a positive Prometheus duration"),
     (lambda: alert_rules(drift_threshold=1.5), "drift_threshold must be a number between 0 and 1"),
     (lambda: alert_rules(evaluation_interval="0s"), "evaluation_interval must be a positive"),
-    (lambda: alert_rules(guardrail_decisions=()), "guardrail_decisions must name at least one"),
+    (lambda: alert_rules(guardrail_decisions=()), "guardrail_decisions must be a non-empty sequence of decisions"),
     (lambda: prometheus_config(targets=[]), "targets must be a non-empty sequence"),
-    (lambda: prometheus_config(metrics_path="metrics"), "metrics_path must start with '/'"),
+    (lambda: prometheus_config(metrics_path="metrics"), "metrics_path must be a path starting with '/'"),
     (lambda: prometheus_config(scrape_interval="fast"), "scrape_interval must be a positive"),
     (lambda: collector_config(exporter="kafka"), "exporter must be 'prometheus' or 'prometheusremotewrite'"),  # type: ignore[arg-type]
 ])
@@ -229,6 +229,7 @@ def series(name: str, values: str, **labels: str) -> dict[str, str]:
 
 
 DRIFT = semconv.MODEL_DRIFT_SCORE.prometheus_name
+DRIFT_ALERT = semconv.DRIFT_ALERT.prometheus_name
 ERRORS = semconv.DIAGNOSIS_ERRORS.prometheus_name
 REQUESTS = semconv.DIAGNOSIS_REQUESTS.prometheus_name
 DECISIONS = semconv.AB_DECISIONS.prometheus_name
@@ -246,6 +247,13 @@ def default_rules_tests(rules: dict[str, Any]) -> dict[str, Any]:
             series(DRIFT, "0.29x34", **gnn, model_version="v2.1.0"),  # just below
             series(DRIFT, "0.3x34", **gnn, model_version="v2.0.0"),  # at the threshold is not above
             series(DRIFT, "0.5x3 0.1x30", **gnn, model_version="v1.9.0"),  # above for 4m only
+            # Above the threshold but not significant at the effective sample size: the SDK holds its alert.
+            series(DRIFT, "0.45x34", **gnn, model_version="v1.8.0"),
+            series(DRIFT_ALERT, "0x4 1x30", **gnn, model_version="v2.2.0"),
+            series(DRIFT_ALERT, "0x34", **gnn, model_version="v2.1.0"),
+            series(DRIFT_ALERT, "1x34", **gnn, model_version="v2.0.0"),
+            series(DRIFT_ALERT, "1x3 0x30", **gnn, model_version="v1.9.0"),
+            series(DRIFT_ALERT, "0x34", **gnn, model_version="v1.8.0"),
         ],
         "alert_rule_test": [
             alert_case(rules, ALERT_DRIFT, "4m", []),
@@ -340,7 +348,7 @@ def test_shortened_rules_for_end_to_end_tests(promtool: str, tmp_path: Path) -> 
         "rule_files": ["alerts.yml"], "evaluation_interval": "1s",
         "tests": [{
             "interval": "1s",
-            "input_series": [series(DRIFT, "0.1x4 0.9x30", **gnn)],
+            "input_series": [series(DRIFT, "0.1x4 0.9x30", **gnn), series(DRIFT_ALERT, "0x4 1x30", **gnn)],
             "alert_rule_test": [
                 alert_case(rules, ALERT_DRIFT, "14s", []),
                 alert_case(rules, ALERT_DRIFT, "15s", [(gnn, 0.9)]),
@@ -353,7 +361,7 @@ def test_shortened_rules_for_end_to_end_tests(promtool: str, tmp_path: Path) -> 
 def test_alert_expressions_name_only_exported_metrics() -> None:
     rules = alert_rules()["groups"][0]["rules"]
     used = {name for rule in rules for name in metric_names(rule["expr"])}
-    assert used == {DRIFT, REQUESTS, DECISIONS, SHADOW_PAIRS, DISAGREEMENTS}
+    assert used == {DRIFT, DRIFT_ALERT, REQUESTS, DECISIONS, SHADOW_PAIRS, DISAGREEMENTS}
     assert used <= exported_sample_names()
 
 

@@ -23,9 +23,10 @@ from mlops_otel.testing import sample_value
 from .services import RedisServer
 from .strategies import drift_outputs
 
-# A reference whose KS distance to itself shifted by d is d / 0.5 (a uniform grid on [0, 0.5]).
-GRID = np.linspace(0.0, 0.5, 1000)
-CONF = np.linspace(0.85, 0.95, 1000)
+# A reference whose KS distance to itself shifted by d is d / 0.5 (a uniform grid on [0, 0.5]), in a
+# random arrival order: sorted arrivals would be perfectly serially dependent, and worth ~1 sample.
+GRID = np.random.default_rng(17).permutation(np.linspace(0.0, 0.5, 1000))
+CONF = np.random.default_rng(18).permutation(np.linspace(0.85, 0.95, 1000))
 
 
 @pytest.fixture

@@ -143,5 +143,5 @@ def test_shutdown_delivers_buffered_results_and_closes_the_store() -> None:
 
 
 def test_bad_metrics_path_is_rejected() -> None:
-    with pytest.raises(ValueError, match=r"metrics_path must start with '/', got 'metrics'"):
+    with pytest.raises(ValueError, match=r"metrics_path must be None or a path starting with '/', got 'metrics'"):
         instrument_app(make_app(), metrics_path="metrics")

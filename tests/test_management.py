@@ -220,12 +220,13 @@ def test_archived_version_cannot_be_promoted(client: TestClient, runtime: Runtim
 # ------------------------------------------------------------------ A/B tests
 def test_ab_flow_start_evaluate_finalize(client: TestClient, runtime: Runtime) -> None:
     register(client, "v2.1.0", "v2.2.0")
-    started = start(client, treatment_traffic_pct=50, min_samples=50, guardrails={"max_latency_increase_pct": 5})
+    started = start(client, treatment_traffic_pct=50, min_samples=50,
+                    guardrails={"max_latency_increase_pct": 20, "max_error_rate_increase": 0.05})
     assert started.status_code == 201, started.text
     test = started.json()
     assert test["state"] == "active"
     assert test["config"]["treatment_traffic_pct"] == 50.0
-    assert test["config"]["guardrails"]["max_latency_increase_pct"] == 5.0
+    assert test["config"]["guardrails"]["max_latency_increase_pct"] == 20.0
     assert test["config"]["salt"] == "gnn_v2.2_test"
     assert test["ends_at"] - test["started_at"] == pytest.approx(7 * 86_400)
     assert client.get(f"{PREFIX}/ab/tests").json() == [test]

@@ -201,6 +201,10 @@ def test_runtime_create_takes_settings_or_the_keyword_form() -> None:
         Runtime.create({"mode": "aggregate"})  # type: ignore[arg-type]
     with pytest.raises(InvalidValueError, match="store must be a StateStore"):
         Runtime.create(store=42)  # type: ignore[arg-type]
+    from mlops_otel.stores import MemoryStore
+
+    with pytest.raises(InvalidValueError, match=r"not given together with settings\.store\.url='redis://x:1/0'"):
+        Runtime.create(Settings(store="redis://x:1/0"), store=MemoryStore())
 
 
 def test_runtime_from_env_reads_the_export_interval() -> None:
@@ -240,3 +244,29 @@ def _private_cross_imports() -> list[str]:
 
 def test_no_module_imports_another_packages_private_module() -> None:
     assert _private_cross_imports() == []
+
+
+def test_the_package_validators_raise_the_one_error_type() -> None:
+    """Validators moved onto InvalidValueError keep naming the field, the expectation and the value."""
+    from fastapi import FastAPI
+
+    from mlops_otel.deploy import alert_rules, prometheus_config
+    from mlops_otel.fastapi import instrument_app
+    from mlops_otel.stats import SufficientStats
+    from mlops_otel.telemetry import Telemetry, request_decorator
+
+    cases = [
+        (lambda: Telemetry(mode="fast"), "mode"),  # type: ignore[arg-type]
+        (lambda: Telemetry(export_interval=0), "export_interval"),
+        (lambda: Telemetry(max_label_values=0), "max_label_values"),
+        (lambda: request_decorator("", lambda: None), "name"),  # type: ignore[arg-type,return-value]
+        (lambda: SufficientStats.of([1.0, 2.0], errors=3), "errors"),
+        (lambda: prometheus_config(targets=[]), "targets"),
+        (lambda: alert_rules(drift_for="soon"), "drift_for"),
+        (lambda: instrument_app(FastAPI(), metrics_path="metrics"), "metrics_path"),
+    ]
+    for call, field in cases:
+        with pytest.raises(InvalidValueError) as info:
+            call()
+        assert info.value.field == field
+        assert str(info.value).startswith(f"{field} must be ")

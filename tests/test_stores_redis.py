@@ -260,19 +260,19 @@ def test_a_batch_whose_reply_was_lost_is_applied_once(
 
 def test_resending_a_frozen_batch_is_a_no_op(redis_service: RedisServer, make_store: Callable[..., RedisStore]) -> None:
     store = make_store(redis_service.url, flush_interval=3600.0)
-    with store._send_lock:  # keeps the flusher thread out
+    delivery = store._delivery
+    with delivery.send_lock:  # keeps the flusher thread out
         store.incr("k{g}", {"n": 2, "s": 0.5})
         store.append("w{g}", [1, 2, 3], max_len=2)
-        store._freeze_locked()
-        batch = store._inflight
+        delivery.freeze_locked()
+        batch = delivery.inflight
         assert batch is not None
-        calls = store._calls(batch)
-        client = store._get_client()
-        store._load_scripts(client)
-        assert store._execute(client, calls) == [1, 1]
-        assert store._execute(client, calls) == [0, 0]  # a retry of the same batch is skipped
-        store._inflight = None
-        store._pending.release(batch.entries)
+        calls = delivery.calls(batch)
+        executor = store._executor
+        assert executor.execute(calls) == [1, 1]
+        assert executor.execute(calls) == [0, 0]  # a retry of the same batch is skipped
+        delivery.inflight = None
+        delivery.pending.release(batch.entries)
     assert store.read_counters("k{g}") == {"n": 2.0, "s": 0.5}
     assert store.read_window("w{g}") == [2, 3]
 

@@ -2,9 +2,10 @@
 
 Run it with ``uvicorn examples.diagnosis_service.app:app`` (configured by the
 ``MLOPS_OTEL_*`` and ``OTEL_*`` environment variables, read at start-up) or build
-one with :func:`create_app`. ``POST /diagnosis/create`` follows the seed's flow:
-assign a variant, run that GNN version, record metrics, feed the drift detector,
-record the A/B result, then write the diagnosis with the RAG stage.
+one with :func:`create_app`. ``POST /diagnosis/create`` follows the seed's flow in
+one ``runtime.prediction()`` block (assign a variant, run that GNN version, record the
+metrics, the drift sample, the registry's running metrics and the A/B result), then
+writes the diagnosis with the RAG stage.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from pydantic import BaseModel, Field
 
 from mlops_otel import Runtime, semconv
 from mlops_otel.fastapi import get_runtime, instrument_app
-from mlops_otel.metrics import record_gnn_metrics, record_rag_metrics, track_diagnosis_request, track_stage
-from mlops_otel.registry import InvalidValueError
+from mlops_otel.metrics import record_rag_metrics, track_diagnosis_request, track_stage
+from mlops_otel.validation import InvalidValueError
 
 from .equipment import EquipmentFleet, UnknownEquipmentError
 from .gnn import GNN_VERSIONS, EquipmentGNN, ModelError
@@ -148,34 +149,21 @@ def create_app(
     @track_diagnosis_request("create_diagnosis")
     async def create_diagnosis(body: DiagnosisRequest, request: Request) -> DiagnosisResponse:
         runtime = get_runtime(request.app)
-        # 1. A/B testing: select the model version.
-        variant = runtime.ab.assign_variant(MODEL_TYPE, body.user_id)
-        version = variant["version"] or CHAMPION
         try:
             readings = svc.readings(body.equipment_id)
         except UnknownEquipmentError as exc:
             raise HTTPException(404, str(exc)) from None
-        # 2. Run the GNN of that version.
+        # 1-5. One prediction: the A/B test picks the GNN version, the block runs inside the
+        # gnn.inference span, and on exit the seed metrics, the registry's running metrics, the
+        # drift window and the A/B result each record it once (a ModelError as an error in all).
         try:
-            with track_stage(semconv.STAGE_GNN_INFERENCE, model_version=version, model_type=MODEL_TYPE):
+            async with runtime.prediction(MODEL_TYPE, user_id=body.user_id, default_version=CHAMPION) as p:
+                version = p.version or CHAMPION
                 result = svc.models[version].predict(readings)
-                # 3. Record metrics (inside the stage: they annotate the gnn.inference span).
-                record_gnn_metrics(version, result.inference_time_ms, result.anomaly_score, result.confidence)
+                p.observe(anomaly_score=result.anomaly_score, confidence=result.confidence,
+                          inference_time_ms=result.inference_time_ms)
         except ModelError as exc:
-            runtime.registry.update_metrics(MODEL_TYPE, version, None, None, error=True)
-            if variant["test"]:
-                runtime.ab.record_result(variant["test"], variant["name"], None, None, error=True)
-            raise HTTPException(503, f"GNN {version} failed: {exc}") from exc
-        runtime.registry.update_metrics(MODEL_TYPE, version, result.inference_time_ms, result.confidence,
-                                        error=False)
-        # 4. Drift detection.
-        runtime.drift.get_detector(MODEL_TYPE, version).add_production_sample(
-            result.anomaly_score, result.confidence
-        )
-        # 5. The A/B result, if this request is part of a test.
-        if variant["test"]:
-            runtime.ab.record_result(variant["test"], variant["name"], result.inference_time_ms,
-                                     result.confidence, error=False)
+            raise HTTPException(503, f"GNN {p.version} failed: {exc}") from exc
         # 6. RAG: write the diagnosis.
         try:
             with track_stage(semconv.STAGE_RAG_GENERATION, model_version=svc.rag.model_version):
@@ -186,7 +174,7 @@ def create_app(
             raise HTTPException(503, f"RAG failed: {exc}") from exc
         return DiagnosisResponse(
             equipment_id=result.equipment_id, equipment_type=result.equipment_type, model_version=version,
-            variant=variant["name"], ab_test=variant["test"], anomaly_score=result.anomaly_score,
+            variant=p.variant, ab_test=p.test, anomaly_score=result.anomaly_score,
             confidence=result.confidence, top_sensors=list(result.top_nodes), diagnosis=answer.answer,
             sources=list(answer.sources), tokens_used=answer.total_tokens,
         )

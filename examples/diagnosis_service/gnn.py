@@ -355,6 +355,27 @@ class EquipmentGNN:
         x = _features(np.asarray(values, dtype=np.float64), graph)
         return self._confidence(x, self._logits(x, graph), equipment_type)
 
+    def embed_values(self, values: FloatArray, equipment_type: str) -> FloatArray:
+        """Graph embeddings ``(batch, 2 * hidden)`` of windows ``(batch, n_sensors, window)``.
+
+        The standardised readout (mean and max pooling of the second message-passing
+        layer) the scoring heads see: what drift detection watches with
+        ``add_production_sample(..., embedding=...)``.
+        """
+        graph = self._graphs.get(equipment_type)
+        if graph is None:
+            raise ValueError(f"equipment_type must be one of {tuple(self._graphs)}, got {equipment_type!r}")
+        x = _features(np.asarray(values, dtype=np.float64), graph)
+        w = self._weights
+        embedding: FloatArray = (self._readout(x, graph, w.w1, w.b1, w.w2, w.b2) - w.r_center) / w.r_scale
+        return embedding
+
+    def embed(self, readings: SensorReadings) -> FloatArray:
+        """The graph embedding of one reading window (see :meth:`embed_values`)."""
+        batch = self.embed_values(np.asarray(readings.values, dtype=np.float64)[None], readings.equipment_type)
+        row: FloatArray = batch[0]
+        return row
+
     def _fails(self, readings: SensorReadings) -> bool:
         if self.error_probability <= 0.0:
             return False

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 
 from ._forksafe import after_fork_in_child
+from .semconv import MetricKind
 from .stores import StateStore, make_key
 from .telemetry import FamilySnapshot, Telemetry, merge_snapshots, snapshot_from_json, snapshot_to_json
 
@@ -36,11 +39,20 @@ class FleetMetrics:
     prefix per deployment. OTLP keeps pushing each worker's own data (tagged
     with its ``service.instance.id``); scrape one target per deployment, not
     one per host, or ``sum()`` counts the fleet once per host.
+
+    Each snapshot carries the time it was published and a TTL (*ttl*, default
+    three intervals plus ten seconds) that the worker renews with every
+    publish. A snapshot whose TTL ran out belongs to a worker that stopped or
+    hangs: its gauges (the champion, drift scores, pending writes) leave the
+    fleet view, so a restart never shows two champions, while its counters and
+    histograms stay in the totals (so they never go down).
     """
 
     store: StateStore
     telemetry: Telemetry
     interval: float = attrs.field(default=2.0, kw_only=True)
+    ttl: float | None = attrs.field(default=None, kw_only=True)
+    clock: Callable[[], float] = attrs.field(default=time.time, kw_only=True, repr=False)
     _worker: str = attrs.field(factory=lambda: uuid.uuid4().hex, init=False)
     _stop: threading.Event = attrs.field(factory=threading.Event, init=False, repr=False)
     _thread: threading.Thread | None = attrs.field(default=None, init=False, repr=False)
@@ -50,6 +62,10 @@ class FleetMetrics:
     def __attrs_post_init__(self) -> None:
         if not 0 < self.interval < float("inf"):
             raise ValueError(f"interval must be a positive number of seconds, got {self.interval!r}")
+        if self.ttl is None:
+            self.ttl = 3 * self.interval + 10.0
+        elif not self.interval < self.ttl < float("inf"):
+            raise ValueError(f"ttl must be a number of seconds above interval ({self.interval!r}), got {self.ttl!r}")
         after_fork_in_child(self, FleetMetrics._after_fork)
 
     def _after_fork(self) -> None:
@@ -96,17 +112,34 @@ class FleetMetrics:
                 if found is not None and isinstance(found.value, dict):
                     families = found.value.get("families")
                     if isinstance(families, dict):
-                        others.append(snapshot_from_json(families))
+                        snapshot = snapshot_from_json(families)
+                        if self._expired(found.value):
+                            snapshot = [f for f in snapshot if f.spec.kind is not MetricKind.GAUGE]
+                        others.append(snapshot)
         except Exception as exc:  # keep serving the last view of the fleet
             self.telemetry.fault("fleet_refresh", exc)
             return False
         self._others = others
         return published
 
-    def publish(self) -> bool:
-        """Write this worker's snapshot to the store now; return whether it was stored."""
+    def _expired(self, doc: dict[str, Any]) -> bool:
+        published, ttl = doc.get("published_at"), doc.get("ttl")
+        if not isinstance(published, (int, float)) or not isinstance(ttl, (int, float)):
+            return True  # written by 0.1, which never renewed it
+        return self.clock() > published + ttl
+
+    def publish(self, *, gauges: bool = True) -> bool:
+        """Write this worker's snapshot to the store now; return whether it was stored.
+
+        ``gauges=False`` leaves the gauges out (a one-shot writer such as the CLI, whose
+        gauges would go stale at once, while its counters must reach the totals).
+        """
         key = make_key(_NAMESPACE, _GROUP, self._worker)
-        doc: dict[str, Any] = {"worker": self._worker, "families": snapshot_to_json(self.telemetry.snapshot())}
+        families = self.telemetry.snapshot()
+        if not gauges:
+            families = [f for f in families if f.spec.kind is not MetricKind.GAUGE]
+        doc: dict[str, Any] = {"worker": self._worker, "families": snapshot_to_json(families),
+                               "published_at": self.clock(), "ttl": self.ttl}
         try:
             for _ in range(3):
                 current = self.store.get_document(key)
@@ -121,10 +154,13 @@ class FleetMetrics:
         return merge_snapshots([self.telemetry.snapshot(), *self._others])
 
     def close(self) -> None:
-        """Publish once more and stop; ``/metrics`` serves the local snapshot again."""
+        """Publish once more (counters only: a stopped worker exports no gauges) and stop.
+
+        ``/metrics`` serves the local snapshot again.
+        """
         self._stop.set()
         thread = self._thread
         if thread is not None and thread.is_alive():
             thread.join(timeout=self.interval + 5)
-        self.publish()
+        self.publish(gauges=False)
         self.telemetry.use_exposition_source(None)

@@ -23,26 +23,36 @@ import functools
 import inspect
 import time
 from collections.abc import Callable, Mapping, Sequence
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import semconv
+from .telemetry import StageTracker
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
+    from .ab import ABTestManager
+    from .drift import DriftMonitor
+    from .registry import ModelRegistry
     from .shadow import ShadowCall
-    from .telemetry import StageTracker
+    from .telemetry import Telemetry
 
 __all__ = ["Prediction", "ShadowedPrediction", "current_prediction"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _CURRENT: contextvars.ContextVar[Prediction | None] = contextvars.ContextVar("mlops_otel_prediction", default=None)
-_perf = time.perf_counter
+
+
+_NO_EXTRA: Mapping[str, float | bool] = MappingProxyType({})
 
 
 def current_prediction() -> Prediction | None:
-    """The innermost open :class:`Prediction` of this task or thread, or ``None``."""
+    """The prediction of the innermost ``@runtime.prediction(...)``-decorated call of this task or thread.
+
+    ``None`` outside one. (A ``with runtime.prediction(...) as p`` block already holds ``p``;
+    it does not pay for a context variable on every prediction.)
+    """
     return _CURRENT.get()
 
 
@@ -73,17 +83,18 @@ class Prediction:
     """
 
     __slots__ = (
-        "_done", "_start", "_token", "_tracker", "anomaly_score", "attributes", "confidence", "default_version",
-        "embedding", "error_type", "extra", "features", "inference_time_ms", "model_type", "runtime", "stage",
-        "test", "user_id", "variant", "version",
+        "_done", "_parts", "_tracker", "anomaly_score", "attributes", "confidence", "default_version", "embedding",
+        "error_type", "extra", "features", "inference_time_ms", "model_type", "runtime", "stage", "test",
+        "user_id", "variant", "version",
     )
+
+    _parts: tuple[Telemetry, ModelRegistry, ABTestManager, DriftMonitor]  # set on entry
 
     def __init__(
         self,
         runtime: Runtime,
         model_type: str,
         user_id: str | None = None,
-        *,
         stage: str | None = None,
         default_version: str | None = None,
         attributes: Mapping[str, Any] | None = None,
@@ -105,15 +116,13 @@ class Prediction:
         self.confidence: float | None = None
         self.features: Mapping[str, float | str] | None = None
         self.embedding: Sequence[float] | Any | None = None
-        self.extra: dict[str, float | bool] = {}
+        self.extra: Mapping[str, float | bool] = _NO_EXTRA
         #: Latency reported by :meth:`observe`; otherwise the block's wall time is used.
         self.inference_time_ms: float | None = None
         #: The exception's class name when the block failed.
         self.error_type: str | None = None
         self._tracker: StageTracker | None = None
-        self._token: contextvars.Token[Prediction | None] | None = None
-        self._start = 0.0
-        self._done = False
+        self._done: bool | None = None  # None: not entered; False: open; True: exited
 
     def __repr__(self) -> str:
         return (f"Prediction(model_type={self.model_type!r}, version={self.version!r}, variant={self.variant!r}, "
@@ -147,48 +156,76 @@ class Prediction:
 
     # ------------------------------------------------------------------- scope
     def __enter__(self) -> Prediction:
-        if self._done or self._tracker is not None:
+        if self._done is not None:
             raise RuntimeError("a Prediction is used once: call runtime.prediction(...) for each prediction")
         rt = self.runtime
-        tel = rt.telemetry
+        parts = self._parts = rt._hot or rt.hot_parts()
+        tel = parts[0]
         try:
-            assignment = rt.ab.assign_variant(self.model_type, self.user_id)
+            assignment = parts[2].assign_variant(self.model_type, self.user_id)
             self.variant = assignment["name"]
-            self.test = assignment["test"]
+            test = self.test = assignment["test"]
             self.version = assignment["version"] or self.default_version
         except Exception as exc:  # assignment never raises, but a broken runtime must not fail the request
             tel.fault("prediction.assign", exc)
+            test = None
             self.version = self.default_version
-        tracker = self._tracker = tel.track_stage(self.stage, self.version, model_type=self.model_type)
+        tracker = self._tracker = StageTracker(tel, self.stage, self.version, self.model_type, self.attributes)
         span = tracker.__enter__()
-        if span.is_recording():
-            try:
-                if self.test is not None:
-                    span.set_attribute(semconv.SPAN_ATTR_AB_TEST, self.test)
-                    span.set_attribute(semconv.SPAN_ATTR_AB_VARIANT, self.variant)
-                if self.attributes:
-                    span.set_attributes(dict(self.attributes))
-            except Exception as exc:
-                tel.fault("prediction.attributes", exc)
-        self._token = _CURRENT.set(self)
-        self._start = _perf()
+        if test is not None and span.is_recording():
+            span.set_attribute(semconv.SPAN_ATTR_AB_TEST, test)
+            span.set_attribute(semconv.SPAN_ATTR_AB_VARIANT, self.variant)
+        self._done = False
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        elapsed_ms = (_perf() - self._start) * 1000.0
         tracker = self._tracker
-        if tracker is None or self._done:
+        if tracker is None or self._done is not False:  # not entered, or already exited
             return
         self._done = True
-        if self._token is not None:
-            _CURRENT.reset(self._token)
-            self._token = None
+        tel, registry, ab, drift = self._parts
+        version = self.version
+        score, conf = self.anomaly_score, self.confidence
+        observed = version is not None and score is not None and conf is not None
+        if exc_type is not None:
+            self.error_type = exc_type.__name__
+        if version is not None and not observed:
+            tel.set_request_model_version(version)
+        # The seed metrics and the stage duration under one lock, on the stage's span, which then ends.
+        elapsed = tracker.finish(exc_type, exc, (version, self.inference_time_ms, score, conf)  # type: ignore[arg-type]
+                                 if observed else None)
+        if version is None:
+            tel.invalid("prediction.model_version", None)  # no test, champion or default: nothing to attribute
+            return
+        error = exc_type is not None
+        ok_latency = None if error else (elapsed * 1000.0 if self.inference_time_ms is None else self.inference_time_ms)
+        ok_conf = None if error else conf
+        # Each part on its own: a fault in one never keeps the others from recording.
         try:
-            self._record(elapsed_ms, exc_type)
-        finally:
-            tracker.__exit__(exc_type, exc, tb)  # stage duration, error counter, span end
+            registry.update_metrics(self.model_type, version, ok_latency, ok_conf, error=error)
+        except Exception as fault:  # the caller's request must never fail because of us
+            tel.fault("prediction.registry", fault)
+        test = self.test
+        if test is not None:
+            try:
+                # Custom metrics (#12) and the attributes the test's segment report breaks down by.
+                ab.record_result(test, self.variant, ok_latency, ok_conf, error=error, metrics=self.extra or None,
+                                 attributes=self.attributes or None)
+            except Exception as fault:
+                tel.fault("prediction.ab", fault)
+        if observed:
+            try:
+                key = (self.model_type, version)
+                detectors = self.runtime._detectors
+                detector = detectors.get(key)
+                if detector is None:
+                    detector = detectors[key] = drift.get_detector(self.model_type, version)
+                detector.add_production_sample(score, conf, features=self.features,  # type: ignore[arg-type]
+                                               embedding=self.embedding)  # observed: score and conf not None
+            except Exception as fault:
+                tel.fault("prediction.drift", fault)
 
     async def __aenter__(self) -> Prediction:
         return self.__enter__()
@@ -197,47 +234,6 @@ class Prediction:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.__exit__(exc_type, exc, tb)
-
-    def _record(self, elapsed_ms: float, exc_type: type[BaseException] | None) -> None:
-        rt = self.runtime
-        tel = rt.telemetry
-        version = self.version
-        try:
-            error = exc_type is not None
-            if error:
-                assert exc_type is not None
-                self.error_type = exc_type.__name__
-            if version is None:
-                tel.invalid("prediction.model_version", None)  # no test, champion or default: nothing to attribute
-                return
-            latency = elapsed_ms if self.inference_time_ms is None else self.inference_time_ms
-            score, conf = self.anomaly_score, self.confidence
-            if score is not None and conf is not None:
-                tel.record_gnn_metrics(version, latency, score, conf)
-            else:
-                tel.set_request_model_version(version)
-            ok_latency = None if error else latency
-            ok_conf = None if error else conf
-            rt.registry.update_metrics(self.model_type, version, ok_latency, ok_conf, error=error)
-            if self.test is not None:
-                if self.extra:
-                    # Contract 4 (#12): ABTestManager.record_result(metrics=...) is added by the ab branch;
-                    # until it is on main, pass it only when given (a TypeError is counted as a fault).
-                    rt.ab.record_result(self.test, self.variant, ok_latency, ok_conf, error=error,
-                                        metrics=self.extra)  # type: ignore[call-arg]
-                else:
-                    rt.ab.record_result(self.test, self.variant, ok_latency, ok_conf, error=error)
-            if score is not None and conf is not None:
-                detector = rt.drift.get_detector(self.model_type, version)
-                if self.features is not None or self.embedding is not None:
-                    # Contract 4 (#17): features=/embedding= are added by the drift branch; until it is on
-                    # main, pass them only when given.
-                    detector.add_production_sample(score, conf, features=self.features,  # type: ignore[call-arg]
-                                                   embedding=self.embedding)
-                else:
-                    detector.add_production_sample(score, conf)
-        except Exception as exc:  # the caller's request must never fail because of us
-            tel.fault("prediction.record", exc)
 
     # --------------------------------------------------------------- decorator
     def __call__(self, func: F) -> F:
@@ -267,20 +263,28 @@ class Prediction:
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 p = open_for(args, kwargs)
-                async with p:
-                    if inject:
-                        kwargs["prediction"] = p
-                    return await func(*args, **kwargs)
+                token = _CURRENT.set(p)
+                try:
+                    async with p:
+                        if inject:
+                            kwargs["prediction"] = p
+                        return await func(*args, **kwargs)
+                finally:
+                    _CURRENT.reset(token)
 
             return cast("F", async_wrapper)
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             p = open_for(args, kwargs)
-            with p:
-                if inject:
-                    kwargs["prediction"] = p
-                return func(*args, **kwargs)
+            token = _CURRENT.set(p)
+            try:
+                with p:
+                    if inject:
+                        kwargs["prediction"] = p
+                    return func(*args, **kwargs)
+            finally:
+                _CURRENT.reset(token)
 
         return cast("F", wrapper)
 

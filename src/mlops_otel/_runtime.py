@@ -23,11 +23,12 @@ from .validation import InvalidValueError
 
 if TYPE_CHECKING:
     from .ab import ABTestManager
-    from .drift import DriftMonitor
+    from .drift import DriftDetector, DriftMonitor
     from .registry import ModelRegistry
     from .shadow import ShadowCall
 
 __all__ = [
+    "DefaultProxy",
     "Runtime",
     "configure",
     "default_runtime",
@@ -37,6 +38,7 @@ __all__ = [
     "release_default",
     "reset_default",
 ]
+
 
 def open_store(
     url: StoreSettings | str | None, *, prefix: str | None = None, telemetry: Telemetry | None = None
@@ -93,6 +95,10 @@ class Runtime:
     _drift: DriftMonitor | None = attrs.field(default=None, init=False, repr=False)
     _closed: bool = attrs.field(default=False, init=False, repr=False)
     _atexit_hook: Any = attrs.field(default=None, init=False, repr=False)
+    _hot: tuple[Telemetry, ModelRegistry, ABTestManager, DriftMonitor] | None = attrs.field(
+        default=None, init=False, repr=False)
+    #: prediction()'s cache of drift detectors by (model_type, version); the monitor never replaces one.
+    _detectors: dict[tuple[str, str], DriftDetector] = attrs.field(factory=dict, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         # A store built without telemetry records into this runtime's, not into whatever default
@@ -143,6 +149,9 @@ class Runtime:
         )
         if store is not None and given_store is None and not isinstance(store, str):
             raise InvalidValueError("store", "a StateStore, a store URL or None", store)
+        if given_store is not None and base.store.url is not None:  # never silently ignore the settings' store
+            raise InvalidValueError("store", f"not given together with settings.store.url={base.store.url!r} "
+                                    "(pass one of them)", store)
         return cls.from_settings(base, store=given_store, meter_provider=meter_provider,
                                  tracer_provider=tracer_provider)
 
@@ -222,6 +231,13 @@ class Runtime:
                                            **self.settings.drift.monitor_options())
             return self._drift
 
+    def hot_parts(self) -> tuple[Telemetry, ModelRegistry, ABTestManager, DriftMonitor]:
+        """``(telemetry, registry, ab, drift)``, created on first use and then read without a lock."""
+        parts = self._hot
+        if parts is None:
+            parts = self._hot = (self.telemetry, self.registry, self.ab, self.drift)
+        return parts
+
     def prediction(
         self,
         model_type: str,
@@ -242,10 +258,9 @@ class Runtime:
         runs a shadow challenger on *inputs* after a successful block (see :mod:`mlops_otel.shadow`).
         """
         if shadow is not None:
-            return ShadowedPrediction(self, model_type, user_id, stage=stage, default_version=default_version,
-                                      attributes=attributes or None, shadow=shadow)
-        return Prediction(self, model_type, user_id, stage=stage, default_version=default_version,
-                          attributes=attributes or None)
+            return ShadowedPrediction(self, model_type, user_id, stage, default_version, attributes or None,
+                                      shadow=shadow)
+        return Prediction(self, model_type, user_id, stage, default_version, attributes or None)
 
     def close(self) -> None:
         """Flush and release everything; idempotent. The one place that orders the shutdown.

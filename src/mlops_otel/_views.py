@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import attrs
 
 from .ab import ABTest, ABTestConfig, ABTestNotFoundError, ABTestState, ABTestStateError, Evaluation
+from .drift import detector_key, parse_detector_key
 from .registry import InvalidValueError, ModelVersion, RegistryConflictError, RoleChange, UnknownVersionError
 from .stores import StoreError
 
@@ -375,9 +376,9 @@ class Operations:
             head = len(_DRIFT_KEYS)
             groups = {k[head:k.index("}", head)] for k in self.runtime.store.list_keys(_DRIFT_KEYS) if "}" in k[head:]}
             for group in sorted(groups - set(detectors)):
-                model_type, sep, version = group.partition(":")
-                if sep:
-                    detectors[group] = monitor.get_detector(model_type, version)
+                names = parse_detector_key(group)
+                if names is not None:
+                    detectors[group] = monitor.get_detector(*names)
         return detectors
 
     def drift_reports(self) -> list[dict[str, Any]]:
@@ -391,7 +392,7 @@ class Operations:
 
     def drift_report(self, model_type: str, version: str) -> dict[str, Any]:
         """The report of the detector of *version* of *model_type*."""
-        key = f"{model_type}:{version}"
+        key = detector_key(model_type, version)
 
         def report() -> dict[str, Any]:
             detector = self._detectors().get(key)

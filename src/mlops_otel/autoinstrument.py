@@ -9,19 +9,25 @@ runtime built by :meth:`mlops_otel.Runtime.from_env` when the app starts
 ``MLOPS_OTEL_METRICS_PATH`` (default ``/metrics``; empty disables the mount) and
 ``MLOPS_OTEL_MANAGEMENT_TOKEN`` (enables the management API under ``/mlops``)
 are read when an app is created.
+
+The ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER`` variables are applied by an
+OpenTelemetry *configurator* (the ``opentelemetry-distro`` package, installed by
+``pip install 'mlops-otel[zerocode]'``). Without one, ``opentelemetry-instrument``
+silently exports nothing; this instrumentor logs a warning saying so.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 # mypy cannot see BaseInstrumentor through the namespace package (ships no py.typed): it is Any.
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
-__all__ = ["MlopsOtelInstrumentor"]
+__all__ = ["MlopsOtelInstrumentor", "missing_configurator_warning"]
 
 _log = logging.getLogger("mlops_otel.autoinstrument")
 
@@ -36,6 +42,10 @@ class MlopsOtelInstrumentor(BaseInstrumentor):  # type: ignore[misc]  # base is 
 
     def _instrument(self, **kwargs: Any) -> None:
         from fastapi import FastAPI
+
+        warning = missing_configurator_warning(entry_points(group="opentelemetry_configurator"), os.environ)
+        if warning is not None:
+            _log.warning(warning)
 
         if MlopsOtelInstrumentor._original_init is not None:
             return
@@ -54,6 +64,17 @@ class MlopsOtelInstrumentor(BaseInstrumentor):  # type: ignore[misc]  # base is 
         if MlopsOtelInstrumentor._original_init is not None:
             FastAPI.__init__ = MlopsOtelInstrumentor._original_init  # type: ignore[method-assign]  # restore
             MlopsOtelInstrumentor._original_init = None
+
+
+def missing_configurator_warning(configurators: Iterable[EntryPoint], environ: Any) -> str | None:
+    """The warning to log when ``OTEL_*`` exporters are asked for but no configurator applies them."""
+    if any(True for _ in configurators):
+        return None
+    asked = [f"{name}={environ[name]}" for name in ("OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER")
+             if environ.get(name, "").strip().lower() not in ("", "none")]
+    what = ", ".join(asked) if asked else "OTEL_TRACES_EXPORTER"
+    return (f"mlops-otel: no OpenTelemetry configurator is installed, so {what} has no effect and no spans "
+            "are exported; install one with: pip install 'mlops-otel[zerocode]' (opentelemetry-distro)")
 
 
 def _instrument_new_app(app: Any) -> None:

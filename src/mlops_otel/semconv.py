@@ -22,7 +22,14 @@ __all__ = [
     "AB_ASSIGNMENTS",
     "AB_DECISIONS",
     "AB_RESULTS",
+    "AB_VIEW_AGE",
     "ALL_METRICS",
+    "ATTR_FEATURE",
+    "DRIFT_FEATURE_OVERFLOW",
+    "DRIFT_METRICS",
+    "DRIFT_REFERENCE_RESTORED",
+    "MODEL_EMBEDDING_DRIFT_SCORE",
+    "MODEL_FEATURE_DRIFT_SCORE",
     "ATTR_DECISION",
     "ATTR_ERROR_TYPE",
     "ATTR_GEN_AI_INPUT_TOKENS",
@@ -74,6 +81,10 @@ __all__ = [
     "STORE_DROPPED",
     "STORE_FLUSH_ERRORS",
     "STORE_PENDING",
+    "STORE_STATE_LOST",
+    "VIEW_AGE",
+    "ROBUST_METRICS",
+    "ATTR_VIEW",
     "TELEMETRY_ERRORS",
     "UNKNOWN_LABEL_VALUE",
     "metric_by_name",
@@ -279,6 +290,12 @@ AB_DECISIONS = MetricSpec(
     "ab_decisions", MetricKind.COUNTER, "{decision}",
     "A/B test evaluations by decision (promote, rollback, continue, halt).", (ATTR_TEST, ATTR_DECISION),
 )
+# --- A/B testing (#12): how old each process's view of the running tests is.
+AB_VIEW_AGE = MetricSpec(
+    "mlops_ab_view_age", MetricKind.GAUGE, "s",
+    "Seconds since the store last answered for this process's view of a model type's A/B test "
+    "(served stale while it refreshes in the background).", (ATTR_MODEL_TYPE,),
+)
 DRIFT_ALERT = MetricSpec(
     "model_drift_alert", MetricKind.GAUGE, "{alert}",
     "1 while the drift alert of a model version is firing (with hysteresis), else 0.",
@@ -302,6 +319,20 @@ TELEMETRY_ERRORS = MetricSpec(
     "Internal telemetry faults that were swallowed to protect the request path.", (ATTR_REASON,),
 )
 
+# ---------------------------------------------------------------- robust (#11): store state and views
+ATTR_VIEW = "view"
+STORE_STATE_LOST = MetricSpec(
+    "mlops_store_state_lost", MetricKind.COUNTER, "{event}",
+    "Times this process found the shared store's state gone (restarted empty, flushed) and restored what it knew.",
+    (ATTR_STORE,),
+)
+VIEW_AGE = MetricSpec(
+    "mlops_view_age", MetricKind.GAUGE, "s",
+    "Age of the oldest entry of an in-process view served to the request path (refreshed in the background).",
+    (ATTR_VIEW,),
+)
+ROBUST_METRICS: tuple[MetricSpec, ...] = (STORE_STATE_LOST, VIEW_AGE)
+
 SDK_METRICS: tuple[MetricSpec, ...] = (
     INVALID_MEASUREMENTS,
     LABEL_OVERFLOW,
@@ -309,11 +340,13 @@ SDK_METRICS: tuple[MetricSpec, ...] = (
     AB_ASSIGNMENTS,
     AB_RESULTS,
     AB_DECISIONS,
+    AB_VIEW_AGE,
     DRIFT_ALERT,
     STORE_DROPPED,
     STORE_FLUSH_ERRORS,
     STORE_PENDING,
     TELEMETRY_ERRORS,
+    *ROBUST_METRICS,
 )
 
 # ------------------------------------------------ shadow traffic and progressive rollout (#14)
@@ -371,7 +404,39 @@ SHADOW_METRICS: tuple[MetricSpec, ...] = (
     ROLLOUT_STEP_CHANGES,
 )
 
-ALL_METRICS: tuple[MetricSpec, ...] = SEED_METRICS + SDK_METRICS + SHADOW_METRICS
+# ------------------------------------------------- drift: inputs, embeddings, faults (#17)
+ATTR_FEATURE = "feature"
+MODEL_FEATURE_DRIFT_SCORE = MetricSpec(
+    "model_feature_drift_score", MetricKind.GAUGE, "{score}",
+    "Drift score of one input feature of a model version: KS distance (numeric) or total variation "
+    "distance of the category mix (categorical), 0..1.",
+    (ATTR_MODEL_TYPE, ATTR_MODEL_VERSION, ATTR_FEATURE),
+)
+MODEL_EMBEDDING_DRIFT_SCORE = MetricSpec(
+    "model_embedding_drift_score", MetricKind.GAUGE, "{score}",
+    "Multivariate drift of a model version's embeddings: squared MMD (Gaussian kernel) against the reference.",
+    (ATTR_MODEL_TYPE, ATTR_MODEL_VERSION),
+)
+DRIFT_REFERENCE_RESTORED = MetricSpec(
+    "mlops_drift_reference_restored", MetricKind.COUNTER, "{restore}",
+    "Drift references written back from a worker's memory after the store lost them (e.g. restarted empty).",
+    (ATTR_MODEL_TYPE, ATTR_MODEL_VERSION),
+)
+DRIFT_FEATURE_OVERFLOW = MetricSpec(
+    "mlops_drift_feature_overflow", MetricKind.COUNTER, "{value}",
+    "Feature values not monitored because the detector's feature cap was reached, or not a finite "
+    "number or a string.",
+    (ATTR_MODEL_TYPE, ATTR_MODEL_VERSION),
+)
+
+DRIFT_METRICS: tuple[MetricSpec, ...] = (
+    MODEL_FEATURE_DRIFT_SCORE,
+    MODEL_EMBEDDING_DRIFT_SCORE,
+    DRIFT_REFERENCE_RESTORED,
+    DRIFT_FEATURE_OVERFLOW,
+)
+
+ALL_METRICS: tuple[MetricSpec, ...] = SEED_METRICS + SDK_METRICS + DRIFT_METRICS + SHADOW_METRICS
 
 _BY_NAME = {m.name: m for m in ALL_METRICS}
 

@@ -32,6 +32,8 @@ from typing import ClassVar
 
 import attrs
 
+from .validation import InvalidValueError
+
 __all__ = ["CONFIDENCE_SHIFT", "LATENCY_SHIFT_MS", "Moments", "SufficientStats"]
 
 #: Shift subtracted from every confidence before summing (centre of ``[0, 1]``).
@@ -209,5 +211,5 @@ class SufficientStats:
         conf = Moments.of(confidences, shift=CONFIDENCE_SHIFT)
         count = max(lat.n, conf.n) if n is None else n
         if errors < 0 or errors > count:
-            raise ValueError(f"errors must be between 0 and n={count}, got {errors!r}")
+            raise InvalidValueError("errors", f"between 0 and n={count}", errors)
         return cls(count, errors, lat, conf)

@@ -216,6 +216,10 @@ def name() -> Validator:
     return validate
 
 
+#: Largest accepted latency in ms (about 31.7 years): squares of up to 1e280 such values sum finitely.
+MAX_LATENCY_MS = 1e12
+
+
 def check_result(
     inference_time_ms: object, confidence: object, error: object
 ) -> tuple[float | None, float | None, bool | None, tuple[str, ...]]:
@@ -234,7 +238,9 @@ def check_result(
     latency: float | None = None
     if inference_time_ms is not None:
         latency = _real(inference_time_ms)
-        if latency is None or not (0.0 <= latency < math.inf):
+        # Bounded (#11) so that its square, summed over any realistic batch, stays finite: one
+        # absurd value (1e200 ms) is rejected on its own instead of overflowing the batch's sums.
+        if latency is None or not (0.0 <= latency <= MAX_LATENCY_MS):
             rejected.append("inference_time_ms")
             latency = None
     conf: float | None = None

@@ -1,8 +1,17 @@
 """A/B testing between model versions: pure assignment and evaluation, and the store-backed manager."""
 
 from ._assign import Variant, assign, assign_many, bucket, buckets_many
-from ._config import BUCKETS, ABTestConfig, Guardrails, InvalidConfigError
-from ._evaluate import Decision, Evaluation, MetricEffect, StatsBatch, evaluate, evaluate_batch
+from ._config import BUCKETS, ABTestConfig, Guardrails, InvalidConfigError, MetricSpec
+from ._evaluate import (
+    Decision,
+    Evaluation,
+    MetricBatch,
+    MetricEffect,
+    SegmentReport,
+    StatsBatch,
+    evaluate,
+    evaluate_batch,
+)
 from ._manager import ABTest, ABTestManager, ABTestNotFoundError, ABTestState, ABTestStateError, Assignment
 from ._progressive import RolloutCheck, RolloutManager
 from ._rollout import (
@@ -16,6 +25,7 @@ from ._rollout import (
     step_config,
     step_stats,
 )
+from ._variant import VariantStats
 
 __all__ = [
     "BUCKETS",
@@ -30,6 +40,7 @@ __all__ = [
     "Evaluation",
     "Guardrails",
     "InvalidConfigError",
+    "MetricBatch",
     "MetricEffect",
     "RolloutCheck",
     "RolloutManager",
@@ -39,8 +50,11 @@ __all__ = [
     "RolloutStep",
     "StepDecision",
     "StepVerdict",
+    "MetricSpec",
+    "SegmentReport",
     "StatsBatch",
     "Variant",
+    "VariantStats",
     "assign",
     "assign_many",
     "bucket",

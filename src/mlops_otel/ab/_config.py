@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
 from ..validation import InvalidValueError, check_name
 
-__all__ = ["BUCKETS", "ABTestConfig", "Guardrails", "InvalidConfigError"]
+__all__ = ["BUILTIN_METRICS", "BUCKETS", "ABTestConfig", "Guardrails", "InvalidConfigError", "MetricSpec"]
 
 #: Hash buckets per test: assignment granularity is 1/BUCKETS = 0.0001 %.
 BUCKETS = 1_000_000
@@ -62,18 +62,22 @@ def _bool(_: object, attribute: attrs.Attribute[bool], value: object) -> None:
 
 @attrs.frozen(kw_only=True)
 class Guardrails:
-    """How much worse the treatment may be before the test is rolled back.
+    """Non-inferiority margins of the built-in metrics: how much worse the treatment may be.
 
-    A guardrail fires only when the confidence sequence shows the degradation
-    *exceeds* the tolerance, so noise alone never triggers it.
+    A guardrail is *breached* (rollback) only when its always-valid interval
+    lies entirely beyond the margin, so noise alone never triggers it; a
+    promotion needs every guardrail's interval entirely *within* its margin
+    (non-inferiority shown). A margin of zero could never be shown, so the
+    defaults are small but positive: 0.5 percentage points of error rate,
+    10 % of (geometric mean) latency, 0.005 of mean confidence.
     """
 
-    #: Tolerated absolute increase of the error rate (0.01 = one percentage point).
-    max_error_rate_increase: float = attrs.field(default=0.0, validator=_range(0.0, 1.0, high_open=True))
-    #: Tolerated relative increase of the mean latency, in percent.
+    #: Tolerated absolute increase of the error rate (0.005 = half a percentage point).
+    max_error_rate_increase: float = attrs.field(default=0.005, validator=_range(0.0, 1.0, high_open=True))
+    #: Tolerated relative increase of the geometric mean latency, in percent.
     max_latency_increase_pct: float = attrs.field(default=10.0, validator=_range(0.0, 1000.0))
     #: Tolerated absolute decrease of the mean confidence.
-    max_confidence_decrease: float = attrs.field(default=0.0, validator=_range(0.0, 1.0, high_open=True))
+    max_confidence_decrease: float = attrs.field(default=0.005, validator=_range(0.0, 1.0, high_open=True))
 
     def to_dict(self) -> dict[str, float]:
         """The guardrails as JSON-compatible values."""
@@ -85,6 +89,80 @@ class Guardrails:
 
 
 _PCT = _range(0.0, 100.0, low_open=True, high_open=True)
+
+#: The metrics every result carries: error rate, latency (ms) and confidence.
+BUILTIN_METRICS = ("error_rate", "latency_ms", "confidence")
+_KINDS = ("binary", "continuous")
+_DIRECTIONS = ("higher", "lower")
+_ROLES = ("primary", "guardrail")
+
+
+def _choice(options: tuple[str, ...]) -> Any:
+    expected = "one of " + ", ".join(repr(o) for o in options)
+
+    def check(_: object, attribute: attrs.Attribute[str], value: object) -> None:
+        if value not in options:
+            raise InvalidConfigError(attribute.name, expected, value)
+
+    return check
+
+
+def _metric_name(_: object, attribute: attrs.Attribute[str], value: object) -> None:
+    _name(_, attribute, value)
+    if value in BUILTIN_METRICS or not all(c.isalnum() or c in "_-." for c in str(value)):
+        raise InvalidConfigError(attribute.name, "a metric name of letters, digits, '_', '-' or '.' that is "
+                                 f"not a built-in metric ({', '.join(BUILTIN_METRICS)})", value)
+
+
+@attrs.frozen(kw_only=True)
+class MetricSpec:
+    """A custom metric of a test, recorded with ``record_result(..., metrics={name: value})``.
+
+    ``kind`` is ``"binary"`` (a bool per result, e.g. thumbs-up feedback:
+    compared as a proportion) or ``"continuous"`` (a finite float, e.g. RAG
+    tokens or cost: compared as a mean). ``direction`` says which way is
+    better. ``role`` ``"primary"`` makes it the metric the test must improve
+    (at most one metric is primary); a ``"guardrail"`` must not get worse by
+    more than ``margin`` (absolute, in the metric's unit).
+    """
+
+    name: str = attrs.field(validator=_metric_name)
+    kind: str = attrs.field(default="continuous", validator=_choice(_KINDS))
+    direction: str = attrs.field(default="higher", validator=_choice(_DIRECTIONS))
+    role: str = attrs.field(default="guardrail", validator=_choice(_ROLES))
+    margin: float = attrs.field(default=0.0, validator=_range(0.0, 1e300))
+
+    @property
+    def higher_is_better(self) -> bool:
+        """Whether larger values are better."""
+        return self.direction == "higher"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The metric as JSON-compatible values."""
+        return {"name": self.name, "kind": self.kind, "direction": self.direction, "role": self.role,
+                "margin": float(self.margin)}
+
+
+def _metrics(value: object) -> object:
+    if isinstance(value, (list, tuple)):
+        return tuple(MetricSpec(**v) if isinstance(v, Mapping) else v for v in value)
+    return value
+
+
+def _check_metrics(_: object, attribute: attrs.Attribute[tuple[MetricSpec, ...]], value: object) -> None:
+    if not isinstance(value, tuple) or not all(isinstance(v, MetricSpec) for v in value):
+        raise InvalidConfigError(attribute.name, "a sequence of MetricSpec or of mappings of its fields", value)
+    names = [v.name for v in value]
+    if len(set(names)) != len(names):
+        raise InvalidConfigError(attribute.name, "metrics with distinct names", names)
+    if sum(v.role == "primary" for v in value) > 1:
+        raise InvalidConfigError(attribute.name, "at most one metric with role 'primary'",
+                                 [v.name for v in value if v.role == "primary"])
+
+
+def _optional_name(_: object, attribute: attrs.Attribute[str | None], value: object) -> None:
+    if value is not None:
+        _name(_, cast(Any, attribute), value)
 
 
 def _guardrails(value: object) -> object:
@@ -129,8 +207,17 @@ class ABTestConfig:
     #: Apply promote/rollback (and abort on halt) as soon as an evaluation decides it.
     auto_finalize: bool = attrs.field(default=False, validator=_bool)
     salt: str = attrs.field(default=attrs.Factory(_default_salt, takes_self=True), validator=_name)
-    #: Significance of the sample-ratio-mismatch chi-square check.
+    #: Level of the sequential sample-ratio-mismatch test (probability of ever halting a healthy test).
     srm_alpha: float = attrs.field(default=0.001, validator=_range(0.0, 0.5, low_open=True))
+    #: The metric the treatment must improve: a built-in one or a custom metric's name
+    #: (default: the custom metric with role "primary", else ``confidence``).
+    primary_metric: str | None = attrs.field(default=None, validator=_optional_name)
+    #: Custom metrics recorded with ``record_result(..., metrics={...})``.
+    metrics: tuple[MetricSpec, ...] = attrs.field(default=(), converter=_metrics, validator=_check_metrics)
+    #: Expected events (and non-events) per arm at the pooled rate before a proportion may decide.
+    min_events: int = attrs.field(default=10, validator=_int_at_least(1))
+    #: A result attribute to break the report down by (reported only; never moves roles).
+    segment_by: str | None = attrs.field(default=None, validator=_optional_name)
 
     # Derived once: the assignment hot path reads these instead of recomputing.
     treatment_buckets: int = attrs.field(init=False, repr=False, eq=False)
@@ -164,6 +251,22 @@ class ABTestConfig:
         if self.treatment_version == self.control_version:
             raise InvalidConfigError("treatment_version", "different from control_version",
                                      self.treatment_version)
+        known = (*BUILTIN_METRICS, *(m.name for m in self.metrics))
+        declared = [m.name for m in self.metrics if m.role == "primary"]
+        if self.primary_metric is not None and self.primary_metric not in known:
+            raise InvalidConfigError("primary_metric", "a built-in or declared metric (" + ", ".join(known) + ")",
+                                     self.primary_metric)
+        if self.primary_metric is not None and declared and declared[0] != self.primary_metric:
+            raise InvalidConfigError("primary_metric", f"the metric declared with role 'primary' ({declared[0]!r})",
+                                     self.primary_metric)
+
+    @property
+    def primary(self) -> str:
+        """The name of the primary metric."""
+        if self.primary_metric is not None:
+            return self.primary_metric
+        declared = [m.name for m in self.metrics if m.role == "primary"]
+        return declared[0] if declared else "confidence"
 
     @property
     def treatment_fraction(self) -> float:
@@ -184,7 +287,9 @@ class ABTestConfig:
             "duration_days": float(self.duration_days), "min_samples": self.min_samples,
             "alpha": float(self.alpha), "planned_samples": self.planned_samples,
             "guardrails": self.guardrails.to_dict(), "auto_finalize": self.auto_finalize,
-            "salt": self.salt, "srm_alpha": float(self.srm_alpha),
+            "salt": self.salt, "srm_alpha": float(self.srm_alpha), "primary_metric": self.primary_metric,
+            "metrics": [m.to_dict() for m in self.metrics], "min_events": self.min_events,
+            "segment_by": self.segment_by,
         }
 
     @classmethod

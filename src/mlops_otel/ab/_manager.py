@@ -2,23 +2,38 @@
 
 from __future__ import annotations
 
-import enum
 import logging
-import random
+import math
+import threading
 import time
-from collections.abc import Callable
+import uuid
+import weakref
+from collections.abc import Callable, Mapping
 from typing import Any, TypedDict, cast
 
 import attrs
 
 from .. import semconv
-from ..registry import ModelRegistry, SufficientStats, UnknownVersionError
-from ..stores import CounterBuffer, JSONValue, StateStore, make_key
+from .._forksafe import after_fork_in_child
+from ..registry import ModelRegistry
+from ..stores import JSONValue, StateStore, make_key
 from ..telemetry import Telemetry, default_telemetry
 from ..validation import InvalidValueError, check_result
 from ._assign import Variant, assign
+from ._collect import Collector, read_cut, result_values
 from ._config import ABTestConfig, InvalidConfigError
 from ._evaluate import Decision, Evaluation, evaluate
+from ._lifecycle import (
+    FINAL,
+    NAMESPACE,
+    ABTest,
+    ABTestNotFoundError,
+    ABTestState,
+    ABTestStateError,
+    Lifecycle,
+    check_action,
+)
+from ._variant import VariantStats
 
 __all__ = [
     "ABTest",
@@ -31,46 +46,14 @@ __all__ = [
 
 log = logging.getLogger("mlops_otel.ab")
 
-NAMESPACE = "ab"
 _TREATMENT_NAME: str = Variant.TREATMENT.value
 _CONTROL_NAME: str = Variant.CONTROL.value
-MODEL_NAMESPACE = "ab.model"
 #: The ``name`` of an assignment outside any test.
 CHAMPION = "champion"
-_MAX_ATTEMPTS = 64
-#: A model-type claim whose test document never appeared is considered abandoned after this long.
-_CLAIM_TIMEOUT = 60.0
 _MAX_CACHED_TESTS = 4096
-
-
-class ABTestState(enum.StrEnum):
-    """Life cycle of a test: active -> finalizing -> promoted | rolled_back, or active -> aborted."""
-
-    ACTIVE = "active"
-    FINALIZING = "finalizing"
-    PROMOTED = "promoted"
-    ROLLED_BACK = "rolled_back"
-    ABORTED = "aborted"
-
-
-_FINAL = {Decision.PROMOTE: ABTestState.PROMOTED, Decision.ROLLBACK: ABTestState.ROLLED_BACK}
-
-
-class ABTestNotFoundError(LookupError):
-    """No test of that name was ever started."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        super().__init__(f"no A/B test named {name!r}")
-
-
-class ABTestStateError(RuntimeError):
-    """The operation conflicts with the state of a test (or of its model type)."""
-
-    def __init__(self, name: str, state: str, message: str) -> None:
-        self.name = name
-        self.state = state
-        super().__init__(message)
+#: Evaluations kept per test in the shared history (``evaluation_history``).
+HISTORY_LEN = 500
+_LEASE_KEY = make_key(NAMESPACE, "_evaluator", "lease")
 
 
 class Assignment(TypedDict):
@@ -82,43 +65,14 @@ class Assignment(TypedDict):
 
 
 @attrs.frozen
-class ABTest:
-    """A test as stored: its configuration, state and schedule."""
-
-    config: ABTestConfig
-    state: ABTestState
-    started_at: float
-    ends_at: float
-    finished_at: float | None = None
-    #: ``"promote"`` or ``"rollback"`` once finalizing starts.
-    outcome: str | None = None
-    reason: str | None = None
-
-    @property
-    def name(self) -> str:
-        """The test's name."""
-        return self.config.name
-
-    def to_doc(self) -> dict[str, JSONValue]:
-        """The stored JSON document."""
-        return {"config": self.config.to_dict(), "state": self.state.value, "started_at": self.started_at,
-                "ends_at": self.ends_at, "finished_at": self.finished_at, "outcome": self.outcome,
-                "reason": self.reason}
-
-    @classmethod
-    def from_doc(cls, doc: Any) -> ABTest:
-        """Parse a stored document."""
-        return cls(ABTestConfig.from_dict(doc["config"]), ABTestState(doc["state"]), float(doc["started_at"]),
-                   float(doc["ends_at"]), doc.get("finished_at"), doc.get("outcome"), doc.get("reason"))
-
-
-@attrs.frozen
 class _ModelView:
     """What one process believes about a model type, and when it last checked."""
 
     test: ABTest | None
     champion: str | None
     fetched_at: float
+    #: When the store last answered for this view (its age is exported).
+    loaded_at: float
 
 
 @attrs.frozen
@@ -127,25 +81,59 @@ class _TestView:
     fetched_at: float
 
 
-def _check_action(action: object) -> Decision:
-    if action not in (Decision.PROMOTE, Decision.ROLLBACK):
-        raise InvalidValueError("action", "'promote' or 'rollback'", action)
-    return Decision(cast(str, action))
+def _run_background(ref: weakref.ref[ABTestManager], stop: threading.Event, wake: threading.Event,
+                    period: float) -> None:
+    while not stop.is_set():
+        manager = ref()
+        if manager is None:
+            return
+        manager.sync()
+        del manager
+        wake.wait(period)
+        wake.clear()
+
+
+def _number(name: str, value: object, *, positive: bool = False, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > 0 if positive else value >= 0)  # type: ignore[operator]
+    if not ok:
+        raise InvalidValueError(name, f"a finite number of seconds {'> 0' if positive else '>= 0'}"
+                                + (" or None" if optional else ""), value)
+
+
+def _metric_value(value: object) -> float | None:
+    if value is True or value is False:
+        return 1.0 if value else 0.0
+    if type(value) in (int, float) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        x = float(value)  # type: ignore[arg-type]
+        return x if math.isfinite(x) and abs(x) < 1e150 else None
+    return None
 
 
 @attrs.define(eq=False)
 class ABTestManager:
     """Runs A/B tests between model versions of a :class:`ModelRegistry`, shared through a store.
 
-    ``assign_variant`` and ``record_result`` are the request path: the first
-    reads a per-process view of the active tests refreshed from the store at
-    most every *refresh_interval* seconds (so tests started by other workers
-    are seen within that time), the second adds to counters the store buffers
-    (write-behind). Neither raises. ``evaluate_test`` flushes this process's
-    pending results first, so it sees everything recorded here before the call.
-    ``finalize_test`` moves the registry roles exactly once however many
-    workers call it at the same time (compare-and-set on the test document,
-    idempotency key on the registry change).
+    ``assign_variant`` and ``record_result`` are the request path and never
+    touch the store: the first serves this process's view of the running
+    tests, refreshed in the background every *refresh_interval* seconds
+    (stale-while-revalidate: a stale view is served while the refresh runs;
+    its age is exported as ``mlops_ab_view_age_seconds``); the second adds to
+    this process's sums, which a background thread publishes as watermarked
+    snapshots every *sync_interval* seconds (see :mod:`._collect`). Results
+    for a test this process has not loaded yet (e.g. started during a store
+    outage) are summed too and kept once the test is found (bounded number of
+    tests). Neither raises.
+
+    Decisions that can move roles or abort use only the data every live
+    worker has delivered (the lowest watermark; workers silent for
+    *worker_timeout* seconds count as dead), and report what they left out.
+    With *auto_evaluate_interval* one worker at a time (a lease in the store)
+    evaluates every active test on that schedule and finalizes those with
+    ``auto_finalize``. ``finalize_test`` moves the registry roles exactly once
+    however many workers call it at the same time.
     """
 
     store: StateStore
@@ -153,55 +141,180 @@ class ABTestManager:
     telemetry: Telemetry | None = attrs.field(default=None, kw_only=True)
     clock: Callable[[], float] = attrs.field(default=time.time, kw_only=True)
     refresh_interval: float = attrs.field(default=5.0, kw_only=True)
+    #: How often this worker publishes its results snapshot and heartbeat.
+    sync_interval: float = attrs.field(default=1.0, kw_only=True)
+    #: A worker whose heartbeat is older than this is dead: its last snapshot is final.
+    worker_timeout: float = attrs.field(default=30.0, kw_only=True)
+    #: Evaluate active tests on this schedule (seconds; None: only when asked).
+    auto_evaluate_interval: float | None = attrs.field(default=None, kw_only=True)
+    #: The first request of a process waits at most this long for the first background load.
+    warmup_timeout: float = attrs.field(default=1.0, kw_only=True)
 
     #: Tests this process last saw active, by name (kept under the seed's attribute name).
     _active_tests: dict[str, ABTestConfig] = attrs.field(factory=dict, init=False, repr=False)
     _models: dict[str, _ModelView] = attrs.field(factory=dict, init=False, repr=False)
     _tests: dict[str, _TestView] = attrs.field(factory=dict, init=False, repr=False)
-    _stats_keys: dict[tuple[str, str], str] = attrs.field(factory=dict, init=False, repr=False)
-    _buffer: CounterBuffer = attrs.field(init=False, repr=False)
+    _wanted: set[str] = attrs.field(factory=set, init=False, repr=False)
+    _worker: str = attrs.field(factory=lambda: uuid.uuid4().hex, init=False)
+    _collector: Collector = attrs.field(init=False, repr=False)
+    _book: Lifecycle = attrs.field(init=False, repr=False)
+    _stop: threading.Event = attrs.field(factory=threading.Event, init=False, repr=False)
+    _wake: threading.Event = attrs.field(factory=threading.Event, init=False, repr=False)
+    _first_loads: dict[str, threading.Event] = attrs.field(factory=dict, init=False, repr=False)
+    _sync_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
+    _thread: threading.Thread | None = attrs.field(default=None, init=False, repr=False)
+    _next_auto: float = attrs.field(default=0.0, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        if (not isinstance(self.refresh_interval, (int, float)) or isinstance(self.refresh_interval, bool)
-                or not 0 <= self.refresh_interval < float("inf")):
-            raise InvalidValueError("refresh_interval", "a finite number of seconds >= 0", self.refresh_interval)
-        self._buffer = CounterBuffer(self.store, SufficientStats.FIELDS,
-                                     on_fault=lambda exc: self._tel.fault("ab.record_result", exc))
+        _number("refresh_interval", self.refresh_interval)
+        _number("sync_interval", self.sync_interval, positive=True)
+        _number("worker_timeout", self.worker_timeout, positive=True)
+        _number("auto_evaluate_interval", self.auto_evaluate_interval, positive=True, optional=True)
+        _number("warmup_timeout", self.warmup_timeout)
+        self._collector = Collector(self._worker)
+        self._book = Lifecycle(self.store, self.registry, self.clock)
+        after_fork_in_child(self, ABTestManager._after_fork)
+        self._start()
 
-    def flush(self, timeout: float | None = None) -> bool:
-        """Deliver the results this process buffered to the store and on to its backend.
+    def _after_fork(self) -> None:
+        self._worker = uuid.uuid4().hex
+        self._collector = Collector(self._worker)
+        self._sync_lock = threading.Lock()
+        self._thread = None
+        if not self._stop.is_set():
+            self._start()
 
-        Returns whether nothing remains pending (see :meth:`StateStore.flush`).
-        Reads in this class flush first; call it before a worker exits without
-        :meth:`close`, so other workers see its last results.
-        """
-        return self._buffer.deliver(timeout)
+    def _start(self) -> None:
+        period = min(self.sync_interval, self.refresh_interval or self.sync_interval)
+        self._thread = threading.Thread(target=_run_background,
+                                        args=(weakref.ref(self), self._stop, self._wake, period),
+                                        name="mlops-otel-ab", daemon=True)
+        self._thread.start()
+
+    @property
+    def worker_id(self) -> str:
+        """This process's id among the workers that deliver results."""
+        return self._worker
 
     @property
     def _tel(self) -> Telemetry:
         return self.telemetry if self.telemetry is not None else default_telemetry()
 
-    # ------------------------------------------------------------------ keys
-    @staticmethod
-    def _test_key(name: str) -> str:
-        return make_key(NAMESPACE, name, "test")
+    # ------------------------------------------------------------ background
+    def watch(self, *model_types: str) -> None:
+        """Load the views of *model_types* now (e.g. at startup, so the first request is served from them)."""
+        self._wanted.update(model_types)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Refresh every view now, regardless of age (the background thread does this on its schedule)."""
+        for mt in list(self._models):
+            self._models[mt] = attrs.evolve(self._models[mt], fetched_at=-math.inf)
+        for name in list(self._tests):
+            self._tests[name] = attrs.evolve(self._tests[name], fetched_at=-math.inf)
+        self.sync()
+
+    def sync(self) -> None:
+        """One background round: refresh stale views, resolve new test names, publish, auto-evaluate."""
+        with self._sync_lock:
+            now = self.clock()
+            wanted = set(self._wanted)  # request threads keep adding: take what is there, leave the rest
+            self._wanted.difference_update(wanted)
+            for mt in {*self._models, *wanted}:
+                view = self._models.get(mt)
+                if view is None or now - view.fetched_at >= self.refresh_interval:
+                    self._load_model_view(mt, now)
+            for name in self._collector.tests():
+                self._sync_test(name, now)
+            for mt, view in list(self._models.items()):
+                if math.isfinite(view.loaded_at):
+                    self._tel.set(semconv.AB_VIEW_AGE, (mt,), max(0.0, self.clock() - view.loaded_at))
+        if self.auto_evaluate_interval is not None and self.clock() >= self._next_auto:
+            self._next_auto = self.clock() + self.auto_evaluate_interval
+            try:
+                self.auto_evaluate()
+            except Exception as exc:
+                self._tel.fault("ab.auto_evaluate", exc)
+
+    def _sync_test(self, name: str, now: float) -> None:
+        view = self._tests.get(name)
+        try:
+            stale = view is None or now - view.fetched_at >= self.refresh_interval
+            test = self._load(name) if stale or view is None else view.test
+            if test is None:
+                dropped = self._collector.discard(name)
+                for _ in range(dropped):
+                    self._tel.invalid("ab.test", name)
+                return
+            allowed = frozenset(m.name for m in test.config.metrics)
+            self._collector.publish(self.store, name, self.clock, allowed)
+            if test.state is not ABTestState.ACTIVE:
+                self._collector.retire(name)
+        except Exception as exc:  # the store is down: keep summing, retry next round
+            self._tel.fault("ab.sync", exc)
+
+    def _load_model_view(self, model_type: str, now: float) -> None:
+        view = self._models.get(model_type)
+        if view is None and len(self._models) >= _MAX_CACHED_TESTS:  # bounded: e.g. callers' typos
+            self._first_loaded(model_type)
+            return
+        try:
+            champion = self.registry.champion_version(model_type)
+            holder = self._book.active_holder(model_type)
+            test = None if holder is None else self._load(holder)
+            if test is not None and test.state is not ABTestState.ACTIVE:
+                test = None
+            if test is not None:
+                self._collector.track(test.name)  # a live worker of this test from now on
+            self._models[model_type] = _ModelView(test, champion, now, now)
+        except Exception as exc:  # keep serving the last known view; retry after the interval
+            self._tel.fault("ab.refresh", exc)
+            if view is not None:
+                self._models[model_type] = attrs.evolve(view, fetched_at=now)
+            else:  # nothing known: serve no test (and no champion) until the store answers
+                self._models[model_type] = _ModelView(None, None, now, -math.inf)
+        self._first_loaded(model_type)
+
+    def _first_loaded(self, model_type: str) -> None:
+        first = self._first_loads.get(model_type)
+        if first is not None:
+            first.set()
+
+    def flush(self, timeout: float | None = None, *, _final: bool = False) -> bool:
+        """Publish this process's results snapshot of every test now, then flush the store.
+
+        Returns whether everything was delivered. Decisions (evaluate,
+        finalize) call it first; call it before a worker exits without
+        :meth:`close`, so other workers see its last results.
+        """
+        ok = True
+        for name in self._collector.tests():
+            try:
+                test = self._cached(name)
+                if test is None:
+                    test = self._load(name)
+                if test is None:
+                    continue
+                self._collector.publish(self.store, name, self.clock,
+                                        frozenset(m.name for m in test.config.metrics), final=_final)
+            except Exception as exc:
+                self._tel.fault("ab.flush", exc)
+                ok = False
+        return self.store.flush(timeout) and ok
 
     @staticmethod
-    def _slot_key(model_type: str) -> str:
-        return make_key(MODEL_NAMESPACE, model_type, "active")
-
-    def _stats_key(self, name: str, variant: str) -> str:
-        key = self._stats_keys.get((name, variant))
-        if key is None:
-            key = self._stats_keys[(name, variant)] = make_key(NAMESPACE, name, "stats", variant)
-        return key
+    def _history_key(name: str) -> str:
+        return make_key(NAMESPACE, name, "history")
 
     # ----------------------------------------------------------------- reads
     def _load(self, name: str) -> ABTest | None:
-        found = self.store.get_document(self._test_key(name))
-        test = None if found is None else ABTest.from_doc(found.value)
+        test = self._book.load(name)
         self._remember(name, test)
         return test
+
+    def _cached(self, name: str) -> ABTest | None:
+        view = self._tests.get(name)
+        return None if view is None else view.test
 
     def _remember(self, name: str, test: ABTest | None) -> None:
         if len(self._tests) >= _MAX_CACHED_TESTS:  # e.g. callers passing many wrong test names
@@ -228,10 +341,9 @@ class ABTestManager:
         return sorted(tests, key=lambda t: (t.started_at, t.name))
 
     def active_test(self, model_type: str) -> ABTest | None:
-        """The running test of *model_type* as this process sees it (refreshed lazily)."""
-        view = self._model_view(model_type, self.clock())
-        return view.test
-
+        """The running test of *model_type* as this process sees it (refreshed in the background)."""
+        view = self._view(model_type)
+        return None if view is None else view.test
     # ------------------------------------------------------------ life cycle
     def start_test(self, config: ABTestConfig) -> ABTest:
         """Start *config*; its treatment becomes the registry's challenger.
@@ -242,90 +354,17 @@ class ABTestManager:
         """
         if not isinstance(config, ABTestConfig):
             raise InvalidConfigError("config", "an ABTestConfig", config)
-        mt = config.model_type
-        for field in ("control_version", "treatment_version"):
-            version = getattr(config, field)
-            try:
-                found = self.registry.get(mt, version)
-            except UnknownVersionError as exc:
-                known = ", ".join(exc.registered) or "none"
-                raise InvalidConfigError(
-                    field, f"a version registered for model type {mt!r} (registered: {known})", version,
-                ) from None
-            if found.role == "archived":
-                raise InvalidConfigError(field, f"a version of {mt!r} that is not archived", version)
-            if field == "treatment_version" and found.role == "champion":
-                raise InvalidConfigError(field, f"a version that is not already the champion of {mt!r}", version)
-        if self.store.get_document(self._test_key(config.name)) is not None:
-            raise InvalidConfigError("name", "a test name not used before on this store", config.name)
-
-        self._claim_slot(config)
-        now = self.clock()
-        test = ABTest(config, ABTestState.ACTIVE, now, now + config.duration_seconds)
-        if not self.store.compare_and_set(self._test_key(config.name), test.to_doc(), expected_version=0):
-            self._release_slot(mt, config.name)
-            raise InvalidConfigError("name", "a test name not used before on this store", config.name)
-        self.registry.set_challenger(mt, config.treatment_version, reason=f"A/B test {config.name!r} started",
-                                     idempotency_key=f"ab:{config.name}:start")
+        test = self._book.start(config)
+        now = test.started_at
         self._remember(config.name, test)
-        self._models[mt] = _ModelView(test, self.registry.champion_version(mt), now)
-        log.info("started A/B test %s: %s %s vs %s at %s%% treatment", config.name, mt,
+        self._models[config.model_type] = _ModelView(test, self.registry.champion_version(config.model_type),
+                                                     now, now)
+        self._collector.track(config.name)
+        log.info("started A/B test %s: %s %s vs %s at %s%% treatment", config.name, config.model_type,
                  config.control_version, config.treatment_version, config.treatment_traffic_pct)
         return test
 
-    def _claim_slot(self, config: ABTestConfig) -> None:
-        key = self._slot_key(config.model_type)
-        for _ in range(_MAX_ATTEMPTS):
-            found = self.store.get_document(key)
-            slot = {} if found is None else cast(dict[str, Any], found.value)
-            holder = slot.get("test")
-            if holder is not None:
-                current = self._load(holder)
-                if current is None and self.clock() - float(slot.get("claimed_at", 0.0)) < _CLAIM_TIMEOUT:
-                    # Claimed a moment ago by a start_test that has not written its test yet.
-                    raise ABTestStateError(holder, "starting",
-                                           f"model type {config.model_type!r} is starting A/B test {holder!r}")
-                ended = current is not None and current.state is ABTestState.ACTIVE and self.clock() >= current.ends_at
-                if current is not None and not ended and current.state in (ABTestState.ACTIVE,
-                                                                           ABTestState.FINALIZING):
-                    raise ABTestStateError(
-                        holder, current.state.value,
-                        f"model type {config.model_type!r} already has an active A/B test {holder!r}; "
-                        "finalize or abort it first",
-                    )
-            expected = 0 if found is None else found.version
-            claim: dict[str, JSONValue] = {"test": config.name, "claimed_at": self.clock()}
-            if self.store.compare_and_set(key, claim, expected_version=expected):
-                return
-        raise ABTestStateError(config.name, "starting", f"could not claim model type {config.model_type!r}: "
-                               "its slot kept changing")
-
-    def _release_slot(self, model_type: str, name: str) -> None:
-        key = self._slot_key(model_type)
-        for _ in range(_MAX_ATTEMPTS):
-            found = self.store.get_document(key)
-            if found is None or cast(dict[str, Any], found.value).get("test") != name:
-                return
-            if self.store.compare_and_set(key, {"test": None}, expected_version=found.version):
-                return
-
-    def _transition(self, name: str, step: Callable[[ABTest], ABTest | None]) -> tuple[ABTest, bool]:
-        """Compare-and-set the test document through *step*; returns (test afterwards, whether we wrote)."""
-        key = self._test_key(name)
-        for attempt in range(_MAX_ATTEMPTS):
-            found = self.store.get_document(key)
-            if found is None:
-                raise ABTestNotFoundError(name)
-            current = ABTest.from_doc(found.value)
-            updated = step(current)
-            if updated is None:
-                return current, False
-            if self.store.compare_and_set(key, updated.to_doc(), expected_version=found.version):
-                return updated, True
-            time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))
-        raise ABTestStateError(name, "unknown", f"A/B test {name!r} kept changing; gave up")
-
-    def finalize_test(self, name: str, action: str, *, reason: str | None = None) -> bool:
+    def finalize_test(self, name: str, action: str, *, reason: str | None = None, _record: bool = True) -> bool:
         """Finish test *name*: ``"promote"`` makes the treatment champion, ``"rollback"`` keeps the control.
 
         Exactly one of several concurrent callers wins and returns ``True``;
@@ -333,41 +372,29 @@ class ABTestManager:
         Raises :class:`ABTestStateError` if the test was aborted or finalized
         with the other action.
         """
-        decision = _check_action(action)
+        decision = check_action(action)
         why = reason or f"A/B test {name!r} finalized: {decision.value}"
         self.flush()  # a decision path: deliver this process's results before the test closes
-
-        def begin(test: ABTest) -> ABTest | None:
-            if test.state is ABTestState.ACTIVE:
-                return attrs.evolve(test, state=ABTestState.FINALIZING, finished_at=self.clock(),
-                                    outcome=decision.value, reason=why)
-            if test.state is ABTestState.ABORTED or test.outcome != decision.value:
-                raise ABTestStateError(name, test.state.value,
-                                       f"A/B test {name!r} is {test.state.value} ({test.reason}); "
-                                       f"cannot {decision.value} it")
-            return None
-
-        test, won = self._transition(name, begin)
-        if test.state is ABTestState.FINALIZING:
-            # The winner, or anyone who finds a finalization left half-done by a crash: the
-            # registry change carries an idempotency key, so it happens exactly once.
-            self._apply(test, decision, why)
-            test, _ = self._transition(name, lambda t: attrs.evolve(t, state=_FINAL[decision])
-                                       if t.state is ABTestState.FINALIZING else None)
-            self._release_slot(test.config.model_type, name)
+        test, won = self._book.finalize(name, decision, why)
         self._forget(test)
         if won:
             log.info("finalized A/B test %s: %s (%s)", name, decision.value, why)
+            if _record:
+                self._record_manual(name, decision.value, FINAL[decision].value)
         return won
 
-    def _apply(self, test: ABTest, decision: Decision, reason: str) -> None:
-        cfg = test.config
-        key = f"ab:{cfg.name}:finalize"
-        if decision is Decision.PROMOTE:
-            self.registry.promote(cfg.model_type, cfg.treatment_version, reason=reason, idempotency_key=key)
-        else:
-            self.registry.clear_challenger(cfg.model_type, version=cfg.treatment_version, reason=reason,
-                                           idempotency_key=key)
+    def abort_test(self, name: str, *, reason: str = "aborted", _record: bool = True) -> bool:
+        """Stop test *name* without changing the champion; returns whether this call aborted it."""
+        test, won = self._book.abort(name, reason)
+        self._forget(test)
+        if won and _record:
+            self._record_manual(name, Decision.HALT.value, ABTestState.ABORTED.value)
+        return won
+
+    def _record_manual(self, name: str, decision: str, applied: str) -> None:
+        self._tel.add(semconv.AB_DECISIONS, (name, decision))
+        self._record_history(name, {"time": self.clock(), "decision": decision, "applied": applied,
+                                    "by": "finalize"})
 
     def _forget(self, test: ABTest) -> None:
         self._remember(test.name, test)
@@ -375,91 +402,140 @@ class ABTestManager:
         if view is not None and view.test is not None and view.test.name == test.name:
             self._models.pop(test.config.model_type, None)
 
-    def abort_test(self, name: str, *, reason: str = "aborted") -> bool:
-        """Stop test *name* without changing the champion; returns whether this call aborted it."""
-
-        def stop(test: ABTest) -> ABTest | None:
-            if test.state is not ABTestState.ACTIVE:
-                return None
-            return attrs.evolve(test, state=ABTestState.ABORTED, finished_at=self.clock(), reason=reason)
-
-        test, won = self._transition(name, stop)
-        if test.state is ABTestState.ABORTED:
-            cfg = test.config
-            self.registry.clear_challenger(cfg.model_type, version=cfg.treatment_version,
-                                           reason=f"A/B test {name!r} aborted: {reason}",
-                                           idempotency_key=f"ab:{name}:abort")
-            self._release_slot(cfg.model_type, name)
-        self._forget(test)
-        return won
-
     # -------------------------------------------------------------- decision
-    def results(self, name: str) -> tuple[SufficientStats, SufficientStats]:
-        """The (control, treatment) statistics of test *name*, after flushing this process's writes."""
+    def _cut(self, name: str) -> Any:
         self.flush()
-        return (SufficientStats.from_counters(self.store.read_counters(self._stats_key(name, "control"))),
-                SufficientStats.from_counters(self.store.read_counters(self._stats_key(name, "treatment"))))
+        return read_cut(self.store, name, self.clock(), self.worker_timeout)
+
+    def results(self, name: str) -> tuple[VariantStats, VariantStats]:
+        """Every delivered (control, treatment) result of test *name*, after publishing this process's."""
+        cut = self._cut(name)
+        return cut.total_control, cut.total_treatment
 
     def evaluate_test(self, name: str) -> Evaluation:
-        """Evaluate test *name* now; with ``auto_finalize`` also act on the decision.
+        """Evaluate test *name* now on the data every live worker has delivered; with ``auto_finalize`` act on it.
 
-        A test past its ``duration_days`` resolves to promote, rollback or halt.
+        A test past its ``duration_days`` resolves to promote, rollback or
+        halt. The evaluation says how many results it left out (delivered
+        after the lowest watermark) and whether it moved the roles
+        (``applied``). Every evaluation is counted in ``ab_decisions_total``
+        and kept in the shared :meth:`evaluation_history`.
         """
         test = self.get_test(name)
-        control, treatment = self.results(name)
-        result = evaluate(control, treatment, test.config, ended=self.clock() >= test.ends_at)
+        cut = self._cut(name)
+        now = self.clock()
+        segments = cut.segments if test.config.segment_by is not None else None
+        result = evaluate(cut.control, cut.treatment, test.config, ended=now >= test.ends_at, segments=segments)
+        result = attrs.evolve(result, excluded_control=cut.excluded_control,
+                              excluded_treatment=cut.excluded_treatment, watermark=cut.watermark,
+                              evaluated_at=now)
         self._tel.add(semconv.AB_DECISIONS, (name, result.decision.value))
+        applied: str | None = None
         if test.state is ABTestState.ACTIVE and test.config.auto_finalize:
             try:
-                if result.decision in _FINAL:
-                    self.finalize_test(name, result.decision, reason=result.recommendation)
-                elif result.decision is Decision.HALT:
-                    self.abort_test(name, reason=result.recommendation)
+                if result.decision in FINAL:
+                    if self.finalize_test(name, result.decision, reason=result.recommendation, _record=False):
+                        applied = FINAL[result.decision].value
+                elif result.decision is Decision.HALT and self.abort_test(name, reason=result.recommendation,
+                                                                          _record=False):
+                    applied = ABTestState.ABORTED.value
             except ABTestStateError as exc:  # another worker finished the test first, differently
                 log.warning("A/B test %s: auto-finalize found it already finished: %s", name, exc)
+        if applied is not None:
+            moved = {"promoted": f" Roles moved: {test.config.treatment_version} is now champion.",
+                     "rolled_back": f" Roles moved: {test.config.treatment_version} is no longer challenger; "
+                                    f"{test.config.control_version} stays champion.",
+                     "aborted": " The test was aborted; the champion is unchanged."}[applied]
+            result = attrs.evolve(result, applied=applied, recommendation=result.recommendation + moved)
+        self._record_history(name, _history_entry(result))
         return result
 
-    # ------------------------------------------------------------- hot paths
-    def _model_view(self, model_type: str, now: float) -> _ModelView:
-        view = self._models.get(model_type)
-        if view is not None and now - view.fetched_at < self.refresh_interval:
-            return view
+    def _record_history(self, name: str, entry: dict[str, JSONValue]) -> None:
         try:
-            champion = self.registry.champion_version(model_type)
-            found = self.store.get_document(self._slot_key(model_type))
-            holder = None if found is None else cast(dict[str, Any], found.value).get("test")
-            test = None if holder is None else self._load(holder)
-            if test is not None and test.state is not ABTestState.ACTIVE:
-                test = None
-            view = _ModelView(test, champion, now)
-        except Exception as exc:  # keep serving the last known view; retry after the interval
-            self._tel.fault("ab.refresh", exc)
-            view = _ModelView(None, None, now) if view is None else attrs.evolve(view, fetched_at=now)
-        self._models[model_type] = view
+            self.store.append(self._history_key(name), [entry], max_len=HISTORY_LEN)
+        except Exception as exc:
+            self._tel.fault("ab.history", exc)
+
+    def evaluation_history(self, name: str) -> list[dict[str, Any]]:
+        """The last evaluations and finalizations of test *name* by any worker, oldest first (bounded).
+
+        Each entry: ``time``, ``decision``, ``n_control``, ``n_treatment``,
+        ``excluded_control``, ``excluded_treatment``, ``applied`` and, for
+        evaluations, ``metrics`` (per metric: estimate, lower, upper, verdict,
+        role, non_inferior).
+        """
+        self.store.flush()
+        return [cast(dict[str, Any], e) for e in self.store.read_window(self._history_key(name))
+                if isinstance(e, dict)]
+
+    def auto_evaluate(self) -> list[Evaluation]:
+        """Evaluate every active test if this worker holds the evaluator lease (compare-and-set in the store).
+
+        Returns the evaluations made (empty when another worker holds the lease).
+        """
+        interval = self.auto_evaluate_interval or self.refresh_interval or 1.0
+        now = self.clock()
+        found = self.store.get_document(_LEASE_KEY)
+        lease = cast(dict[str, Any], found.value) if found is not None and isinstance(found.value, dict) else {}
+        if lease.get("holder") not in (None, self._worker) and float(lease.get("expires", 0.0)) > now:
+            return []
+        claim: dict[str, JSONValue] = {"holder": self._worker, "expires": now + 3.0 * interval}
+        if not self.store.compare_and_set(_LEASE_KEY, claim, expected_version=0 if found is None else found.version):
+            return []
+        out = []
+        for test in self.list_tests():
+            # A progressive rollout (#14) decides its own test step by step (RolloutManager.check): its
+            # cumulative results mix several splits, which the whole-test rule would call a sample-ratio mismatch.
+            if test.state is ABTestState.ACTIVE and self.store.get_document(
+                    make_key(NAMESPACE, test.name, "rollout")) is None:
+                try:
+                    out.append(self.evaluate_test(test.name))
+                except Exception as exc:
+                    self._tel.fault("ab.auto_evaluate", exc)
+        return out
+
+    # ------------------------------------------------------------- hot paths
+    def _view(self, model_type: str) -> _ModelView | None:
+        view = self._models.get(model_type)
+        if view is None:
+            if len(self._wanted) < _MAX_CACHED_TESTS:
+                self._wanted.add(model_type)
+            first = self._first_loads.get(model_type)
+            if first is None and len(self._first_loads) < _MAX_CACHED_TESTS:
+                # Only the first request for a model type waits (bounded) for its first background load.
+                first = self._first_loads[model_type] = threading.Event()
+                self._wake.set()
+                first.wait(self.warmup_timeout)
+            else:
+                self._wake.set()
+            return self._models.get(model_type)
+        if self.clock() - view.fetched_at >= self.refresh_interval:
+            self._wake.set()  # serve the stale view; the background thread refreshes it
         return view
 
     def assign_variant(self, model_type: str, user_id: str | None) -> Assignment:
-        """Return the variant serving *user_id*: ``{"name", "version", "test"}`` (never raises).
+        """Return the variant serving *user_id*: ``{"name", "version", "test"}`` (never raises, no store I/O).
 
         In a running test: ``"control"`` or ``"treatment"`` with its version
         and the test's name. Outside a test (none running, past its end, or a
         request without a user id): ``{"name": "champion", "version":
         <champion>, "test": None}``; such requests are not part of any test.
         """
-        now = self.clock()
         try:
-            view = self._model_view(model_type, now)
+            view = self._view(model_type)
         except Exception as exc:  # e.g. an unhashable model_type: no test, no champion known
             self._tel.fault("ab.assign", exc)
             return {"name": CHAMPION, "version": None, "test": None}
+        if view is None:
+            return {"name": CHAMPION, "version": None, "test": None}
         test = view.test
-        if test is None or now >= test.ends_at:
+        if test is None or self.clock() >= test.ends_at:
             return {"name": CHAMPION, "version": view.champion, "test": None}
         cfg = test.config
-        if user_id is None or user_id == "":
-            self._tel.add(semconv.AB_ASSIGNMENTS, (cfg.name, CHAMPION))
-            return {"name": CHAMPION, "version": view.champion or cfg.control_version, "test": None}
         try:
+            if user_id is None or (type(user_id) is str and not user_id):
+                self._tel.add(semconv.AB_ASSIGNMENTS, (cfg.name, CHAMPION))
+                return {"name": CHAMPION, "version": view.champion or cfg.control_version, "test": None}
             variant = assign(user_id, cfg)
         except Exception as exc:  # an id whose str() fails: serve the champion
             self._tel.fault("ab.assign", exc)
@@ -472,17 +548,6 @@ class ABTestManager:
         self._tel.add(semconv.AB_ASSIGNMENTS, (cfg.name, name))
         return {"name": name, "version": version, "test": cfg.name}
 
-    def _cached_test(self, name: str) -> ABTest | None:
-        view = self._tests.get(name)
-        if view is not None and self.clock() - view.fetched_at < self.refresh_interval:
-            return view.test
-        try:
-            return self._load(name)
-        except Exception as exc:
-            self._tel.fault("ab.refresh", exc)
-            self._tests[name] = _TestView(None if view is None else view.test, self.clock())
-            return None if view is None else view.test
-
     def record_result(
         self,
         test_name: str,
@@ -490,26 +555,35 @@ class ABTestManager:
         inference_time_ms: float | None,
         confidence: float | None,
         error: bool = False,
+        *,
+        metrics: Mapping[str, float | bool] | None = None,
+        attributes: Mapping[str, object] | None = None,
     ) -> None:
-        """Add one result of *variant* to test *test_name* (hot path: write-behind, never raises).
+        """Add one result of *variant* to test *test_name* (hot path: in-process sums, never raises).
 
-        Results of the ``"champion"`` variant (requests outside the test) and
-        of finished tests are ignored. Unknown tests and variants and invalid
-        values are counted in ``mlops_invalid_measurements_total`` under
-        ``metric="ab.<field>"``; an invalid latency or confidence is left out
-        while the result still counts.
+        *metrics* carries the test's custom metrics (name -> float, or bool
+        for binary ones); *attributes* the request's attributes, of which the
+        test's ``segment_by`` one is kept for the segment report. Results of
+        the ``"champion"`` variant (requests outside the test) and of
+        finished tests are ignored. Results for a test this process has not
+        loaded yet are kept until the background load finds it (or counted
+        invalid if it does not exist). Unknown variants, undeclared metrics
+        and invalid values are counted in ``mlops_invalid_measurements_total``
+        under ``metric="ab.<field>"``; an invalid latency, confidence or
+        custom value is left out while the result still counts.
         """
         tel = self._tel
         try:
-            test = self._cached_test(test_name) if isinstance(test_name, str) else None
-            if test is None:
+            if type(test_name) is not str or not test_name:
                 tel.invalid("ab.test", test_name)
-                return
-            if test.state is not ABTestState.ACTIVE:
                 return
             if variant != "control" and variant != "treatment":
                 if variant != CHAMPION:
                     tel.invalid("ab.variant", variant)
+                return
+            view = self._tests.get(test_name)
+            test = None if view is None else view.test
+            if test is not None and test.state is not ABTestState.ACTIVE:
                 return
             latency, conf, err, rejected = check_result(inference_time_ms, confidence, error)
             if rejected:
@@ -518,11 +592,53 @@ class ABTestManager:
                     tel.invalid("ab." + field, given[field])
             if err is None:
                 return
-            self._buffer.add(self._stats_key(test_name, variant), SufficientStats.delta_values(latency, conf, err))
+            custom: list[tuple[str, float]] = []
+            if metrics:
+                declared = None if test is None else test.config.metrics
+                for key, raw in metrics.items():
+                    x = _metric_value(raw)
+                    spec = None if declared is None else next((m for m in declared if m.name == key), None)
+                    if x is None or (declared is not None and spec is None) or (
+                            spec is not None and spec.kind == "binary" and x not in (0.0, 1.0)):
+                        tel.invalid(f"ab.metric.{key}" if isinstance(key, str) else "ab.metric", raw)
+                        continue
+                    custom.append((key, x))
+            segment = None
+            if attributes and test is not None and test.config.segment_by is not None:
+                value = attributes.get(test.config.segment_by)
+                segment = None if value is None else str(value)
+            if not self._collector.add(test_name, variant, result_values(latency, conf, err), custom, segment):
+                tel.invalid("ab.test", test_name)  # too many distinct test names in this process
+                return
+            if test is None:
+                self._wake.set()  # load it in the background
             tel.add(semconv.AB_RESULTS, (test_name, variant))
         except Exception as exc:  # the caller's request must never fail because of us
             tel.fault("ab.record_result", exc)
 
     def close(self) -> None:
-        """Deliver buffered results (the store itself is closed by its owner). Idempotent."""
-        self._buffer.close()
+        """Stop the background thread and publish this process's last results. Idempotent."""
+        self._stop.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            thread.join(timeout=5.0)
+        try:
+            self.flush(_final=True)
+        except Exception as exc:
+            self._tel.fault("ab.close", exc)
+
+
+def _history_entry(result: Evaluation) -> dict[str, JSONValue]:
+    def num(x: float) -> float | None:
+        return x if math.isfinite(x) else None
+
+    return {
+        "time": result.evaluated_at, "decision": result.decision.value, "n_control": result.n_control,
+        "n_treatment": result.n_treatment, "excluded_control": result.excluded_control,
+        "excluded_treatment": result.excluded_treatment, "watermark": result.watermark,
+        "applied": result.applied, "by": "evaluation",
+        "metrics": {e.metric: {"estimate": num(e.estimate), "lower": num(e.lower), "upper": num(e.upper),
+                               "verdict": e.verdict, "role": e.role, "non_inferior": e.non_inferior}
+                    for e in result.effects},
+    }

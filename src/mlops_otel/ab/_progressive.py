@@ -23,7 +23,8 @@ from ..stores import JSONValue, make_key
 from ..telemetry import Telemetry, default_telemetry
 from ._config import ABTestConfig, InvalidConfigError
 from ._evaluate import Decision, evaluate
-from ._manager import NAMESPACE, ABTest, ABTestManager, ABTestNotFoundError, ABTestState, ABTestStateError
+from ._lifecycle import NAMESPACE, ABTest, ABTestNotFoundError, ABTestState, ABTestStateError, document_key
+from ._manager import ABTestManager
 from ._rollout import (
     RolloutSchedule,
     RolloutState,
@@ -144,7 +145,7 @@ class RolloutManager:
         if (test.state is not ABTestState.ACTIVE or state.status is RolloutStatus.ROLLED_BACK
                 or float(test.config.treatment_traffic_pct) == want):
             return test
-        store, key = self.manager.store, self.manager._test_key(test.name)
+        store, key = self.manager.store, document_key(test.name)
         for attempt in range(_MAX_ATTEMPTS):
             found = store.get_document(key)
             if found is None:
@@ -154,7 +155,7 @@ class RolloutManager:
                 return current
             updated = attrs.evolve(current, config=attrs.evolve(current.config, treatment_traffic_pct=want))
             if store.compare_and_set(key, cast(JSONValue, updated.to_doc()), expected_version=found.version):
-                self.manager._forget(updated)  # this process assigns at the new share from now on
+                self.manager.refresh()  # this process assigns at the new share from now on (public; off path)
                 self._history(updated, state, len(state.history) - 1)
                 return updated
             time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))
@@ -192,7 +193,11 @@ class RolloutManager:
         return self.get(name)
 
     def _finish(self, name: str, state: RolloutState) -> bool:
-        """Apply a finished rollout's outcome to the test (exactly once: the test's own compare-and-set)."""
+        """Apply a finished rollout's outcome to the test (exactly once: the test's own compare-and-set).
+
+        The A/B manager counts the decision in ``ab_decisions_total`` (so the guardrail alert fires on a
+        rollback) and keeps it in the test's evaluation history.
+        """
         action = {RolloutStatus.ROLLED_BACK: Decision.ROLLBACK, RolloutStatus.PROMOTED: Decision.PROMOTE}.get(
             state.status)
         if action is None:
@@ -232,7 +237,6 @@ class RolloutManager:
             step = state.schedule.steps[state.step]
             cfg = attrs.evolve(test.config, treatment_traffic_pct=step.traffic_pct)
             evaluation = evaluate(c, t, cfg, ended=now >= test.ends_at)
-            tel.add(semconv.AB_DECISIONS, (name, evaluation.decision.value))
             verdict = StepVerdict(StepDecision.HOLD, evaluation.reasons, state.step, float(step.traffic_pct),
                                   c.n, t.n, now - state.step_started_at, evaluation)
             if evaluation.decision is Decision.CONTINUE:
@@ -249,8 +253,6 @@ class RolloutManager:
         state, won = self._move(name, found.version, state, verdict.decision, "; ".join(verdict.reasons), counters)
         if won:
             tel.set(semconv.ROLLOUT_TRAFFIC, (name,), state.traffic_pct)
-            if verdict.decision is StepDecision.ROLLBACK:  # an A/B decision too: the guardrail alert fires on it
-                tel.add(semconv.AB_DECISIONS, (name, Decision.ROLLBACK.value))
             self._history(test, state, len(state.history) - 1)
             if state.status is RolloutStatus.RAMPING:
                 test = self._sync_traffic(test, state)

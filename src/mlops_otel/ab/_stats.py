@@ -42,7 +42,9 @@ __all__ = [
     "effective_n",
     "log_ratio_of_means",
     "optimal_mixture_ratio",
+    "pooled_proportion_difference",
     "proportion_difference",
+    "srm_log_bayes_factor",
     "srm_p_value",
     "welch_difference",
 ]
@@ -115,6 +117,27 @@ def proportion_difference(
         return xt / nt - xc / nc, se
 
 
+def pooled_proportion_difference(
+    x_c: ArrayLike, n_c: ArrayLike, x_t: ArrayLike, n_t: ArrayLike
+) -> tuple[Array, Array]:
+    """``(p_t - p_c, se)`` with a score-type standard error that a small arm cannot shrink.
+
+    ``se = max(se_pooled, se_unpooled)``: the pooled (score) variance
+    ``p(1 - p)(1/n_c + 1/n_t)`` with ``p`` the pooled rate is the exact null
+    variance of the difference, so a small arm that happened to see few
+    events cannot claim a tiny variance (the Wald test's anti-conservative
+    failure with rare events and unequal arms); the unpooled Agresti-Caffo
+    variance (:func:`proportion_difference`) keeps the interval honest when
+    the arms really differ. Taking the larger is conservative under both.
+    """
+    xc, nc, xt, nt = _f(x_c), _f(n_c), _f(x_t), _f(n_t)
+    est, se_unpooled = proportion_difference(xc, nc, xt, nt)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pooled = (xc + xt) / (nc + nt)
+        se_pooled = np.sqrt(pooled * (1.0 - pooled) * (1.0 / nc + 1.0 / nt))
+    return est, np.fmax(se_pooled, se_unpooled)
+
+
 def log_ratio_of_means(
     mean_c: ArrayLike, var_c: ArrayLike, n_c: ArrayLike,
     mean_t: ArrayLike, var_t: ArrayLike, n_t: ArrayLike,
@@ -128,21 +151,43 @@ def log_ratio_of_means(
     return est, np.where(ok, se, np.nan)
 
 
-def srm_p_value(
-    n_control: ArrayLike, n_treatment: ArrayLike, treatment_fraction: float,
-    control_fraction: float | None = None,
-) -> Array:
-    """Chi-square (1 d.o.f.) goodness-of-fit p-value of the observed split (NaN when empty).
+#: Dirichlet concentration of the sample-ratio mixture (prior sample size around the planned split).
+SRM_CONCENTRATION = 1000.0
 
-    ``chi2 = (n_t q - n_c p)**2 / (N p q)`` with ``p`` the expected treatment
-    share and ``q`` the control share (default ``1 - p``); exactly symmetric
-    under swapping the arms together with ``p`` and ``q``.
+
+def srm_log_bayes_factor(
+    n_control: ArrayLike, n_treatment: ArrayLike, treatment_fraction: float,
+    concentration: float = SRM_CONCENTRATION,
+) -> Array:
+    """Log Bayes factor of "the split is not the configured one" (Lindon & Malek 2022).
+
+    The multinomial mixture SPRT for two cells: under ``H0`` the treatment
+    count is Binomial(N, p); the alternative mixes the share over a
+    Beta(k p, k (1 - p)) prior (the Dirichlet of Lindon and Malek, centred
+    on the planned split with prior sample size ``k``)::
+
+        BF = B(k p + n_t, k q + n_c) / B(k p, k q) / (p**n_t * q**n_c)
+
+    ``BF`` is a nonnegative martingale under ``H0`` with mean 1, so by Ville's
+    inequality ``P(BF ever >= 1/alpha) <= alpha`` however often it is checked.
     """
     nc, nt = _f(n_control), _f(n_treatment)
-    p = treatment_fraction
-    q = 1.0 - p if control_fraction is None else control_fraction
-    total = nc + nt
-    with np.errstate(invalid="ignore", divide="ignore"):
-        diff = nt * q - nc * p
-        chi2 = diff * diff / (total * (p * q))
-    return np.where(total > 0, special.chdtrc(1.0, chi2), np.nan)
+    p = float(treatment_fraction)
+    q = 1.0 - p
+    a, b = concentration * p, concentration * q
+    log_marginal = _f(special.betaln(a + nt, b + nc)) - float(special.betaln(a, b))
+    out: Array = log_marginal - nt * np.log(p) - nc * np.log(q)
+    return out
+
+
+def srm_p_value(
+    n_control: ArrayLike, n_treatment: ArrayLike, treatment_fraction: float,
+    concentration: float = SRM_CONCENTRATION,
+) -> Array:
+    """Anytime-valid p-value ``min(1, 1/BF)`` of the sample-ratio test (1 when empty).
+
+    Halting when it drops below ``srm_alpha`` at *any* look halts a healthy
+    test with probability at most ``srm_alpha`` over the whole test.
+    """
+    log_bf = srm_log_bayes_factor(n_control, n_treatment, treatment_fraction, concentration)
+    return np.minimum(1.0, np.exp(-np.maximum(log_bf, -700.0)))

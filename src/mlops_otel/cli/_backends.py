@@ -12,6 +12,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import attrs
 
+from .._fleet import FleetMetrics
+from ..semconv import MetricKind
 from ..stores import StoreError
 
 if TYPE_CHECKING:
@@ -205,7 +207,14 @@ class StoreBackend:
         return self._call(self._ops.drift_reports)
 
     def close(self) -> None:
-        """Deliver pending writes and close the store."""
+        """Publish this command's counters to the fleet view (#11), deliver pending writes, close the store."""
+        runtime = self.runtime
+        if runtime.store.kind != "memory" and any(
+                f.spec.kind is not MetricKind.GAUGE and f.series for f in runtime.telemetry.snapshot()):
+            # A decision taken here (promote, finalize, evaluate) is then exported by every
+            # service sharing the store, so the alerts on it can fire. Counters only: a
+            # one-shot command's gauges would be stale at once.
+            FleetMetrics(runtime.store, runtime.telemetry).publish(gauges=False)
         try:
             self.runtime.close()
         except StoreError as exc:  # pragma: no cover - close flushes best-effort

@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mlops-otel", description="Manage A/B tests, the model registry and drift checks.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from .._version import __version__
+
+    parser.add_argument("--version", action="version", version=f"mlops-otel {__version__}")
     _global_options(parser, top=True)
     common = argparse.ArgumentParser(add_help=False)
     _global_options(common, top=False)

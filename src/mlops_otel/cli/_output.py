@@ -1,8 +1,10 @@
-"""Human-readable output: aligned tables and colour only where a person is looking."""
+"""Human-readable output: aligned tables and colour (rendered by rich) only where a person is looking."""
 
 from __future__ import annotations
 
+import io
 import math
+import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import IO, Any, Literal
@@ -12,8 +14,8 @@ import attrs
 __all__ = ["Cell", "Printer", "Style", "color_wanted", "fmt_float", "fmt_pct", "fmt_time", "json_lines"]
 
 Style = Literal["green", "red", "yellow", "bold", "dim", ""]
-_ANSI = {"green": "\033[32m", "red": "\033[31m", "yellow": "\033[33m", "bold": "\033[1m", "dim": "\033[2m"}
-_RESET = "\033[0m"
+# Trailing padding, bare or wrapped in a style (rich styles a header's padding too).
+_TRAILING = re.compile(r"(?:\x1b\[[0-9;]*m\s*\x1b\[0m|\s)+$")
 
 
 def color_wanted(mode: str, stream: IO[str], environ: Mapping[str, str]) -> bool:
@@ -57,16 +59,33 @@ def fmt_pct(value: float | None, *, signed: bool = False) -> str:
 
 @attrs.define
 class Printer:
-    """Writes lines, tables and key/value blocks to *stream*, coloured when *color*."""
+    """Writes lines, tables and key/value blocks to *stream*, coloured when *color* (through rich).
+
+    Output never wraps or truncates (a pipe gets whole lines) and carries no
+    trailing spaces; colour uses the 8 standard ANSI colours, never changes the
+    alignment, and is off unless *color* (see :func:`color_wanted`).
+    """
 
     stream: IO[str]
     color: bool = False
+
+    def _render(self, renderable: Any) -> str:
+        from rich.console import Console
+
+        buffer = io.StringIO()
+        console = Console(file=buffer, force_terminal=self.color, no_color=not self.color,
+                          color_system="standard" if self.color else None, width=100_000, highlight=False,
+                          emoji=False, markup=False, legacy_windows=False, soft_wrap=True)
+        console.print(renderable)
+        return "\n".join(_TRAILING.sub("", line) for line in buffer.getvalue().rstrip("\n").split("\n"))
 
     def paint(self, text: str, style: Style) -> str:
         """*text* in *style* when colouring, unchanged otherwise."""
         if not self.color or not style:
             return text
-        return f"{_ANSI[style]}{text}{_RESET}"
+        from rich.text import Text
+
+        return self._render(Text(text, style=style))
 
     def line(self, text: str = "") -> None:
         """Print one line."""
@@ -82,19 +101,17 @@ class Printer:
         return preferred
 
     def table(self, headers: Sequence[str], rows: Sequence[Sequence[Cell | str]]) -> None:
-        """Print *rows* under *headers*, columns left-aligned to their widest cell."""
-        cells = [[c if isinstance(c, Cell) else Cell(c) for c in row] for row in rows]
-        widths = [len(h) for h in headers]
-        for row in cells:
-            for i, cell in enumerate(row):
-                widths[i] = max(widths[i], len(cell.text))
-        last = len(headers) - 1
-        self.line("  ".join(self.paint(h.ljust(widths[i]) if i < last else h, "bold")
-                            for i, h in enumerate(headers)).rstrip())
-        for row in cells:
-            parts = [self.paint(c.text.ljust(widths[i]) if i < last else c.text, c.style)
-                     for i, c in enumerate(row)]
-            self.line("  ".join(parts).rstrip())
+        """Print *rows* under *headers*, columns left-aligned to their widest cell, two spaces apart."""
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(box=None, show_edge=False, pad_edge=False, padding=(0, 2, 0, 0), header_style="bold")
+        for header in headers:
+            table.add_column(header, no_wrap=True, overflow="ignore")
+        for row in rows:
+            cells = [c if isinstance(c, Cell) else Cell(c) for c in row]
+            table.add_row(*(Text(c.text, style=c.style or "") for c in cells))
+        self.line(self._render(table))
 
     def fields(self, pairs: Sequence[tuple[str, Cell | str]]) -> None:
         """Print ``label  value`` lines with the values aligned."""

@@ -123,6 +123,14 @@ def dashboard_panels(
             Panel("Drift alert (1 = firing)", (s.DRIFT_ALERT,),
                   ((_by_labels(s.DRIFT_ALERT), _legend(s.DRIFT_ALERT.labels)),),
                   unit="none", thresholds=(1.0,), max=1.0),
+            Panel("Input feature drift score", (s.MODEL_FEATURE_DRIFT_SCORE,),
+                  ((_by_labels(s.MODEL_FEATURE_DRIFT_SCORE), _legend(s.MODEL_FEATURE_DRIFT_SCORE.labels)),),
+                  unit="none", thresholds=(drift_threshold,), max=1.0),
+            Panel("Embedding drift (squared MMD)", (s.MODEL_EMBEDDING_DRIFT_SCORE,),
+                  ((_by_labels(s.MODEL_EMBEDDING_DRIFT_SCORE), _legend(s.MODEL_EMBEDDING_DRIFT_SCORE.labels)),),
+                  unit="none"),
+            _per_second("Drift references restored and feature values over the cap per second",
+                        s.DRIFT_REFERENCE_RESTORED, s.DRIFT_FEATURE_OVERFLOW),
         )),
         ("A/B tests and model registry", (
             _per_second("A/B assignments per second by variant", s.AB_ASSIGNMENTS),
@@ -134,6 +142,9 @@ def dashboard_panels(
             Panel("Champion model versions", (s.MODEL_CHAMPION,),
                   ((f"{_by_labels(s.MODEL_CHAMPION)} == 1", _legend(s.MODEL_CHAMPION.labels)),),
                   unit="none", kind="stat"),
+            Panel("A/B view age (seconds since the store answered)", (s.AB_VIEW_AGE,),
+                  ((f"max by ({', '.join(s.AB_VIEW_AGE.labels)}) ({_sel(s.AB_VIEW_AGE)})",
+                    _legend(s.AB_VIEW_AGE.labels)),), unit="s"),
         )),
         # Shadow traffic and progressive rollout (#14).
         ("Shadow and rollout", (
@@ -160,6 +171,12 @@ def dashboard_panels(
                   ((_by_labels(s.STORE_PENDING), _legend(s.STORE_PENDING.labels)),)),
             _per_second("Store writes dropped and failed flushes per second",
                         s.STORE_DROPPED, s.STORE_FLUSH_ERRORS),
+            Panel("Store state lost and restored (#11)", (s.STORE_STATE_LOST,), (
+                (f"sum by ({', '.join(s.STORE_STATE_LOST.labels)}) "
+                 f"(increase({_sel(s.STORE_STATE_LOST)}[{RATE}]))", _legend(s.STORE_STATE_LOST.labels)),
+            )),
+            Panel("Age of the in-process views served to requests", (s.VIEW_AGE,),
+                  ((_by_labels(s.VIEW_AGE), _legend(s.VIEW_AGE.labels)),), unit="s"),
         )),
     )
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import semconv
+from ..validation import InvalidValueError
 
 __all__ = [
     "ALERT_AB_GUARDRAIL",
@@ -36,13 +37,13 @@ _DURATION = re.compile(r"(\d+(ms|[smhdwy]))+\Z")
 
 def _check_duration(name: str, value: str) -> str:
     if not isinstance(value, str) or not _DURATION.match(value) or value.strip("0ms") == "":
-        raise ValueError(f"{name} must be a positive Prometheus duration such as '30s' or '5m', got {value!r}")
+        raise InvalidValueError(name, "a positive Prometheus duration such as '30s' or '5m'", value)
     return value
 
 
 def _check_fraction(name: str, value: float) -> float:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < 1:
-        raise ValueError(f"{name} must be a number between 0 and 1 (exclusive), got {value!r}")
+        raise InvalidValueError(name, "a number between 0 and 1 (exclusive)", value)
     return float(value)
 
 
@@ -65,9 +66,9 @@ def prometheus_config(
     *scrape_interval* and *evaluation_interval* in tests.
     """
     if not targets or any(not isinstance(t, str) or not t for t in targets):
-        raise ValueError(f"targets must be a non-empty sequence of 'host:port' strings, got {targets!r}")
+        raise InvalidValueError("targets", "a non-empty sequence of 'host:port' strings", targets)
     if not metrics_path.startswith("/"):
-        raise ValueError(f"metrics_path must start with '/', got {metrics_path!r}")
+        raise InvalidValueError("metrics_path", "a path starting with '/'", metrics_path)
     job: dict[str, Any] = {"job_name": job_name, "metrics_path": metrics_path}
     if honor_labels:
         job["honor_labels"] = True
@@ -91,9 +92,16 @@ def _by(*labels: str) -> str:
 
 
 def drift_expr(threshold: float = DRIFT_THRESHOLD) -> str:
-    """PromQL: model versions whose drift score is above *threshold* (one series per version)."""
+    """PromQL: model versions whose drift score is above *threshold* while the SDK's alert fires.
+
+    The SDK's ``model_drift_alert`` adds what a fixed threshold ignores: the
+    score must be significant at the window's effective sample size (see
+    docs/drift.md, "Calibrated alerting"). The value is the score.
+    """
     spec = semconv.MODEL_DRIFT_SCORE
-    return f"max {_by(*spec.labels)} ({spec.prometheus_name}) > {threshold!r}"
+    by = _by(*spec.labels)
+    return (f"max {by} ({spec.prometheus_name}) > {threshold!r} "
+            f"and on ({', '.join(spec.labels)}) max {by} ({semconv.DRIFT_ALERT.prometheus_name}) == 1")
 
 
 def error_ratio_expr(window: str = "5m") -> str:
@@ -164,7 +172,7 @@ def alert_rules(
     _check_fraction("error_ratio_threshold", error_ratio_threshold)
     _check_fraction("disagreement_threshold", disagreement_threshold)
     if not guardrail_decisions:
-        raise ValueError(f"guardrail_decisions must name at least one decision, got {guardrail_decisions!r}")
+        raise InvalidValueError("guardrail_decisions", "a non-empty sequence of decisions", guardrail_decisions)
     drift = semconv.MODEL_DRIFT_SCORE.prometheus_name
     rules: list[dict[str, Any]] = [
         {

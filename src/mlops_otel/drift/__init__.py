@@ -7,6 +7,7 @@ state store and :class:`DriftMonitor` owns the detectors of a process.
 
 from ._detector import DriftDetector, DriftLevel, DriftReport, OutputDrift
 from ._monitor import DriftMonitor
+from ._shared import detector_key, parse_detector_key
 from ._stats import (
     ConfidenceInterval,
     KSResult,
@@ -30,8 +31,10 @@ __all__ = [
     "OutputDrift",
     "ReferenceSample",
     "confidence_degradation",
+    "detector_key",
     "ks_2samp",
     "ks_2samp_sorted",
     "ks_pvalue",
+    "parse_detector_key",
     "psi",
 ]

@@ -13,6 +13,7 @@ import attrs
 from .._forksafe import after_fork_in_child
 from ..stores import StateStore
 from ._detector import DriftDetector, DriftReport
+from ._shared import detector_key
 
 if TYPE_CHECKING:
     from ..telemetry import Telemetry
@@ -52,6 +53,8 @@ class DriftMonitor:
     alpha: float = attrs.field(default=0.01, kw_only=True)
     warning_threshold: float = attrs.field(default=0.1, kw_only=True)
     confidence_drop: float = attrs.field(default=0.05, kw_only=True)
+    alert_alpha: float = attrs.field(default=1e-4, kw_only=True)
+    max_features: int = attrs.field(default=50, kw_only=True)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
     _detectors: dict[str, DriftDetector] = attrs.field(factory=dict, init=False, repr=False)
     _stop: threading.Event = attrs.field(factory=threading.Event, init=False, repr=False)
@@ -107,6 +110,7 @@ class DriftMonitor:
             clear_threshold=self.clear_threshold, min_samples=self._min_samples(window_size),
             check_every=self.check_every, alpha=self.alpha, warning_threshold=self.warning_threshold,
             confidence_drop=self.confidence_drop, background_checks=self.check_interval is not None,
+            alert_alpha=self.alert_alpha, max_features=self.max_features,
         )
 
     def _min_samples(self, window_size: int) -> int | None:
@@ -121,7 +125,7 @@ class DriftMonitor:
         monitor's); asking an existing detector for a different size raises
         :class:`ValueError` rather than silently ignoring it.
         """
-        key = f"{model_type}:{version}"
+        key = detector_key(model_type, version)
         detector = self._detectors.get(key)
         if detector is None:
             with self._lock:

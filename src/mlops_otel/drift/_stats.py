@@ -397,28 +397,37 @@ def _check_level(level: float) -> None:
 
 
 def confidence_degradation(
-    reference: ArrayLike | ReferenceSample, sample: ArrayLike, *, level: float = 0.95
+    reference: ArrayLike | ReferenceSample, sample: ArrayLike, *, level: float = 0.95,
+    effective_reference: float | None = None, effective_sample: float | None = None,
 ) -> ConfidenceInterval:
     """Drop of the mean (reference mean minus sample mean) with a Welch *t* interval.
 
     A positive estimate means the sample's mean confidence is lower than the
     reference's. The interval uses the Welch-Satterthwaite degrees of freedom;
     with no variance in either sample it collapses to the estimate.
+    *effective_reference* / *effective_sample* replace the sizes in the
+    standard error and degrees of freedom when the samples are serially
+    dependent (see :func:`mlops_otel.drift.effective_size`).
     """
     _check_level(level)
     ref = reference if isinstance(reference, ReferenceSample) else ReferenceSample.from_values(reference)
     values = _as_1d(sample, "sample")
     if values.shape[0] == 0:
         raise ValueError("sample must hold at least one value, got 0")
-    n_ref = ref.size
-    n = int(values.shape[0])
+    # An effective size is at least 2 (one degree of freedom: a wide interval, never a collapsed one).
+    n_ref: float = ref.size
+    if effective_reference is not None and n_ref >= 2:
+        n_ref = max(2.0, min(n_ref, effective_reference))
+    n: float = int(values.shape[0])
+    if effective_sample is not None and n >= 2:
+        n = max(2.0, min(n, effective_sample))
     mean = float(values.mean())
     variance = float(values.var(ddof=1)) if n > 1 else 0.0
     estimate = ref.mean - mean
     a = ref.variance / n_ref
     b = variance / n
     se = math.sqrt(a + b)
-    if se == 0.0 or n_ref < 2 or n < 2:
+    if se == 0.0 or n_ref <= 1 or n <= 1:
         return ConfidenceInterval(estimate, estimate, estimate, level)
     df = (a + b) ** 2 / (a * a / (n_ref - 1) + b * b / (n - 1))
     half = float(special.stdtrit(df, 0.5 + level / 2.0)) * se

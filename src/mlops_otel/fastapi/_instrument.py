@@ -19,6 +19,7 @@ from .._runtime import Runtime, configured_default, install_default, release_def
 from ..settings import Settings
 from ..stores import StateStore
 from ..telemetry import Mode, default_telemetry
+from ..validation import InvalidValueError
 
 __all__ = ["SettingsConflictError", "get_runtime", "instrument_app", "uninstrument_app"]
 
@@ -144,7 +145,7 @@ def instrument_app(
         _log.debug("instrument_app: %r is already instrumented", app)
         return
     if metrics_path is not None and not metrics_path.startswith("/"):
-        raise ValueError(f"metrics_path must start with '/', got {metrics_path!r}")
+        raise InvalidValueError("metrics_path", "None or a path starting with '/'", metrics_path)
     explicit: dict[str, object] = {k: v for k, v in (
         ("store", store if isinstance(store, str) else None), ("store_prefix", store_prefix), ("mode", mode),
         ("max_label_values", max_label_values), ("otlp", otlp)) if v is not None}

@@ -9,11 +9,15 @@ disabled (403), not open.
 # No ``from __future__ import annotations``: FastAPI reads the endpoints' annotations at
 # runtime, and they name dependencies local to management_router.
 import hmac
-from collections.abc import Callable, Sequence
+import json
+import math
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, HTTPException, Path, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response, status
 from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from .._runtime import Runtime
@@ -36,7 +40,11 @@ from ._models import (
     RollbackIn,
 )
 
-__all__ = ["DISABLED_MESSAGE", "management_router"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "DISABLED_MESSAGE", "management_router"]
+
+#: Largest accepted request body of a management write (a test config or metadata is far smaller).
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+_WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 T = TypeVar("T")
 
@@ -54,6 +62,7 @@ _STATUS = {
 _WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "No bearer token (or not a Bearer Authorization header)."},
     403: {"model": ErrorOut, "description": "Wrong token, or writes disabled because no token is configured."},
+    413: {"model": ErrorOut, "description": "The body exceeds the limit (checked after authentication)."},
 }
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorOut, "description": "The service has not started or its state store is unreachable."},
@@ -94,28 +103,149 @@ def _call(operation: Callable[[], T], *, path: Sequence[str] = ()) -> T:
         raise _http(exc, path) from exc
 
 
-def management_router(get_runtime: Callable[[], Runtime], *, token: str | None) -> APIRouter:
+def _check_token(token: object) -> bytes | None:
+    """The token as the bytes a client sends, or ``None``; raise for a token no header can carry."""
+    if token is None:
+        return None
+    if not isinstance(token, str) or not token:
+        raise ValueError(f"token must be a non-empty string or None, got {token!r}")
+    # RFC 6750 token68: visible ASCII without spaces. Anything else (é, a newline, a space) can
+    # never arrive intact in an Authorization header, so the writes could never be authorised.
+    if not (token.isascii() and token.isprintable() and " " not in token):
+        raise ValueError("token must be visible ASCII without spaces (it is sent in an HTTP "
+                         "'Authorization: Bearer <token>' header); got a token with other characters")
+    return token.encode("ascii")
+
+
+def _auth_error(expected: bytes | None, header: str | None) -> HTTPException | None:
+    """The 401/403 for an ``Authorization`` header value, or ``None`` when it carries the token."""
+    if expected is None:
+        return HTTPException(status.HTTP_403_FORBIDDEN, DISABLED_MESSAGE)
+    scheme, _, credentials = (header or "").partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        return HTTPException(status.HTTP_401_UNAUTHORIZED, MISSING_MESSAGE, headers={"WWW-Authenticate": "Bearer"})
+    # Starlette decodes header bytes as latin-1: encoding back gives the bytes that were sent.
+    if not hmac.compare_digest(credentials.strip().encode("latin-1"), expected):
+        return HTTPException(status.HTTP_403_FORBIDDEN, WRONG_MESSAGE)
+    return None
+
+
+class _NonFinite:
+    """Marks a NaN, Infinity or out-of-range number found while parsing a body."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _parse_float(text: str) -> float | _NonFinite:
+    value = float(text)
+    return value if math.isfinite(value) else _NonFinite(text)
+
+
+def _non_finite(value: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    if isinstance(value, _NonFinite):
+        yield path, value.text
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _non_finite(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _non_finite(v, (*path, i))
+
+
+def _error(exc: HTTPException) -> Response:
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+def _guarded_route(expected: bytes | None, max_body: int) -> type[APIRoute]:
+    """A route class that, for writes, authenticates and bounds the body BEFORE it is read or parsed.
+
+    FastAPI reads and validates the body before it runs dependencies, so without this an
+    unauthenticated client could make the service read and parse any amount of data, and a
+    garbage body without a token got 422 instead of 401.
+    """
+
+    class GuardedRoute(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
+
+            async def guarded(request: Request) -> Response:
+                if request.method in _WRITE_METHODS:
+                    refused = _auth_error(expected, request.headers.get("authorization"))
+                    if refused is not None:
+                        return _error(refused)
+                    early = await _read_body(request, max_body)
+                    if early is not None:
+                        return early
+                return await handler(request)
+
+            return guarded
+
+    return GuardedRoute
+
+
+async def _read_body(request: Request, max_body: int) -> Response | None:
+    """Read the body up to *max_body* bytes (413 beyond) and reject non-finite numbers (422)."""
+    too_large = HTTPException(413,
+                              f"the request body exceeds the management API's limit of {max_body} bytes")
+    declared = request.headers.get("content-length")
+    try:
+        if declared is not None and int(declared) > max_body:
+            return _error(too_large)
+    except ValueError:
+        return _error(HTTPException(status.HTTP_400_BAD_REQUEST, "malformed Content-Length header"))
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_body:
+            return _error(too_large)
+    request._body = bytes(body)  # what request.body() returns to FastAPI's own parsing
+    if not body:
+        return None
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:  # FastAPI would answer 400, which the API does not document
+        return JSONResponse({"detail": [{"loc": ["body"], "type": "json_invalid", "input": None,
+                                         "msg": "body must be a UTF-8 encoded JSON document"}]}, status_code=422)
+    try:
+        parsed = json.loads(text, parse_float=_parse_float,
+                            parse_constant=_NonFinite)  # NaN, Infinity, -Infinity
+    except ValueError:
+        return None  # not JSON: FastAPI answers with its own 422
+    bad = [{"loc": ["body", *path], "type": "finite_number", "input": text,
+            "msg": f"{'.'.join(map(str, path)) or 'body'} must be a finite number, got {text}"}
+           for path, text in _non_finite(parsed)]
+    if bad:
+        return JSONResponse({"detail": bad}, status_code=422)
+    return None
+
+
+def management_router(get_runtime: Callable[[], Runtime], *, token: str | None,
+                      max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> APIRouter:
     """Return the management API as an :class:`~fastapi.APIRouter` (mount it with a prefix).
 
     *get_runtime* returns the running service's :class:`~mlops_otel.Runtime`
     (it may raise :class:`RuntimeError` before start-up: answered with 503).
-    Write endpoints require ``Authorization: Bearer <token>`` (compared in
-    constant time); with *token* ``None`` they answer 403 and change nothing.
+    Write endpoints require ``Authorization: Bearer <token>`` (compared as
+    bytes in constant time) and are checked before their body is read: 401
+    without a token, 403 for a wrong one, then 413 for a body over
+    *max_body_bytes*, 422 naming the field for NaN, Infinity or a number
+    beyond the float range. With *token* ``None`` writes answer 403 and change
+    nothing. A *token* that cannot be sent in an HTTP header (non-ASCII,
+    spaces, control characters) raises :class:`ValueError` here, at start-up.
     """
-    if token is not None and (not isinstance(token, str) or not token):
-        raise ValueError(f"token must be a non-empty string or None, got {token!r}")
-    expected = None if token is None else token.encode("utf-8")
+    expected = _check_token(token)
+    if not isinstance(max_body_bytes, int) or isinstance(max_body_bytes, bool) or max_body_bytes < 1:
+        raise ValueError(f"max_body_bytes must be an int >= 1, got {max_body_bytes!r}")
     bearer = HTTPBearer(auto_error=False, scheme_name="ManagementToken",
                         description="The management token configured on the service.")
 
     def authorize(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-        if expected is None:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, DISABLED_MESSAGE)
-        if credentials is None:
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, MISSING_MESSAGE,
-                                headers={"WWW-Authenticate": "Bearer"})
-        if not hmac.compare_digest(credentials.credentials.encode("utf-8"), expected):
-            raise HTTPException(status.HTTP_403_FORBIDDEN, WRONG_MESSAGE)
+        # The route class checked already, before the body; this keeps the scheme in the OpenAPI.
+        header = None if credentials is None else f"{credentials.scheme} {credentials.credentials}"
+        refused = _auth_error(expected, header)
+        if refused is not None:
+            raise refused
 
     def operations() -> Operations:
         try:
@@ -125,7 +255,7 @@ def management_router(get_runtime: Callable[[], Runtime], *, token: str | None) 
 
     Ops = Annotated[Operations, Depends(operations)]
     writer = [Depends(authorize)]
-    router = APIRouter(responses=_UNAVAILABLE)
+    router = APIRouter(responses=_UNAVAILABLE, route_class=_guarded_route(expected, max_body_bytes))
 
     # -------------------------------------------------------------- A/B tests
     @router.post("/ab/tests", tags=["ab-tests"], response_model=ABTestOut, status_code=201, dependencies=writer,

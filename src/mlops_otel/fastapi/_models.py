@@ -75,6 +75,18 @@ class GuardrailsModel(BaseModel):
         description="Tolerated absolute decrease of the mean confidence.")
 
 
+class MetricSpecModel(BaseModel):
+    """A custom metric of a test (#12): recorded with ``record_result(..., metrics={name: value})``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Metric name (letters, digits, '_', '-', '.'; not a built-in metric).")
+    kind: Literal["binary", "continuous"] = Field("continuous", description="binary: a bool per result.")
+    direction: Literal["higher", "lower"] = Field("higher", description="Which way is better.")
+    role: Literal["primary", "guardrail"] = Field("guardrail", description="At most one metric is primary.")
+    margin: float = Field(0.0, description="Non-inferiority margin of a guardrail, in the metric's unit.")
+
+
 class ABTestConfigIn(BaseModel):
     """Start an A/B test: the fields of :class:`mlops_otel.ABTestConfig`.
 
@@ -104,6 +116,11 @@ class ABTestConfigIn(BaseModel):
     salt: str | None = Field(None, description="Assignment hash salt; omitted means the test name.")
     srm_alpha: float = Field(_config_default("srm_alpha"),
                              description="Significance of the sample-ratio-mismatch check.")
+    primary_metric: str | None = Field(None, description="The metric to improve (default: confidence).")
+    metrics: list[MetricSpecModel] = Field(default_factory=list, description="Custom metrics.")
+    min_events: int = Field(_config_default("min_events"),
+                            description="Expected events per arm before a proportion may decide.")
+    segment_by: str | None = Field(None, description="Result attribute to break the report down by.")
 
 
 class ABTestConfigOut(BaseModel):
@@ -122,6 +139,10 @@ class ABTestConfigOut(BaseModel):
     auto_finalize: bool
     salt: str
     srm_alpha: float
+    primary_metric: str | None
+    metrics: list[MetricSpecModel]
+    min_events: int
+    segment_by: str | None
 
 
 class ABTestOut(BaseModel):
@@ -154,6 +175,21 @@ class MetricEffectOut(BaseModel):
     p_value: float | None
     tolerance: float
     verdict: Literal["better", "worse", "inconclusive", "no data"]
+    role: Literal["primary", "guardrail"]
+    non_inferior: bool
+    higher_is_better: bool
+    n_control: int
+    n_treatment: int
+
+
+class SegmentOut(BaseModel):
+    """One segment's effects (Bonferroni-corrected over segments; reported only, never moves roles)."""
+
+    segment: str
+    n_control: int
+    n_treatment: int
+    indication: Literal["promote", "rollback", "continue", "halt"]
+    effects: dict[str, MetricEffectOut]
 
 
 class EvaluationOut(BaseModel):
@@ -169,6 +205,15 @@ class EvaluationOut(BaseModel):
     srm_p_value: float | None
     alpha: float
     ended: bool
+    primary: str
+    excluded_control: int = Field(description="Results delivered after the watermark, left out.")
+    excluded_treatment: int
+    watermark: float | None = Field(description="Time up to which every live worker had delivered.")
+    segments: list[SegmentOut]
+    applied: Literal["promoted", "rolled_back", "aborted"] | None = Field(
+        description="What this evaluation did to the test (auto_finalize), or null.")
+    roles_moved: bool
+    evaluated_at: float | None
 
 
 class FinalizeIn(BaseModel):
@@ -321,6 +366,7 @@ class DriftReportOut(BaseModel):
     invalid_samples: int
     window_start: float | None
     window_end: float | None
-    time_span_seconds: float
+    time_span_seconds: float | None = Field(description="Seconds between the window's first and last sample; "
+                                                        "null before there are two.")
     evaluated_at: float
     scope: str

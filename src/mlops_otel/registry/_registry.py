@@ -7,7 +7,9 @@ import enum
 import json
 import logging
 import random
+import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar, cast
@@ -15,6 +17,7 @@ from typing import Any, TypeVar, cast
 import attrs
 
 from .. import semconv
+from .._forksafe import after_fork_in_child
 from ..stats import SufficientStats
 from ..stores import CounterBuffer, JSONValue, StateStore, make_key
 from ..telemetry import Telemetry, default_telemetry
@@ -175,15 +178,27 @@ class ModelRegistry:
     #: Role changes kept per model type (oldest dropped first).
     max_history: int = attrs.field(default=1000, kw_only=True)
 
+    #: Seconds after which the background refresher re-reads a document of the in-process view.
+    refresh_interval: float = attrs.field(default=1.0, kw_only=True)
+
     _stats_keys: dict[tuple[str, str], str] = attrs.field(factory=dict, init=False, repr=False)
     _gauge_champion: dict[str, str | None] = attrs.field(factory=dict, init=False, repr=False)
     _buffer: CounterBuffer = attrs.field(init=False, repr=False)
+    _view: _DocView = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.max_history, int) or isinstance(self.max_history, bool) or self.max_history < 1:
             raise InvalidValueError("max_history", "an integer >= 1", self.max_history)
+        if (not isinstance(self.refresh_interval, (int, float)) or isinstance(self.refresh_interval, bool)
+                or not 0 < self.refresh_interval < float("inf")):
+            raise InvalidValueError("refresh_interval", "a positive number of seconds", self.refresh_interval)
+        self._view = _DocView(self, float(self.refresh_interval))
+        listen = getattr(self.store, "add_state_loss_listener", None)
+        if callable(listen):
+            listen(self._view.restore_all)
         self._buffer = CounterBuffer(self.store, SufficientStats.FIELDS,
-                                     on_fault=lambda exc: self._tel.fault("registry.update_metrics", exc))
+                                     on_fault=lambda exc: self._tel.fault("registry.update_metrics", exc),
+                                     on_invalid=lambda field, value: self._tel.invalid("registry." + field, value))
 
     def flush(self, timeout: float | None = None) -> bool:
         """Deliver the results this process buffered to the store and on to its backend.
@@ -212,7 +227,16 @@ class ModelRegistry:
     def _read(self, model_type: str) -> dict[str, Any]:
         check_name("model_type", model_type)
         found = self.store.get_document(self._doc_key(model_type))
-        doc = _empty_doc() if found is None else cast(dict[str, Any], found.value)
+        if found is None:
+            known = self._view.lost(model_type)
+            if known is not None:  # the store lost it: serve what this process knows, restore it
+                doc = copy.deepcopy(known)
+                self._sync_gauge(model_type, doc["champion"])
+                return doc
+            doc = _empty_doc()
+        else:
+            doc = cast(dict[str, Any], found.value)
+            self._view.put(model_type, doc)
         self._sync_gauge(model_type, doc["champion"])
         return doc
 
@@ -234,6 +258,7 @@ class ModelRegistry:
                 return None
             del doc["history"][:-self.max_history]
             if self.store.compare_and_set(key, cast(JSONValue, doc), expected_version=version):
+                self._view.put(model_type, doc)
                 self._sync_gauge(model_type, doc["champion"])
                 return result
             time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))
@@ -243,8 +268,8 @@ class ModelRegistry:
         # Every read refreshes this process's gauge, so workers that did not make a
         # change still export the current champion.
         previous = self._gauge_champion.get(model_type, "")
-        if previous == champion:
-            return
+        if previous == champion or (champion is None and model_type not in self._gauge_champion):
+            return  # a read of an unknown model type must not create state (anonymous GETs)
         self._gauge_champion[model_type] = champion
         tel = self._tel
         if previous:
@@ -332,8 +357,24 @@ class ModelRegistry:
         return sorted(k[len(prefix):k.index("}", len(prefix))] for k in self.store.list_keys(prefix)
                       if k.endswith("}:doc"))
 
+    def champion_view(self, model_type: str) -> str | None:
+        """The champion of *model_type* from this process's view: no store I/O, for request paths.
+
+        Stale-while-revalidate: the view is refreshed in the background every
+        *refresh_interval* seconds (a change by another worker shows within
+        about that), kept while the store is unreachable (its age is exported
+        in ``mlops_view_age_seconds{view="registry"}``) and restored to the store
+        when the store lost it. ``None`` until the view first holds the model
+        type (any read or write of it in this process, or the background load
+        this call schedules).
+        """
+        return self._view.champion(model_type)
+
     def champion_version(self, model_type: str) -> str | None:
-        """The champion's version string of *model_type* (one store read, no metrics)."""
+        """The champion's version string of *model_type* (one store read, no metrics).
+
+        Request paths should use :meth:`champion_view`, which never touches the store.
+        """
         champion: str | None = self._read(model_type)["champion"]
         return champion
 
@@ -514,5 +555,143 @@ class ModelRegistry:
             self._tel.fault("registry.update_metrics", exc)
 
     def close(self) -> None:
-        """Deliver buffered results (the store itself is closed by its owner). Idempotent."""
+        """Deliver buffered results and stop the view's refresher (the store is closed by its owner). Idempotent."""
+        self._view.close()
         self._buffer.close()
+
+
+def _run_refresher(ref: weakref.ref[_DocView], stop: threading.Event, wake: threading.Event) -> None:
+    while not stop.is_set():
+        view = ref()
+        if view is None:
+            return
+        wake.clear()
+        try:
+            delay = view.refresh_due()
+        except Exception:  # pragma: no cover - refresh_due handles store faults itself
+            log.exception("mlops-otel: registry view refresher fault")
+            delay = 1.0
+        del view
+        wake.wait(delay)
+
+
+class _DocView:
+    """The registry documents this process knows, refreshed in the background (no store I/O for readers)."""
+
+    def __init__(self, registry: ModelRegistry, interval: float) -> None:
+        self._registry = weakref.ref(registry)
+        self._store = registry.store
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._docs: dict[str, tuple[dict[str, Any], float]] = {}
+        self._wanted: set[str] = set()
+        self._restore: set[str] = set()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        after_fork_in_child(self, _DocView._after_fork)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._thread = None
+        self._wake = threading.Event()
+
+    def put(self, model_type: str, doc: dict[str, Any]) -> None:
+        with self._lock:
+            self._docs[model_type] = (copy.deepcopy(doc), time.monotonic())
+        self._start()
+
+    def champion(self, model_type: str) -> str | None:
+        with self._lock:
+            entry = self._docs.get(model_type)
+            if entry is None and model_type not in self._wanted:
+                self._wanted.add(model_type)
+                self._wake.set()
+        self._start()
+        champion: str | None = None if entry is None else entry[0]["champion"]
+        return champion
+
+    def lost(self, model_type: str) -> dict[str, Any] | None:
+        """The known document of *model_type*, now missing in the store (scheduled for restore)."""
+        with self._lock:
+            entry = self._docs.get(model_type)
+            if entry is None:
+                return None
+            self._restore.add(model_type)
+        self._wake.set()
+        return entry[0]
+
+    def restore_all(self) -> None:
+        """State-loss listener: write back every known document the store no longer has."""
+        with self._lock:
+            self._restore.update(self._docs)
+        self._restore_pending()
+
+    def _restore_pending(self) -> None:
+        with self._lock:
+            todo = [(mt, copy.deepcopy(self._docs[mt][0])) for mt in self._restore if mt in self._docs]
+            self._restore.clear()
+        restored = []
+        for model_type, doc in todo:
+            try:
+                # Only where the document is absent: a worker that restored first (or a newer
+                # change made since) wins, and the CAS makes exactly one restore count.
+                if self._store.compare_and_set(ModelRegistry._doc_key(model_type), cast(JSONValue, doc),
+                                               expected_version=0):
+                    restored.append(model_type)
+            except Exception as exc:
+                with self._lock:
+                    self._restore.add(model_type)  # retried on the next refresh
+                registry = self._registry()
+                if registry is not None:
+                    registry._tel.fault("registry.restore", exc)
+        if restored:
+            log.warning("mlops-otel: restored the registry roles of %s to the store after it lost them",
+                        ", ".join(sorted(restored)))
+
+    def refresh_due(self) -> float:
+        """Restore what was lost, re-read the documents older than the interval; return the next delay."""
+        if self._restore:
+            self._restore_pending()
+        now = time.monotonic()
+        with self._lock:
+            due = [mt for mt, (_, t) in self._docs.items() if now - t >= self._interval]
+            due += [mt for mt in self._wanted if mt not in self._docs]
+            self._wanted.clear()
+        registry = self._registry()
+        for model_type in due:
+            try:
+                found = self._store.get_document(ModelRegistry._doc_key(model_type))
+            except Exception:
+                break  # unreachable: keep serving the last view; its age grows and is exported
+            if found is not None:
+                doc = cast(dict[str, Any], found.value)
+                with self._lock:
+                    self._docs[model_type] = (copy.deepcopy(doc), time.monotonic())
+                if registry is not None:
+                    registry._sync_gauge(model_type, doc["champion"])
+            elif model_type in self._docs:
+                with self._lock:
+                    self._restore.add(model_type)
+        with self._lock:
+            oldest = min((t for _, t in self._docs.values()), default=None)
+        if registry is not None and oldest is not None:
+            registry._tel.set(semconv.VIEW_AGE, ("registry",), max(0.0, time.monotonic() - oldest))
+        return self._interval / 2 if not self._restore else min(self._interval / 2, 0.2)
+
+    def _start(self) -> None:
+        if self._thread is not None or self._stop.is_set():
+            return
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=_run_refresher, args=(weakref.ref(self), self._stop, self._wake),
+                                            name="mlops-otel-registry-view", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5.0)

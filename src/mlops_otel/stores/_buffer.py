@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -14,6 +15,12 @@ from .._forksafe import after_fork_in_child
 from ._protocol import StateStore
 
 __all__ = ["CounterBuffer"]
+
+_MAX = sys.float_info.max
+
+
+def _overflows(values: Sequence[float]) -> bool:
+    return not all(-_MAX <= v <= _MAX for v in values)
 
 
 def _run_flusher(ref: weakref.ref[CounterBuffer], stop: threading.Event, interval: float) -> None:
@@ -49,6 +56,8 @@ class CounterBuffer:
     interval: float = attrs.field(default=0.1, kw_only=True)
     #: Called with the exception when ``store.incr`` raises (a store breaking its contract).
     on_fault: Callable[[BaseException], None] | None = attrs.field(default=None, kw_only=True)
+    #: Called with ``(field, value)`` for each rejected value (non-finite, or a sum that would overflow).
+    on_invalid: Callable[[str, float], None] | None = attrs.field(default=None, kw_only=True)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
     # Held across taking the sums and handing them to the store, so a flush() that returns has
     # seen every earlier add() delivered, even one the background thread was delivering.
@@ -63,6 +72,10 @@ class CounterBuffer:
         if not 0 < self.interval < float("inf"):
             raise ValueError(f"interval must be a positive number of seconds, got {self.interval!r}")
         after_fork_in_child(self, CounterBuffer._after_fork)
+        # Closing the store first hands these sums over (held weakly by the store).
+        add_owner = getattr(self.store, "add_owner", None)
+        if callable(add_owner):
+            add_owner(self.flush)
         # At exit, hand the sums to the store before the store's own exit-time flush (atexit
         # runs handlers last-registered first, and the store was created before this buffer).
         ref = weakref.ref(self)
@@ -76,12 +89,35 @@ class CounterBuffer:
         self._thread = None
 
     def add(self, key: str, values: Sequence[float]) -> None:
-        """Add *values* (one per field, in order) to the pending sums of *key*."""
+        """Add *values* (one per field, in order) to the pending sums of *key*.
+
+        One add with a value that is not finite, or whose addition would
+        overflow a pending sum, is rejected alone (each offending field is
+        reported to *on_invalid*), so one absurd value can never poison the sums
+        of a batch.
+        """
+        # sum() of the new sums is finite when every one is (NaN and infinity propagate, and a
+        # non-finite value makes its sum non-finite): one C-level pass on the hot path; only when
+        # it fails do we look at each field (a finite sum overflowing is a false alarm).
         with self._lock:
             acc = self._pending.get(key)
-            self._pending[key] = list(values) if acc is None else list(map(add, acc, values))
+            merged = list(values) if acc is None else list(map(add, acc, values))
+            if -_MAX <= sum(merged) <= _MAX or not _overflows(merged):
+                self._pending[key] = merged
+                merged = None  # type: ignore[assignment]  # accepted
+        if merged is not None:
+            self._bad(values, merged)
+            return
         if self._thread is None:
             self._start()
+
+    def _bad(self, values: Sequence[float], check: Sequence[float]) -> bool:
+        """Report the fields whose *check* value is not finite; return whether there was one."""
+        bad = [(f, v) for f, v, c in zip(self.fields, values, check, strict=True) if not -_MAX <= c <= _MAX]
+        if self.on_invalid is not None:
+            for field, value in bad:
+                self.on_invalid(field, value)
+        return bool(bad)
 
     def _start(self) -> None:
         with self._lock:

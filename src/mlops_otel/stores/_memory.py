@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 import threading
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
 from .._forksafe import after_fork_in_child
 from ..telemetry import Telemetry, default_telemetry
+from ._hooks import StoreHooks
 from ._protocol import JSONValue, Versioned
 from ._values import (
     check_expected_version,
@@ -27,6 +29,7 @@ __all__ = ["MemoryStore"]
 #: Window items are kept as numbers or as their JSON text (decoded on read, so a
 #: caller can never mutate what the store holds).
 _Item = float | int | str
+_MAX = sys.float_info.max
 
 
 def _to_item(item: object, text: str) -> _Item:
@@ -53,6 +56,7 @@ class MemoryStore:
     _counters: dict[str, dict[str, float]] = attrs.field(factory=dict, init=False, repr=False)
     _windows: dict[str, deque[_Item]] = attrs.field(factory=dict, init=False, repr=False)
     _docs: dict[str, Versioned] = attrs.field(factory=dict, init=False, repr=False)
+    _hooks: StoreHooks = attrs.field(factory=StoreHooks, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         # A weak hook: registering a bound method would keep every store alive forever.
@@ -78,8 +82,12 @@ class MemoryStore:
             fields = self._counters.get(key)
             if fields is None:
                 fields = self._counters[key] = {}
-            for name, delta in pairs:
-                fields[name] = fields.get(name, 0.0) + delta
+            summed = [(name, fields.get(name, 0.0) + delta) for name, delta in pairs]
+            overflow = [name for name, total in summed if not -_MAX <= total <= _MAX]
+            if not overflow:
+                fields.update(summed)
+        for name in overflow:  # rejected whole, like Redis's HINCRBYFLOAT that would produce infinity
+            self._tel().invalid(name, dict(pairs)[name])
 
     def read_counters(self, key: str) -> dict[str, float]:
         with self._lock:
@@ -139,4 +147,13 @@ class MemoryStore:
         return True
 
     def close(self) -> None:
-        return None
+        """Hand the registered owners' buffered data over (nothing else to release)."""
+        self._hooks.drain_owners()
+
+    def add_owner(self, hand_over: Callable[[], None]) -> None:
+        """Register an owner's *hand_over*, called first by :meth:`close` (see ``RedisStore.add_owner``)."""
+        self._hooks.add_owner(hand_over)
+
+    def add_state_loss_listener(self, callback: Callable[[], None]) -> None:
+        """Accepted for parity with ``RedisStore``; process memory is never lost while the process lives."""
+        self._hooks.add_state_loss_listener(callback)

@@ -7,7 +7,6 @@ import functools
 import hashlib
 import json
 import logging
-import random
 import secrets
 import threading
 import time
@@ -21,7 +20,9 @@ import attrs
 from .. import semconv
 from .._forksafe import after_fork_in_child
 from ..telemetry import Telemetry, default_telemetry
-from ._keys import check_prefix, glob_escape, hash_tag, key_slot, slot_tag
+from ._delivery import Call, Delivery
+from ._hooks import StoreHooks
+from ._keys import check_prefix, glob_escape, key_slot
 from ._protocol import JSONValue, StoreError, Versioned
 from ._values import (
     check_expected_version,
@@ -31,7 +32,6 @@ from ._values import (
     encode_document,
     encode_items,
 )
-from ._writebehind import Batch, PendingBuffer
 
 try:
     from redis import Redis
@@ -80,7 +80,18 @@ redis.call('HSET', KEYS[2], KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 return 1
 """
+# An increment that would make a field infinite (Redis sums in long double, so 2 * 1.7e308 is
+# stored, then read back as inf) is refused as a whole, so the sums written together never
+# disagree; the batch is still marked applied and the reply names the field.
 _INCR_LUA = _DEDUP + """
+for i = 3, #ARGV, 2 do
+  local s = (tonumber(redis.call('HGET', KEYS[1], ARGV[i])) or 0) + tonumber(ARGV[i + 1])
+  if s ~= s or s == math.huge or s == -math.huge then
+    redis.call('HSET', KEYS[2], KEYS[1], ARGV[1])
+    redis.call('EXPIRE', KEYS[2], ARGV[2])
+    return 'overflow:' .. ARGV[i]
+  end
+end
 for i = 3, #ARGV, 2 do
   redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1])
 end
@@ -176,22 +187,70 @@ def _check_cluster(_inst: object, _attr: attrs.Attribute[Any], value: object) ->
         raise ValueError(f"cluster must be None (detect), True or False, got {value!r}")
 
 
-@attrs.frozen
-class _Call:
-    """One script call of a batch: the update of one key."""
-
-    key: str
-    sha: str
-    keys: tuple[str, str]
-    args: tuple[str | int, ...]
+_SHAS = {"incr": _INCR_SHA, "append": _APPEND_SHA}
 
 
-class _Incomplete(Exception):
-    """Some keys of a batch are not acknowledged yet; *cause* says why."""
+class _RedisExecutor:
+    """The :class:`~mlops_otel.stores._delivery.Executor` of a :class:`RedisStore`: one pipelined round trip.
 
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(repr(cause))
-        self.cause = cause
+    Standalone: one non-transactional pipeline of EVALSHA calls. Cluster: one
+    pipeline per primary (redis-py's ClusterPipeline refuses EVALSHA), with the
+    topology refreshed after a MOVED/ASK/TRYAGAIN/CLUSTERDOWN or a node failure.
+    Scripts missing after a server restart are loaded and the affected calls resent.
+    """
+
+    def __init__(self, store: RedisStore) -> None:
+        self._store = weakref.ref(store)
+        self.topology_stale = False
+
+    def is_transient(self, exc: BaseException) -> bool:
+        if isinstance(exc, (AskError, ClusterDownError, TryAgainError)):
+            self.topology_stale = True
+        return _is_transient(exc)
+
+    def execute(self, calls: list[Call]) -> list[Any]:
+        store = self._store()
+        if store is None or not calls:
+            return [RuntimeError("the store is gone")] * len(calls)
+        client = store._get_client()
+        results = self._round_trip(client, calls)
+        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing:
+            store._load_scripts(client)
+            for i, result in zip(missing, self._round_trip(client, [calls[i] for i in missing]), strict=True):
+                results[i] = result
+        return results
+
+    def _round_trip(self, client: _Client, calls: list[Call]) -> list[Any]:
+        if isinstance(client, RedisCluster):
+            return self._cluster(client, calls)
+        pipe = client.pipeline(transaction=False)
+        for call in calls:
+            pipe.evalsha(_SHAS[call.op], 2, call.full, call.companion, call.seq, call.ttl, *call.args)
+        return list(pipe.execute(raise_on_error=False))
+
+    def _cluster(self, client: RedisCluster, calls: list[Call]) -> list[Any]:
+        if self.topology_stale:
+            client.nodes_manager.initialize()
+            self.topology_stale = False
+        groups: dict[str, tuple[ClusterNode, list[int]]] = {}
+        for i, call in enumerate(calls):
+            node = client.nodes_manager.get_node_from_slot(key_slot(call.full))
+            groups.setdefault(node.name, (node, []))[1].append(i)
+        results: list[Any] = [None] * len(calls)
+        for node, indexes in groups.values():
+            try:
+                pipe = client.get_redis_connection(node).pipeline(transaction=False)
+                for i in indexes:
+                    call = calls[i]
+                    pipe.evalsha(_SHAS[call.op], 2, call.full, call.companion, call.seq, call.ttl, *call.args)
+                replies = list(pipe.execute(raise_on_error=False))
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                self.topology_stale = True
+                replies = [exc] * len(indexes)
+            for i, reply in zip(indexes, replies, strict=True):
+                results[i] = reply
+        return results
 
 
 def _run_flusher(ref: weakref.ReferenceType[RedisStore], wake: threading.Event,
@@ -252,31 +311,25 @@ class RedisStore:
     socket_timeout: float = attrs.field(default=2.0, kw_only=True, validator=_positive)
     dedup_ttl: int = attrs.field(default=86_400, kw_only=True, validator=_positive_int)
     telemetry: Telemetry | None = attrs.field(default=None, kw_only=True, repr=False)
+    #: Seconds between checks of the state sentinel (see :meth:`add_state_loss_listener`).
+    epoch_interval: float = attrs.field(default=1.0, kw_only=True, validator=_positive)
 
     kind: str = attrs.field(default="redis", init=False)
+    _hooks: StoreHooks = attrs.field(factory=StoreHooks, init=False, repr=False)
+    _epoch: str | None = attrs.field(default=None, init=False, repr=False)
+    _epoch_due: float = attrs.field(default=0.0, init=False, repr=False)
     _labels: tuple[str] = attrs.field(init=False, repr=False)
-    _pending: PendingBuffer = attrs.field(init=False, repr=False)
-    _inflight: Batch | None = attrs.field(default=None, init=False, repr=False)
-    _seq: int = attrs.field(default=0, init=False, repr=False)
-    _writer: str = attrs.field(factory=lambda: secrets.token_hex(8), init=False, repr=False)
+    _delivery: Delivery = attrs.field(init=False, repr=False)
+    _executor: _RedisExecutor = attrs.field(init=False, repr=False)
     _state_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
-    _send_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
     _client_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
     _client: _Client | None = attrs.field(default=None, init=False, repr=False)
     _inherited: list[_Client] = attrs.field(factory=list, init=False, repr=False)
     _is_cluster: bool | None = attrs.field(default=None, init=False, repr=False)
-    _topology_stale: bool = attrs.field(default=False, init=False, repr=False)
     _thread: threading.Thread | None = attrs.field(default=None, init=False, repr=False)
     _wake: threading.Event = attrs.field(factory=threading.Event, init=False, repr=False)
     _stop: threading.Event = attrs.field(factory=threading.Event, init=False, repr=False)
     _closed: bool = attrs.field(default=False, init=False, repr=False)
-    _failures: int = attrs.field(default=0, init=False, repr=False)
-    _next_attempt: float = attrs.field(default=0.0, init=False, repr=False)
-    _logged: set[str] = attrs.field(factory=set, init=False, repr=False)
-    _rejections_logged: set[str] = attrs.field(factory=set, init=False, repr=False)
-    _drop_logged: bool = attrs.field(default=False, init=False, repr=False)
-    _companions: dict[str, str] = attrs.field(factory=dict, init=False, repr=False)
-    _slot_tags: dict[int, str] = attrs.field(factory=dict, init=False, repr=False)
     _atexit_hook: Callable[[], None] | None = attrs.field(default=None, init=False, repr=False)
 
     @property
@@ -286,8 +339,14 @@ class RedisStore:
 
     def __attrs_post_init__(self) -> None:
         self._labels = (self.kind,)
-        self._pending = PendingBuffer(self.max_pending)
         self._is_cluster = self.cluster
+        self._executor = _RedisExecutor(self)
+        self._delivery = Delivery(
+            lambda: self._executor, lambda: self._tel, _redact(self.url), prefix=self.prefix,
+            cluster=lambda: self._is_cluster, max_pending=self.max_pending, max_batch=self.max_batch,
+            flush_interval=self.flush_interval, max_backoff=self.max_backoff, dedup_ttl=self.dedup_ttl,
+            labels=self._labels, on_recovery=self._on_recovery,
+        )
         self._atexit_hook = functools.partial(_close_at_exit, weakref.ref(self))
         atexit.register(self._atexit_hook)
         after_fork_in_child(self, RedisStore._after_fork)
@@ -307,6 +366,7 @@ class RedisStore:
         socket_timeout: float = 2.0,
         dedup_ttl: int = 86_400,
         telemetry: Telemetry | None = None,
+        epoch_interval: float = 1.0,
     ) -> RedisStore:
         """Create a store for ``redis://[[user]:password@]host:port/db``, ``rediss://`` (TLS) or ``unix://``.
 
@@ -317,6 +377,7 @@ class RedisStore:
             url, prefix=prefix, cluster=cluster, flush_interval=flush_interval, max_batch=max_batch,
             max_pending=max_pending, max_backoff=max_backoff, flush_timeout=flush_timeout,
             socket_timeout=socket_timeout, dedup_ttl=dedup_ttl, telemetry=telemetry,
+            epoch_interval=epoch_interval,
         )
 
     # ------------------------------------------------------------ lifecycle
@@ -324,12 +385,8 @@ class RedisStore:
         # The parent's pending writes are the parent's to deliver. The child gets
         # fresh buffers, locks, a new writer identity and, lazily, its own
         # connections and flusher thread.
-        self._pending = PendingBuffer(self.max_pending)
-        self._inflight = None
-        self._seq = 0
-        self._writer = secrets.token_hex(8)
+        self._delivery.reset_after_fork()
         self._state_lock = threading.Lock()
-        self._send_lock = threading.Lock()
         self._client_lock = threading.Lock()
         if self._client is not None:
             # Never close the parent's sockets from here; just stop using them.
@@ -338,11 +395,7 @@ class RedisStore:
         self._thread = None
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._failures = 0
-        self._next_attempt = 0.0
-        self._logged = set()
-        self._drop_logged = False
-        self._companions = {}
+        self._epoch_due = 0.0
 
     def _ensure_flusher(self) -> None:
         with self._state_lock:
@@ -357,17 +410,38 @@ class RedisStore:
         thread.start()
 
     def close(self, timeout: float | None = None) -> None:
-        """Deliver pending writes (up to *timeout*, default *flush_timeout*), stop the flusher.
+        """Drain the owners buffering into this store, deliver pending writes, stop the flusher.
 
-        Idempotent; also runs at interpreter exit. Writes after closing are dropped and counted.
+        Returns within *timeout* seconds (default *flush_timeout*) whatever Redis
+        does: the delivery runs on a helper thread that is abandoned at the
+        deadline, and what is still pending then is counted in
+        ``mlops_store_dropped_total`` and logged. Idempotent; also runs at
+        interpreter exit. Writes after closing are dropped and counted.
         """
         with self._state_lock:
             if self._closed:
                 return
+            limit = self.flush_timeout if timeout is None else max(0.0, timeout)
+            deadline = time.monotonic() + limit
+        # Owners first (registry, A/B, drift buffers): their sums become pending writes here.
+        self._hooks.drain_owners()
+        with self._state_lock:
             self._closed = True
+        done = threading.Event()
+        delivered = [False]
+
+        def deliver() -> None:
+            try:
+                delivered[0] = self.flush(max(0.0, deadline - time.monotonic()))
+            finally:
+                done.set()
+
+        helper = threading.Thread(target=deliver, name="mlops-otel-redis-close", daemon=True)
+        helper.start()
         try:
-            if not self.flush(timeout):
-                lost = self._pending.total
+            done.wait(max(0.0, deadline - time.monotonic()))
+            if not delivered[0]:
+                lost = self._delivery.pending.total
                 if lost:
                     self._tel.add(semconv.STORE_DROPPED, self._labels, float(lost))
                     logger.warning("mlops-otel: RedisStore %s closed with %d undelivered pending writes "
@@ -377,7 +451,7 @@ class RedisStore:
             self._wake.set()
             thread = self._thread
             if thread is not None and thread is not threading.current_thread():
-                thread.join(timeout=max(1.0, self.socket_timeout))
+                thread.join(timeout=max(0.0, deadline - time.monotonic()))
             if self._atexit_hook is not None:
                 atexit.unregister(self._atexit_hook)
                 self._atexit_hook = None
@@ -387,6 +461,50 @@ class RedisStore:
                     client.close()
                 except Exception:  # pragma: no cover - closing sockets should not fail
                     logger.debug("mlops-otel: closing the Redis client failed", exc_info=True)
+
+    # ------------------------------------------------------------ owners and state loss
+    def add_owner(self, hand_over: Callable[[], None]) -> None:
+        """Register an owner's *hand_over*, called by :meth:`close` before the final delivery.
+
+        :class:`~mlops_otel.stores.CounterBuffer` registers itself, so closing the
+        store before its owners no longer loses what they buffered.
+        """
+        self._hooks.add_owner(hand_over)
+
+    def add_state_loss_listener(self, callback: Callable[[], None]) -> None:
+        """Call *callback* (on the flusher thread) whenever the store's state is found lost.
+
+        The store keeps a sentinel key (``<prefix>#epoch``) with a random value
+        and checks it every *epoch_interval* seconds in the background. When it
+        disappears or changes (Redis restarted without its data, ``FLUSHALL``,
+        a failover to an empty replica) the store logs it, counts
+        ``mlops_store_state_lost_total``, writes a new sentinel and calls every
+        listener, so owners can restore what this process knows.
+        """
+        self._hooks.add_state_loss_listener(callback)
+        self._ensure_flusher()
+
+    def _check_epoch(self) -> None:
+        """Compare the sentinel with the one last seen (flusher thread; errors are left to delivery)."""
+        self._epoch_due = time.monotonic() + self.epoch_interval
+        key = f"{self.prefix}#epoch"
+        try:
+            client = self._get_client()
+            value = client.get(key)
+            if value is None:
+                client.set(key, secrets.token_hex(8), nx=True)
+                value = client.get(key)
+        except Exception:  # unreachable: delivery counts and logs the outage
+            return
+        if value is None:
+            return
+        seen, self._epoch = self._epoch, _text(value)
+        if seen is not None and seen != self._epoch:
+            self._tel.add(semconv.STORE_STATE_LOST, self._labels)
+            logger.warning("mlops-otel: RedisStore %s lost its state (the sentinel %s changed: Redis restarted "
+                           "empty or was flushed); restoring what this process knows (counted in "
+                           "mlops_store_state_lost_total)", _redact(self.url), key)
+            self._hooks.state_lost()
 
     def __enter__(self) -> RedisStore:
         return self
@@ -399,32 +517,17 @@ class RedisStore:
         return f"{self.prefix}:{key}"
 
     def _companion(self, full: str) -> str:
-        """The writer's dedup hash for *full*: same Cluster slot, outside the key space."""
-        name = self._companions.get(full)
-        if name is None:
-            tag = hash_tag(full)
-            if tag is not None:
-                anchor = "{" + tag + "}"
-            elif self._is_cluster:
-                slot = key_slot(full)
-                found = self._slot_tags.get(slot)
-                if found is None:
-                    found = self._slot_tags[slot] = slot_tag(slot)
-                anchor = "{" + found + "}"
-            else:
-                anchor = ""
-            name = f"{self.prefix}#wb:{self._writer}:{anchor}"
-            if len(self._companions) >= 100_000:
-                self._companions.clear()
-            self._companions[full] = name
-        return name
+        """The writer's dedup hash for *full* (see :meth:`Delivery.companion`)."""
+        return self._delivery.companion(full)
 
     # ------------------------------------------------------------ connections
     def _retry(self) -> Retry:
         # One immediate retry: a pooled connection broken by a server restart
         # reconnects. Safe for every command we send: writes are deduplicated,
         # compare-and-set recognises its own token, reads are idempotent.
-        return Retry(NoBackoff(), 1)
+        # Only connection errors: retrying a timeout doubled every stall (a 2 s socket timeout
+        # blocked 4 s, and a shutdown with Redis down overran its flush_timeout).
+        return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
 
     def _get_client(self) -> _Client:
         client = self._client
@@ -482,9 +585,7 @@ class RedisStore:
         if type(key) is not str:
             self._tel.invalid("store.key", key)
             return
-        if self._closed or not self._pending.add_counts(key, pairs):
-            self._drop(1)
-            return
+        self._delivery.add_counts(key, pairs, closed=self._closed)
         self._kick()
 
     def append(self, key: str, items: Sequence[JSONValue], *, max_len: int) -> None:
@@ -496,25 +597,14 @@ class RedisStore:
         if type(key) is not str:
             self._tel.invalid("store.key", key)
             return
-        if self._closed or not self._pending.add_items(key, encoded, max_len):
-            self._drop(1)
-            return
+        self._delivery.add_items(key, encoded, max_len, closed=self._closed)
         self._kick()
 
     def _kick(self) -> None:
         if self._thread is None:
             self._ensure_flusher()
-        elif self._pending.entries >= self.max_batch:
+        elif self._delivery.pending.entries >= self.max_batch:
             self._wake.set()
-
-    def _drop(self, operations: int) -> None:
-        self._tel.add(semconv.STORE_DROPPED, self._labels, float(operations))
-        if not self._drop_logged:
-            self._drop_logged = True
-            reason = "the store is closed" if self._closed else (
-                f"{self._pending.total} writes are pending (max_pending={self.max_pending})")
-            logger.warning("mlops-otel: RedisStore %s dropped a write because %s; drops are counted in "
-                           "mlops_store_dropped_total (logged once per outage)", _redact(self.url), reason)
 
     # ------------------------------------------------------------ delivery
     def flush(self, timeout: float | None = None) -> bool:
@@ -524,188 +614,23 @@ class RedisStore:
         whether everything was delivered; a ``False`` keeps the writes pending
         for the flusher. A read after a successful flush sees them.
         """
-        limit = self.flush_timeout if timeout is None else max(0.0, timeout)
-        deadline = time.monotonic() + limit
-        if not self._send_lock.acquire(timeout=limit):
-            return False
-        try:
-            return self._drain_locked(deadline, freeze=True)
-        finally:
-            self._send_lock.release()
-            self._publish_pending()
+        return self._delivery.flush(self.flush_timeout if timeout is None else max(0.0, timeout))
 
     def _tick(self) -> float:
         """One flusher iteration; return the seconds to wait before the next one."""
-        now = time.monotonic()
-        if now < self._next_attempt:
-            return self._next_attempt - now
-        if not self._send_lock.acquire(blocking=False):
-            return self.flush_interval  # a flush() or delete() is delivering right now
-        try:
-            if self._inflight is None:
-                self._freeze_locked()
-            ok = self._inflight is None or self._attempt_locked()
-        finally:
-            self._send_lock.release()
-        self._publish_pending()
-        if ok:
-            self._next_attempt = 0.0
-            return 0.0 if self._pending.entries >= self.max_batch else self.flush_interval
-        delay = self._retry_delay()
-        self._next_attempt = time.monotonic() + delay
-        return delay
+        if time.monotonic() >= self._epoch_due and time.monotonic() >= self._delivery.next_attempt:
+            self._check_epoch()
+        delay = self._delivery.tick()
+        until_epoch = max(0.0, self._epoch_due - time.monotonic())
+        if delay is None:
+            return min(self.flush_interval, until_epoch)
+        return min(delay, max(until_epoch, self.flush_interval) if delay > 0 else 0.0)
 
-    def _publish_pending(self) -> None:
-        self._tel.set(semconv.STORE_PENDING, self._labels, float(self._pending.total))
-
-    def _retry_delay(self) -> float:
-        exponent = min(max(self._failures - 1, 0), 30)
-        return min(self.max_backoff, self.flush_interval * 2.0**exponent) * random.uniform(0.5, 1.0)
-
-    def _freeze_locked(self) -> None:
-        batch = self._pending.freeze(self._seq + 1)
-        if batch is not None:
-            self._seq = batch.seq
-            self._inflight = batch
-
-    def _drain_locked(self, deadline: float, *, freeze: bool) -> bool:
-        """Deliver the in-flight batch (and, with *freeze*, what is pending now) before *deadline*."""
-        frozen = not freeze
-        while True:
-            if self._inflight is None:
-                if frozen:
-                    return True
-                self._freeze_locked()
-                frozen = True
-                if self._inflight is None:
-                    return True
-            if self._attempt_locked():
-                continue
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            time.sleep(min(self._retry_delay(), remaining))
-
-    def _attempt_locked(self) -> bool:
-        """Send the in-flight batch once; return whether it is fully acknowledged."""
-        batch = self._inflight
-        assert batch is not None
-        try:
-            self._send(batch)
-        except Exception as exc:
-            self._on_failure(exc.cause if isinstance(exc, _Incomplete) else exc)
-            return False
-        self._inflight = None
-        self._on_success()
-        return True
-
-    def _on_success(self) -> None:
-        if self._failures:
-            logger.info("mlops-otel: RedisStore %s delivered pending writes after %d failed attempts",
-                        _redact(self.url), self._failures)
-            self._next_attempt = 0.0  # Redis is back: end the flusher's backoff wait now
-            self._wake.set()
-        self._failures = 0
-        self._logged.clear()
-        self._drop_logged = False
-
-    def _on_failure(self, exc: BaseException) -> None:
-        self._failures += 1
-        self._tel.add(semconv.STORE_FLUSH_ERRORS, self._labels)
-        kind = type(exc).__name__
-        if kind not in self._logged:
-            self._logged.add(kind)
-            logger.warning("mlops-otel: RedisStore %s flush failed (%s: %s); %d pending writes are kept "
-                           "and retried with backoff (logged once per failure kind and outage)",
-                           _redact(self.url), kind, exc, self._pending.total)
-
-    def _calls(self, batch: Batch) -> list[_Call]:
-        seq, ttl = batch.seq, self.dedup_ttl
-        calls = []
-        for key, fields in batch.counters.items():
-            full = self._full(key)
-            args: list[str | int] = [seq, ttl]
-            for name, delta in fields.items():
-                args += (name, repr(delta))
-            calls.append(_Call(key, _INCR_SHA, (full, self._companion(full)), tuple(args)))
-        for key, items in batch.windows.items():
-            full = self._full(key)
-            calls.append(_Call(key, _APPEND_SHA, (full, self._companion(full)),
-                               (seq, ttl, items.maxlen or len(items), *items)))
-        return calls
-
-    def _send(self, batch: Batch) -> None:
-        """Send *batch* once: acknowledged and rejected keys leave it; raise if any key remains."""
-        client = self._get_client()
-        calls = self._calls(batch)
-        results = self._execute(client, calls)
-        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-        if missing:
-            self._load_scripts(client)
-            for i, result in zip(missing, self._execute(client, [calls[i] for i in missing]), strict=True):
-                results[i] = result
-        released = 0
-        rejected = 0
-        transient: BaseException | None = None
-        for call, result in zip(calls, results, strict=True):
-            if isinstance(result, BaseException):
-                if _is_transient(result):
-                    transient = result
-                    if isinstance(result, (AskError, ClusterDownError, TryAgainError)):
-                        self._topology_stale = True
-                    continue
-                rejected += 1
-                self._reject(call, result)
-            released += batch.discard(call.key)
-        self._pending.release(released)
-        if rejected:
-            self._tel.add(semconv.STORE_DROPPED, self._labels, float(rejected))
-        if transient is not None:
-            raise _Incomplete(transient)
-
-    def _reject(self, call: _Call, exc: BaseException) -> None:
-        # A rejection repeats on every flush that touches the key: log it once per store,
-        # not once per outage like connection failures.
-        kind = type(exc).__name__
-        if kind not in self._rejections_logged:
-            self._rejections_logged.add(kind)
-            logger.error("mlops-otel: Redis rejected the pending update of key %r (%s); it is dropped and "
-                         "counted in mlops_store_dropped_total (logged once)", call.key, exc)
-
-    def _execute(self, client: _Client, calls: list[_Call]) -> list[Any]:
-        """One pipelined round trip (per node on a Cluster); errors are returned per call."""
-        if not calls:
-            return []
-        if isinstance(client, RedisCluster):
-            return self._execute_cluster(client, calls)
-        pipe = client.pipeline(transaction=False)
-        for call in calls:
-            pipe.evalsha(call.sha, 2, *call.keys, *call.args)
-        return list(pipe.execute(raise_on_error=False))
-
-    def _execute_cluster(self, client: RedisCluster, calls: list[_Call]) -> list[Any]:
-        # redis-py's ClusterPipeline refuses EVALSHA, so pipeline per primary node.
-        if self._topology_stale:
-            client.nodes_manager.initialize()
-            self._topology_stale = False
-        groups: dict[str, tuple[ClusterNode, list[int]]] = {}
-        for i, call in enumerate(calls):
-            node = client.nodes_manager.get_node_from_slot(key_slot(call.keys[0]))
-            groups.setdefault(node.name, (node, []))[1].append(i)
-        results: list[Any] = [None] * len(calls)
-        for node, indexes in groups.values():
-            try:
-                pipe = client.get_redis_connection(node).pipeline(transaction=False)
-                for i in indexes:
-                    call = calls[i]
-                    pipe.evalsha(call.sha, 2, *call.keys, *call.args)
-                replies = list(pipe.execute(raise_on_error=False))
-            except (RedisConnectionError, RedisTimeoutError) as exc:
-                self._topology_stale = True
-                replies = [exc] * len(indexes)
-            for i, reply in zip(indexes, replies, strict=True):
-                results[i] = reply
-        return results
+    def _on_recovery(self) -> None:
+        # Redis is back: end the flusher's backoff wait now, and look at the sentinel at once
+        # (it may have come back empty).
+        self._epoch_due = 0.0
+        self._wake.set()
 
     # ------------------------------------------------------------ decision paths
     def read_counters(self, key: str) -> dict[str, float]:
@@ -754,19 +679,17 @@ class RedisStore:
 
     def delete(self, key: str) -> None:
         """Remove *key*, including this process's pending writes to it (raises :class:`StoreError`)."""
-        self._pending.discard(key)
         full = self._full(key)
         deadline = time.monotonic() + self.flush_timeout
-        if not self._send_lock.acquire(timeout=self.flush_timeout):
+        lock = self._delivery.send_lock
+        if not lock.acquire(timeout=self.flush_timeout):
             raise StoreError("delete", key, TimeoutError("pending writes are still being delivered"))
         try:
-            batch = self._inflight
-            if (batch is not None and (key in batch.counters or key in batch.windows)
-                    and not self._drain_locked(deadline, freeze=False)):
+            if not self._delivery.discard_key(key, deadline):
                 raise StoreError("delete", key, TimeoutError("earlier writes to the key are undelivered"))
             self._request("delete", key, lambda c: c.delete(full))
         finally:
-            self._send_lock.release()
+            lock.release()
 
     def list_keys(self, prefix: str) -> list[str]:
         """Return every key starting with *prefix* (without the deployment prefix), sorted.

@@ -8,12 +8,15 @@ retry after a lost reply can be recognised and skipped (exactly-once).
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import deque
 
 import attrs
 
 __all__ = ["Batch", "PendingBuffer"]
+
+_MAX = sys.float_info.max
 
 
 @attrs.define(eq=False)
@@ -72,7 +75,11 @@ class PendingBuffer:
         return self.entries + self.frozen_entries
 
     def add_counts(self, key: str, pairs: list[tuple[str, float]]) -> bool:
-        """Merge one increment; return ``False`` if it was rejected for lack of room."""
+        """Merge one increment; return ``False`` if it was rejected for lack of room.
+
+        Raises :class:`OverflowError` (naming the field) without merging anything when
+        the increment would make a pending sum infinite.
+        """
         with self.lock:
             fields = self.counters.get(key)
             if fields is None:
@@ -86,8 +93,11 @@ class PendingBuffer:
             new = sum(1 for name, _ in pairs if name not in fields)
             if new and self.entries + new > self.max_pending:
                 return False
-            for name, delta in pairs:
-                fields[name] = fields.get(name, 0.0) + delta
+            summed = [(name, fields.get(name, 0.0) + delta) for name, delta in pairs]
+            for name, total in summed:
+                if not -_MAX <= total <= _MAX:
+                    raise OverflowError(name)
+            fields.update(summed)
             self.entries += new
             return True
 

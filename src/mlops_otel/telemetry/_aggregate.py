@@ -19,6 +19,7 @@ import attrs
 
 from .. import semconv
 from ..semconv import MetricKind, MetricSpec
+from ..validation import InvalidValueError
 
 __all__ = ["Aggregator", "FamilySnapshot", "SeriesSnapshot"]
 
@@ -130,7 +131,7 @@ class Aggregator:
 
     def __init__(self, *, max_label_values: int = 100, specs: tuple[MetricSpec, ...] = semconv.ALL_METRICS):
         if not isinstance(max_label_values, int) or max_label_values < 1:
-            raise ValueError(f"max_label_values must be an int >= 1, got {max_label_values!r}")
+            raise InvalidValueError("max_label_values", "an int >= 1", max_label_values)
         self.max_label_values = max_label_values
         self._specs = specs
         self.lock = threading.Lock()
@@ -205,11 +206,11 @@ class Aggregator:
             overflow_family = self.families[semconv.LABEL_OVERFLOW.name]
             if family is not overflow_family:
                 self._series(overflow_family, (family.spec.name,)).values[0] += 1.0
-            series = family.series.get(key)
-            if series is None:
-                series = family.series[key] = _Series(key, family.new_values())
-            return series
-        series = family.series[key] = _Series(key, family.new_values())
+        # A raw label tuple that is not its folded key (None, an int, an enum...) must find the
+        # series already created for that key, not replace it (which lost every earlier count).
+        series = family.series.get(key)
+        if series is None:
+            series = family.series[key] = _Series(key, family.new_values())
         return series
 
     # ------------------------------------------------------------- writes

@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import math
+import numbers
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager
 from contextvars import Token
 from types import TracebackType
@@ -28,6 +30,7 @@ from .. import semconv
 from .._forksafe import after_fork_in_child
 from .._version import __version__
 from ..semconv import MetricKind, MetricSpec
+from ..validation import InvalidValueError
 from ._aggregate import Aggregator, FamilySnapshot, _Family
 from ._otlp import MetricsExporter, PeriodicPusher, to_metrics_data
 from ._prometheus import make_registry, render
@@ -43,6 +46,21 @@ _VERSION = __version__
 
 _MS = 0.001
 _MAX_FLOAT = 1.7976931348623157e308
+
+
+def _num(value: object) -> float:
+    """*value* as a float for the range checks, NaN (always rejected) when it is not a real number.
+
+    One field's bad value (``None``, a string) must not drop the valid fields of the same call.
+    """
+    if isinstance(value, float):
+        return value
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except (OverflowError, TypeError, ValueError):
+            return math.nan
+    return math.nan
 
 
 _INSTANCE_ID = "service.instance.id"
@@ -75,12 +93,12 @@ _STAGE_SPAN: contextvars.ContextVar[Span | None] = contextvars.ContextVar("mlops
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+        raise InvalidValueError(name, f"one of {choices}", value)
 
 
 def _check_positive(name: str, value: object) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        raise InvalidValueError(name, "a positive finite number", value)
 
 
 @attrs.define(eq=False)
@@ -244,14 +262,19 @@ class Telemetry:
         agg = self._agg
         try:
             labels = (model_version,)
-            seconds = inference_time_ms * _MS
             duration, score, conf = self._gnn_fams
-            if 0.0 <= seconds <= _MAX_FLOAT and 0.0 <= anomaly_score <= 1.0 and 0.0 <= confidence <= 1.0:
+            if (type(inference_time_ms) is float and type(anomaly_score) is float and type(confidence) is float
+                    and 0.0 <= inference_time_ms <= _MAX_FLOAT and 0.0 <= anomaly_score <= 1.0
+                    and 0.0 <= confidence <= 1.0):
+                seconds = inference_time_ms * _MS
                 with agg.lock:  # one lock round for the three histograms
                     agg.observe(duration, labels, seconds)
                     agg.observe(score, labels, anomaly_score)
                     agg.observe(conf, labels, confidence)
-            else:  # at least one is invalid: record each on its own, counting the rejects
+            else:  # at least one is invalid: record each on its own, counting the rejects per field
+                seconds = _num(inference_time_ms) * _MS
+                anomaly_score = _num(anomaly_score)
+                confidence = _num(confidence)
                 agg.record(duration, labels, seconds)
                 agg.record(score, labels, anomaly_score)
                 agg.record(conf, labels, confidence)
@@ -269,9 +292,12 @@ class Telemetry:
             agg.fault("record_gnn_metrics", exc)
             return
         if self._instruments:
-            self._forward(semconv.GNN_INFERENCE_DURATION, labels, seconds)
-            self._forward(semconv.GNN_ANOMALY_SCORE, labels, anomaly_score)
-            self._forward(semconv.GNN_CONFIDENCE, labels, confidence)
+            if 0.0 <= seconds <= _MAX_FLOAT:
+                self._forward(semconv.GNN_INFERENCE_DURATION, labels, seconds)
+            if 0.0 <= anomaly_score <= 1.0:
+                self._forward(semconv.GNN_ANOMALY_SCORE, labels, anomaly_score)
+            if 0.0 <= confidence <= 1.0:
+                self._forward(semconv.GNN_CONFIDENCE, labels, confidence)
 
     def record_rag_metrics(
         self,
@@ -286,7 +312,8 @@ class Telemetry:
         agg = self._agg
         try:
             labels = (model_version,)
-            seconds = generation_time_ms * _MS
+            seconds = _num(generation_time_ms) * _MS
+            tokens_used = _num(tokens_used)
             duration, tokens = self._rag_fams
             if 0.0 <= seconds <= _MAX_FLOAT and 0.0 <= tokens_used <= _MAX_FLOAT:
                 with agg.lock:
@@ -307,8 +334,10 @@ class Telemetry:
             agg.fault("record_rag_metrics", exc)
             return
         if self._instruments:
-            self._forward(semconv.RAG_GENERATION_DURATION, labels, seconds)
-            self._forward(semconv.RAG_TOKENS_USED, labels, tokens_used)
+            if 0.0 <= seconds <= _MAX_FLOAT:
+                self._forward(semconv.RAG_GENERATION_DURATION, labels, seconds)
+            if 0.0 <= tokens_used <= _MAX_FLOAT:
+                self._forward(semconv.RAG_TOKENS_USED, labels, tokens_used)
 
     @staticmethod
     def set_request_model_version(model_version: str) -> None:
@@ -423,7 +452,7 @@ def request_decorator(name: str, scope: Callable[[], AbstractContextManager[None
     *name* is validated now; *scope* is called per call, so it may resolve a default lazily.
     """
     if not isinstance(name, str) or not name:
-        raise ValueError(f"name must be a non-empty string, got {name!r}")
+        raise InvalidValueError("name", "a non-empty string", name)
 
     def decorator(func: F) -> F:
         if inspect.iscoroutinefunction(func):
@@ -474,15 +503,18 @@ def _close_span(opened: _Opened, exc: BaseException | None) -> None:
 class StageTracker:
     """Context manager returned by :meth:`Telemetry.track_stage` (sync and async)."""
 
-    __slots__ = ("_opened", "_start", "model_type", "model_version", "stage", "telemetry")
+    __slots__ = ("_opened", "_start", "attributes", "model_type", "model_version", "stage", "telemetry")
 
     def __init__(
-        self, telemetry: Telemetry, stage: str, model_version: str | None, model_type: str | None = None
+        self, telemetry: Telemetry, stage: str, model_version: str | None, model_type: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
     ) -> None:
         self.telemetry = telemetry
         self.stage = stage
         self.model_version = model_version
         self.model_type = model_type
+        #: More span attributes, set when the span starts (so samplers see them).
+        self.attributes = attributes
         self._opened: _Opened | None = None
         self._start = 0.0
 
@@ -493,6 +525,8 @@ class StageTracker:
                 attributes[semconv.SPAN_ATTR_MODEL_VERSION] = str(self.model_version)
             if self.model_type is not None:
                 attributes[semconv.SPAN_ATTR_MODEL_TYPE] = str(self.model_type)
+            if self.attributes:
+                attributes.update(self.attributes)
             self._opened = _open_span(self.telemetry.tracer, semconv.span_name_for_stage(self.stage), attributes)
         except Exception as exc:
             self.telemetry.fault("track_stage", exc)
@@ -503,9 +537,26 @@ class StageTracker:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self.finish(exc_type, exc)
+
+    def finish(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        gnn: tuple[str, float | None, float, float] | None = None,
+    ) -> float:
+        """End the stage (what ``__exit__`` does) and return its wall time in seconds.
+
+        *gnn* ``(model_version, inference_time_ms, anomaly_score, confidence)`` is recorded with
+        :meth:`Telemetry.record_gnn_metrics` while the stage's span is still current; a ``None``
+        latency means the stage's wall time. Never raises.
+        """
         elapsed = time.perf_counter() - self._start
         tel = self.telemetry
         tel.record(semconv.DIAGNOSIS_DURATION, (self.stage,), elapsed)
+        if gnn is not None:
+            version, latency_ms, score, conf = gnn
+            tel.record_gnn_metrics(version, elapsed * 1000.0 if latency_ms is None else latency_ms, score, conf)
         if exc_type is not None:
             tel.record_error(exc_type.__name__, self.stage)
         if self._opened is not None:
@@ -513,6 +564,7 @@ class StageTracker:
                 _close_span(self._opened, exc)
             except Exception as fault:
                 tel.fault("track_stage", fault)
+        return elapsed
 
     async def __aenter__(self) -> Span:
         return self.__enter__()

@@ -1,0 +1,89 @@
+"""One worker thread per detector for the store I/O a local check needs (never on a request thread)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import attrs
+
+__all__ = ["OffPath"]
+
+#: An idle worker thread exits after this many seconds (it is started again on demand).
+IDLE_EXIT = 30.0
+
+
+@attrs.define(eq=False)
+class OffPath:
+    """Runs one task at a time on a lazily started daemon thread; a task offered while one runs is dropped.
+
+    Dropping is safe for the detector's tasks (learn the reference, share an
+    alert transition): each is offered again at the next check. *inline* runs
+    tasks on the caller's thread (the in-memory store, whose I/O is a dict lookup).
+    """
+
+    name: str
+    inline: bool
+    on_error: Callable[[Exception], None]
+    _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
+    _wake: threading.Condition = attrs.field(init=False, repr=False)
+    _task: Callable[[], None] | None = attrs.field(default=None, init=False, repr=False)
+    _busy: bool = attrs.field(default=False, init=False, repr=False)
+    _thread: threading.Thread | None = attrs.field(default=None, init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._wake = threading.Condition(self._lock)
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._task, self._busy, self._thread = None, False, None
+
+    def submit(self, task: Callable[[], None]) -> bool:
+        """Run *task* off the caller's thread; ``False`` when dropped because another one is under way."""
+        if self.inline:
+            self._run(task)
+            return True
+        with self._lock:
+            if self._busy:
+                return False
+            self._busy = True
+            self._task = task
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+                self._thread.start()
+            self._wake.notify()
+        return True
+
+    def _run(self, task: Callable[[], None]) -> None:
+        try:
+            task()
+        except Exception as exc:  # a background task must never kill its thread
+            self.on_error(exc)
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                if self._task is None and not self._wake.wait_for(lambda: self._task is not None, IDLE_EXIT):
+                    self._thread = None
+                    return
+                task, self._task = self._task, None
+            try:
+                if task is not None:
+                    self._run(task)
+            finally:
+                with self._lock:
+                    self._busy = False
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+    def wait_idle(self, timeout: float = 5.0) -> bool:
+        """Wait until no task runs (tests and close); ``True`` when idle."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self._busy and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return not self._busy
