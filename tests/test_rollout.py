@@ -380,3 +380,22 @@ def test_registry_events_are_recorded_once_per_key_and_move_no_role() -> None:
     assert registry.get_challenger("gnn") is None
     with pytest.raises(InvalidValueError, match="action must be"):
         registry.record_event("gnn", "", reason="x")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 1500), st.floats(0.0, 0.5), st.floats(0.0, 0.5), st.floats(0.0, 120.0),
+       st.sampled_from([0, 1, 2, 3]))
+def test_the_step_rule_never_advances_early_and_rolls_back_exactly_on_harm(
+        n: int, err_c: float, err_t: float, elapsed: float, step: int) -> None:
+    pct = SCHEDULE.steps[step].traffic_pct
+    c, t = arms(n, pct, err_t, err_c=err_c)
+    verdict = judge_step(c, t, config(), SCHEDULE, step, elapsed)
+    current = SCHEDULE.steps[step]
+    if verdict.decision in (StepDecision.ADVANCE, StepDecision.HANDOVER):
+        assert n >= current.min_results
+        assert elapsed >= current.min_seconds
+        assert all(e.non_inferior for e in verdict.evaluation.effects if e.verdict != "no data")
+        assert (verdict.decision is StepDecision.HANDOVER) == (step == SCHEDULE.last)
+    harm = verdict.evaluation.decision.value == "halt" or any(e.verdict == "worse"
+                                                               for e in verdict.evaluation.effects)
+    assert (verdict.decision is StepDecision.ROLLBACK) == harm
