@@ -31,9 +31,10 @@ MODULES = (
     "bench_memory",
     "bench_service",
     "bench_e2e",
+    "bench_chaos",
     "bench_shadow",
     "bench_rollout",
-    "bench_chaos",
+    "bench_ui",
 )
 REPORT = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
 _BEGIN, _END = "<!-- bench:begin -->", "<!-- bench:end -->"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -10,7 +11,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 
-__all__ = ["free_port", "redis_server"]
+__all__ = ["cpu_seconds", "free_port", "redis_server", "uvicorn_process", "uvicorn_server"]
 
 
 def free_port() -> int:
@@ -64,10 +65,44 @@ def redis_server() -> Iterator[str]:
             _stop(proc, timeout=10)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of process *pid* and all its live descendants, in seconds."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [p for p, pp in parents.items() if pp == parent and p not in tree]
+        tree.update(children)
+        frontier += children
+    return sum(times.get(p, 0.0) for p in tree)
+
+
 @contextlib.contextmanager
-def uvicorn_server(target: str, *, env: dict[str, str], workers: int = 1) -> Iterator[str]:
+def uvicorn_server(target: str, *, env: dict[str, str], workers: int = 1, cpus: str | None = None,
+                   ) -> Iterator[str]:
     """Run ``uvicorn <target>`` on a free loopback port in a subprocess; yield its base URL."""
-    import os
+    with uvicorn_process(target, env=env, workers=workers, cpus=cpus) as (url, _pid):
+        yield url
+
+
+@contextlib.contextmanager
+def uvicorn_process(target: str, *, env: dict[str, str], workers: int = 1, cpus: str | None = None,
+                    ) -> Iterator[tuple[str, int]]:
+    """Run ``uvicorn <target>`` on a free loopback port in a subprocess; yield its base URL and pid.
+
+    *cpus* pins the server (and its workers) with ``taskset -c`` (which execs: the pid is the server's).
+    """
     import sys
     from pathlib import Path
 
@@ -79,12 +114,14 @@ def uvicorn_server(target: str, *, env: dict[str, str], workers: int = 1) -> Ite
     else:
         cmd = [sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port),
                "--log-level", "warning", "--no-access-log"]
+    if cpus is not None and shutil.which("taskset"):
+        cmd = ["taskset", "-c", cpus, *cmd]
     proc = subprocess.Popen(
         cmd,
         env=full_env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     try:
         _wait_listening(proc, port, "uvicorn", timeout=90)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", proc.pid
     finally:
         _stop(proc, timeout=20)

@@ -1,83 +1,175 @@
-"""End to end: the example service's latency and throughput with the SDK and without it.
+"""End to end: the example service's latency at fixed request rates, with the SDK and without it.
 
-The load generator (benchmarks/_load.py) sends diagnosis requests on loopback to
-uvicorn running the example service: with mlops-otel on the in-memory store (1 worker),
-on a shared Redis store (2 workers, fleet metrics on), and the same models and flow with
-no SDK at all (1 and 2 workers). Latency percentiles come from 2 concurrent clients (the
-server not saturated); throughput from 16 concurrent clients. Client and server share
-this machine's 2 cores, so absolute numbers are lower than on a real deployment, and two
-workers compete with the client for them; the ratios are what to read. Each case repeats
-both phases `repeat` times; the table gives medians (throughput also min and max). Non-2xx answers
-are the example GNN's simulated inference failures (503).
+Load: wrk (C, not Python: it does not compete for the service's interpreter) with
+``benchmarks/wrk_open_loop.lua``: 4 connections on a fixed, open-loop schedule at the given
+rate, latency measured from each request's due time, so a slow answer's effect on the requests
+queued behind it is counted (no coordinated omission). Service: uvicorn running the example
+(``benchmarks/_e2e_app.py``) with 1 worker on the memory store, and with 2 workers on a shared
+Redis store (fleet metrics on); each against the same models and flow with no SDK at all.
+Variants: without the OTel HTTP instrumentation, with mlops-otel's lean HTTP middleware instead
+(``instrument_http="light"``), and with an OTel SDK tracer provider sampling
+0%, 1% and 100% of traces (spans encoded to OTLP protobuf and dropped: the export CPU, no network).
+
+Method: all servers of a group run side by side; each round runs every case once per rate,
+in an order rotated every round (interleaved), after a warm-up. The table gives the median over
+rounds with min and max; ``x`` columns are the median over rounds of the ratio to the no-SDK
+service *in the same round*, the figure to read on a shared machine. ``cpu_ms_per_req`` is the
+service's CPU time (every worker, background threads included; from /proc) per answered request:
+on a machine shared with other work, latency swings with whoever else runs, CPU per request much
+less, so ``cpu_x`` is the steadiest measure of what the SDK costs. ``late`` counts requests
+sent more than 1 ms after their due time (a saturated or descheduled server, or wrk itself not
+scheduled); ``non_2xx`` are the example GNN's simulated inference failures (503).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
 import sys
+import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
-from ._load import run_load
-from ._services import redis_server, uvicorn_server
+import attrs
+
+from ._load import wait_until_ready
+from ._services import cpu_seconds, redis_server, uvicorn_process
+from ._wrk import WrkResult, require_wrk, run_wrk
 
 BENCH = "e2e"
-TARGET = "examples.diagnosis_service.app:app"
+TARGET = "benchmarks._e2e_app:app"
+BASELINE = "without SDK"
+DEFAULT = "mlops-otel (default)"
+#: (workers, p50 goal, p99 goal) of issue #16, for the default configuration.
+GOALS = {1: (1.05, 1.15), 2: (1.10, 1.25)}
 
 
-def _case(name: str, env: dict[str, str], workers: int, requests: int, repeat: int) -> dict[str, Any]:
-    p50, p99, rps, sent, non_2xx = [], [], [], 0, 0
-    with uvicorn_server(TARGET, env=env, workers=workers) as url:
-        run_load(url, requests=min(200, requests), concurrency=16)  # warm-up
-        for i in range(repeat):
-            # Latency with the server not saturated (2 clients), so queueing does not dominate the
-            # percentiles; throughput with 16 clients keeping every worker busy.
-            latency = run_load(url, requests=requests // 2, concurrency=2, max_seconds=300, seed=2 + i)
-            load = run_load(url, requests=requests, concurrency=16, max_seconds=300, seed=100 + i)
-            p50.append(latency.p50)
-            p99.append(latency.percentile(99))
-            rps.append(load.throughput)
-            sent += latency.sent + load.sent
-            non_2xx += latency.sent + load.sent - latency.statuses.get(200, 0) - load.statuses.get(200, 0)
-    return {
-        "bench": BENCH, "case": name, "workers": workers, "requests": sent, "repeat": repeat,
-        "p50_ms": statistics.median(p50), "p99_ms": statistics.median(p99),
-        "throughput_rps": statistics.median(rps), "rps_min": min(rps), "rps_max": max(rps),
-        "non_2xx": non_2xx,
-    }
+@attrs.frozen
+class Case:
+    name: str
+    env: dict[str, str]
+
+
+def _cases(quick: bool, store: dict[str, str]) -> list[Case]:
+    sdk = {**store}
+    cases = [
+        Case(BASELINE, {"EXAMPLE_WITHOUT_SDK": "1"}),
+        Case(DEFAULT, {**sdk, "BENCH_HTTP": "otel"}),
+    ]
+    if quick:
+        return cases
+    return [
+        *cases,
+        Case("mlops-otel, no HTTP instrumentation", {**sdk, "BENCH_HTTP": "none"}),
+        Case("mlops-otel, light HTTP middleware", {**sdk, "BENCH_HTTP": "light"}),
+        Case("mlops-otel, tracing 0%", {**sdk, "BENCH_HTTP": "otel", "BENCH_TRACE_RATIO": "0"}),
+        Case("mlops-otel, tracing 1%", {**sdk, "BENCH_HTTP": "otel", "BENCH_TRACE_RATIO": "0.01"}),
+        Case("mlops-otel, tracing 100%", {**sdk, "BENCH_HTTP": "otel", "BENCH_TRACE_RATIO": "1"}),
+    ]
+
+
+def _pinning(workers: int) -> tuple[str | None, str | None]:
+    """CPUs for (service, wrk): separate cores when there are enough, else none (the scheduler decides).
+
+    ``BENCH_E2E_PIN=1`` forces pinning (service on all cores but the last, wrk on the last),
+    ``0`` turns it off. Default: pin when the machine has at least ``workers + 2`` cores.
+    """
+    n = os.cpu_count() or 1
+    choice = os.environ.get("BENCH_E2E_PIN", "")
+    if n < 2 or choice == "0" or (choice != "1" and n < workers + 2):
+        return None, None
+    return f"0-{n - 2}", str(n - 1)
+
+
+@contextlib.contextmanager
+def _servers(cases: list[Case], workers: int, cpus: str | None) -> Iterator[dict[str, tuple[str, int, list[str]]]]:
+    with contextlib.ExitStack() as stack:
+        procs = {c.name: stack.enter_context(uvicorn_process(TARGET, env=c.env, workers=workers, cpus=cpus))
+                 for c in cases}
+        yield {name: (url, pid, wait_until_ready(url)) for name, (url, pid) in procs.items()}
+
+
+def _group(label: str, cases: list[Case], workers: int, rates: tuple[int, ...], seconds: float, repeat: int,
+           ) -> list[dict[str, Any]]:
+    service_cpus, wrk_cpus = _pinning(workers)
+    results: dict[tuple[str, int], list[WrkResult]] = {}
+    cpu: dict[tuple[str, int], list[float]] = {}
+    with _servers(cases, workers, service_cpus) as servers:
+        for url, _pid, ids in servers.values():  # warm-up: imports, first requests, caches
+            run_wrk(url, rate=rates[0], seconds=1, warmup_seconds=1, equipment_ids=ids, cpus=wrk_cpus)
+        for r in range(repeat):
+            order = cases[r % len(cases):] + cases[:r % len(cases)]
+            for rate in rates:
+                for case in order:
+                    url, pid, ids = servers[case.name]
+                    before = cpu_seconds(pid)
+                    res = run_wrk(url, rate=rate, seconds=seconds, warmup_seconds=0, equipment_ids=ids,
+                                  cpus=wrk_cpus)
+                    # the service's CPU (all workers, background threads included) per answered request
+                    cpu.setdefault((case.name, rate), []).append((cpu_seconds(pid) - before) / max(1, res.sent))
+                    results.setdefault((case.name, rate), []).append(res)
+    pin = f"service on CPUs {service_cpus}, wrk on {wrk_cpus}" if service_cpus else "not pinned"
+    rows = []
+    for rate in rates:
+        base = results[(BASELINE, rate)]
+        for case in cases:
+            runs = results[(case.name, rate)]
+            row: dict[str, Any] = {"bench": BENCH, "group": label, "case": case.name, "workers": workers,
+                                   "rate_rps": rate}
+            for q, col in ((50, "p50"), (99, "p99"), (99.9, "p99.9")):
+                values = [x.percentile(q) for x in runs]
+                row[f"{col}_ms"] = statistics.median(values)
+                row[f"{col}_min"] = min(values)
+                row[f"{col}_max"] = max(values)
+                row[f"{col}_x"] = statistics.median(x.percentile(q) / b.percentile(q) for x, b in zip(runs, base, strict=True))
+            own, base_cpu = cpu[(case.name, rate)], cpu[(BASELINE, rate)]
+            row["cpu_ms_per_req"] = statistics.median(own) * 1e3
+            row["cpu_x"] = statistics.median(a / b for a, b in zip(own, base_cpu, strict=True) if b > 0)
+            row["requests"] = sum(x.sent for x in runs)
+            row["repeat"] = len(runs)
+            row["late"] = sum(x.late for x in runs)
+            row["non_2xx"] = sum(x.sent - x.statuses.get(200, 0) for x in runs) + sum(x.socket_errors for x in runs)
+            row["note"] = pin
+            rows.append(row)
+    return rows
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
-    requests, repeat = (200, 1) if quick else (2_000, 3)
-    rows = [
-        _case("without SDK", {"EXAMPLE_WITHOUT_SDK": "1"}, 1, requests, repeat),
-        _case("mlops-otel, memory store", {"MLOPS_OTEL_STORE_URL": "memory://"}, 1, requests, repeat),
-    ]
+    require_wrk()
+    rates, seconds, repeat = ((100,), 2.0, 1) if quick else ((50, 150), 4.0, 5)
+    memory = {"MLOPS_OTEL_STORE_URL": "memory://"}
+    rows = _group("1 worker, memory store", _cases(quick, memory), 1, rates, seconds, repeat)
     if not quick:
         with redis_server() as url:
-            rows.append(_case("without SDK", {"EXAMPLE_WITHOUT_SDK": "1"}, 2, requests, repeat))
-            rows.append(_case("mlops-otel, Redis store", {
-                "MLOPS_OTEL_STORE_URL": url, "MLOPS_OTEL_STORE_PREFIX": f"bench-{uuid.uuid4().hex[:8]}",
-            }, 2, requests, repeat))
+            redis = {"MLOPS_OTEL_STORE_URL": url, "MLOPS_OTEL_STORE_PREFIX": f"bench-{uuid.uuid4().hex[:8]}"}
+            cases = [c for c in _cases(False, redis) if "tracing" not in c.name]
+            rows += _group("2 workers, Redis store", cases, 2, rates, seconds, repeat)
     return rows
 
 
 def summary(rows: list[dict[str, Any]]) -> list[str]:
-    """Latency and throughput of each SDK case relative to the no-SDK case with as many workers."""
-    base = {r["workers"]: r for r in rows if r["case"] == "without SDK"}
+    """The goals of issue #16 for the default configuration, per group and rate, from paired ratios."""
     lines = []
     for r in rows:
-        b = base.get(r["workers"])
-        if r["case"] == "without SDK" or b is None:
+        if r["case"] != DEFAULT or r["workers"] not in GOALS:
             continue
+        g50, g99 = GOALS[r["workers"]]
+        met = r["p50_x"] <= g50 and r["p99_x"] <= g99
         lines.append(
-            f"- {r['case']} ({r['workers']} worker(s)): p50 {r['p50_ms'] / b['p50_ms']:.2f}x, "
-            f"p99 {r['p99_ms'] / b['p99_ms']:.2f}x, throughput {r['throughput_rps'] / b['throughput_rps']:.2f}x "
-            f"of the service without the SDK."
+            f"- {r['group']}, {r['rate_rps']} requests/s: mlops-otel (default) p50 **{r['p50_x']:.2f}x**, "
+            f"p99 **{r['p99_x']:.2f}x**, p99.9 {r['p99.9_x']:.2f}x of the service without the SDK "
+            f"(goal: p50 <= {g50}x, p99 <= {g99}x: {'met' if met else 'not met'}); service CPU per request "
+            f"{r['cpu_x']:.2f}x."
         )
     return lines
 
 
 if __name__ == "__main__":
-    for row in run(quick="--quick" in sys.argv):
-        print(row)
+    started = time.perf_counter()
+    out = run(quick="--quick" in sys.argv)
+    for row in out:
+        print({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})
+    print("\n".join(summary(out)))
+    print(f"{time.perf_counter() - started:.1f} s")

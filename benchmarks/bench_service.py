@@ -3,7 +3,8 @@
 Requests go through httpx's ASGI transport to the app in the same event loop, so the
 network and the load generator's scheduling are out of the picture. Cases: the same models
 and flow without any SDK; mlops-otel without the OTel FastAPI (HTTP) instrumentation
-(``instrument_app(..., instrument_http=False)``); and the default, with it. No OTel SDK is
+(``instrument_app(..., instrument_http=False)``); with mlops-otel's lean HTTP middleware
+(``instrument_http="light"``); and the default, with the OTel one. No OTel SDK is
 configured, so spans go to the API's no-op tracer in every case.
 """
 
@@ -28,8 +29,8 @@ def _app(case: str) -> FastAPI:
 
     if case == "without SDK":
         return module.create_plain_app()
-    return module.create_app(runtime_factory=lambda: Runtime.create(store="memory://"),
-                             instrument_http=case == "mlops-otel (default)")
+    http: Any = {"mlops-otel (default)": True, "mlops-otel, light HTTP middleware": "light"}.get(case, False)
+    return module.create_app(runtime_factory=lambda: Runtime.create(store="memory://"), instrument_http=http)
 
 
 async def _measure(app: FastAPI, n: int, repeat: int) -> list[float]:
@@ -55,7 +56,8 @@ async def _measure(app: FastAPI, n: int, repeat: int) -> list[float]:
 def run(quick: bool = False) -> list[dict[str, Any]]:
     n, repeat = (100, 3) if quick else (1_500, 5)
     rows = []
-    for case in ("without SDK", "mlops-otel, no HTTP instrumentation", "mlops-otel (default)"):
+    for case in ("without SDK", "mlops-otel, no HTTP instrumentation", "mlops-otel, light HTTP middleware",
+                 "mlops-otel (default)"):
         runs = asyncio.run(_measure(_app(case), n, repeat))
         rows.append({"bench": BENCH, "case": case, "median_us": statistics.median(runs) * 1e6,
                      "min_us": min(runs) * 1e6, "max_us": max(runs) * 1e6, "n": n, "repeat": repeat})
@@ -68,11 +70,14 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
     base = by["without SDK"]
     ours = by["mlops-otel, no HTTP instrumentation"] - base
     http = by["mlops-otel (default)"] - by["mlops-otel, no HTTP instrumentation"]
+    light = by["mlops-otel, light HTTP middleware"] - by["mlops-otel, no HTTP instrumentation"]
     return [
         f"- mlops-otel's whole request (3 spans, 8 measurements, A/B, drift, registry, request bookkeeping) adds "
         f"**{ours:.0f} µs** to a {base:.0f} µs request ({ours / base:.1%}).",
         f"- The OTel FastAPI/ASGI instrumentation (HTTP server span and metrics) adds **{http:.0f} µs** even with no "
         "OTel SDK configured; `instrument_app(..., instrument_http=False)` leaves it out.",
+        f"- mlops-otel's `HttpServerMiddleware` (`instrument_http=\"light\"`: the stable HTTP conventions' span "
+        f"and metrics) adds **{light:.0f} µs**.",
     ]
 
 

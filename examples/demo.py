@@ -9,12 +9,15 @@ Starts the example service in process (uvicorn, in-memory store), then over HTTP
 3. injects sensor drift and shows the drift detector's alert and recommendation;
 4. prints a summary: the decision, the drift score and where the metrics are.
 
-``python -m examples.demo --quick`` runs a smaller version (used by the tests).
+``python -m examples.demo --quick`` runs a smaller version (used by the tests);
+``--serve`` (``make demo KEEP=1``) leaves the service running afterwards so the
+operator's page (``/mlops/ui``) can be opened in a browser; Ctrl-C stops it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import socket
 import sys
@@ -102,7 +105,7 @@ def _check(response: httpx.Response) -> Any:
     return response.json()
 
 
-def run(*, quick: bool = False, console: Console | None = None) -> dict[str, Any]:
+def run(*, quick: bool = False, console: Console | None = None, keep_serving: bool = False) -> dict[str, Any]:
     """Run the demo; return its summary (also printed)."""
     console = console or Console()
     batch = 300 if quick else 500
@@ -115,6 +118,7 @@ def run(*, quick: bool = False, console: Console | None = None) -> dict[str, Any
     with serve(_free_port()) as url, httpx.Client(base_url=url, timeout=30, headers=auth) as client:
         console.rule("[bold]mlops-otel demo: equipment diagnosis service")
         console.print(f"service at {url}  (metrics: {url}/metrics, API docs: {url}/docs)")
+        console.print(f"operator page: {url}/mlops/ui", soft_wrap=True)
         traffic = Traffic(client, _check(client.get("/equipment")))
         with _progress(console) as progress:
             traffic.send(baseline, progress, progress.add_task("baseline traffic (champion v2.1.0)", total=baseline))
@@ -144,7 +148,7 @@ def run(*, quick: bool = False, console: Console | None = None) -> dict[str, Any
         console.print(f"decision: [bold]{decision}[/] - {evaluation.get('recommendation', '')}")
         if decision in ("promote", "rollback"):
             _check(client.post(f"/mlops/ab/tests/{TEST_NAME}/finalize",
-                               json={"action": decision, "reason": "sequential test decided (demo)"}))
+                               json={"action": decision, "reason": evaluation["recommendation"]}))
         champion = _check(client.get(f"/mlops/registry/{MODEL_TYPE}/versions"))
         champion_version = next((v["version"] for v in champion if v.get("role") == "champion"), "v2.1.0")
         console.print(f"champion of {MODEL_TYPE!r} is now [bold]{champion_version}[/]")
@@ -152,8 +156,10 @@ def run(*, quick: bool = False, console: Console | None = None) -> dict[str, Any
         _check(client.post("/simulation/drift", json={"level": 1.5}))
         console.print("injected sensor drift (level 1.5): the input pipeline changed")
         with _progress(console) as progress:
-            traffic.send(drift_requests, progress, progress.add_task("traffic with drifted sensors",
-                                                                     total=drift_requests))
+            task = progress.add_task("traffic with drifted sensors", total=drift_requests)
+            for _ in range(4):  # a report after each quarter: the operator page's score over time
+                traffic.send(drift_requests // 4, progress, task)
+                _check(client.get(f"/mlops/drift/{MODEL_TYPE}/{champion_version}"))
         report = _check(client.get(f"/mlops/drift/{MODEL_TYPE}/{champion_version}"))
         colour = "red" if report["alert_triggered"] else "green"
         console.print(f"[{colour}]drift score {report['current_drift_score']:.3f}, "
@@ -170,6 +176,8 @@ def run(*, quick: bool = False, console: Console | None = None) -> dict[str, Any
             "drift_alert": report["alert_triggered"], "metrics_url": f"{url}/metrics",
             "seconds": round(time.perf_counter() - started, 1), "exported_series_families": len(families),
         }
+        if keep_serving:
+            _keep_serving(console, summary, url)
     table = Table(title="summary", show_header=False)
     for key, value in summary.items():
         table.add_row(key, str(value))
@@ -180,11 +188,23 @@ def run(*, quick: bool = False, console: Console | None = None) -> dict[str, Any
     return summary
 
 
+def _keep_serving(console: Console, summary: dict[str, Any], url: str) -> None:
+    """Print the summary and the operator page's address, then serve until Ctrl-C (``--serve``)."""
+    table = Table(title="summary", show_header=False)
+    for key, value in summary.items():
+        table.add_row(key, str(value))
+    console.print(table)
+    console.print(f"The service keeps running: open {url}/mlops/ui (Ctrl-C stops it).", soft_wrap=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        threading.Event().wait()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m examples.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smaller run (about a third of the traffic)")
+    parser.add_argument("--serve", action="store_true", help="keep the service running afterwards (Ctrl-C stops it)")
     args = parser.parse_args(argv)
-    summary = run(quick=args.quick)
+    summary = run(quick=args.quick, keep_serving=args.serve)
     ok = summary["ab_decision"] in TERMINAL and summary["drift_alert"]
     return 0 if ok else 1
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the Debian packages the integration tests start (redis-server, prometheus/promtool)
+# Install the Debian packages the integration tests start (redis-server, prometheus/promtool,
+# chromium + chromium-driver, wrk)
 # when they are missing. Needs root; without it, says what is missing and leaves it to the tests.
 set -euo pipefail
 missing=()
@@ -7,6 +8,10 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v redis-cli >/dev/null || missing+=(redis-tools)
 command -v prometheus >/dev/null || missing+=(prometheus)
 command -v promtool >/dev/null || missing+=(prometheus)
+# The operator's pages are tested in a real browser (tests/test_ui_browser.py).
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
+command -v wrk >/dev/null || missing+=(wrk)  # end-to-end benchmark's load generator (C, LuaJIT scripts)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "install-system-deps: missing ${missing[*]} and not root; integration tests will fail in CI" >&2

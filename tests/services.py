@@ -24,7 +24,12 @@ from typing import Any
 import pytest
 
 __all__ = [
+    "OtelCollector",
+    "OtlpTraceSink",
     "PrometheusServer",
+    "collector_binary",
+    "otel_collector",
+    "otlp_trace_sink",
     "free_port",
     "prometheus_server",
     "redis_cluster",
@@ -251,7 +256,9 @@ class PrometheusServer:
 
 
 @contextlib.contextmanager
-def prometheus_server(config_text: str, *, files: Mapping[str, str] | None = None) -> Iterator[PrometheusServer]:
+def prometheus_server(
+    config_text: str, *, files: Mapping[str, str] | None = None, extra_args: tuple[str, ...] = ()
+) -> Iterator[PrometheusServer]:
     """A ``prometheus`` server with *config_text* as its ``prometheus.yml``, on a free loopback port.
 
     *files* (name -> text) are written next to the config, e.g. the rule files it
@@ -267,7 +274,8 @@ def prometheus_server(config_text: str, *, files: Mapping[str, str] | None = Non
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
                 [binary, f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle", "--log.level=warn"],
+                 f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle", "--log.level=warn",
+                 *extra_args],
                 stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
             )
         server = PrometheusServer(port, workdir, proc, log_path)
@@ -284,3 +292,161 @@ def prometheus_server(config_text: str, *, files: Mapping[str, str] | None = Non
             yield server
         finally:
             _stop(proc)
+
+
+# ------------------------------------------------------------------ OpenTelemetry Collector
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+def collector_binary() -> str:
+    """The test Collector built by ``scripts/build-collector.sh`` (``make test`` builds it).
+
+    Skips locally, fails in CI, when it has not been built for the current sources.
+    """
+    path = subprocess.run(
+        ["bash", str(_ROOT / "scripts" / "build-collector.sh"), "--path"],
+        check=True, capture_output=True, text=True, timeout=30,
+    ).stdout.strip()
+    if not os.access(path, os.X_OK):
+        message = f"the test Collector is not built ({path}); run scripts/build-collector.sh (make test does)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+class OtelCollector:
+    """A running test Collector; its ports come from the shipped configs' ``${env:...}`` variables."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], env: Mapping[str, str], log_path: Path) -> None:
+        self.proc = proc
+        self.env = dict(env)
+        self.log_path = log_path
+
+    def endpoint(self, var: str) -> str:
+        """The value the Collector was started with for *var* (e.g. ``OTELCOL_OTLP_HTTP_ENDPOINT``)."""
+        return self.env[var]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def otel_collector(config: Path, env: Mapping[str, str] | None = None) -> Iterator[OtelCollector]:
+    """Run the test Collector with the *config* file, every listener on a free loopback port.
+
+    *env* sets more ``OTELCOL_*`` variables (e.g. the remote-write or traces endpoint) or
+    overrides a port. Yields once the health_check extension reports the Collector ready.
+    """
+    binary = collector_binary()
+    ports = {
+        "OTELCOL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{free_port()}",
+        "OTELCOL_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{free_port()}",
+        "OTELCOL_PROMETHEUS_ENDPOINT": f"127.0.0.1:{free_port()}",
+        "OTELCOL_HEALTH_CHECK_ENDPOINT": f"127.0.0.1:{free_port()}",
+        "OTELCOL_TELEMETRY_HOST": "127.0.0.1",
+        "OTELCOL_TELEMETRY_PORT": str(free_port()),
+        **(env or {}),
+    }
+    with tempfile.TemporaryDirectory(prefix="mlops-otelcol-") as tmp:
+        log_path = Path(tmp) / "otelcol.log"
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen([binary, "--config", f"file:{config}"], env={**os.environ, **ports},
+                                    stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
+        collector = OtelCollector(proc, ports, log_path)
+        health = f"http://{ports['OTELCOL_HEALTH_CHECK_ENDPOINT']}/"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                with contextlib.suppress(OSError), urllib.request.urlopen(health, timeout=1) as r:
+                    if r.status == 200:
+                        break
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the Collector did not become ready:\n{collector.log()}")
+                time.sleep(0.1)
+            yield collector
+        finally:
+            _stop(proc)
+
+
+class OtlpTraceSink:
+    """An OTLP/HTTP trace receiver (``POST /v1/traces``, protobuf) keeping every span it is sent.
+
+    The Collector's ``otlp_http`` exporter is the client: this is where its traces pipeline ends
+    in the tests. ``spans()`` returns ``(resource attributes, span)`` pairs of the decoded
+    ``opentelemetry.proto`` messages.
+    """
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+        self.requests: list[Any] = []
+        self._lock = threading.Lock()
+        sink = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                import gzip
+
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                request = trace_service_pb2.ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                with sink._lock:
+                    sink.requests.append(request)
+                reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200 if self.path == "/v1/traces" else 404)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
+                return
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self.server.server_address[1])
+        self.thread = threading.Thread(target=self.server.serve_forever, name="otlp-trace-sink", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def spans(self) -> list[tuple[dict[str, Any], Any]]:
+        with self._lock:
+            requests = list(self.requests)
+        out = []
+        for request in requests:
+            for rs in request.resource_spans:
+                resource = {a.key: _any_value(a.value) for a in rs.resource.attributes}
+                out.extend((resource, span) for ss in rs.scope_spans for span in ss.spans)
+        return out
+
+
+def _any_value(value: Any) -> Any:
+    """The Python value of an OTLP ``AnyValue`` (scalars; arrays as lists)."""
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return [_any_value(v) for v in value.array_value.values]
+    return getattr(value, kind) if kind else None
+
+
+def span_attributes(span: Any) -> dict[str, Any]:
+    """The attributes of an OTLP span as a dict."""
+    return {a.key: _any_value(a.value) for a in span.attributes}
+
+
+@contextlib.contextmanager
+def otlp_trace_sink() -> Iterator[OtlpTraceSink]:
+    """An :class:`OtlpTraceSink` serving on a free loopback port for the block."""
+    sink = OtlpTraceSink()
+    sink.thread.start()
+    try:
+        yield sink
+    finally:
+        sink.server.shutdown()
+        sink.server.server_close()

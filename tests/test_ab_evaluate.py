@@ -141,12 +141,14 @@ def test_promotion_needs_every_guardrail_within_its_margin() -> None:
 
 
 def test_rare_events_cannot_decide_a_proportion() -> None:
-    cfg = config(10.0, primary_metric="error_rate", min_samples=100)
-    # 0 of 9,000 control errors against 30 of 1,000 treatment errors: 3 expected treatment events
-    # at the pooled rate, below the default 10, so the normal approximation may not decide yet.
-    c, t = SufficientStats(9000, 0), SufficientStats(1000, 30)
+    cfg = config(1.0, primary_metric="error_rate", min_samples=100)
+    # 10 of 100 treatment errors against 0 of 9,900 control ones: significant by the normal approximation,
+    # but the control arm has 0 events observed and 9.9 expected at the pooled rate (fewer than 10).
+    c, t = SufficientStats(9900, 0), SufficientStats(100, 10)
     assert evaluate(c, t, cfg).effect("error_rate").verdict == "inconclusive"
     assert evaluate(c, t, attrs.evolve(cfg, min_events=1)).effect("error_rate").verdict == "worse"
+    # Events observed in flood count even where the pooled rate expects few: 14 treatment errors decide.
+    assert evaluate(c, SufficientStats(100, 14), cfg).effect("error_rate").verdict == "worse"
 
 
 def test_ended_test_resolves() -> None:

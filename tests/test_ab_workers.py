@@ -427,3 +427,35 @@ def test_custom_metrics_and_segments_through_the_management_api() -> None:
         assert {s["segment"] for s in body["segments"]} == {"north", "south"}
         assert body["decision"] == "promote"
         assert body["roles_moved"] is False
+
+
+def test_the_cli_says_what_a_decision_left_out() -> None:
+    from mlops_otel.cli._main import _excluded
+
+    assert _excluded({"excluded_control": 0, "excluded_treatment": 0}) == ""
+    assert _excluded({}) == ""  # an older server's JSON
+    assert _excluded({"excluded_control": 3, "excluded_treatment": 5}) == (
+        " (left out, not yet delivered by every worker: control 3, treatment 5)")
+
+
+def test_close_is_bounded_when_the_store_stalls(tel: Telemetry, clock: Clock) -> None:
+    stalled, release, blocked = threading.Event(), threading.Event(), threading.Event()
+
+    class Stalled(MemoryStore):
+        def compare_and_set(self, key: str, value: Any, *, expected_version: int) -> bool:
+            if stalled.is_set():
+                blocked.set()
+                release.wait()  # a SIGSTOPped Redis: no answer until released
+            return super().compare_and_set(key, value, expected_version=expected_version)
+
+    store = Stalled()
+    _, manager = setup(store, tel, clock)
+    manager.start_test(make_config())
+    manager.record_result("gnn_v2.2_test", "control", 10.0, 0.9, False)
+    stalled.set()
+    try:
+        manager.close(timeout=0.2)  # returns although the store never answers...
+        assert (sample_value(tel, "mlops_telemetry_errors_total", reason="ab.close") or 0.0) >= 1.0
+        assert blocked.wait(5.0)  # ...while the final publish is stuck in it
+    finally:
+        release.set()

@@ -42,4 +42,5 @@ def test_hotpath_cases_are_measured_side_by_side() -> None:
 
     cases = {r.case for r in bench_hotpath.run(quick=True)}
     assert cases == {"uninstrumented", "mlops-otel (aggregate)", "prometheus_client pre-bound",
-                     "prometheus_client .labels()", "OTel SDK instruments"}
+                     "prometheus_client .labels()", "OTel SDK instruments",
+                     "mlops-otel (aggregate, sampled span: exemplars)"}

@@ -22,10 +22,12 @@ from mlops_otel.deploy import (
     ALERT_ERROR_RATE,
     ALERT_SHADOW_DISAGREEMENT,
     ARTIFACTS,
+    COLLECTOR_ENV_VARS,
     alert_rules,
     check_dir,
     collector_config,
     dashboard_panels,
+    env_default,
     grafana_dashboard,
     prometheus_config,
     render_all,
@@ -467,8 +469,8 @@ def test_collector_config_is_wired_consistently(name: str) -> None:
 
     # OTLP in on the standard ports.
     protocols = config["receivers"]["otlp"]["protocols"]
-    assert protocols["grpc"]["endpoint"].endswith(":4317")
-    assert protocols["http"]["endpoint"].endswith(":4318")
+    assert env_default(protocols["grpc"]["endpoint"]).endswith(":4317")
+    assert env_default(protocols["http"]["endpoint"]).endswith(":4318")
     assert service["pipelines"]["metrics"]["receivers"] == ["otlp"]
     # Out to Prometheus, keeping the exporters' default translation (unit suffix and _total), which
     # test_export_otlp checks gives exactly the SDK's own /metrics names.
@@ -479,7 +481,18 @@ def test_collector_config_is_wired_consistently(name: str) -> None:
     assert settings.get("translation_strategy", "UnderscoreEscapingWithSuffixes").endswith("WithSuffixes")
     assert "namespace" not in settings  # a namespace would prefix every name
     if exporter == "prometheusremotewrite":
-        assert settings["endpoint"].endswith("/api/v1/write")
+        assert env_default(settings["endpoint"]).endswith("/api/v1/write")
+    else:
+        assert settings["enable_open_metrics"] is True  # exemplars need OpenMetrics
+    # Traces take the same path to an OTLP/HTTP backend.
+    assert service["pipelines"]["traces"]["receivers"] == ["otlp"]
+    (traces_exporter,) = service["pipelines"]["traces"]["exporters"]
+    assert traces_exporter.split("/")[0] == "otlp_http"
+    # Every ${env:...} reference names a documented variable and carries a default.
+    for ref in re.findall(r"\$\{[^}]*\}", (EXAMPLES / name).read_text()):
+        var, _, default = ref[len("${env:"):-1].partition(":-")
+        assert var in COLLECTOR_ENV_VARS, ref
+        assert default == COLLECTOR_ENV_VARS[var], ref
 
 
 def test_collector_scrape_config_points_at_the_collector_exporter() -> None:
@@ -488,7 +501,8 @@ def test_collector_scrape_config_points_at_the_collector_exporter() -> None:
     (job,) = prometheus["scrape_configs"]
     assert job["honor_labels"] is True  # keep the job/instance the Collector derives from the resource
     (target,) = job["static_configs"][0]["targets"]
-    assert target.rsplit(":", 1)[1] == collector["exporters"]["prometheus"]["endpoint"].rsplit(":", 1)[1]
+    endpoint = env_default(collector["exporters"]["prometheus"]["endpoint"])
+    assert target.rsplit(":", 1)[1] == endpoint.rsplit(":", 1)[1]
 
 
 # ------------------------------------------------------------ a real Prometheus

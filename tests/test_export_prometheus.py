@@ -135,7 +135,7 @@ def test_every_family_renders_as_semconv_says(spec: semconv.MetricSpec) -> None:
     name = spec.prometheus_name
     assert types[name] == spec.kind.value
     mine = {s for s in samples if s[0] == name or s[0] in {f"{name}_bucket", f"{name}_sum", f"{name}_count"}}
-    label_values = {key: f"{key}-value" for key in spec.labels}
+    label_values = {semconv.prometheus_label(key): f"{key}-value" for key in spec.labels}
     if spec.kind is not semconv.MetricKind.HISTOGRAM:
         assert mine == {(name, frozenset(label_values.items()), 1.0)}
         return

@@ -172,7 +172,8 @@ def test_step_config_uses_the_steps_split_and_tightens_at_its_minimum() -> None:
 def test_rollout_ramps_step_by_step_and_promotes() -> None:
     tel, clock, rng = Telemetry(), Clock(), np.random.default_rng(1)
     registry, manager, rollouts = parts(MemoryStore(), tel, clock)
-    rollouts.start(config(), SCHEDULE)
+    # The handover decision is the test's ship rule: its error margin must be one 320 results per arm can show.
+    rollouts.start(config(guardrails={"max_error_rate_increase": 0.05}), SCHEDULE)
     assert manager.get_test(NAME).config.treatment_traffic_pct == 1.0
     assert registry.get_challenger("gnn").version == "v2.2.0"  # type: ignore[union-attr]
     ids = [f"u{i}" for i in range(3000)]

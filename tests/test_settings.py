@@ -112,6 +112,16 @@ def test_settings_defaults_are_the_components_defaults() -> None:
             assert getattr(DriftSettings(), field.name) == getattr(monitor, field.name), field.name
     finally:
         monitor.close()
+    # Every knob of the monitor is reachable from Settings (the parts it is built on are not settings).
+    knobs = {a.name for a in attrs.fields(DriftMonitor) if a.init} - {"store", "telemetry", "registry"}
+    assert knobs == {a.name for a in attrs.fields(DriftSettings)}
+    # Likewise every tuning option of RedisStore.from_url (None there means "the store's default").
+    import inspect
+
+    from mlops_otel.stores.redis import RedisStore
+
+    options = set(inspect.signature(RedisStore.from_url).parameters) - {"url", "prefix", "cluster", "telemetry"}
+    assert options == set(StoreSettings(url="redis://x:1/0", **dict.fromkeys(options, 1)).redis_options())
 
 
 @pytest.mark.parametrize(
@@ -270,3 +280,20 @@ def test_the_package_validators_raise_the_one_error_type() -> None:
             call()
         assert info.value.field == field
         assert str(info.value).startswith(f"{field} must be ")
+
+
+def test_open_store_applies_the_store_settings() -> None:
+    """Nothing connects when a RedisStore is built, so the tuning can be checked without a server."""
+    from mlops_otel import open_store
+    from mlops_otel.telemetry import Telemetry
+
+    tel = Telemetry()
+    store = open_store(StoreSettings(url="redis://127.0.0.1:1/0", prefix="tenant", max_batch=7,
+                                     flush_interval=0.5), telemetry=tel)
+    try:
+        assert (store.kind, store.prefix, store.max_batch, store.flush_interval) == ("redis", "tenant", 7, 0.5)  # type: ignore[attr-defined]
+        assert store.telemetry is tel  # type: ignore[attr-defined]
+    finally:
+        store.close()
+    memory = open_store(None, telemetry=tel)
+    assert (memory.kind, memory.telemetry) == ("memory", tel)  # type: ignore[attr-defined]

@@ -167,7 +167,7 @@ def create_app(
         # 6. RAG: write the diagnosis.
         try:
             with track_stage(semconv.STAGE_RAG_GENERATION, model_version=svc.rag.model_version):
-                answer = svc.rag.generate(result)
+                answer = svc.rag.generate(result, telemetry=runtime.telemetry)  # + GenAI conventions
                 record_rag_metrics(answer.model_version, answer.generation_time_ms, answer.total_tokens,
                                    input_tokens=answer.input_tokens, output_tokens=answer.output_tokens)
         except RAGError as exc:

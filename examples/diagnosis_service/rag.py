@@ -36,6 +36,7 @@ import math
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from importlib import resources
 from importlib.resources.abc import Traversable
 from types import MappingProxyType
@@ -45,9 +46,14 @@ import attrs
 import numpy as np
 import numpy.typing as npt
 
+from mlops_otel import semconv
+from mlops_otel.telemetry import Telemetry
+
 from .gnn import GNNResult
 
 __all__ = [
+    "CORPUS_ID",
+    "RAG_PROVIDER",
     "RAG_MODEL_VERSION",
     "Note",
     "RAGError",
@@ -65,6 +71,10 @@ FloatArray = npt.NDArray[np.float64]
 
 #: The model version label of this generator (for ``rag_*`` metrics).
 RAG_MODEL_VERSION: Final = "rag-extractive-1.0"
+#: ``gen_ai.provider.name`` of this in-process generator (a custom value: no LLM vendor).
+RAG_PROVIDER: Final = "mlops_otel.extractive"
+#: ``gen_ai.data_source.id`` of the bundled maintenance notes.
+CORPUS_ID: Final = "maintenance-notes"
 
 _K1: Final = 1.2
 _B: Final = 0.75
@@ -306,19 +316,33 @@ class RAGPipeline:
         order = np.argsort(-scores, kind="stable")[:k]
         return tuple(Retrieved(self.notes[i], float(scores[i])) for i in order)
 
-    def generate(self, result: GNNResult) -> RAGResult:
-        """Compose a maintenance answer for a GNN verdict."""
+    def generate(self, result: GNNResult, telemetry: Telemetry | None = None) -> RAGResult:
+        """Compose a maintenance answer for a GNN verdict.
+
+        With *telemetry*, the lookup is traced as a GenAI ``retrieval maintenance-notes``
+        span and the generation as ``text_completion rag-extractive-1.0`` (kind INTERNAL:
+        the model runs in process) with its token usage, as the OTel GenAI conventions say.
+        """
         start = time.perf_counter()
         query = query_for(result)
-        self._maybe_fail(query)
-        hits = self.retrieve_for(result)
-        answer = _compose(result, query, hits)
-        prompt = "\n\n".join([query, *(h.note.text for h in hits)])
+        retrieval = nullcontext() if telemetry is None else telemetry.gen_ai_retrieval(CORPUS_ID)
+        with retrieval:
+            hits = self.retrieve_for(result)
+        operation = nullcontext() if telemetry is None else telemetry.gen_ai_operation(
+            self.model_version, provider=RAG_PROVIDER, operation=semconv.GEN_AI_OPERATION_TEXT_COMPLETION,
+        )
+        with operation as op:
+            self._maybe_fail(query)
+            answer = _compose(result, query, hits)
+            prompt = "\n\n".join([query, *(h.note.text for h in hits)])
+            input_tokens, output_tokens = count_tokens(prompt), count_tokens(answer)
+            if op is not None:
+                op.record_usage(input_tokens, output_tokens)
         return RAGResult(
             answer=answer,
             sources=tuple(h.note.id for h in hits),
-            input_tokens=count_tokens(prompt),
-            output_tokens=count_tokens(answer),
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
             generation_time_ms=(time.perf_counter() - start) * 1000.0,
             model_version=self.model_version,
         )

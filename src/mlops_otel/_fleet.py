@@ -21,6 +21,14 @@ __all__ = ["FleetMetrics"]
 _log = logging.getLogger("mlops_otel.fleet")
 _NAMESPACE = "telemetry"
 _GROUP = "fleet"
+#: A real sleep between the slices of a refresh: ``sleep(0)`` releases the GIL but does not make
+#: CPython hand it over, so the event loop could still wait for the whole refresh (#16).
+_SLICE_PAUSE_S = 0.0001
+
+
+def _yield_gil() -> None:
+    """Let a thread waiting for the GIL (the event loop) run before the next slice of work."""
+    time.sleep(_SLICE_PAUSE_S)
 
 
 @attrs.define(eq=False)
@@ -99,7 +107,10 @@ class FleetMetrics:
         """Publish this worker's snapshot and fetch every other worker's (store I/O; never raises).
 
         The background thread calls it every *interval* seconds. Returns whether both succeeded;
-        on failure the previous view of the other workers is kept.
+        on failure the previous view of the other workers is kept. The work is cut in slices (one
+        per worker's document and metric family) with the GIL handed over in between, so the
+        request thread never waits for a whole refresh (16 ms of CPU at 100 model versions and
+        3 workers; each slice at most a few hundred microseconds).
         """
         published = self.publish()
         own = make_key(_NAMESPACE, _GROUP, self._worker)
@@ -108,11 +119,15 @@ class FleetMetrics:
             for key in self.store.list_keys(make_key(_NAMESPACE, _GROUP, "")):
                 if key == own:
                     continue
+                _yield_gil()
                 found = self.store.get_document(key)
                 if found is not None and isinstance(found.value, dict):
                     families = found.value.get("families")
                     if isinstance(families, dict):
-                        snapshot = snapshot_from_json(families)
+                        snapshot: list[FamilySnapshot] = []
+                        for name, body in families.items():
+                            _yield_gil()
+                            snapshot += snapshot_from_json({name: body})
                         if self._expired(found.value):
                             snapshot = [f for f in snapshot if f.spec.kind is not MetricKind.GAUGE]
                         others.append(snapshot)
@@ -138,8 +153,10 @@ class FleetMetrics:
         families = self.telemetry.snapshot()
         if not gauges:
             families = [f for f in families if f.spec.kind is not MetricKind.GAUGE]
+        _yield_gil()
         doc: dict[str, Any] = {"worker": self._worker, "families": snapshot_to_json(families),
                                "published_at": self.clock(), "ttl": self.ttl}
+        _yield_gil()
         try:
             for _ in range(3):
                 current = self.store.get_document(key)

@@ -193,7 +193,7 @@ class Prediction:
             self.error_type = exc_type.__name__
         if version is not None and not observed:
             tel.set_request_model_version(version)
-        # The seed metrics and the stage duration under one lock, on the stage's span, which then ends.
+        # The stage duration and the seed metrics, on the stage's span, which then ends.
         elapsed = tracker.finish(exc_type, exc, (version, self.inference_time_ms, score, conf)  # type: ignore[arg-type]
                                  if observed else None)
         if version is None:

@@ -258,9 +258,10 @@ class Runtime:
         runs a shadow challenger on *inputs* after a successful block (see :mod:`mlops_otel.shadow`).
         """
         if shadow is not None:
-            return ShadowedPrediction(self, model_type, user_id, stage, default_version, attributes or None,
-                                      shadow=shadow)
-        return Prediction(self, model_type, user_id, stage, default_version, attributes or None)
+            return ShadowedPrediction(self, model_type, user_id, stage=stage, default_version=default_version,
+                                      attributes=attributes or None, shadow=shadow)
+        return Prediction(self, model_type, user_id, stage=stage, default_version=default_version,
+                          attributes=attributes or None)
 
     def close(self) -> None:
         """Flush and release everything; idempotent. The one place that orders the shutdown.

@@ -19,6 +19,32 @@ import re
 import attrs
 
 __all__ = [
+    "ATTR_GEN_AI_PROVIDER_NAME",
+    "ATTR_GEN_AI_TOKEN_TYPE",
+    "ATTR_GEN_AI_TOKEN_MODALITY",
+    "ATTR_GEN_AI_DATA_SOURCE_ID",
+    "ATTR_OTEL_ERROR_TYPE",
+    "GEN_AI_OPERATION_CHAT",
+    "GEN_AI_OPERATION_TEXT_COMPLETION",
+    "GEN_AI_OPERATION_RETRIEVAL",
+    "GEN_AI_TOKEN_TYPE_INPUT",
+    "GEN_AI_TOKEN_TYPE_OUTPUT",
+    "GEN_AI_TOKEN_MODALITY_TEXT",
+    "ENV_SEMCONV_STABILITY_OPT_IN",
+    "GEN_AI_LATEST_EXPERIMENTAL",
+    "GEN_AI_DEFAULT_SEMCONV_VERSION",
+    "GEN_AI_CLIENT_TOKEN_USAGE",
+    "GEN_AI_CLIENT_OPERATION_DURATION",
+    "GEN_AI_INFERENCE_INPUT_TOKENS",
+    "GEN_AI_INFERENCE_OUTPUT_TOKENS",
+    "GEN_AI_USAGE_INPUT_TOKENS",
+    "GEN_AI_USAGE_OUTPUT_TOKENS",
+    "GEN_AI_TOKEN_COST",
+    "GEN_AI_METRICS_DEFAULT",
+    "GEN_AI_METRICS_LATEST",
+    "GEN_AI_METRICS",
+    "gen_ai_span_name",
+    "prometheus_label",
     "AB_ASSIGNMENTS",
     "AB_DECISIONS",
     "AB_RESULTS",
@@ -349,6 +375,130 @@ SDK_METRICS: tuple[MetricSpec, ...] = (
     *ROBUST_METRICS,
 )
 
+# ------------------------------------------------- drift: inputs, embeddings, faults (#17)
+ATTR_FEATURE = "feature"
+MODEL_FEATURE_DRIFT_SCORE = MetricSpec(
+    "model_feature_drift_score", MetricKind.GAUGE, "{score}",
+    "Drift score of one input feature of a model version: KS distance (numeric) or total variation "
+    "distance of the category mix (categorical), 0..1.",
+    (ATTR_MODEL_TYPE, ATTR_MODEL_VERSION, ATTR_FEATURE),
+)
+MODEL_EMBEDDING_DRIFT_SCORE = MetricSpec(
+    "model_embedding_drift_score", MetricKind.GAUGE, "{score}",
+    "Multivariate drift of a model version's embeddings: squared MMD (Gaussian kernel) against the reference.",
+    (ATTR_MODEL_TYPE, ATTR_MODEL_VERSION),
+)
+DRIFT_REFERENCE_RESTORED = MetricSpec(
+    "mlops_drift_reference_restored", MetricKind.COUNTER, "{restore}",
+    "Drift references written back from a worker's memory after the store lost them (e.g. restarted empty).",
+    (ATTR_MODEL_TYPE, ATTR_MODEL_VERSION),
+)
+DRIFT_FEATURE_OVERFLOW = MetricSpec(
+    "mlops_drift_feature_overflow", MetricKind.COUNTER, "{value}",
+    "Feature values not monitored because the detector's feature cap was reached, or not a finite "
+    "number or a string.",
+    (ATTR_MODEL_TYPE, ATTR_MODEL_VERSION),
+)
+
+DRIFT_METRICS: tuple[MetricSpec, ...] = (
+    MODEL_FEATURE_DRIFT_SCORE,
+    MODEL_EMBEDDING_DRIFT_SCORE,
+    DRIFT_REFERENCE_RESTORED,
+    DRIFT_FEATURE_OVERFLOW,
+)
+
+# ------------------------------------------------- GenAI semantic conventions (collector, #13)
+# The OpenTelemetry GenAI conventions on the RAG stage, emitted beside the seed's rag_* names.
+# Default: the shape of semantic-conventions v1.41.0; with OTEL_SEMCONV_STABILITY_OPT_IN
+# containing "gen_ai_latest_experimental" (read when the Telemetry is created), the latest
+# experimental shape of the GenAI conventions repository: per-direction usage histograms and
+# per-direction usage counters by modality instead of gen_ai.client.token.usage.
+ATTR_GEN_AI_PROVIDER_NAME = "gen_ai.provider.name"
+ATTR_GEN_AI_TOKEN_TYPE = "gen_ai.token.type"
+ATTR_GEN_AI_TOKEN_MODALITY = "gen_ai.token.modality"
+ATTR_GEN_AI_DATA_SOURCE_ID = "gen_ai.data_source.id"
+#: The OTel ``error.type`` attribute (the seed's own label is ``error_type``).
+ATTR_OTEL_ERROR_TYPE = "error.type"
+
+GEN_AI_OPERATION_CHAT = "chat"
+GEN_AI_OPERATION_TEXT_COMPLETION = "text_completion"
+GEN_AI_OPERATION_RETRIEVAL = "retrieval"
+GEN_AI_TOKEN_TYPE_INPUT = "input"
+GEN_AI_TOKEN_TYPE_OUTPUT = "output"
+GEN_AI_TOKEN_MODALITY_TEXT = "text"
+
+#: ``OTEL_SEMCONV_STABILITY_OPT_IN`` and the value that selects the latest experimental GenAI shape.
+ENV_SEMCONV_STABILITY_OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN"
+GEN_AI_LATEST_EXPERIMENTAL = "gen_ai_latest_experimental"
+#: The semantic-conventions release whose GenAI shape is emitted by default.
+GEN_AI_DEFAULT_SEMCONV_VERSION = "1.41.0"
+
+_GEN_AI_TOKEN_BUCKETS = tuple(float(4**i) for i in range(14))  # 1, 4, 16, ... 67108864
+_GEN_AI_DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+
+GEN_AI_CLIENT_TOKEN_USAGE = MetricSpec(
+    "gen_ai.client.token.usage", MetricKind.HISTOGRAM, "{token}",
+    "Number of input and output tokens used per GenAI operation (semantic conventions v1.41.0).",
+    (ATTR_GEN_AI_OPERATION_NAME, ATTR_GEN_AI_PROVIDER_NAME, ATTR_GEN_AI_REQUEST_MODEL, ATTR_GEN_AI_TOKEN_TYPE),
+    _GEN_AI_TOKEN_BUCKETS,
+)
+GEN_AI_CLIENT_OPERATION_DURATION = MetricSpec(
+    "gen_ai.client.operation.duration", MetricKind.HISTOGRAM, "s",
+    "GenAI operation duration; error.type is set when the operation failed.",
+    (ATTR_GEN_AI_OPERATION_NAME, ATTR_GEN_AI_PROVIDER_NAME, ATTR_GEN_AI_REQUEST_MODEL, ATTR_OTEL_ERROR_TYPE),
+    _GEN_AI_DURATION_BUCKETS,
+)
+GEN_AI_INFERENCE_INPUT_TOKENS = MetricSpec(
+    "gen_ai.client.inference.usage.input_tokens", MetricKind.HISTOGRAM, "{token}",
+    "Input (prompt) tokens per inference operation (latest experimental GenAI conventions).",
+    (ATTR_GEN_AI_OPERATION_NAME, ATTR_GEN_AI_PROVIDER_NAME, ATTR_GEN_AI_REQUEST_MODEL), _GEN_AI_TOKEN_BUCKETS,
+)
+GEN_AI_INFERENCE_OUTPUT_TOKENS = MetricSpec(
+    "gen_ai.client.inference.usage.output_tokens", MetricKind.HISTOGRAM, "{token}",
+    "Output (completion) tokens per inference operation (latest experimental GenAI conventions).",
+    (ATTR_GEN_AI_OPERATION_NAME, ATTR_GEN_AI_PROVIDER_NAME, ATTR_GEN_AI_REQUEST_MODEL), _GEN_AI_TOKEN_BUCKETS,
+)
+GEN_AI_USAGE_INPUT_TOKENS = MetricSpec(
+    "gen_ai.client.inference.usage.detailed.input_tokens", MetricKind.COUNTER, "{token}",
+    "Input tokens used, by modality (latest experimental GenAI conventions).",
+    (ATTR_GEN_AI_OPERATION_NAME, ATTR_GEN_AI_PROVIDER_NAME, ATTR_GEN_AI_TOKEN_MODALITY, ATTR_GEN_AI_REQUEST_MODEL),
+)
+GEN_AI_USAGE_OUTPUT_TOKENS = MetricSpec(
+    "gen_ai.client.inference.usage.detailed.output_tokens", MetricKind.COUNTER, "{token}",
+    "Output tokens used, by modality (latest experimental GenAI conventions).",
+    (ATTR_GEN_AI_OPERATION_NAME, ATTR_GEN_AI_PROVIDER_NAME, ATTR_GEN_AI_TOKEN_MODALITY, ATTR_GEN_AI_REQUEST_MODEL),
+)
+GEN_AI_TOKEN_COST = MetricSpec(
+    "mlops_gen_ai_token_cost", MetricKind.COUNTER, "{USD}",
+    "Estimated cost of the tokens used, priced from the user's price file (optional).",
+    (ATTR_GEN_AI_PROVIDER_NAME, ATTR_GEN_AI_REQUEST_MODEL, ATTR_GEN_AI_TOKEN_TYPE),
+)
+
+#: Emitted by default (semantic conventions v1.41.0).
+GEN_AI_METRICS_DEFAULT: tuple[MetricSpec, ...] = (GEN_AI_CLIENT_TOKEN_USAGE, GEN_AI_CLIENT_OPERATION_DURATION)
+#: Emitted under ``OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental``.
+GEN_AI_METRICS_LATEST: tuple[MetricSpec, ...] = (
+    GEN_AI_CLIENT_OPERATION_DURATION, GEN_AI_INFERENCE_INPUT_TOKENS, GEN_AI_INFERENCE_OUTPUT_TOKENS,
+    GEN_AI_USAGE_INPUT_TOKENS, GEN_AI_USAGE_OUTPUT_TOKENS,
+)
+GEN_AI_METRICS: tuple[MetricSpec, ...] = (
+    GEN_AI_CLIENT_TOKEN_USAGE, GEN_AI_CLIENT_OPERATION_DURATION, GEN_AI_INFERENCE_INPUT_TOKENS,
+    GEN_AI_INFERENCE_OUTPUT_TOKENS, GEN_AI_USAGE_INPUT_TOKENS, GEN_AI_USAGE_OUTPUT_TOKENS, GEN_AI_TOKEN_COST,
+)
+
+
+def gen_ai_span_name(operation: str, target: str | None) -> str:
+    """``{gen_ai.operation.name} {gen_ai.request.model}`` (or ``{data_source.id}`` for retrieval)."""
+    return f"{operation} {target}" if target else operation
+
+
+def prometheus_label(key: str) -> str:
+    """A label key as Prometheus names it (``gen_ai.request.model`` -> ``gen_ai_request_model``)."""
+    return _INVALID_LABEL.sub("_", key)
+
+
+_INVALID_LABEL = re.compile(r"[^a-zA-Z0-9_]")
+
 # ------------------------------------------------ shadow traffic and progressive rollout (#14)
 ATTR_OUTCOME = "outcome"
 ATTR_COMPARISON = "comparison"
@@ -404,39 +554,7 @@ SHADOW_METRICS: tuple[MetricSpec, ...] = (
     ROLLOUT_STEP_CHANGES,
 )
 
-# ------------------------------------------------- drift: inputs, embeddings, faults (#17)
-ATTR_FEATURE = "feature"
-MODEL_FEATURE_DRIFT_SCORE = MetricSpec(
-    "model_feature_drift_score", MetricKind.GAUGE, "{score}",
-    "Drift score of one input feature of a model version: KS distance (numeric) or total variation "
-    "distance of the category mix (categorical), 0..1.",
-    (ATTR_MODEL_TYPE, ATTR_MODEL_VERSION, ATTR_FEATURE),
-)
-MODEL_EMBEDDING_DRIFT_SCORE = MetricSpec(
-    "model_embedding_drift_score", MetricKind.GAUGE, "{score}",
-    "Multivariate drift of a model version's embeddings: squared MMD (Gaussian kernel) against the reference.",
-    (ATTR_MODEL_TYPE, ATTR_MODEL_VERSION),
-)
-DRIFT_REFERENCE_RESTORED = MetricSpec(
-    "mlops_drift_reference_restored", MetricKind.COUNTER, "{restore}",
-    "Drift references written back from a worker's memory after the store lost them (e.g. restarted empty).",
-    (ATTR_MODEL_TYPE, ATTR_MODEL_VERSION),
-)
-DRIFT_FEATURE_OVERFLOW = MetricSpec(
-    "mlops_drift_feature_overflow", MetricKind.COUNTER, "{value}",
-    "Feature values not monitored because the detector's feature cap was reached, or not a finite "
-    "number or a string.",
-    (ATTR_MODEL_TYPE, ATTR_MODEL_VERSION),
-)
-
-DRIFT_METRICS: tuple[MetricSpec, ...] = (
-    MODEL_FEATURE_DRIFT_SCORE,
-    MODEL_EMBEDDING_DRIFT_SCORE,
-    DRIFT_REFERENCE_RESTORED,
-    DRIFT_FEATURE_OVERFLOW,
-)
-
-ALL_METRICS: tuple[MetricSpec, ...] = SEED_METRICS + SDK_METRICS + DRIFT_METRICS + SHADOW_METRICS
+ALL_METRICS: tuple[MetricSpec, ...] = SEED_METRICS + SDK_METRICS + DRIFT_METRICS + GEN_AI_METRICS + SHADOW_METRICS
 
 _BY_NAME = {m.name: m for m in ALL_METRICS}
 

@@ -94,6 +94,7 @@ class StoreSettings:
     flush_timeout: float | None = attrs.field(default=None, validator=_OPT_POSITIVE)
     socket_timeout: float | None = attrs.field(default=None, validator=_OPT_POSITIVE)
     dedup_ttl: int | None = attrs.field(default=None, validator=_OPT_POSITIVE_INT)
+    epoch_interval: float | None = attrs.field(default=None, validator=_OPT_POSITIVE)
 
     @property
     def is_memory(self) -> bool:
@@ -103,7 +104,7 @@ class StoreSettings:
     def redis_options(self) -> dict[str, Any]:
         """The tuning fields that were set, as keyword arguments of ``RedisStore.from_url``."""
         names = ("flush_interval", "max_batch", "max_pending", "max_backoff", "flush_timeout", "socket_timeout",
-                 "dedup_ttl")
+                 "dedup_ttl", "epoch_interval")
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
 
@@ -129,6 +130,10 @@ class DriftSettings:
     alpha: float = attrs.field(default=0.01, validator=_unit(open_high=True))
     warning_threshold: float = attrs.field(default=0.1, validator=_unit(open_high=True))
     confidence_drop: float = attrs.field(default=0.05, validator=_unit(open_high=True))
+    #: Significance of the calibrated drift alert (see :class:`~mlops_otel.drift.DriftDetector`).
+    alert_alpha: float = attrs.field(default=1e-4, validator=_unit(open_high=True))
+    #: Input features tracked per detector (0: none).
+    max_features: int = attrs.field(default=50, validator=in_range(0, math.inf, integer=True))
 
     def monitor_options(self) -> dict[str, Any]:
         """These settings as keyword arguments of :class:`~mlops_otel.DriftMonitor`."""

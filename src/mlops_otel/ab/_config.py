@@ -214,7 +214,8 @@ class ABTestConfig:
     primary_metric: str | None = attrs.field(default=None, validator=_optional_name)
     #: Custom metrics recorded with ``record_result(..., metrics={...})``.
     metrics: tuple[MetricSpec, ...] = attrs.field(default=(), converter=_metrics, validator=_check_metrics)
-    #: Expected events (and non-events) per arm at the pooled rate before a proportion may decide.
+    #: Events (and non-events) each arm needs, observed or expected at the pooled rate, before a
+    #: proportion may decide better or worse.
     min_events: int = attrs.field(default=10, validator=_int_at_least(1))
     #: A result attribute to break the report down by (reported only; never moves roles).
     segment_by: str | None = attrs.field(default=None, validator=_optional_name)

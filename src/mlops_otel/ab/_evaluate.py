@@ -319,8 +319,12 @@ def _metric(spec: _Spec, c: MetricBatch, t: MetricBatch, planned: float, alpha: 
         est, se = _stats.pooled_proportion_difference(xc, nc, xt, nt)
         with np.errstate(invalid="ignore", divide="ignore"):
             pooled = (xc + xt) / (nc + nt)
-        fewest = np.fmin(np.fmin(nc, nt) * pooled, np.fmin(nc, nt) * (1.0 - pooled))
-        enough = fewest >= min_events
+        # Each arm needs min_events events and non-events, observed or expected at the pooled rate: a small
+        # arm that saw few events cannot decide on them, while a flood of events in one arm still can.
+        enough = np.ones(shape, dtype=bool)
+        for x, n in ((xc, nc), (xt, nt)):
+            enough &= np.fmax(x, n * pooled) >= min_events
+            enough &= np.fmax(n - x, n * (1.0 - pooled)) >= min_events
     else:
         est, se = _stats.welch_difference(c.mean, c.var, nc, t.mean, t.var, nt)
         enough = np.ones(shape, dtype=bool)

@@ -364,13 +364,15 @@ class ABTestManager:
                  config.control_version, config.treatment_version, config.treatment_traffic_pct)
         return test
 
-    def finalize_test(self, name: str, action: str, *, reason: str | None = None, _record: bool = True) -> bool:
+    def finalize_test(self, name: str, action: str, *, reason: str | None = None, record: bool = True) -> bool:
         """Finish test *name*: ``"promote"`` makes the treatment champion, ``"rollback"`` keeps the control.
 
         Exactly one of several concurrent callers wins and returns ``True``;
         the others (and later calls with the same action) return ``False``.
         Raises :class:`ABTestStateError` if the test was aborted or finalized
-        with the other action.
+        with the other action. The winner counts the decision in
+        ``ab_decisions_total`` and the test's history unless *record* is false
+        (a caller that counted the decision itself: auto-finalize, rollouts).
         """
         decision = check_action(action)
         why = reason or f"A/B test {name!r} finalized: {decision.value}"
@@ -379,15 +381,15 @@ class ABTestManager:
         self._forget(test)
         if won:
             log.info("finalized A/B test %s: %s (%s)", name, decision.value, why)
-            if _record:
+            if record:
                 self._record_manual(name, decision.value, FINAL[decision].value)
         return won
 
-    def abort_test(self, name: str, *, reason: str = "aborted", _record: bool = True) -> bool:
+    def abort_test(self, name: str, *, reason: str = "aborted", record: bool = True) -> bool:
         """Stop test *name* without changing the champion; returns whether this call aborted it."""
         test, won = self._book.abort(name, reason)
         self._forget(test)
-        if won and _record:
+        if won and record:
             self._record_manual(name, Decision.HALT.value, ABTestState.ABORTED.value)
         return won
 
@@ -397,10 +399,9 @@ class ABTestManager:
                                     "by": "finalize"})
 
     def _forget(self, test: ABTest) -> None:
+        """After this process changed *test*: serve the new state from now on (a decision path: store I/O)."""
         self._remember(test.name, test)
-        view = self._models.get(test.config.model_type)
-        if view is not None and view.test is not None and view.test.name == test.name:
-            self._models.pop(test.config.model_type, None)
+        self._load_model_view(test.config.model_type, self.clock())
 
     # -------------------------------------------------------------- decision
     def _cut(self, name: str) -> Any:
@@ -434,10 +435,10 @@ class ABTestManager:
         if test.state is ABTestState.ACTIVE and test.config.auto_finalize:
             try:
                 if result.decision in FINAL:
-                    if self.finalize_test(name, result.decision, reason=result.recommendation, _record=False):
+                    if self.finalize_test(name, result.decision, reason=result.recommendation, record=False):
                         applied = FINAL[result.decision].value
                 elif result.decision is Decision.HALT and self.abort_test(name, reason=result.recommendation,
-                                                                          _record=False):
+                                                                          record=False):
                     applied = ABTestState.ABORTED.value
             except ABTestStateError as exc:  # another worker finished the test first, differently
                 log.warning("A/B test %s: auto-finalize found it already finished: %s", name, exc)
@@ -616,17 +617,30 @@ class ABTestManager:
         except Exception as exc:  # the caller's request must never fail because of us
             tel.fault("ab.record_result", exc)
 
-    def close(self) -> None:
-        """Stop the background thread and publish this process's last results. Idempotent."""
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the background thread and publish this process's last results, within *timeout* seconds.
+
+        Idempotent. A store that does not answer in time (stalled, not just down) costs at most
+        *timeout*: the last results are then lost, counted in ``mlops_telemetry_errors_total``.
+        """
+        deadline = time.monotonic() + timeout
         self._stop.set()
         self._wake.set()
         thread = self._thread
         if thread is not None and thread.is_alive() and thread is not threading.current_thread():
-            thread.join(timeout=5.0)
-        try:
-            self.flush(_final=True)
-        except Exception as exc:
-            self._tel.fault("ab.close", exc)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+
+        def final() -> None:
+            try:
+                self.flush(max(0.0, deadline - time.monotonic()), _final=True)
+            except Exception as exc:
+                self._tel.fault("ab.close", exc)
+
+        last = threading.Thread(target=final, name="mlops-otel-ab-close", daemon=True)
+        last.start()
+        last.join(timeout=max(0.0, deadline - time.monotonic()))
+        if last.is_alive():
+            self._tel.fault("ab.close", TimeoutError(f"final publish not done within {timeout:g} s"))
 
 
 def _history_entry(result: Evaluation) -> dict[str, JSONValue]:

@@ -23,8 +23,8 @@ from ..stores import JSONValue, make_key
 from ..telemetry import Telemetry, default_telemetry
 from ._config import ABTestConfig, InvalidConfigError
 from ._evaluate import Decision, evaluate
-from ._lifecycle import NAMESPACE, ABTest, ABTestNotFoundError, ABTestState, ABTestStateError, document_key
-from ._manager import ABTestManager
+from ._lifecycle import NAMESPACE, document_key
+from ._manager import ABTest, ABTestManager, ABTestNotFoundError, ABTestState, ABTestStateError
 from ._rollout import (
     RolloutSchedule,
     RolloutState,
@@ -203,6 +203,7 @@ class RolloutManager:
         if action is None:
             return False
         try:
+            # Counted once, by the finalize that wins (the rollout itself does not count A/B decisions).
             return self.manager.finalize_test(name, action, reason=f"rollout: {state.reason}")
         except ABTestStateError as exc:  # finished otherwise meanwhile (e.g. aborted by an operator)
             log.warning("rollout %s: the test was already finished: %s", name, exc)

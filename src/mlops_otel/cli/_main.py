@@ -258,12 +258,18 @@ def _effect_row(effect: Mapping[str, Any]) -> list[Cell | str]:
             Cell(effect["verdict"], _VERDICT_STYLES.get(effect["verdict"], ""))]
 
 
+def _excluded(ev: Mapping[str, Any]) -> str:
+    """What the decision left out because not every live worker had delivered it yet (#12)."""
+    c, t = ev.get("excluded_control") or 0, ev.get("excluded_treatment") or 0
+    return f" (left out, not yet delivered by every worker: control {c}, treatment {t})" if c or t else ""
+
+
 def _print_evaluation(out: Printer, ev: Mapping[str, Any]) -> None:
     out.fields([
         ("Test", ev["test"]),
         ("Decision", Cell(ev["decision"], _DECISION_STYLES.get(ev["decision"], ""))),
         ("Recommendation", ev["recommendation"]),
-        ("Samples", f"control {ev['n_control']}, treatment {ev['n_treatment']}"),
+        ("Samples", f"control {ev['n_control']}, treatment {ev['n_treatment']}" + _excluded(ev)),
     ])
     out.line()
     out.table(["METRIC", "CONTROL", "TREATMENT", "EFFECT", "ANYTIME-VALID INTERVAL", "VERDICT"],

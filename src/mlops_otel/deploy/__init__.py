@@ -6,7 +6,8 @@ cannot drift from what the SDK exports. ``python -m mlops_otel.deploy DIR``
 writes them; ``examples/deploy/`` holds the committed output.
 """
 
-from ._collector import collector_config
+from ._collector import ENV_VARS as COLLECTOR_ENV_VARS
+from ._collector import collector_config, env_default
 from ._files import ARTIFACTS, check_dir, render_all, write_all
 from ._grafana import DASHBOARD_UID, Panel, dashboard_panels, grafana_dashboard
 from ._prometheus import (
@@ -31,6 +32,7 @@ __all__ = [
     "ALERT_ERROR_RATE",
     "ALERT_SHADOW_DISAGREEMENT",
     "ARTIFACTS",
+    "COLLECTOR_ENV_VARS",
     "DASHBOARD_UID",
     "DISAGREEMENT_THRESHOLD",
     "DRIFT_THRESHOLD",
@@ -40,6 +42,7 @@ __all__ = [
     "collector_config",
     "dashboard_panels",
     "drift_expr",
+    "env_default",
     "error_ratio_expr",
     "grafana_dashboard",
     "guardrail_expr",

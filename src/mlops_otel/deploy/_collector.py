@@ -1,46 +1,97 @@
-"""OpenTelemetry Collector configurations: OTLP in, Prometheus (pull or remote write) out."""
+"""OpenTelemetry Collector configurations: OTLP in, Prometheus (pull or remote write) out, traces forwarded.
+
+Every listening address and destination is an ``${env:VAR:-default}`` reference, resolved by
+the Collector when it starts, so one shipped file serves Compose, Kubernetes and the
+end-to-end tests (which set the variables to free loopback ports); see :data:`ENV_VARS`.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-__all__ = ["collector_config"]
+__all__ = ["ENV_VARS", "collector_config", "env_default", "env_ref"]
 
 Exporter = Literal["prometheus", "prometheusremotewrite"]
+
+#: The variables the shipped configs read, with their defaults.
+ENV_VARS: dict[str, str] = {
+    "OTELCOL_OTLP_GRPC_ENDPOINT": "0.0.0.0:4317",
+    "OTELCOL_OTLP_HTTP_ENDPOINT": "0.0.0.0:4318",
+    "OTELCOL_PROMETHEUS_ENDPOINT": "0.0.0.0:8889",
+    "OTELCOL_REMOTE_WRITE_ENDPOINT": "http://prometheus:9090/api/v1/write",
+    "OTELCOL_TRACES_ENDPOINT": "http://tempo:4318",
+    "OTELCOL_HEALTH_CHECK_ENDPOINT": "0.0.0.0:13133",
+    "OTELCOL_TELEMETRY_HOST": "0.0.0.0",
+    "OTELCOL_TELEMETRY_PORT": "8888",
+}
+
+
+def env_ref(name: str, default: str | None = None) -> str:
+    """``${env:NAME:-default}``: the Collector's env provider substitutes it at start-up."""
+    return f"${{env:{name}:-{ENV_VARS[name] if default is None else default}}}"
+
+
+def env_default(value: str) -> str:
+    """The value a Collector resolves *value* to when no variable is set (the default of a reference)."""
+    if value.startswith("${env:") and value.endswith("}") and ":-" in value:
+        return value[len("${env:"):-1].split(":-", 1)[1]
+    return value
 
 
 def collector_config(
     *,
     exporter: Exporter = "prometheus",
-    otlp_grpc_endpoint: str = "0.0.0.0:4317",
-    otlp_http_endpoint: str = "0.0.0.0:4318",
-    prometheus_endpoint: str = "0.0.0.0:8889",
-    remote_write_endpoint: str = "http://prometheus:9090/api/v1/write",
+    otlp_grpc_endpoint: str = env_ref("OTELCOL_OTLP_GRPC_ENDPOINT"),
+    otlp_http_endpoint: str = env_ref("OTELCOL_OTLP_HTTP_ENDPOINT"),
+    prometheus_endpoint: str = env_ref("OTELCOL_PROMETHEUS_ENDPOINT"),
+    remote_write_endpoint: str = env_ref("OTELCOL_REMOTE_WRITE_ENDPOINT"),
+    traces_endpoint: str | None = env_ref("OTELCOL_TRACES_ENDPOINT"),
     batch_timeout: str = "5s",
-    health_check_endpoint: str = "0.0.0.0:13133",
+    health_check_endpoint: str = env_ref("OTELCOL_HEALTH_CHECK_ENDPOINT"),
 ) -> dict[str, Any]:
     """A Collector config: ``otlp`` receiver -> ``memory_limiter`` -> ``batch`` -> *exporter*.
 
     ``exporter="prometheus"`` serves the metrics for Prometheus to scrape at
-    ``http://<prometheus_endpoint>/metrics``; ``"prometheusremotewrite"`` pushes
-    them to *remote_write_endpoint* (Prometheus started with
-    ``--web.enable-remote-write-receiver``, Mimir, Thanos, Cortex...). Both
-    exporters keep their default name translation, which applies the OTel
-    Prometheus-compatibility rules (unit suffix, ``_total``), so the series
-    names equal those of the SDK's own ``/metrics``. ``service.name`` becomes
-    the ``job`` label and ``service.instance.id`` the ``instance`` label.
+    ``http://<prometheus_endpoint>/metrics`` (OpenMetrics on request, so histogram
+    exemplars reach a Prometheus started with ``--enable-feature=exemplar-storage``);
+    ``"prometheusremotewrite"`` pushes them, exemplars included, to
+    *remote_write_endpoint* (Prometheus started with ``--web.enable-remote-write-receiver``,
+    Mimir, Thanos, Cortex...). Both exporters keep their default name translation,
+    which applies the OTel Prometheus-compatibility rules (unit suffix, ``_total``),
+    so the series names equal those of the SDK's own ``/metrics``. ``service.name``
+    becomes the ``job`` label and ``service.instance.id`` the ``instance`` label.
+
+    Traces go through the same receiver and processors to the OTLP/HTTP endpoint
+    *traces_endpoint* (Tempo, Jaeger, another Collector); ``None`` leaves traces out.
     """
     exporters: dict[str, Any]
     if exporter == "prometheus":
-        exporters = {"prometheus": {"endpoint": prometheus_endpoint, "metric_expiration": "10m"}}
+        exporters = {"prometheus": {
+            "endpoint": prometheus_endpoint,
+            "metric_expiration": "10m",
+            "enable_open_metrics": True,
+            # Every family comes from the one mlops_otel scope: no otel_scope_* labels, so the
+            # label sets equal the SDK's own /metrics.
+            "without_scope_info": True,
+        }}
     elif exporter == "prometheusremotewrite":
         exporters = {"prometheusremotewrite": {
             "endpoint": remote_write_endpoint,
-            "tls": {"insecure": remote_write_endpoint.startswith("http://")},
+            "tls": {"insecure": env_default(remote_write_endpoint).startswith("http://")},
             "target_info": {"enabled": True},
+            "disable_scope_info": True,
         }}
     else:
         raise ValueError(f"exporter must be 'prometheus' or 'prometheusremotewrite', got {exporter!r}")
+    metric_exporters = list(exporters)
+    processors = ["memory_limiter", "batch"]
+    pipelines: dict[str, Any] = {"metrics": {
+        "receivers": ["otlp"], "processors": processors, "exporters": metric_exporters,
+    }}
+    if traces_endpoint is not None:
+        exporters["otlp_http/traces"] = {"endpoint": traces_endpoint}
+        pipelines["traces"] = {"receivers": ["otlp"], "processors": list(processors),
+                               "exporters": ["otlp_http/traces"]}
     return {
         "extensions": {"health_check": {"endpoint": health_check_endpoint}},
         "receivers": {"otlp": {"protocols": {
@@ -55,10 +106,11 @@ def collector_config(
         "exporters": exporters,
         "service": {
             "extensions": ["health_check"],
-            "pipelines": {"metrics": {
-                "receivers": ["otlp"],
-                "processors": ["memory_limiter", "batch"],
-                "exporters": list(exporters),
-            }},
+            "pipelines": pipelines,
+            # The Collector's own metrics (otelcol_*), on a port of their own.
+            "telemetry": {"metrics": {"readers": [{"pull": {"exporter": {"prometheus": {
+                "host": env_ref("OTELCOL_TELEMETRY_HOST"),
+                "port": env_ref("OTELCOL_TELEMETRY_PORT"),
+            }}}}]}},
         },
     }

@@ -86,6 +86,37 @@ def _by_labels(spec: MetricSpec) -> str:
     return f"max by ({', '.join(spec.labels)}) ({_sel(spec)})"
 
 
+def _gen_ai_panels() -> tuple[Panel, ...]:
+    """GenAI panels: the v1.41.0 families (default) and the latest experimental ones (opt-in)."""
+    s = semconv
+    model, token_type = s.prometheus_label(s.ATTR_GEN_AI_REQUEST_MODEL), s.prometheus_label(s.ATTR_GEN_AI_TOKEN_TYPE)
+    error = s.prometheus_label(s.ATTR_OTEL_ERROR_TYPE)
+    modality = s.prometheus_label(s.ATTR_GEN_AI_TOKEN_MODALITY)
+    duration, usage, cost = s.GEN_AI_CLIENT_OPERATION_DURATION, s.GEN_AI_CLIENT_TOKEN_USAGE, s.GEN_AI_TOKEN_COST
+    latest_in, latest_out = s.GEN_AI_INFERENCE_INPUT_TOKENS, s.GEN_AI_INFERENCE_OUTPUT_TOKENS
+    detailed_in, detailed_out = s.GEN_AI_USAGE_INPUT_TOKENS, s.GEN_AI_USAGE_OUTPUT_TOKENS
+    return (
+        Panel("GenAI operation duration (p50/p95) by model and error.type", (duration,), tuple(
+            (_quantile(duration, q, (model, error)), _legend((model, error), f"p{round(q * 100)}"))
+            for q in (0.5, 0.95)
+        ), unit="s"),
+        Panel("GenAI tokens per second by type (gen_ai.client.token.usage, v1.41.0)", (usage,), (
+            (_rate(usage, (model, token_type), "_sum"), _legend((model, token_type))),
+        )),
+        Panel("GenAI tokens per operation, p95 (latest experimental)", (latest_in, latest_out), (
+            (_quantile(latest_in, 0.95, (model,)), _legend((model,), "input p95")),
+            (_quantile(latest_out, 0.95, (model,)), _legend((model,), "output p95")),
+        )),
+        Panel("GenAI tokens per second by modality (latest experimental)", (detailed_in, detailed_out), (
+            (_rate(detailed_in, (model, modality)), _legend((model, modality), "input")),
+            (_rate(detailed_out, (model, modality)), _legend((model, modality), "output")),
+        )),
+        Panel("GenAI token cost (USD per hour, from the price file)", (cost,), (
+            (f"3600 * {_rate(cost, (model, token_type))}", _legend((model, token_type))),
+        ), unit="currencyUSD"),
+    )
+
+
 def dashboard_panels(
     *, drift_threshold: float = DRIFT_THRESHOLD, error_ratio_threshold: float = 0.05,
     disagreement_threshold: float = DISAGREEMENT_THRESHOLD,
@@ -116,6 +147,7 @@ def dashboard_panels(
                 (_rate(tokens, tokens.labels, "_sum"), _legend(tokens.labels, "tokens/s")),
             )),
         )),
+        ("GenAI (OpenTelemetry GenAI conventions on the RAG stage)", _gen_ai_panels()),
         ("Drift", (
             Panel("Model drift score", (s.MODEL_DRIFT_SCORE,),
                   ((_by_labels(s.MODEL_DRIFT_SCORE), _legend(s.MODEL_DRIFT_SCORE.labels)),),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import attrs
 from fastapi import FastAPI
@@ -20,6 +20,7 @@ from ..settings import Settings
 from ..stores import StateStore
 from ..telemetry import Mode, default_telemetry
 from ..validation import InvalidValueError
+from ._middleware import HttpServerMiddleware
 
 __all__ = ["SettingsConflictError", "get_runtime", "instrument_app", "uninstrument_app"]
 
@@ -38,6 +39,7 @@ class _Instrumentation:
     factory: Callable[[], tuple[Runtime, bool]]
     install_default: bool
     runtime: Runtime | None = None
+    local_docs: Any = None
 
 
 class _MetricsEndpoint:
@@ -113,12 +115,13 @@ def instrument_app(
     max_label_values: int | None = None,
     otlp: bool | None = None,
     metrics_path: str | None = "/metrics",
-    instrument_http: bool = True,
+    instrument_http: bool | Literal["otel", "light"] = True,
     excluded_urls: str | None = None,
     management: bool = False,
     management_token: str | None = None,
     management_prefix: str = "/mlops",
     install_as_default: bool = True,
+    local_docs: bool = True,
 ) -> None:
     """Instrument *app*: HTTP spans and metrics, ``/metrics``, and the mlops-otel runtime.
 
@@ -139,6 +142,11 @@ def instrument_app(
     With *management*, the management API is mounted under
     *management_prefix*; its write endpoints need ``Authorization: Bearer
     <management_token>`` and are disabled when no token is configured.
+    With *local_docs*, ``/docs`` and ``/redoc`` load Swagger UI and ReDoc from
+    the package instead of a CDN (see :func:`mlops_otel.ui.serve_docs_locally`).
+    *instrument_http*: ``True``/``"otel"`` installs the OTel FastAPI instrumentation,
+    ``"light"`` mlops-otel's :class:`HttpServerMiddleware` (the stable HTTP conventions' span and
+    metrics at a fraction of the cost; docs/performance-analysis.md), ``False`` neither.
     Calling it again on an instrumented app does nothing.
     """
     if getattr(app.state, _STATE_ATTR, None) is not None:
@@ -190,7 +198,10 @@ def instrument_app(
                               tracer_provider=tracer_provider), True
 
     http = False
-    if instrument_http and not getattr(app, "_is_instrumented_by_opentelemetry", False):
+    if instrument_http == "light":  # mlops-otel's lean HTTP middleware (#16), instead of the OTel ASGI one
+        app.add_middleware(HttpServerMiddleware, tracer_provider=tracer_provider, meter_provider=meter_provider,
+                           excluded_urls=excluded_urls)
+    elif instrument_http and not getattr(app, "_is_instrumented_by_opentelemetry", False):
         FastAPIInstrumentor.instrument_app(
             app, tracer_provider=tracer_provider, meter_provider=meter_provider, excluded_urls=excluded_urls
         )
@@ -212,9 +223,18 @@ def instrument_app(
                            prefix=management_prefix)
         management_routes = [r for r in app.router.routes if r not in before]
 
+    docs = None
+    if local_docs:
+        from ..ui import serve_docs_locally
+
+        try:
+            docs = serve_docs_locally(app)
+        except ImportError as exc:  # fastapi-offline missing: keep FastAPI's CDN pages
+            _log.warning("instrument_app: /docs keeps loading its assets from a CDN: %s", exc)
+
     inst = _Instrumentation(
         original_lifespan=app.router.lifespan_context, metrics_route=route, management_routes=management_routes,
-        http_instrumented=http, factory=factory, install_default=install_as_default,
+        http_instrumented=http, factory=factory, install_default=install_as_default, local_docs=docs,
     )
 
     @contextlib.asynccontextmanager
@@ -248,8 +268,11 @@ def uninstrument_app(app: FastAPI) -> None:
         return
     if inst.http_instrumented:
         FastAPIInstrumentor.uninstrument_app(app)
+    app.user_middleware[:] = [m for m in app.user_middleware if m.cls is not cast("Any", HttpServerMiddleware)]
     removed = [r for r in (inst.metrics_route, *inst.management_routes) if r is not None]
     app.router.routes[:] = [r for r in app.router.routes if r not in removed]
+    if inst.local_docs is not None:
+        inst.local_docs.undo(app)
     app.router.lifespan_context = inst.original_lifespan
     setattr(app.state, _STATE_ATTR, None)
     app.middleware_stack = None

@@ -221,7 +221,7 @@ async def _read_body(request: Request, max_body: int) -> Response | None:
 
 
 def management_router(get_runtime: Callable[[], Runtime], *, token: str | None,
-                      max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> APIRouter:
+                      max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, ui: bool = True) -> APIRouter:
     """Return the management API as an :class:`~fastapi.APIRouter` (mount it with a prefix).
 
     *get_runtime* returns the running service's :class:`~mlops_otel.Runtime`
@@ -233,6 +233,7 @@ def management_router(get_runtime: Callable[[], Runtime], *, token: str | None,
     beyond the float range. With *token* ``None`` writes answer 403 and change
     nothing. A *token* that cannot be sent in an HTTP header (non-ASCII,
     spaces, control characters) raises :class:`ValueError` here, at start-up.
+    With *ui*, the read-only operator's pages are served under ``/ui`` (open like the reads).
     """
     expected = _check_token(token)
     if not isinstance(max_body_bytes, int) or isinstance(max_body_bytes, bool) or max_body_bytes < 1:
@@ -252,6 +253,9 @@ def management_router(get_runtime: Callable[[], Runtime], *, token: str | None,
             return Operations(get_runtime())
         except RuntimeError as exc:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
+
+    if ui:  # the operator's pages; until the cores keep histories, the UI keeps what these calls return
+        from ..ui import keep_drift_report, keep_evaluation, ui_router
 
     Ops = Annotated[Operations, Depends(operations)]
     writer = [Depends(authorize)]
@@ -287,7 +291,10 @@ def management_router(get_runtime: Callable[[], Runtime], *, token: str | None,
         A write: it counts a decision metric and, for a test with
         ``auto_finalize``, may finalize or abort it.
         """
-        return _call(lambda: ops.evaluate_test(name), path=("name",))
+        result = _call(lambda: ops.evaluate_test(name), path=("name",))
+        if ui:
+            keep_evaluation(ops.runtime, result)
+        return result
 
     @router.post("/ab/tests/{name}/finalize", tags=["ab-tests"], response_model=ABTestChangeOut,
                  dependencies=writer, responses={**_WRITE_RESPONSES, **_NOT_FOUND, **_CONFLICT},
@@ -350,13 +357,21 @@ def management_router(get_runtime: Callable[[], Runtime], *, token: str | None,
     @router.get("/drift", tags=["drift"], response_model=list[DriftReportOut], summary="Drift reports")
     def drift_reports(ops: Ops) -> list[dict[str, Any]]:
         """One report per drift detector, sorted by ``<model_type>:<version>``."""
-        return _call(ops.drift_reports)
+        reports = _call(ops.drift_reports)
+        for report in reports if ui else ():
+            keep_drift_report(ops.runtime, report)
+        return reports
 
     @router.get("/drift/{model_type}/{version}", tags=["drift"], response_model=DriftReportOut,
                 responses=_NOT_FOUND, summary="Drift report of one version")
     def drift_report(model_type: ModelType, version: Annotated[str, Path(description="The model version.")],
                      ops: Ops) -> dict[str, Any]:
         """The drift report of one model version's detector."""
-        return _call(lambda: ops.drift_report(model_type, version), path=("model_type", "version"))
+        report = _call(lambda: ops.drift_report(model_type, version), path=("model_type", "version"))
+        if ui:
+            keep_drift_report(ops.runtime, report)
+        return report
 
+    if ui:
+        router.include_router(ui_router(get_runtime), prefix="/ui")
     return router

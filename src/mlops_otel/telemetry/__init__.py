@@ -2,18 +2,24 @@
 
 from ._aggregate import FamilySnapshot, SeriesSnapshot
 from ._default import default_telemetry, set_default_telemetry, use_default_resolver
+from ._genai import GenAIOperation, GenAIRetrieval, GenAIShape, TokenPrices, gen_ai_shape_from_env
 from ._merge import merge_snapshots, snapshot_from_json, snapshot_to_json
 from ._otlp import MetricsExporter
 from ._telemetry import Mode, StageTracker, Telemetry, request_decorator
 
 __all__ = [
     "FamilySnapshot",
+    "GenAIOperation",
+    "GenAIRetrieval",
+    "GenAIShape",
     "MetricsExporter",
     "Mode",
     "SeriesSnapshot",
     "StageTracker",
     "Telemetry",
+    "TokenPrices",
     "default_telemetry",
+    "gen_ai_shape_from_env",
     "merge_snapshots",
     "request_decorator",
     "set_default_telemetry",

@@ -14,6 +14,7 @@ import math
 import threading
 import time
 from bisect import bisect_left
+from typing import Any
 
 import attrs
 
@@ -21,7 +22,7 @@ from .. import semconv
 from ..semconv import MetricKind, MetricSpec
 from ..validation import InvalidValueError
 
-__all__ = ["Aggregator", "FamilySnapshot", "SeriesSnapshot"]
+__all__ = ["Aggregator", "BucketExemplar", "FamilySnapshot", "SeriesSnapshot"]
 
 _log = logging.getLogger("mlops_otel.telemetry")
 
@@ -58,17 +59,45 @@ def _as_label_values(labels: tuple[object, ...]) -> tuple[str, ...]:
     )
 
 
+@attrs.frozen
+class BucketExemplar:
+    """The last sampled observation of a histogram bucket, with the span it was recorded in.
+
+    ``trace_id``/``span_id`` are the OTel integer ids; ``time_unix_nano`` is when it was recorded.
+    """
+
+    value: float
+    trace_id: int
+    span_id: int
+    time_unix_nano: int
+
+    @property
+    def trace_id_hex(self) -> str:
+        """The W3C (32 lower-case hex digits) form of the trace id."""
+        return format(self.trace_id, "032x")
+
+    @property
+    def span_id_hex(self) -> str:
+        """The W3C (16 lower-case hex digits) form of the span id."""
+        return format(self.span_id, "016x")
+
+
 class _Series:
     """One time series; ``values`` layout depends on the family kind.
 
     counter/gauge: ``[value]``; histogram: ``[sum, min, max, bucket_0, ..., bucket_n]``.
+    ``exemplars`` (histograms only, allocated on the first observation made inside a span)
+    holds per bucket ``None`` or the raw ``(value, span, time_ns)`` of the last such
+    observation; the span's ids are read (and unsampled spans dropped) at snapshot time,
+    off the hot path.
     """
 
-    __slots__ = ("labels", "values")
+    __slots__ = ("exemplars", "labels", "values")
 
     def __init__(self, labels: tuple[str, ...], values: list[float]) -> None:
         self.labels = labels
         self.values = values
+        self.exemplars: list[tuple[float, Any, int] | None] | None = None
 
 
 @attrs.frozen
@@ -81,6 +110,9 @@ class SeriesSnapshot:
     sum: float = 0.0
     min: float = math.inf
     max: float = -math.inf
+    #: Per bucket (histograms): the exemplar of the last sampled observation, or ``None``;
+    #: empty when no observation of this series was recorded inside a sampled span.
+    exemplars: tuple[BucketExemplar | None, ...] = ()
 
     @property
     def count(self) -> int:
@@ -232,24 +264,35 @@ class Aggregator:
             series = family.series.get(labels) or self._series(family, labels)
             series.values[0] = value
 
-    def observe(self, family: _Family, labels: tuple[str, ...], value: float) -> None:
-        """Record a histogram observation already validated; call with :attr:`lock` held."""
+    def observe(self, family: _Family, labels: tuple[str, ...], value: float, span: Any = None) -> None:
+        """Record a histogram observation already validated; call with :attr:`lock` held.
+
+        *span*, when given, is the recording span the observation belongs to: if it is
+        sampled, its trace and span id become the exemplar of the bucket. ``None`` (no
+        sampled span) costs one comparison.
+        """
         series = family.series.get(labels) or self._series(family, labels)
         v = series.values
-        v[bisect_left(family.bounds, value) + 3] += 1
+        index = bisect_left(family.bounds, value)
+        v[index + 3] += 1
         v[0] += value
         if value < v[1]:
             v[1] = value
         if value > v[2]:
             v[2] = value
+        if span is not None:
+            exemplars = series.exemplars
+            if exemplars is None:
+                exemplars = series.exemplars = [None] * (len(family.bounds) + 1)
+            exemplars[index] = (value, span, time.time_ns())
 
-    def record(self, family: _Family, labels: tuple[str, ...], value: float) -> None:
-        """Record one histogram observation."""
+    def record(self, family: _Family, labels: tuple[str, ...], value: float, span: Any = None) -> None:
+        """Record one histogram observation (with *span*'s ids as exemplar when it is sampled)."""
         if not family.lo <= value <= family.hi:
             self._reject(family, value)
             return
         with self.lock:
-            self.observe(family, labels, value)
+            self.observe(family, labels, value, span)
 
     # -------------------------------------------------------------- reads
     def snapshot(self) -> list[FamilySnapshot]:
@@ -257,7 +300,8 @@ class Aggregator:
         now = time.time_ns()
         with self.lock:
             raw = [
-                (family.spec, [(s.labels, list(s.values)) for s in family.series.values()])
+                (family.spec, [(s.labels, list(s.values), tuple(s.exemplars) if s.exemplars else None)
+                               for s in family.series.values()])
                 for family in self.families.values()
                 if family.series
             ]
@@ -267,11 +311,30 @@ class Aggregator:
             if spec.kind is MetricKind.HISTOGRAM:
                 series = tuple(
                     SeriesSnapshot(
-                        labels, bucket_counts=tuple(int(c) for c in v[3:]), sum=v[0], min=v[1], max=v[2]
+                        labels, bucket_counts=tuple(int(c) for c in v[3:]), sum=v[0], min=v[1], max=v[2],
+                        exemplars=_resolve_exemplars(ex),
                     )
-                    for labels, v in rows
+                    for labels, v, ex in rows
                 )
             else:
-                series = tuple(SeriesSnapshot(labels, value=v[0]) for labels, v in rows)
+                series = tuple(SeriesSnapshot(labels, value=v[0]) for labels, v, _ in rows)
             out.append(FamilySnapshot(spec, series, start, now))
         return out
+
+
+def _resolve_exemplars(raw: tuple[tuple[float, Any, int] | None, ...] | None) -> tuple[BucketExemplar | None, ...]:
+    """Turn raw ``(value, span, time_ns)`` slots into exemplars; unsampled spans leave none."""
+    if not raw:
+        return ()
+    out: list[BucketExemplar | None] = []
+    for slot in raw:
+        exemplar = None
+        if slot is not None:
+            try:
+                context = slot[1].get_span_context()
+                if context.is_valid and context.trace_flags.sampled:
+                    exemplar = BucketExemplar(slot[0], context.trace_id, context.span_id, slot[2])
+            except Exception:  # a foreign span object must never break a scrape
+                exemplar = None
+        out.append(exemplar)
+    return tuple(out) if any(e is not None for e in out) else ()

@@ -7,7 +7,7 @@ from typing import Any
 
 from .. import semconv
 from ..semconv import MetricKind
-from ._aggregate import FamilySnapshot, SeriesSnapshot
+from ._aggregate import BucketExemplar, FamilySnapshot, SeriesSnapshot
 
 __all__ = ["merge_snapshots", "snapshot_from_json", "snapshot_to_json"]
 
@@ -19,7 +19,11 @@ def snapshot_to_json(families: Sequence[FamilySnapshot]) -> dict[str, Any]:
         rows: list[list[Any]] = []
         for s in f.series:
             if f.spec.kind is MetricKind.HISTOGRAM:
-                rows.append([list(s.labels), s.sum, _finite(s.min), _finite(s.max), list(s.bucket_counts)])
+                row = [list(s.labels), s.sum, _finite(s.min), _finite(s.max), list(s.bucket_counts)]
+                if s.exemplars:  # optional 6th column: [value, trace_id, span_id, time] or null per bucket
+                    row.append([None if e is None else [e.value, e.trace_id_hex, e.span_id_hex, e.time_unix_nano]
+                                for e in s.exemplars])
+                rows.append(row)
             else:
                 rows.append([list(s.labels), s.value])
         out[f.spec.name] = {"start": f.start_time_ns, "time": f.time_ns, "series": rows}
@@ -44,8 +48,12 @@ def snapshot_from_json(doc: Mapping[str, Any]) -> list[FamilySnapshot]:
             if spec.kind is MetricKind.HISTOGRAM:
                 lo = float("inf") if row[2] is None else float(row[2])
                 hi = float("-inf") if row[3] is None else float(row[3])
+                exemplars = tuple(
+                    None if e is None else BucketExemplar(float(e[0]), int(e[1], 16), int(e[2], 16), int(e[3]))
+                    for e in (row[5] if len(row) > 5 else ())
+                )
                 series.append(SeriesSnapshot(labels, bucket_counts=tuple(int(c) for c in row[4]),
-                                             sum=float(row[1]), min=lo, max=hi))
+                                             sum=float(row[1]), min=lo, max=hi, exemplars=exemplars))
             else:
                 series.append(SeriesSnapshot(labels, value=float(row[1])))
         families.append(FamilySnapshot(spec, tuple(series), int(body["start"]), int(body["time"])))
@@ -88,5 +96,18 @@ def _add(a: SeriesSnapshot, b: SeriesSnapshot) -> SeriesSnapshot:
             a.labels,
             bucket_counts=tuple(x + y for x, y in zip(a.bucket_counts, b.bucket_counts, strict=True)),
             sum=a.sum + b.sum, min=min(a.min, b.min), max=max(a.max, b.max),
+            exemplars=_newer_exemplars(a.exemplars, b.exemplars),
         )
     return SeriesSnapshot(a.labels, value=a.value + b.value)
+
+
+def _newer_exemplars(
+    a: tuple[BucketExemplar | None, ...], b: tuple[BucketExemplar | None, ...]
+) -> tuple[BucketExemplar | None, ...]:
+    """Per bucket, the more recent of two workers' exemplars."""
+    if not a or not b:
+        return a or b
+    return tuple(
+        x if y is None or (x is not None and x.time_unix_nano >= y.time_unix_nano) else y
+        for x, y in zip(a, b, strict=True)
+    )

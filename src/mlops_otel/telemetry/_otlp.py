@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
+from opentelemetry.sdk.metrics import Exemplar
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Gauge,
@@ -38,6 +39,11 @@ class MetricsExporter(Protocol):
         """Send *metrics_data*; return success or failure."""
 
 
+def _attributes(keys: tuple[str, ...], values: tuple[str, ...]) -> dict[str, str]:
+    """The data point's attributes; an empty value means "not set" (e.g. ``error.type`` on success)."""
+    return {k: v for k, v in zip(keys, values, strict=True) if v != ""}
+
+
 def _metric(family: FamilySnapshot) -> Metric:
     spec = family.spec
     start, now = family.start_time_ns, family.time_ns
@@ -46,7 +52,7 @@ def _metric(family: FamilySnapshot) -> Metric:
         data = Histogram(
             data_points=[
                 HistogramDataPoint(
-                    attributes=dict(zip(spec.labels, s.labels, strict=True)),
+                    attributes=_attributes(spec.labels, s.labels),
                     start_time_unix_nano=start,
                     time_unix_nano=now,
                     count=s.count,
@@ -55,7 +61,10 @@ def _metric(family: FamilySnapshot) -> Metric:
                     explicit_bounds=list(spec.buckets),
                     min=s.min,
                     max=s.max,
-                    exemplars=[],
+                    exemplars=[
+                        Exemplar({}, e.value, e.time_unix_nano, span_id=e.span_id, trace_id=e.trace_id)
+                        for e in s.exemplars if e is not None
+                    ],
                 )
                 for s in family.series
             ],
@@ -64,7 +73,7 @@ def _metric(family: FamilySnapshot) -> Metric:
     else:
         points = [
             NumberDataPoint(
-                attributes=dict(zip(spec.labels, s.labels, strict=True)),
+                attributes=_attributes(spec.labels, s.labels),
                 start_time_unix_nano=start,
                 time_unix_nano=now,
                 value=s.value,

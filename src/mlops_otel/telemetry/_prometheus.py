@@ -7,11 +7,12 @@ from collections.abc import Callable, Iterable
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar
 
-from ..semconv import MetricKind
+from ..semconv import MetricKind, prometheus_label
 from ._aggregate import FamilySnapshot
 
-__all__ = ["SnapshotCollector", "make_registry", "render"]
+__all__ = ["SnapshotCollector", "make_registry", "render", "render_openmetrics"]
 
 
 class SnapshotCollector(Collector):
@@ -36,7 +37,7 @@ def to_prometheus(family: FamilySnapshot) -> Metric:
     """Convert one family snapshot to a prometheus_client metric family."""
     spec = family.spec
     name = spec.prometheus_name
-    keys = list(spec.labels)
+    keys = [prometheus_label(k) for k in spec.labels]  # gen_ai.request.model -> gen_ai_request_model
     if spec.kind is MetricKind.COUNTER:
         counter = CounterMetricFamily(name, spec.description, labels=keys)
         for s in family.series:
@@ -51,10 +52,18 @@ def to_prometheus(family: FamilySnapshot) -> Metric:
     bounds = [*spec.buckets, float("inf")]
     for s in family.series:
         cumulative = 0
-        buckets = []
-        for bound, count in zip(bounds, s.bucket_counts, strict=True):
+        buckets: list[tuple[str, float] | tuple[str, float, Exemplar]] = []
+        exemplars = s.exemplars or (None,) * len(bounds)
+        for bound, count, exemplar in zip(bounds, s.bucket_counts, exemplars, strict=True):
             cumulative += count
-            buckets.append((_le(bound), float(cumulative)))
+            if exemplar is None:
+                buckets.append((_le(bound), float(cumulative)))
+            else:
+                # Only the OpenMetrics exposition carries exemplars; the classic text format ignores them.
+                buckets.append((_le(bound), float(cumulative), Exemplar(
+                    {"trace_id": exemplar.trace_id_hex, "span_id": exemplar.span_id_hex},
+                    exemplar.value, exemplar.time_unix_nano / 1e9,
+                )))
         histogram.add_metric(list(s.labels), buckets, s.sum)
     return histogram
 
@@ -67,5 +76,17 @@ def make_registry(snapshot: Callable[[], list[FamilySnapshot]]) -> CollectorRegi
 
 
 def render(registry: CollectorRegistry) -> bytes:
-    """Render *registry* in the Prometheus text exposition format."""
+    """Render *registry* in the Prometheus text exposition format (no exemplars)."""
     return generate_latest(registry)
+
+
+def render_openmetrics(registry: CollectorRegistry) -> bytes:
+    """Render *registry* in the OpenMetrics text format, histogram exemplars included.
+
+    ``metrics_app`` serves this to a scraper whose ``Accept`` asks for
+    ``application/openmetrics-text`` (Prometheus does by default).
+    """
+    from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+    text: bytes = generate_openmetrics(registry)  # type: ignore[no-untyped-call]
+    return text

@@ -7,6 +7,7 @@ import functools
 import inspect
 import math
 import numbers
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -32,6 +33,14 @@ from .._version import __version__
 from ..semconv import MetricKind, MetricSpec
 from ..validation import InvalidValueError
 from ._aggregate import Aggregator, FamilySnapshot, _Family
+from ._genai import (
+    GenAIOperation,
+    GenAIRetrieval,
+    GenAIShape,
+    TokenPrices,
+    gen_ai_shape_from_env,
+    record_gen_ai_metrics,
+)
 from ._otlp import MetricsExporter, PeriodicPusher, to_metrics_data
 from ._prometheus import make_registry, render
 
@@ -126,6 +135,10 @@ class Telemetry:
     exporter: MetricsExporter | None = attrs.field(default=None, kw_only=True)
     export_interval: float = attrs.field(default=60.0, kw_only=True)
     export_timeout: float = attrs.field(default=10.0, kw_only=True)
+    #: GenAI conventions shape; ``None``: from ``OTEL_SEMCONV_STABILITY_OPT_IN`` when created.
+    gen_ai_shape: GenAIShape | None = attrs.field(default=None, kw_only=True)
+    #: Token prices for ``mlops_gen_ai_token_cost_total``; ``None``: the file ``MLOPS_OTEL_GEN_AI_PRICES`` names.
+    gen_ai_prices: TokenPrices | None = attrs.field(default=None, kw_only=True)
 
     _agg: Aggregator = attrs.field(init=False, repr=False)
     _tracer: trace.Tracer = attrs.field(init=False, repr=False)
@@ -146,6 +159,11 @@ class Telemetry:
         _check_positive("export_interval", self.export_interval)
         _check_positive("export_timeout", self.export_timeout)
         self._agg = Aggregator(max_label_values=self.max_label_values)
+        if self.gen_ai_shape is None:
+            self.gen_ai_shape = gen_ai_shape_from_env(os.environ)  # read now, never at import
+        _check_choice("gen_ai_shape", self.gen_ai_shape, ("v1.41.0", "latest_experimental"))
+        if self.gen_ai_prices is None:
+            self.gen_ai_prices = TokenPrices.from_env(os.environ)
         fams = self._agg.families
         self._gnn_fams = (fams[semconv.GNN_INFERENCE_DURATION.name], fams[semconv.GNN_ANOMALY_SCORE.name],
                           fams[semconv.GNN_CONFIDENCE.name])
@@ -200,7 +218,8 @@ class Telemetry:
     def _forward(self, spec: MetricSpec, labels: tuple[str, ...], value: float) -> None:
         try:
             instrument = self._instruments[spec.name]
-            attributes = dict(zip(spec.labels, labels, strict=True))
+            # An empty value is an unset attribute (error.type on a successful GenAI operation).
+            attributes = {k: v for k, v in zip(spec.labels, labels, strict=True) if v != ""}
             if spec.kind is MetricKind.COUNTER:
                 instrument.add(value, attributes)
             elif spec.kind is MetricKind.GAUGE:
@@ -229,7 +248,7 @@ class Telemetry:
     def record(self, spec: MetricSpec, labels: tuple[str, ...], value: float) -> None:
         """Record *value* in the histogram *spec* for *labels*."""
         try:
-            self._agg.record(self._agg.families[spec.name], labels, value)
+            self._agg.record(self._agg.families[spec.name], labels, value, _STAGE_SPAN.get())
         except Exception as exc:
             self._agg.fault("record", exc)
             return
@@ -263,25 +282,25 @@ class Telemetry:
         try:
             labels = (model_version,)
             duration, score, conf = self._gnn_fams
+            span = _STAGE_SPAN.get()  # the sampled span, if any, becomes the buckets' exemplar
             if (type(inference_time_ms) is float and type(anomaly_score) is float and type(confidence) is float
                     and 0.0 <= inference_time_ms <= _MAX_FLOAT and 0.0 <= anomaly_score <= 1.0
                     and 0.0 <= confidence <= 1.0):
                 seconds = inference_time_ms * _MS
                 with agg.lock:  # one lock round for the three histograms
-                    agg.observe(duration, labels, seconds)
-                    agg.observe(score, labels, anomaly_score)
-                    agg.observe(conf, labels, confidence)
+                    agg.observe(duration, labels, seconds, span)
+                    agg.observe(score, labels, anomaly_score, span)
+                    agg.observe(conf, labels, confidence, span)
             else:  # at least one is invalid: record each on its own, counting the rejects per field
                 seconds = _num(inference_time_ms) * _MS
                 anomaly_score = _num(anomaly_score)
                 confidence = _num(confidence)
-                agg.record(duration, labels, seconds)
-                agg.record(score, labels, anomaly_score)
-                agg.record(conf, labels, confidence)
+                agg.record(duration, labels, seconds, span)
+                agg.record(score, labels, anomaly_score, span)
+                agg.record(conf, labels, confidence, span)
             state = _REQUEST.get()
             if state is not None:
                 state.model_version = model_version
-            span = _STAGE_SPAN.get()
             if span is not None:
                 span.set_attributes({
                     semconv.SPAN_ATTR_MODEL_VERSION: model_version,
@@ -315,14 +334,14 @@ class Telemetry:
             seconds = _num(generation_time_ms) * _MS
             tokens_used = _num(tokens_used)
             duration, tokens = self._rag_fams
+            span = _STAGE_SPAN.get()
             if 0.0 <= seconds <= _MAX_FLOAT and 0.0 <= tokens_used <= _MAX_FLOAT:
                 with agg.lock:
-                    agg.observe(duration, labels, seconds)
-                    agg.observe(tokens, labels, tokens_used)
+                    agg.observe(duration, labels, seconds, span)
+                    agg.observe(tokens, labels, tokens_used, span)
             else:
-                agg.record(duration, labels, seconds)
-                agg.record(tokens, labels, tokens_used)
-            span = _STAGE_SPAN.get()
+                agg.record(duration, labels, seconds, span)
+                agg.record(tokens, labels, tokens_used, span)
             if span is not None:
                 attributes: dict[str, str | int] = {semconv.ATTR_GEN_AI_REQUEST_MODEL: model_version}
                 if input_tokens is not None:
@@ -338,6 +357,37 @@ class Telemetry:
                 self._forward(semconv.RAG_GENERATION_DURATION, labels, seconds)
             if 0.0 <= tokens_used <= _MAX_FLOAT:
                 self._forward(semconv.RAG_TOKENS_USED, labels, tokens_used)
+
+    # ------------------------------------------------------- GenAI conventions
+    def gen_ai_operation(
+        self, model: str, *, provider: str, operation: str = semconv.GEN_AI_OPERATION_CHAT, remote: bool = False
+    ) -> GenAIOperation:
+        """Trace and measure one GenAI inference call as the OTel GenAI conventions describe.
+
+        A span ``{operation} {model}`` (kind CLIENT when *remote*, INTERNAL for an
+        in-process model) and, on exit, ``gen_ai.client.operation.duration`` (with
+        ``error.type`` on failure) and the token metrics of :meth:`GenAIOperation.record_usage`,
+        in the shape :attr:`gen_ai_shape` selects. Use it inside the seed's RAG stage; the
+        seed's ``rag_*`` names are recorded as before by :meth:`record_rag_metrics`.
+        """
+        return GenAIOperation(self, model, provider=provider, operation=operation, remote=remote)
+
+    def gen_ai_retrieval(self, data_source_id: str, *, provider: str | None = None,
+                         remote: bool = False) -> GenAIRetrieval:
+        """A retrieval span ``retrieval {data_source_id}`` around a document lookup."""
+        return GenAIRetrieval(self, data_source_id, provider=provider, remote=remote)
+
+    def record_gen_ai(
+        self, op: GenAIOperation, elapsed: float, error_type: str, input_tokens: int | None,
+        output_tokens: int | None, span: Span | None,
+    ) -> None:
+        """Record the metrics of a finished :class:`GenAIOperation` (called by it on exit)."""
+        assert self.gen_ai_shape is not None  # set in __attrs_post_init__
+        try:
+            record_gen_ai_metrics(self, self.gen_ai_shape, self.gen_ai_prices, op, elapsed, error_type,
+                                  input_tokens, output_tokens, span)
+        except Exception as exc:
+            self._agg.fault("record_gen_ai", exc)
 
     @staticmethod
     def set_request_model_version(model_version: str) -> None:
@@ -364,7 +414,7 @@ class Telemetry:
         try:
             requests, duration = self._request_fams
             agg.add(requests, (status, model_version), 1.0)
-            agg.record(duration, (stage,), duration_s)
+            agg.record(duration, (stage,), duration_s, _STAGE_SPAN.get())
         except Exception as exc:
             agg.fault("record_request", exc)
             return
