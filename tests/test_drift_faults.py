@@ -138,3 +138,31 @@ def test_names_that_join_alike_get_separate_detectors_and_keys(
         assert set(monitor.detectors()) == {first.key, second.key}
     finally:
         store.close()
+
+
+def test_state_loss_listener_restores_the_reference_without_a_report(redis_fresh: RedisServer, prefix: str,
+                                                                      tel: Telemetry) -> None:
+    import time
+
+    store = RedisStore.from_url(redis_fresh.url, prefix=prefix, flush_interval=0.01, epoch_interval=0.2,
+                                telemetry=tel)
+    try:
+        d = DriftDetector("gnn", "v1", store=store, telemetry=tel, window_size=200, check_every=None)
+        d.add_production_samples(*traffic(np.random.default_rng(4), 200))
+        assert d.get_drift_report().reference_source == "production"
+        pointer = next(k for k in d.store_keys() if k.endswith("}:reference"))
+        redis_fresh.kill()
+        redis_fresh.start()
+        deadline = time.monotonic() + 20
+        restored = None
+        while time.monotonic() < deadline and restored is None:
+            time.sleep(0.1)
+            try:
+                restored = store.get_document(pointer)
+            except Exception:  # the client reconnects
+                restored = None
+        assert restored is not None  # written back by the listener: no report, no local check ran
+        assert sample_value(tel, "mlops_drift_reference_restored_total", model_type="gnn",
+                            model_version="v1") == 1.0
+    finally:
+        store.close()

@@ -58,10 +58,8 @@ def test_no_store_io_on_request_threads_outside_ab_and_drift(
     assert _without(request_thread_calls["outage"], "ab", "drift") == {}
 
 
-@pytest.mark.xfail(strict=True, reason="pending on the ab branch (#12/#11 item 7): ABTestManager._model_view and "
-                   "_cached_test still read the store from assign_variant/record_result on the request path. "
-                   "Strict: remove this mark when that branch lands (the test must then pass as is).")
 def test_no_store_io_on_request_threads_at_all(request_thread_calls: dict[str, dict[tuple[str, str], int]]) -> None:
+    """The whole SDK, A/B and drift included: zero store calls on a request thread, steady or in an outage."""
     assert request_thread_calls["steady"] == {}
     assert request_thread_calls["outage"] == {}
 

@@ -137,11 +137,14 @@ class DriftDetector:
     shares, so all workers report the same score for the same data.
 
     The drift score is the largest two-sample KS statistic over the monitored
-    outputs against the reference (0..1). The alert turns on at *threshold*
-    once the window holds *min_samples* samples and turns off below
-    *clear_threshold* (hysteresis). A shift below the alert that is
-    statistically significant (p below *alpha*, Bonferroni-corrected over the
-    outputs) and at least *warning_threshold* is a warning. Performance
+    outputs against the reference (0..1). The alert turns on once the window
+    holds *min_samples* samples and an output's score reaches *threshold*
+    with a KS p-value below *alert_alpha* (Bonferroni over the outputs) at
+    the effective sample sizes (serial dependence discounted, exact p-values
+    when small); it turns off below *clear_threshold* (hysteresis). A
+    significant shift (p below *alpha*) of at least *warning_threshold*
+    without an alert is a warning, and so is a flagged input feature
+    (*features*: Holm over the features) or drifted embeddings. Performance
     drift is a fall of mean confidence of at least *confidence_drop* whose
     *interval_level* Welch interval excludes zero.
 
@@ -267,7 +270,7 @@ class DriftDetector:
         }
         add_listener = getattr(self.store, "add_state_loss_listener", None)
         if callable(add_listener):  # a store that reports losing its state: re-check the reference then
-            add_listener(lambda *_: self._io.submit(self._learn_reference))
+            add_listener(self._state_lost)  # a bound method: the store holds listeners weakly
         after_fork_in_child(self, DriftDetector._after_fork)
 
     def _after_fork(self) -> None:
@@ -338,7 +341,8 @@ class DriftDetector:
             if not (0.0 <= score <= 1.0 and 0.0 <= conf <= 1.0):
                 self._reject(score, conf, anomaly_score, confidence)
                 return
-            if features is not None or embedding is not None:
+            # "Not both None" in one comparison on the common path (a mapping is never the embedding).
+            if features is not embedding:  # type: ignore[comparison-overlap]
                 dropped = self._extra.add(features, embedding)
                 if dropped:
                     self._tel.add(semconv.DRIFT_FEATURE_OVERFLOW, self._labels, float(dropped))
@@ -346,23 +350,26 @@ class DriftDetector:
             w = self._window
             now = self.clock()
             with w.lock:
+                size = w.size
                 i = w.pos
                 w.scores[i] = score
                 w.confs[i] = conf
                 w.times[i] = now
-                w.pos = i + 1 if i + 1 < w.size else 0
-                if w.filled < w.size:
+                w.pos = i + 1 if i + 1 < size else 0
+                if w.filled < size:
                     w.filled += 1
                 w.accepted += 1
                 w.unpushed_accepted += 1
-                if w.unpushed < w.size:
-                    w.unpushed += 1
-                w.since_check += 1
+                unpushed = w.unpushed
+                if unpushed < size:
+                    w.unpushed = unpushed = unpushed + 1
+                w.since_check = since_check = w.since_check + 1
                 candidates = w.candidates
                 if candidates is not None and len(candidates) < w.reference_size:
                     candidates.append((score, conf))
-                due_check = w.check_every is not None and w.since_check >= w.check_every
-                due_push = w.push_on_path and (w.unpushed >= w.push_every or now - w.last_push >= PUSH_INTERVAL)
+                check_every = w.check_every
+                due_check = check_every is not None and since_check >= check_every
+                due_push = w.push_on_path and (unpushed >= w.push_every or now - w.last_push >= PUSH_INTERVAL)
             if due_check:
                 self._periodic_check()
             elif due_push:
@@ -501,6 +508,10 @@ class DriftDetector:
             self._ref.load()
         except StoreError as exc:
             self._tel.fault("drift.reference", exc)
+
+    def _state_lost(self) -> None:
+        """The store says it lost its state: write the reference back now (off this thread's caller)."""
+        self._io.submit(self._learn_reference)
 
     def _restored(self, reference: Reference) -> None:
         """The store had lost the shared reference and this process wrote its copy back: say so, once."""

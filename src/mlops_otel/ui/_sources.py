@@ -28,6 +28,7 @@ import numpy as np
 
 from .._views import ManagementError, Operations, evaluation_view, json_safe
 from ..ab import evaluate
+from ..drift import detector_key
 from ..stores import JSONValue, StateStore, StoreError, make_key
 
 __all__ = ["HISTORY_LEN", "HistoryLog", "PageData", "note_drift_report", "note_evaluation"]
@@ -278,7 +279,7 @@ class PageData:
     # ------------------------------------------------------------ drift
     def _detector(self, model_type: str, version: str) -> Any:
         monitor = self._runtime.drift
-        detector = monitor.detectors().get(f"{model_type}:{version}")
+        detector = monitor.detectors().get(detector_key(model_type, version))
         if detector is None:
             raise ManagementError("not_found", f"no drift detector for version {version!r} of model type "
                                   f"{model_type!r}", field="version", value=version)
