@@ -4,6 +4,7 @@ import (
 	"github.com/open-telemetry/opentelemetry-collector-contrib/exporter/prometheusexporter"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/exporter/prometheusremotewriteexporter"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/extension/healthcheckextension"
+	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/connector"
 	"go.opentelemetry.io/collector/exporter"
 	"go.opentelemetry.io/collector/exporter/debugexporter"
@@ -51,5 +52,24 @@ func components() (otelcol.Factories, error) {
 	); err != nil {
 		return otelcol.Factories{}, err
 	}
+	// The Go module of each component, as `otelcol components` reports it; keep in step with go.mod.
+	f.ReceiverModules = map[component.Type]string{
+		otlpreceiver.NewFactory().Type(): "go.opentelemetry.io/collector/receiver/otlpreceiver v0.165.0",
+	}
+	f.ProcessorModules = map[component.Type]string{
+		batchprocessor.NewFactory().Type():         "go.opentelemetry.io/collector/processor/batchprocessor v0.165.0",
+		memorylimiterprocessor.NewFactory().Type(): "go.opentelemetry.io/collector/processor/memorylimiterprocessor v0.165.0",
+	}
+	f.ExporterModules = map[component.Type]string{
+		debugexporter.NewFactory().Type():                 "go.opentelemetry.io/collector/exporter/debugexporter v0.165.0",
+		otlphttpexporter.NewFactory().Type():              "go.opentelemetry.io/collector/exporter/otlphttpexporter v0.165.0",
+		prometheusexporter.NewFactory().Type():            contrib + "/exporter/prometheusexporter v0.165.1",
+		prometheusremotewriteexporter.NewFactory().Type(): contrib + "/exporter/prometheusremotewriteexporter v0.165.1",
+	}
+	f.ExtensionModules = map[component.Type]string{
+		healthcheckextension.NewFactory().Type(): contrib + "/extension/healthcheckextension v0.165.1",
+	}
 	return f, nil
 }
+
+const contrib = "github.com/open-telemetry/opentelemetry-collector-contrib"

@@ -141,11 +141,15 @@ def _drive_traffic(url: str) -> str:
             return client.get("/metrics", headers={"Accept": "text/plain"}).text
 
         # The drift monitor publishes model_drift_score from its 1 s background check; once it
-        # has seen every sample the exposition no longer changes.
+        # has seen every sample the compared families no longer change (other gauges, such as
+        # the views' ages, always do, and are not compared).
         drift = semconv.MODEL_DRIFT_SCORE.prometheus_name
         _wait(lambda: f"\n{drift}{{" in metrics(), "the drift score in /metrics")
         previous, current = "", metrics()
-        while current != previous:
+        deadline = time.monotonic() + 60
+        while _sdk_samples(current, FAMILIES + semconv.GEN_AI_METRICS_LATEST) \
+                != _sdk_samples(previous, FAMILIES + semconv.GEN_AI_METRICS_LATEST):
+            assert time.monotonic() < deadline, "the service's /metrics never settled"
             time.sleep(2.5)
             previous, current = current, metrics()
         return current
