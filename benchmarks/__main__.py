@@ -30,6 +30,7 @@ MODULES = (
     "bench_drift",
     "bench_memory",
     "bench_service",
+    "bench_http",
     "bench_e2e",
     "bench_chaos",
     "bench_shadow",

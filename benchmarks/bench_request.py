@@ -372,6 +372,15 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
             f"{med['prometheus_client pre-bound'] / floor:.1f}x it, mlops-otel (memory store) "
             f"{med['mlops-otel, memory store'] / floor:.1f}x."
         )
+    if floor and PREDICTION in med:
+        # issue #16: the one-call API at <= 0.5x prometheus_client pre-bound doing the same work, <= 3x the floor
+        vs_prom = med[PREDICTION] / med["prometheus_client pre-bound"]
+        vs_floor = med[PREDICTION] / floor
+        lines.append(
+            f"- `runtime.prediction()` (whole request) costs **{vs_prom:.2f}x** prometheus_client pre-bound "
+            f"(goal <= 0.5: {'met' if vs_prom <= 0.5 else 'not met'}) and **{vs_floor:.1f}x** the hand-written "
+            f"floor (goal <= 3: {'met' if vs_floor <= 3.0 else 'not met'})."
+        )
     return lines
 
 

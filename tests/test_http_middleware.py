@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI, HTTPException
 from fastapi.testclient import TestClient
+from opentelemetry import trace as trace_api
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -146,3 +147,25 @@ def test_without_an_otel_sdk_requests_still_work_and_uninstrument_removes_it() -
         assert client.get("/items/3").json() == {"item": 3}
     uninstrument_app(app)
     assert app.user_middleware == []
+
+
+class _BrokenTracer(trace_api.Tracer):
+    def start_span(self, *args: Any, **kwargs: Any) -> trace_api.Span:
+        raise RuntimeError("tracer broken")
+
+    def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("tracer broken")
+
+
+class _BrokenProvider(trace_api.TracerProvider):
+    def get_tracer(self, *args: Any, **kwargs: Any) -> trace_api.Tracer:
+        return _BrokenTracer()
+
+
+def test_a_failing_tracer_never_breaks_the_request() -> None:
+    app = make_app()
+    instrument_app(app, tracer_provider=_BrokenProvider(), store=MemoryStore(), instrument_http="light")
+    with TestClient(app) as client:
+        assert client.get("/items/5").json() == {"item": 5}
+        assert client.get("/items/6").json() == {"item": 6}
+    assert trace_api.get_current_span() is trace_api.INVALID_SPAN

@@ -124,6 +124,8 @@ class HttpServerMiddleware:
             await self.app(scope, receive, send)
             return
         start = perf_counter()
+        span: trace.Span | None = None
+        token: object | None = None
         try:
             method = scope["method"]
             known = method if method in _KNOWN_METHODS else "_OTHER"
@@ -141,6 +143,7 @@ class HttpServerMiddleware:
             self._active.add(1, active)
         except Exception:  # telemetry never breaks the request
             _log.debug("HTTP server span could not start", exc_info=True)
+            _undo(span, token)
             await self.app(scope, receive, send)
             return
 
@@ -164,8 +167,7 @@ class HttpServerMiddleware:
             except Exception:
                 _log.debug("HTTP server span could not end", exc_info=True)
             finally:
-                if token is not None:
-                    otel_context.detach(token)
+                _undo(span, token)
 
     def _finish(self, scope: Scope, span: trace.Span, active: dict[str, str], method: str, scheme: str,
                 status: int, error: BaseException | None, seconds: float) -> None:
@@ -196,7 +198,20 @@ class HttpServerMiddleware:
             if error_type is not None:
                 span.set_attribute(_ERROR_TYPE, error_type)
                 span.set_status(Status(StatusCode.ERROR, error_type))
-        span.end()
+
+
+def _undo(span: trace.Span | None, token: object | None) -> None:
+    """End *span* (a no-op if already ended) and detach *token*; never raises."""
+    try:
+        if span is not None:
+            span.end()
+    except Exception:
+        _log.debug("HTTP server span could not end", exc_info=True)
+    if token is not None:
+        try:
+            otel_context.detach(token)  # type: ignore[arg-type]
+        except Exception:
+            _log.debug("HTTP server context could not be detached", exc_info=True)
 
 
 def _request_attributes(span: trace.Span, scope: Scope, method: str, known: str) -> None:
