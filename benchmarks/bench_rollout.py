@@ -4,9 +4,9 @@ Each simulated rollout runs the real step rule (:func:`mlops_otel.ab.judge_step`
 A/B :func:`mlops_otel.ab.evaluate`) on the step's sufficient statistics, looked at every ``look``
 treatment results. The statistics are drawn in numpy batches (errors ~ Binomial; latency and
 confidence batch means ~ Normal, within-batch sums of squares ~ sd^2 chi-square), so a run of
-2,000 rollouts costs seconds. Schedule 1 -> 5 -> 20 -> 50 %, each step needing ``min_results``
-treatment results and non-inferiority within the default margins (error rate +1 pp, latency +10 %,
-confidence -0.02). A step that has not decided after ``max_per_step`` treatment results counts as
+2,000 rollouts costs about a minute. Schedule 1 -> 5 -> 20 -> 50 %, each step needing ``min_results``
+treatment results and non-inferiority (the ship rule's intervals) within the schedule's margins (error
+rate +1 pp, latency +10 %, confidence -0.02). A step that has not decided after ``max_per_step`` treatment results counts as
 stalled there. Time (``min_seconds``) is not modelled: steps are paced by results only.
 Rates carry exact 95 % Clopper-Pearson intervals.
 
@@ -40,7 +40,9 @@ class Arm:
 
 BASE = Arm()
 WORSE_30 = attrs.evolve(BASE, error_rate=0.065)  # 30 % worse error rate
-SCHEDULE = RolloutSchedule.of((1.0, 5.0, 20.0, 50.0), min_results=5000)
+#: Rollout margins (looser than the promote rule's default guardrails: +0.5 pp errors, -0.005 confidence).
+SCHEDULE = RolloutSchedule.of((1.0, 5.0, 20.0, 50.0), min_results=5000, error_rate_margin=0.01,
+                              latency_margin_pct=10.0, confidence_margin=0.02)
 CONFIG = ABTestConfig(name="rollout-sim", model_type="m", control_version="a", treatment_version="b")
 
 

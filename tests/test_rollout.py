@@ -37,10 +37,11 @@ from .services import RedisServer
 
 SPAWN = mp.get_context("spawn")
 NAME = "gnn_rollout"
-#: Small steps and wide margins: a test-sized rollout that decides within a few hundred results.
+#: Small steps (and wide guardrail margins in the test's config): a rollout that decides within a few hundred
+#: results. No margins of its own: "no harm" is the ship rule's non-inferiority at the test's margins.
 SCHEDULE = RolloutSchedule(steps=[RolloutStep(1.0, 300, 60.0), RolloutStep(5.0, 300), RolloutStep(20.0, 300),
-                                  RolloutStep(50.0, 300)],
-                           error_rate_margin=0.1, latency_margin_pct=50.0, confidence_margin=0.2)
+                                  RolloutStep(50.0, 300)])
+WIDE = {"max_error_rate_increase": 0.1, "max_latency_increase_pct": 50.0, "max_confidence_decrease": 0.2}
 
 
 class Clock:
@@ -53,7 +54,8 @@ class Clock:
 
 def config(**kw: Any) -> ABTestConfig:
     base: dict[str, Any] = {"name": NAME, "model_type": "gnn", "control_version": "v2.1.0",
-                            "treatment_version": "v2.2.0", "min_samples": 100, "planned_samples": 2000}
+                            "treatment_version": "v2.2.0", "min_samples": 100, "planned_samples": 2000,
+                            "guardrails": WIDE}
     return ABTestConfig(**(base | kw))
 
 
@@ -85,6 +87,7 @@ def feed(manager: ABTestManager, pct: float, n_treatment: int, rng: np.random.Ge
     (lambda: RolloutStep(0.0), "traffic_pct must be a finite number in (0, 100), got 0.0"),
     (lambda: RolloutStep(5.0, min_results=1), "min_results must be an integer >= 2, got 1"),
     (lambda: RolloutSchedule.of(error_rate_margin=0.0), "error_rate_margin must be a finite number in (0, 1]"),
+    (lambda: RolloutSchedule.of(confidence_margin=-1.0), "confidence_margin must be a finite number in (0, 1]"),
 ])
 def test_invalid_values_name_field_expectation_and_value(build: Any, message: str) -> None:
     with pytest.raises(InvalidValueError, match=message.replace("(", r"\(").replace(")", r"\)")
@@ -130,8 +133,10 @@ def arms(n_t: int, pct: float, err_t: float, *, err_c: float = 0.02) -> tuple[Su
 
 
 def test_harm_rolls_back_at_once_even_before_min_results() -> None:
-    c, t = arms(150, 1.0, 0.30)  # half the step's minimum, but 30 % errors against 2 %
-    verdict = judge_step(c, t, config(), SCHEDULE, 0, 0.0)
+    slow = attrs.evolve(SCHEDULE, steps=[attrs.evolve(SCHEDULE.steps[0], min_results=1000), *SCHEDULE.steps[1:]])
+    # Half the step's minimum, but 30 % errors against 2 % (and enough events for a proportion to decide).
+    c, t = arms(500, 1.0, 0.30)
+    verdict = judge_step(c, t, config(), slow, 0, 0.0)
     assert verdict.decision is StepDecision.ROLLBACK
     assert "error_rate significantly worse" in verdict.reasons[0]
 
@@ -206,7 +211,7 @@ def test_broken_challenger_is_rolled_back_at_its_first_step() -> None:
     tel, clock, rng = Telemetry(), Clock(), np.random.default_rng(2)
     registry, manager, rollouts = parts(MemoryStore(), tel, clock)
     rollouts.start(config(), SCHEDULE)
-    feed(manager, 1.0, 100, rng, err=(0.02, 0.4))
+    feed(manager, 1.0, 500, rng, err=(0.02, 0.4))  # enough expected events for a proportion to decide
     check = rollouts.check(NAME)
     assert check.changed == "rollback"
     assert check.roles_moved
@@ -376,3 +381,22 @@ def test_registry_events_are_recorded_once_per_key_and_move_no_role() -> None:
     assert registry.get_challenger("gnn") is None
     with pytest.raises(InvalidValueError, match="action must be"):
         registry.record_event("gnn", "", reason="x")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 1500), st.floats(0.0, 0.5), st.floats(0.0, 0.5), st.floats(0.0, 120.0),
+       st.sampled_from([0, 1, 2, 3]))
+def test_the_step_rule_never_advances_early_and_rolls_back_exactly_on_harm(
+        n: int, err_c: float, err_t: float, elapsed: float, step: int) -> None:
+    pct = SCHEDULE.steps[step].traffic_pct
+    c, t = arms(n, pct, err_t, err_c=err_c)
+    verdict = judge_step(c, t, config(), SCHEDULE, step, elapsed)
+    current = SCHEDULE.steps[step]
+    if verdict.decision in (StepDecision.ADVANCE, StepDecision.HANDOVER):
+        assert n >= current.min_results
+        assert elapsed >= current.min_seconds
+        assert all(e.non_inferior for e in verdict.evaluation.effects if e.verdict != "no data")
+        assert (verdict.decision is StepDecision.HANDOVER) == (step == SCHEDULE.last)
+    harm = verdict.evaluation.decision.value == "halt" or any(e.verdict == "worse"
+                                                               for e in verdict.evaluation.effects)
+    assert (verdict.decision is StepDecision.ROLLBACK) == harm

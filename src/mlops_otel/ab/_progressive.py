@@ -155,7 +155,7 @@ class RolloutManager:
                 return current
             updated = attrs.evolve(current, config=attrs.evolve(current.config, treatment_traffic_pct=want))
             if store.compare_and_set(key, cast(JSONValue, updated.to_doc()), expected_version=found.version):
-                self.manager._forget(updated)  # this process assigns at the new share from now on
+                self.manager.refresh()  # this process assigns at the new share from now on (public; off path)
                 self._history(updated, state, len(state.history) - 1)
                 return updated
             time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))
@@ -193,14 +193,18 @@ class RolloutManager:
         return self.get(name)
 
     def _finish(self, name: str, state: RolloutState) -> bool:
-        """Apply a finished rollout's outcome to the test (exactly once: the test's own compare-and-set)."""
+        """Apply a finished rollout's outcome to the test (exactly once: the test's own compare-and-set).
+
+        The A/B manager counts the decision in ``ab_decisions_total`` (so the guardrail alert fires on a
+        rollback) and keeps it in the test's evaluation history.
+        """
         action = {RolloutStatus.ROLLED_BACK: Decision.ROLLBACK, RolloutStatus.PROMOTED: Decision.PROMOTE}.get(
             state.status)
         if action is None:
             return False
         try:
-            # The rollout counted its decision already (ab_decisions_total): do not count it twice.
-            return self.manager.finalize_test(name, action, reason=f"rollout: {state.reason}", record=False)
+            # Counted once, by the finalize that wins (the rollout itself does not count A/B decisions).
+            return self.manager.finalize_test(name, action, reason=f"rollout: {state.reason}")
         except ABTestStateError as exc:  # finished otherwise meanwhile (e.g. aborted by an operator)
             log.warning("rollout %s: the test was already finished: %s", name, exc)
             return False
@@ -234,7 +238,6 @@ class RolloutManager:
             step = state.schedule.steps[state.step]
             cfg = attrs.evolve(test.config, treatment_traffic_pct=step.traffic_pct)
             evaluation = evaluate(c, t, cfg, ended=now >= test.ends_at)
-            tel.add(semconv.AB_DECISIONS, (name, evaluation.decision.value))
             verdict = StepVerdict(StepDecision.HOLD, evaluation.reasons, state.step, float(step.traffic_pct),
                                   c.n, t.n, now - state.step_started_at, evaluation)
             if evaluation.decision is Decision.CONTINUE:
@@ -251,8 +254,6 @@ class RolloutManager:
         state, won = self._move(name, found.version, state, verdict.decision, "; ".join(verdict.reasons), counters)
         if won:
             tel.set(semconv.ROLLOUT_TRAFFIC, (name,), state.traffic_pct)
-            if verdict.decision is StepDecision.ROLLBACK:  # an A/B decision too: the guardrail alert fires on it
-                tel.add(semconv.AB_DECISIONS, (name, Decision.ROLLBACK.value))
             self._history(test, state, len(state.history) - 1)
             if state.status is RolloutStatus.RAMPING:
                 test = self._sync_traffic(test, state)

@@ -12,10 +12,11 @@ sample-ratio check stays valid. At each look, first match wins:
 2. ``hold``: fewer than ``min_results`` treatment results, or less than
    ``min_seconds``, at this step; or the "no harm" evidence is not there yet.
 3. ``advance`` (``handover`` at the last step): "no harm" is shown, i.e.
-   every metric with data is *non-inferior* at the test's level: the
-   anytime-valid interval of the effect lies within the schedule's margin
-   (error-rate increase below ``error_rate_margin``, latency increase below
-   ``latency_margin_pct``, confidence decrease below ``confidence_margin``).
+   every metric with data is *non-inferior*: its anytime-valid interval lies
+   within its margin. By default that is the ship rule's own evidence
+   (``MetricEffect.non_inferior``, the test's guardrail margins); a schedule
+   may set its own margins for the built-in metrics instead
+   (``error_rate_margin``, ``latency_margin_pct``, ``confidence_margin``).
    After the last step the rollout hands over to the test's normal
    promote/rollback decision.
 
@@ -37,7 +38,8 @@ import attrs
 from ..stats import SufficientStats
 from ..validation import InvalidValueError
 from ._config import BUCKETS, ABTestConfig
-from ._evaluate import Decision, Evaluation, evaluate
+from ._evaluate import Decision, Evaluation, MetricEffect, evaluate
+from ._variant import VariantStats
 
 __all__ = [
     "RolloutSchedule",
@@ -107,15 +109,21 @@ def _check_steps(_: object, attribute: attrs.Attribute[Any], value: object) -> N
 
 @attrs.frozen(kw_only=True)
 class RolloutSchedule:
-    """The traffic steps of a rollout and the margins its "no harm" evidence must meet."""
+    """The traffic steps of a rollout, and optionally its own "no harm" margins.
+
+    A margin left at ``None`` uses the ship rule's (the test's guardrail margins).
+    """
 
     steps: tuple[RolloutStep, ...] = attrs.field(converter=_steps, validator=_check_steps)
     #: Largest tolerated absolute error-rate increase (0.01 = one percentage point).
-    error_rate_margin: float = attrs.field(default=0.01, validator=_number(0.0, 1.0, low_open=True))
+    error_rate_margin: float | None = attrs.field(default=None, validator=attrs.validators.optional(
+        _number(0.0, 1.0, low_open=True)))
     #: Largest tolerated relative latency increase, in percent.
-    latency_margin_pct: float = attrs.field(default=10.0, validator=_number(0.0, 1000.0, low_open=True))
+    latency_margin_pct: float | None = attrs.field(default=None, validator=attrs.validators.optional(
+        _number(0.0, 1000.0, low_open=True)))
     #: Largest tolerated absolute confidence decrease.
-    confidence_margin: float = attrs.field(default=0.02, validator=_number(0.0, 1.0, low_open=True))
+    confidence_margin: float | None = attrs.field(default=None, validator=attrs.validators.optional(
+        _number(0.0, 1.0, low_open=True)))
 
     @classmethod
     def of(cls, traffic_pcts: Sequence[float] = (1.0, 5.0, 20.0, 50.0), *, min_results: int = 5000,
@@ -128,16 +136,20 @@ class RolloutSchedule:
         """Index of the last step."""
         return len(self.steps) - 1
 
-    def margin(self, metric: str) -> float:
-        """The non-inferiority margin of *metric* in the units of its effect."""
-        return {"error_rate": float(self.error_rate_margin), "latency_ms": float(self.latency_margin_pct) / 100.0,
-                "confidence": float(self.confidence_margin)}.get(metric, math.nan)
+    def margin(self, metric: str) -> float | None:
+        """This schedule's margin of *metric* in the units of its effect (``None``: the ship rule's)."""
+        if metric == "error_rate" and self.error_rate_margin is not None:
+            return float(self.error_rate_margin)
+        if metric == "latency_ms" and self.latency_margin_pct is not None:
+            return float(self.latency_margin_pct) / 100.0
+        if metric == "confidence" and self.confidence_margin is not None:
+            return float(self.confidence_margin)
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible values (see :meth:`from_dict`)."""
-        return {"steps": [s.to_dict() for s in self.steps], "error_rate_margin": float(self.error_rate_margin),
-                "latency_margin_pct": float(self.latency_margin_pct),
-                "confidence_margin": float(self.confidence_margin)}
+        return {"steps": [s.to_dict() for s in self.steps], "error_rate_margin": self.error_rate_margin,
+                "latency_margin_pct": self.latency_margin_pct, "confidence_margin": self.confidence_margin}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RolloutSchedule:
@@ -216,9 +228,9 @@ class RolloutState:
                    str(doc.get("reason", "")), tuple(doc.get("history", ())))
 
 
-def step_stats(now: Mapping[str, float], baseline: Mapping[str, float]) -> SufficientStats:
+def step_stats(now: Mapping[str, float], baseline: Mapping[str, float]) -> VariantStats:
     """The statistics of the results since *baseline* (counter fields subtract exactly)."""
-    return SufficientStats.from_counters({k: float(v) - float(baseline.get(k, 0.0)) for k, v in now.items()})
+    return VariantStats.from_counters({k: float(v) - float(baseline.get(k, 0.0)) for k, v in now.items()})
 
 
 def step_config(config: ABTestConfig, step: RolloutStep) -> ABTestConfig:
@@ -249,28 +261,31 @@ class StepVerdict:
                 "elapsed_seconds": self.elapsed_seconds, "evaluation": self.evaluation.to_dict()}
 
 
+def _fmt(e: MetricEffect, x: float) -> str:
+    return f"{x:+.4f}" if e.metric == "confidence" else f"{x * 100:+.2f}%"
+
+
 def _non_inferior(evaluation: Evaluation, schedule: RolloutSchedule) -> list[str]:
     """Reasons the "no harm" evidence is missing (empty: every metric with data is within its margin)."""
     missing = []
     for e in evaluation.effects:
         if e.verdict == "no data":
             continue
+        # Harm, positive = worse, on the effect's display scale (relative for latency).
+        bound = -e.lower if e.higher_is_better else e.upper
         margin = schedule.margin(e.metric)
-        if math.isnan(margin):
-            continue
-        lower_is_better = e.metric != "confidence"
-        bound = e.upper if lower_is_better else -e.lower
-        if not (math.isfinite(bound) and bound < margin):
-            pct = e.metric != "confidence"
-            shown = f"{bound * 100:+.2f}%" if pct else f"{bound:+.4f}"
-            want = f"{margin * 100:.2f}%" if pct else f"{margin:.4f}"
-            missing.append(f"{e.metric}: harm up to {shown} not yet excluded (margin {want})")
+        if margin is None:
+            ok, margin = e.non_inferior, float(e.tolerance)
+        else:
+            ok = math.isfinite(bound) and bound < margin
+        if not ok:
+            missing.append(f"{e.metric}: harm up to {_fmt(e, bound)} not yet excluded (margin {_fmt(e, margin)})")
     return missing
 
 
 def judge_step(
-    control: SufficientStats, treatment: SufficientStats, config: ABTestConfig, schedule: RolloutSchedule,
-    step: int, elapsed_seconds: float,
+    control: VariantStats | SufficientStats, treatment: VariantStats | SufficientStats, config: ABTestConfig,
+    schedule: RolloutSchedule, step: int, elapsed_seconds: float,
 ) -> StepVerdict:
     """Judge step *step* of a rollout from the results collected during it (pure).
 
