@@ -148,6 +148,27 @@ def test_experiment_page_shows_a_rollout_schedule_and_its_current_step(client: T
     assert section.count("current</span>") == 1
 
 
+def test_experiment_page_shows_the_segments_of_the_last_evaluation(client: TestClient) -> None:
+    runtime = get_runtime(client.app)  # type: ignore[arg-type]
+    for version in ("v1", "v2"):
+        runtime.registry.register("gnn", version)
+    runtime.ab.start_test(ABTestConfig(name="seg", model_type="gnn", control_version="v1", treatment_version="v2",
+                                       treatment_traffic_pct=50, segment_by="equipment"))
+    html = client.get("/mlops/ui/experiments/seg").text
+    assert "<h2>Segments</h2>" not in html  # never evaluated: nothing to show, and a page view never evaluates
+    rng = np.random.default_rng(5)
+    for i in range(1200):
+        variant = "treatment" if i % 2 else "control"
+        runtime.ab.record_result("seg", variant, 20.0, float(np.clip(rng.normal(0.8, 0.05), 0, 1)), False,
+                                 attributes={"equipment": ("pump", "valve")[i % 4 // 2]})
+    assert client.post("/mlops/ab/tests/seg/evaluate", headers=AUTH).status_code == 200
+    html = client.get("/mlops/ui/experiments/seg").text
+    segments = html.split("<h2>Segments</h2>")[1].split("</table>")[0]
+    assert "<td>pump</td>" in segments
+    assert "<td>valve</td>" in segments
+    assert len(runtime.ab.evaluation_history("seg")) == 1  # the page read the history, it did not evaluate
+
+
 def test_many_versions_fold_into_a_list(client: TestClient) -> None:
     runtime = get_runtime(client.app)  # type: ignore[arg-type]
     for i in range(30):

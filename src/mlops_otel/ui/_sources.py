@@ -60,6 +60,18 @@ def _time(entry: Mapping[str, Any]) -> float | None:
     return None
 
 
+def _segments(current: Mapping[str, Any], history: Sequence[Any]) -> list[Mapping[str, Any]]:
+    """Segment reports: the current evaluation's, else the newest recorded evaluation's (reads never evaluate)."""
+    found = [sg for sg in current.get("segments") or () if isinstance(sg, Mapping)]
+    for entry in reversed(history):
+        if found:
+            break
+        if isinstance(entry, Mapping) and entry.get("by", "evaluation") == "evaluation":
+            found = [sg for sg in json_safe(entry.get("segments") or []) if isinstance(sg, Mapping)]
+            break
+    return found
+
+
 def evaluation_point(entry: Mapping[str, Any]) -> dict[str, Any]:
     """One snapshot of an evaluation history in the shape the charts read."""
     n_c = int(_num(entry.get("n_control")) or 0)
@@ -168,7 +180,8 @@ class PageData:
         """Everything the experiment page shows for test *name*."""
         test = self.ops.get_test(name)
         current = self.current_evaluation(test)
-        history = self.evaluation_history(name)
+        raw_history = self._guard(lambda: self._runtime.ab.evaluation_history(name))
+        history = [evaluation_point(e) for e in json_safe(list(raw_history)) if isinstance(e, Mapping)]
         decisions: list[dict[str, Any]] = []
         for point in history:
             manual = point["by"] != "evaluation"
@@ -186,7 +199,7 @@ class PageData:
                "p_value": current.get("srm_p_value"), "alpha": config.get("srm_alpha")}
         return {"test": test, "config": config, "evaluation": current, "history": history,
                 "decisions": decisions, "srm": srm,
-                "segments": [sg for sg in current.get("segments") or () if isinstance(sg, Mapping)],
+                "segments": _segments(current, raw_history),
                 "rollout": self.rollout(name)}
 
     def rollout(self, name: str) -> dict[str, Any] | None:
