@@ -281,19 +281,28 @@ def minimum_window(reference: int | None = None, goal: float = 0.95) -> int:
     return window
 
 
-CATEGORICAL_CELLS: tuple[tuple[int, int | None], ...] = ((1000, None), (1000, 10_000), (1500, None))
+#: (window, explicit reference size or None for the default one, feature_alpha, the reference's label).
+#: The old rule (0.1 of #17: Holm at alpha 0.01, an explicit reference cut to reference_size) is run on
+#: the same seeds; its explicit 10,000-sample reference is simulated by the 1,000 samples it kept.
+CATEGORICAL_CELLS: tuple[tuple[int, int | None, float, str], ...] = (
+    (1000, None, 0.01, "default (first 1,000), old rule: alpha 0.01"),
+    (1000, None, FEATURE_ALPHA, "default (first 1,000)"),
+    (1500, None, FEATURE_ALPHA, "default (first 1,500)"),
+    (1000, 1000, 0.01, "explicit 10,000 cut to 1,000, old rule: alpha 0.01"),
+    (1000, 10_000, FEATURE_ALPHA, "explicit, 10,000 samples"),
+)
 
 
 def run_categorical(runs: int) -> list[str]:
-    lines = [f"### Input features: a categorical mix shift (five features, alpha {FEATURE_ALPHA}, Holm)", "",
-             "| window | reference | asymptotic power | mix moves 10 points: flagged, ranked first and named "
-             "(goal >= 95%) | steady features flagged in the same runs | stationary: runs with a categorical "
-             "flag | stationary: runs with any feature flag | stationary: runs with an alert |",
-             "|---:|---|---:|---|---|---|---|---|"]
-    for window, reference in CATEGORICAL_CELLS:
-        cell = categorical(runs, window, reference)
-        ref = f"explicit, {cell.reference:,} samples" if cell.explicit else f"default (first {window:,})"
-        lines.append(f"| {window:,} | {ref} | {categorical_power(window, cell.reference):.1%} | "
+    lines = ["### Input features: a categorical mix shift (five features, Holm at feature_alpha per check)", "",
+             "| window | reference | feature_alpha | asymptotic power | mix moves 10 points: flagged, ranked first "
+             "and named (goal >= 95%) | steady features flagged in the same runs | stationary: runs with a "
+             "categorical flag | stationary: runs with any feature flag | stationary: runs with an alert |",
+             "|---:|---|---:|---:|---|---|---|---|---|"]
+    for window, reference, alpha, label in CATEGORICAL_CELLS:
+        cell = categorical(runs, window, reference, feature_alpha=alpha)
+        lines.append(f"| {window:,} | {label} | {alpha:g} | "
+                     f"{categorical_power(window, cell.reference, alpha=alpha):.1%} | "
                      f"{rate(cell.named, runs)} | {rate(cell.steady_flags, runs)} | "
                      f"{rate(cell.null_categorical, runs)} | {rate(cell.null_features, runs)} | "
                      f"{rate(cell.null_alerts, runs)} |")
