@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from benchmarks.sim_drift import ar1, categorical_shift, no_drift, shift
-from mlops_otel.drift import DriftLevel
+from benchmarks.sim_drift import ar1, categorical, categorical_power, minimum_window, no_drift, shift
+from mlops_otel.drift import DriftLevel, _features
 from mlops_otel.drift._calibration import (
     autocorrelation_time,
     effective_size,
@@ -89,8 +89,30 @@ def test_half_sd_shift_warns_without_alerting() -> None:
     assert cell.passed >= 29
 
 
-def test_a_categorical_mix_shift_of_ten_points_is_flagged_and_named() -> None:
-    named, false_flags, runs = categorical_shift(40)
-    assert runs == 40
-    assert named >= 38
-    assert false_flags <= 2
+def test_a_categorical_mix_shift_of_ten_points_is_flagged_and_named_from_the_minimum_window() -> None:
+    # The documented minimum window with the default reference is 1,300 (asymptotic power >= 95% at
+    # feature_alpha 1e-3 over five features); at 1,500 it is 98%.
+    assert minimum_window() == 1300
+    cell = categorical(40, 1500, stationary=False)
+    assert cell.named >= 38
+    assert cell.steady_flags <= 1
+
+
+def _old_categorical_rule(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """Before #17's follow-up: an explicit categorical reference cut to reference_size, Holm at alpha 0.01."""
+    monkeypatch.setattr(_features, "CATEGORICAL_REFERENCE_FACTOR", 1)
+    return {"feature_alpha": 0.01}
+
+
+@pytest.mark.parametrize("rule", ["new", "old"])
+def test_a_large_categorical_reference_buys_the_power_and_the_stricter_alpha_keeps_runs_quiet(
+        rule: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Window 700 against a 7,000-sample validation reference, a 10-point mix move among five features,
+    # 40 seeded runs; and 40 stationary runs of 3 windows (30 checks each) on the same detector setup.
+    # New rule: the full 7,000 reference counts, Holm at 1e-3: asymptotic power 95% (38/40 seen).
+    # Old rule: the reference cut to 700, Holm at 0.01: power 78% (31/40 seen), so it fails the bound.
+    assert categorical_power(700, 7000) >= 0.94
+    options = _old_categorical_rule(monkeypatch) if rule == "old" else {}
+    cell = categorical(40, 700, 7000, **options)
+    passed = cell.named >= 36 and cell.null_categorical <= 1 and cell.null_alerts == 0
+    assert passed is (rule == "new"), cell

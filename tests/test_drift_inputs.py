@@ -72,6 +72,31 @@ def test_numeric_and_categorical_features_are_scored_ranked_and_exported(tel: Te
     assert report.to_dict()["features"]["equipment"]["unseen"] == equip.unseen
 
 
+def test_an_explicit_reference_keeps_ten_windows_of_categories_and_one_of_numbers(tel: Telemetry) -> None:
+    # Category counts are all the test needs, so a validation reference of 12,000 keeps 10 x 1,000 of
+    # them (the power grows with n*m/(n+m)); numeric features keep reference_size sorted values.
+    rng = np.random.default_rng(3)
+    d = make(MemoryStore(telemetry=tel), tel, window_size=1000)
+    s, c = outputs(rng, 2000)
+    d.set_reference(anomaly_scores=s, confidences=c, features={
+        "equipment": rng.choice(["pump", "valve"], 12_000).tolist(),
+        "temperature": rng.normal(50, 5, 12_000).tolist(),
+    })
+    s, c = outputs(rng, 300)
+    d.add_production_samples(s, c, features={"equipment": rng.choice(["pump", "valve"], 300).tolist(),
+                                             "temperature": rng.normal(50, 5, 300).tolist()})
+    report = d.get_drift_report()
+    assert report.features["equipment"].reference_samples == 10_000
+    assert report.features["temperature"].reference_samples == 1000
+    assert report.calibration["features"] == "Holm over features, alpha 0.001, effect >= 0.05"
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0, -0.1, float("nan")])
+def test_feature_alpha_must_be_a_level(tel: Telemetry, value: float) -> None:
+    with pytest.raises(ValueError, match="feature_alpha"):
+        make(MemoryStore(telemetry=tel), tel, feature_alpha=value)
+
+
 def test_default_reference_includes_features_and_bounded_memory(tel: Telemetry) -> None:
     rng = np.random.default_rng(2)
     d = make(MemoryStore(telemetry=tel), tel, window_size=200, max_features=3)

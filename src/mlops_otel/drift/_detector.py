@@ -26,7 +26,7 @@ from .._forksafe import after_fork_in_child
 from ..stores import StateStore, StoreError
 from ._calibration import EXACT_MAX_PRODUCT
 from ._evaluate import Evaluation, Rules, evaluate
-from ._features import FeatureBuffer
+from ._features import FeatureBuffer, reference_values
 from ._offpath import OffPath
 from ._recommend import previous_champion, recommend
 from ._reference import Reference, SharedReference
@@ -144,7 +144,8 @@ class DriftDetector:
     when small); it turns off below *clear_threshold* (hysteresis). A
     significant shift (p below *alpha*) of at least *warning_threshold*
     without an alert is a warning, and so is a flagged input feature
-    (*features*: Holm over the features) or drifted embeddings. Performance
+    (*features*: Holm over the features at *feature_alpha* per check, score at
+    least *feature_effect*) or drifted embeddings. Performance
     drift is a fall of mean confidence of at least *confidence_drop* whose
     *interval_level* Welch interval excludes zero.
 
@@ -178,6 +179,8 @@ class DriftDetector:
     max_features: int = attrs.field(default=50, kw_only=True, validator=lambda _, a, v: _check_int(a.name, v, 0))
     #: A feature is flagged when significant (Holm over the features) and its score reaches this.
     feature_effect: float = attrs.field(default=0.05, kw_only=True)
+    #: The features' family-wise level per check (Holm over one check's features).
+    feature_alpha: float = attrs.field(default=1e-3, kw_only=True)
     #: Embeddings kept per window (and in the reference), and their largest dimension.
     embedding_window: int = attrs.field(default=500, kw_only=True,
                                         validator=lambda _, a, v: _check_int(a.name, v, 4))
@@ -234,9 +237,10 @@ class DriftDetector:
         self.confidence_drop = _check_fraction("confidence_drop", self.confidence_drop)
         self.interval_level = _check_fraction("interval_level", self.interval_level, open_low=True, open_high=True)
         self.feature_effect = _check_fraction("feature_effect", self.feature_effect)
+        self.feature_alpha = _check_fraction("feature_alpha", self.feature_alpha, open_low=True, open_high=True)
         self._rules = Rules(self.threshold, self.clear_threshold, self.min_samples, self.alpha, self.alert_alpha,
                             self.warning_threshold, self.confidence_drop, self.interval_level, self.feature_effect,
-                            self.permutations)
+                            self.permutations, self.feature_alpha)
         if self.telemetry is None:
             from ..telemetry import default_telemetry
 
@@ -265,7 +269,7 @@ class DriftDetector:
             "warning": f"KS >= {self.warning_threshold} and p < {self.alpha} / {len(OUTPUTS)} at effective sizes",
             "effective_size": "n (1 - phi) / (1 + phi), phi = lag-1 autocorrelation upper bound",
             "exact_pvalue_below": EXACT_MAX_PRODUCT,
-            "features": f"Holm over features, alpha {self.alpha}, effect >= {self.feature_effect}",
+            "features": f"Holm over features, alpha {self.feature_alpha}, effect >= {self.feature_effect}",
             "embeddings": f"MMD^2 permutation test, {self.permutations} permutations, alpha {self.alpha}",
         }
         add_listener = getattr(self.store, "add_state_loss_listener", None)
@@ -496,8 +500,8 @@ class DriftDetector:
                 raise ValueError(f"embeddings must be at least 4 finite vectors of one dimension, "
                                  f"got shape {vectors.shape}")
             vectors = vectors[-self._extra.embedding_size:]
-        self._ref.set(data, {name: list(values)[-self._ref.size:] for name, values in (features or {}).items()},
-                      vectors)
+        kept = {name: reference_values(values, self._ref.size) for name, values in (features or {}).items()}
+        self._ref.set(data, kept, vectors)
 
     def _stop_candidates(self) -> None:
         self._window.stop_candidates()

@@ -55,6 +55,7 @@ class DriftMonitor:
     confidence_drop: float = attrs.field(default=0.05, kw_only=True)
     alert_alpha: float = attrs.field(default=1e-4, kw_only=True)
     max_features: int = attrs.field(default=50, kw_only=True)
+    feature_alpha: float = attrs.field(default=1e-3, kw_only=True)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
     _detectors: dict[str, DriftDetector] = attrs.field(factory=dict, init=False, repr=False)
     _stop: threading.Event = attrs.field(factory=threading.Event, init=False, repr=False)
@@ -110,7 +111,7 @@ class DriftMonitor:
             clear_threshold=self.clear_threshold, min_samples=self._min_samples(window_size),
             check_every=self.check_every, alpha=self.alpha, warning_threshold=self.warning_threshold,
             confidence_drop=self.confidence_drop, background_checks=self.check_interval is not None,
-            alert_alpha=self.alert_alpha, max_features=self.max_features,
+            alert_alpha=self.alert_alpha, max_features=self.max_features, feature_alpha=self.feature_alpha,
         )
 
     def _min_samples(self, window_size: int) -> int | None:
