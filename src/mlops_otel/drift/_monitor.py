@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from .._forksafe import after_fork_in_child
+from .._worker import PeriodicWorker
 from ..stores import StateStore
 from ._detector import DriftDetector, DriftReport
 from ._shared import detector_key
@@ -21,6 +22,10 @@ if TYPE_CHECKING:
 __all__ = ["DriftMonitor"]
 
 log = logging.getLogger("mlops_otel.drift")
+
+
+def _log_fault(name: str, exc: BaseException) -> None:
+    log.warning("mlops-otel drift: %s failed: %r", name, exc)
 
 
 @attrs.define(eq=False)
@@ -57,8 +62,7 @@ class DriftMonitor:
     max_features: int = attrs.field(default=50, kw_only=True)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
     _detectors: dict[str, DriftDetector] = attrs.field(factory=dict, init=False, repr=False)
-    _stop: threading.Event = attrs.field(factory=threading.Event, init=False, repr=False)
-    _thread: threading.Thread | None = attrs.field(default=None, init=False, repr=False)
+    _worker: PeriodicWorker[DriftMonitor] | None = attrs.field(default=None, init=False, repr=False)
     _checked_at: dict[str, int] = attrs.field(factory=dict, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -67,29 +71,29 @@ class DriftMonitor:
                              f"got {self.check_interval!r}")
         # Fail at construction, not at the first request, when a default is invalid.
         self._create("probe", "probe", self.window_size)
+        if self.check_interval is not None:
+            # Holds the monitor weakly (a monitor dropped without close() stops checking); a failed
+            # round is counted as a fault (check_all already survives each detector's failure).
+            tel = self.telemetry
+            self._worker = PeriodicWorker(self, DriftMonitor.check_all, name="mlops-otel-drift-check",
+                                          interval=self.check_interval,
+                                          on_error=tel.fault if tel is not None else _log_fault)
         after_fork_in_child(self, DriftMonitor._after_fork)
 
     def _after_fork(self) -> None:
         # Threads do not survive a fork: the child starts its own checker for the detectors it
         # inherited (a pre-fork server creates them before forking its workers).
         self._lock = threading.Lock()
-        self._thread = None
         self._checked_at = {}
+        if self._worker is not None:
+            self._worker.after_fork()
         if self._detectors:
             self._ensure_checker()
 
     def _ensure_checker(self) -> None:
-        if self.check_interval is None or self._stop.is_set():
-            return
-        thread = self._thread
-        if thread is None or not thread.is_alive():
-            self._thread = threading.Thread(target=self._run_checks, name="mlops-otel-drift-check", daemon=True)
-            self._thread.start()
-
-    def _run_checks(self) -> None:
-        assert self.check_interval is not None
-        while not self._stop.wait(self.check_interval):
-            self.check_all()
+        worker = self._worker
+        if worker is not None and not worker.started:
+            worker.start()
 
     def check_all(self) -> None:
         """Run the local check of every detector that received samples since its last check."""
@@ -163,9 +167,7 @@ class DriftMonitor:
 
         The store is closed by its owner.
         """
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
-            thread.join(timeout=(self.check_interval or 0) + 5)
+        if self._worker is not None:
+            self._worker.stop()
         for detector in self.detectors().values():
             detector.close()
