@@ -116,6 +116,9 @@ def _unit(*, open_low: bool = True, open_high: bool = False) -> Any:
 class DriftSettings:
     """Defaults of the drift detectors the runtime's :class:`~mlops_otel.DriftMonitor` creates.
 
+    The one place these defaults are written: ``DriftMonitor``'s own keyword defaults are read
+    from these fields, and ``DriftMonitor.from_settings(store, settings)`` builds a monitor from a value.
+
     The meaning of each field is documented on :class:`~mlops_otel.drift.DriftDetector`;
     ``check_interval`` is the monitor's background check period (``None``: no thread).
     """

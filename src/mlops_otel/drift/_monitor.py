@@ -12,6 +12,7 @@ import attrs
 
 from .._forksafe import after_fork_in_child
 from .._worker import PeriodicWorker
+from ..settings import DriftSettings
 from ..stores import StateStore
 from ._detector import DriftDetector, DriftReport
 from ._shared import detector_key
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
     from ..telemetry import Telemetry
 
 __all__ = ["DriftMonitor"]
+
+#: The defaults are DriftSettings' (written once there).
+_D = attrs.fields(DriftSettings)
 
 log = logging.getLogger("mlops_otel.drift")
 
@@ -43,23 +47,24 @@ class DriftMonitor:
     samples), which delivers pending samples and updates the
     ``model_drift_score`` and ``model_drift_alert`` gauges. ``check_interval=None``
     turns the thread off (then pass ``check_every`` to check on the hot path).
+    The keyword defaults are :class:`~mlops_otel.DriftSettings`' (see :meth:`from_settings`).
     """
 
     store: StateStore
     telemetry: Telemetry | None = attrs.field(default=None, kw_only=True, repr=False)
     registry: object | None = attrs.field(default=None, kw_only=True, repr=False)
-    window_size: int = attrs.field(default=1000, kw_only=True)
-    reference_size: int | None = attrs.field(default=None, kw_only=True)
-    threshold: float = attrs.field(default=0.3, kw_only=True)
-    clear_threshold: float | None = attrs.field(default=None, kw_only=True)
-    min_samples: int | None = attrs.field(default=None, kw_only=True)
-    check_every: int | None = attrs.field(default=None, kw_only=True)
-    check_interval: float | None = attrs.field(default=1.0, kw_only=True)
-    alpha: float = attrs.field(default=0.01, kw_only=True)
-    warning_threshold: float = attrs.field(default=0.1, kw_only=True)
-    confidence_drop: float = attrs.field(default=0.05, kw_only=True)
-    alert_alpha: float = attrs.field(default=1e-4, kw_only=True)
-    max_features: int = attrs.field(default=50, kw_only=True)
+    window_size: int = attrs.field(default=_D.window_size.default, kw_only=True)
+    reference_size: int | None = attrs.field(default=_D.reference_size.default, kw_only=True)
+    threshold: float = attrs.field(default=_D.threshold.default, kw_only=True)
+    clear_threshold: float | None = attrs.field(default=_D.clear_threshold.default, kw_only=True)
+    min_samples: int | None = attrs.field(default=_D.min_samples.default, kw_only=True)
+    check_every: int | None = attrs.field(default=_D.check_every.default, kw_only=True)
+    check_interval: float | None = attrs.field(default=_D.check_interval.default, kw_only=True)
+    alpha: float = attrs.field(default=_D.alpha.default, kw_only=True)
+    warning_threshold: float = attrs.field(default=_D.warning_threshold.default, kw_only=True)
+    confidence_drop: float = attrs.field(default=_D.confidence_drop.default, kw_only=True)
+    alert_alpha: float = attrs.field(default=_D.alert_alpha.default, kw_only=True)
+    max_features: int = attrs.field(default=_D.max_features.default, kw_only=True)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
     _detectors: dict[str, DriftDetector] = attrs.field(factory=dict, init=False, repr=False)
     _worker: PeriodicWorker[DriftMonitor] | None = attrs.field(default=None, init=False, repr=False)
@@ -79,6 +84,13 @@ class DriftMonitor:
                                           interval=self.check_interval,
                                           on_error=tel.fault if tel is not None else _log_fault)
         after_fork_in_child(self, DriftMonitor._after_fork)
+
+    @classmethod
+    def from_settings(cls, store: StateStore, settings: DriftSettings | None = None, *,
+                      telemetry: Telemetry | None = None, registry: object | None = None) -> DriftMonitor:
+        """A monitor whose detector defaults are *settings* (default: ``DriftSettings()``)."""
+        options = (settings if settings is not None else DriftSettings()).monitor_options()
+        return cls(store, telemetry=telemetry, registry=registry, **options)
 
     def _after_fork(self) -> None:
         # Threads do not survive a fork: the child starts its own checker for the detectors it
