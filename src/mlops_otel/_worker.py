@@ -142,6 +142,11 @@ class PeriodicWorker(Generic[T]):
         return thread is not None and thread.is_alive()
 
     @property
+    def thread(self) -> threading.Thread | None:
+        """The current thread (``None`` before the first :meth:`start` in this process)."""
+        return self._thread
+
+    @property
     def stopped(self) -> bool:
         """Whether :meth:`stop` was called."""
         return self._stop.is_set()
