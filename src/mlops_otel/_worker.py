@@ -59,6 +59,7 @@ def _delay(result: object, interval: float) -> float:
 
 
 def _loop(
+    worker_ref: weakref.ReferenceType[PeriodicWorker[T]],
     ref: weakref.ReferenceType[T],
     task: Callable[[T], object],
     interval: float,
@@ -67,12 +68,19 @@ def _loop(
     on_error: Callable[[str, BaseException], None] | None,
     name: str,
     run_first: bool,
+    on_demand: bool,
 ) -> None:
     first = run_first
     delay = interval
     while True:
         if not first:
-            wake.wait(delay)
+            woke = wake.wait(delay)
+            if on_demand and not woke:  # idle for a whole interval: retire unless a wake-up just came
+                worker = worker_ref()
+                if worker is None or worker._retire(threading.current_thread()):
+                    return
+                del worker
+                continue
             wake.clear()
         first = False
         if stop.is_set():
@@ -92,6 +100,10 @@ def _loop(
 
 class PeriodicWorker(Generic[T]):
     """Run ``task(owner)`` every *interval* seconds (and on :meth:`wake`) on one daemon thread.
+
+    With *on_demand*, the task runs only when woken, and the thread exits after *interval*
+    seconds without a wake-up; the next :meth:`wake` starts a new one (for rare work, so an
+    idle owner costs no thread).
 
     >>> runs = []
     >>> class Owner:
@@ -114,13 +126,22 @@ class PeriodicWorker(Generic[T]):
         interval: float,
         on_error: Callable[[str, BaseException], None] | None = None,
         run_first: bool = False,
+        on_demand: bool = False,
     ) -> None:
         from .validation import InvalidValueError
 
         if not (isinstance(interval, (int, float)) and not isinstance(interval, bool)
                 and 0 < interval < float("inf")):
             raise InvalidValueError("interval", "a positive finite number of seconds", interval)
-        self._ref = weakref.ref(owner)
+        wself = weakref.ref(self)
+
+        def collected(_: object) -> None:  # wake the thread at once: it finds the owner gone and exits
+            worker = wself()
+            if worker is not None:
+                worker._wake.set()
+
+        self._ref = weakref.ref(owner, collected)
+        self._on_demand = on_demand
         self._task = task
         self.name = name
         self.interval = float(interval)
@@ -156,18 +177,39 @@ class PeriodicWorker(Generic[T]):
         with self._lock:
             if self._stop.is_set() or (self._thread is not None and self._thread.is_alive()):
                 return
-            self._thread = WorkerThread(
-                target=_loop,
-                args=(self._ref, self._task, self.interval, self._stop, self._wake, self._on_error, self.name,
-                      self._run_first),
-                name=self.name, daemon=True,
-            )
-            self._thread.start()
-            self.started = True
+            self._spawn()
+
+    def _spawn(self) -> None:  # under self._lock
+        self._thread = WorkerThread(
+            target=_loop,
+            args=(weakref.ref(self), self._ref, self._task, self.interval, self._stop, self._wake,
+                  self._on_error, self.name, self._run_first, self._on_demand),
+            name=self.name, daemon=True,
+        )
+        self._thread.start()
+        self.started = True
+
+    def _retire(self, thread: threading.Thread) -> bool:
+        """An on-demand thread idle for an interval asks to exit: ``False`` when a wake-up came meanwhile."""
+        with self._lock:
+            if self._wake.is_set() and not self._stop.is_set():
+                return False
+            if self._thread is thread:
+                self._thread = None
+            return True
 
     def wake(self) -> None:
-        """Run the task soon instead of at the end of the current delay."""
-        self._wake.set()
+        """Run the task soon instead of at the end of the current delay.
+
+        An *on_demand* worker (see the class) starts its thread here when it has none.
+        """
+        if not self._on_demand:
+            self._wake.set()
+            return
+        with self._lock:
+            self._wake.set()
+            if not self._stop.is_set() and (self._thread is None or not self._thread.is_alive()):
+                self._spawn()
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop the thread and wait for it (at most *timeout*, default the interval + 5 s). Idempotent."""

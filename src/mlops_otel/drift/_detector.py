@@ -466,11 +466,15 @@ class DriftDetector:
         return self.store.flush(timeout)
 
     def close(self) -> None:
-        """Deliver pending samples (the store itself is closed by its owner). Idempotent; never raises."""
+        """Deliver pending samples and end the off-path thread (the store is closed by its owner).
+
+        Idempotent; never raises.
+        """
         try:
             self.flush()
         except Exception as exc:
             self._tel.fault("drift.close", exc)
+        self._io.close()
 
     # ------------------------------------------------------------- reference
     def set_reference(self, *, anomaly_scores: Sequence[float] | FloatArray,
