@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 
 from ._forksafe import after_fork_in_child
-from ._worker import PeriodicWorker
+from ._worker import PeriodicWorker, fault_hook
 from .semconv import MetricKind
 from .stores import StateStore, make_key
 from .telemetry import FamilySnapshot, Telemetry, merge_snapshots, snapshot_from_json, snapshot_to_json
@@ -31,6 +31,10 @@ _SLICE_PAUSE_S = 0.0001
 def _yield_gil() -> None:
     """Let a thread waiting for the GIL (the event loop) run before the next slice of work."""
     time.sleep(_SLICE_PAUSE_S)
+
+
+def _telemetry_of(fleet: FleetMetrics) -> Telemetry:
+    return fleet.telemetry
 
 
 @attrs.define(eq=False)
@@ -102,7 +106,7 @@ class FleetMetrics:
                 # dropped without close() stops refreshing), and a failed refresh is counted.
                 self._thread = PeriodicWorker(self, FleetMetrics.refresh, name="mlops-otel-fleet",
                                               interval=self.interval, run_first=True,
-                                              on_error=self.telemetry.fault)
+                                              on_error=fault_hook(self, _telemetry_of, "fleet_refresh"))
             self._thread.start()
 
     def refresh(self) -> bool:

@@ -36,11 +36,11 @@ import os
 import threading
 import weakref
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from ._forksafe import after_fork_in_child
 
-__all__ = ["PeriodicWorker", "WorkerThread"]
+__all__ = ["PeriodicWorker", "WorkerThread", "fault_hook"]
 
 T = TypeVar("T")
 
@@ -50,6 +50,30 @@ PREFIX = "mlops-otel-"
 
 class WorkerThread(threading.Thread):
     """The thread class of every :class:`PeriodicWorker` (so tests and tools can tell them apart)."""
+
+
+class _Faults(Protocol):
+    def fault(self, reason: str, exc: BaseException) -> None: ...
+
+
+def fault_hook(owner: T, telemetry_of: Callable[[T], _Faults], reason: str) -> Callable[[str, BaseException], None]:
+    """An *on_error* hook counting ``telemetry_of(owner).fault(reason, exc)``, holding *owner* weakly.
+
+    Never pass ``owner.telemetry.fault`` itself: the telemetry may hold the owner (the fleet view
+    is its exposition source), and the thread would then keep the owner alive.
+    """
+    ref = weakref.ref(owner)
+
+    def on_error(_: str, exc: BaseException) -> None:
+        target = ref()
+        if target is not None:
+            telemetry_of(target).fault(reason, exc)
+
+    return on_error
+
+
+def _set(event: threading.Event) -> None:
+    event.set()
 
 
 def _delay(result: object, interval: float) -> float:
@@ -133,14 +157,7 @@ class PeriodicWorker(Generic[T]):
         if not (isinstance(interval, (int, float)) and not isinstance(interval, bool)
                 and 0 < interval < float("inf")):
             raise InvalidValueError("interval", "a positive finite number of seconds", interval)
-        wself = weakref.ref(self)
-
-        def collected(_: object) -> None:  # wake the thread at once: it finds the owner gone and exits
-            worker = wself()
-            if worker is not None:
-                worker._wake.set()
-
-        self._ref = weakref.ref(owner, collected)
+        self._ref = weakref.ref(owner)
         self._on_demand = on_demand
         self._task = task
         self.name = name
@@ -151,6 +168,10 @@ class PeriodicWorker(Generic[T]):
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: WorkerThread | None = None
+        # Wake the thread when the owner is collected: it finds the owner gone and exits at once
+        # (a finaliser, not a weakref callback: this worker is usually collected with its owner).
+        self._finalizer = weakref.finalize(owner, _set, self._wake)
+        self._finalizer.atexit = False
         #: Whether :meth:`start` started a thread in this process (a plain attribute: cheap on hot paths).
         self.started = False
         self._pid = os.getpid()
@@ -236,3 +257,8 @@ class PeriodicWorker(Generic[T]):
         self._stop = threading.Event()
         if stopped:
             self._stop.set()
+        self._finalizer.detach()
+        owner = self._ref()
+        if owner is not None:
+            self._finalizer = weakref.finalize(owner, _set, self._wake)
+            self._finalizer.atexit = False

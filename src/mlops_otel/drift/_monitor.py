@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from .._forksafe import after_fork_in_child
-from .._worker import PeriodicWorker
+from .._worker import PeriodicWorker, fault_hook
 from ..settings import DriftSettings
 from ..stores import StateStore
 from ._detector import DriftDetector, DriftReport
@@ -28,8 +28,12 @@ _D = attrs.fields(DriftSettings)
 log = logging.getLogger("mlops_otel.drift")
 
 
-def _log_fault(name: str, exc: BaseException) -> None:
-    log.warning("mlops-otel drift: %s failed: %r", name, exc)
+def _telemetry_of(monitor: DriftMonitor) -> Telemetry:
+    if monitor.telemetry is not None:
+        return monitor.telemetry
+    from ..telemetry import default_telemetry
+
+    return default_telemetry()
 
 
 @attrs.define(eq=False)
@@ -79,10 +83,9 @@ class DriftMonitor:
         if self.check_interval is not None:
             # Holds the monitor weakly (a monitor dropped without close() stops checking); a failed
             # round is counted as a fault (check_all already survives each detector's failure).
-            tel = self.telemetry
             self._worker = PeriodicWorker(self, DriftMonitor.check_all, name="mlops-otel-drift-check",
                                           interval=self.check_interval,
-                                          on_error=tel.fault if tel is not None else _log_fault)
+                                          on_error=fault_hook(self, _telemetry_of, "drift.check"))
         after_fork_in_child(self, DriftMonitor._after_fork)
 
     @classmethod
