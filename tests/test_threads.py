@@ -9,17 +9,24 @@ the runtime is dropped without ``close()`` and garbage collected.
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
+import weakref
+from collections.abc import Callable
 
 import pytest
 
 from mlops_otel import DriftSettings
+from mlops_otel._worker import PeriodicWorker, WorkerThread, fault_hook
 from mlops_otel.drift import DriftMonitor
 from mlops_otel.stores import MemoryStore
+from mlops_otel.telemetry import Telemetry
+from mlops_otel.testing import sample_value
 
 from .services import RedisServer
 
@@ -99,3 +106,66 @@ def test_drift_monitor_takes_its_defaults_from_drift_settings() -> None:
     defaults = {**DriftSettings().monitor_options(), "check_interval": None}
     assert {k: getattr(plain, k) for k in defaults} == defaults
     plain.close()
+
+
+class _Owner:
+    def __init__(self) -> None:
+        self.runs = 0
+
+    def tick(self) -> None:
+        self.runs += 1
+
+
+def _until(predicate: Callable[[], bool], limit: float = 10.0) -> bool:
+    end = time.monotonic() + limit
+    while not predicate() and time.monotonic() < end:
+        time.sleep(0.01)
+    return predicate()
+
+
+def test_an_on_demand_worker_runs_when_woken_and_retires_when_idle() -> None:
+    owner = _Owner()
+    worker = PeriodicWorker(owner, _Owner.tick, name="mlops-otel-test", interval=0.05, on_demand=True)
+    assert not worker.running  # no thread until there is work
+    worker.wake()
+    assert _until(lambda: owner.runs == 1)
+    assert _until(lambda: not worker.running)  # idle for an interval: the thread exits
+    assert owner.runs == 1  # an on-demand task never runs on the timer
+    worker.wake()  # and the next wake-up starts a new one
+    assert _until(lambda: owner.runs == 2)
+    worker.stop()
+    worker.wake()
+    assert not worker.running
+
+
+def test_a_worker_whose_owner_is_collected_exits_before_its_interval_ends() -> None:
+    owner = _Owner()
+    worker = PeriodicWorker(owner, _Owner.tick, name="mlops-otel-test", interval=3600, run_first=True)
+    worker.start()
+    end = time.monotonic() + 10
+    while owner.runs == 0 and time.monotonic() < end:
+        time.sleep(0.01)
+    assert owner.runs == 1
+    thread = worker.thread
+    assert isinstance(thread, WorkerThread)
+    del owner
+    gc.collect()
+    thread.join(30)  # without the wake-up on collection it would sleep for the hour
+    assert not thread.is_alive()
+
+
+def test_fault_hook_counts_on_the_owners_telemetry_without_keeping_it_alive() -> None:
+    tel = Telemetry()
+
+    class Holder:
+        telemetry = tel
+
+    holder = Holder()
+    hook = fault_hook(holder, lambda h: h.telemetry, "test.reason")
+    hook("mlops-otel-test", RuntimeError("boom"))
+    assert (sample_value(tel, "mlops_telemetry_errors_total", reason="test.reason") or 0) >= 1
+    ref = weakref.ref(holder)
+    del holder
+    gc.collect()
+    assert ref() is None
+    hook("mlops-otel-test", RuntimeError("after"))  # owner gone: nothing to count, never raises
