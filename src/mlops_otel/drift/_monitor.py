@@ -14,6 +14,7 @@ from .._forksafe import after_fork_in_child
 from .._worker import PeriodicWorker, fault_hook
 from ..settings import DriftSettings
 from ..stores import StateStore
+from ..validation import InvalidValueError
 from ._detector import DriftDetector, DriftReport
 from ._shared import detector_key
 
@@ -76,8 +77,7 @@ class DriftMonitor:
 
     def __attrs_post_init__(self) -> None:
         if self.check_interval is not None and not 0 < self.check_interval < float("inf"):
-            raise ValueError(f"check_interval must be a positive number of seconds or None, "
-                             f"got {self.check_interval!r}")
+            raise InvalidValueError("check_interval", "a positive number of seconds or None", self.check_interval)
         # Fail at construction, not at the first request, when a default is invalid.
         self._create("probe", "probe", self.window_size)
         if self.check_interval is not None:

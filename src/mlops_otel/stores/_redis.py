@@ -21,6 +21,7 @@ from .. import semconv
 from .._forksafe import after_fork_in_child
 from .._worker import PeriodicWorker
 from ..telemetry import Telemetry, default_telemetry
+from ..validation import InvalidValueError
 from ._delivery import Call, Delivery
 from ._hooks import StoreHooks
 from ._keys import check_prefix, glob_escape, key_slot
@@ -171,12 +172,12 @@ def _check_url(_inst: object, _attr: attrs.Attribute[str], url: object) -> None:
 
 def _positive(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
-        raise ValueError(f"{attr.name} must be a positive finite number, got {value!r}")
+        raise InvalidValueError(attr.name, "a positive finite number", value)
 
 
 def _positive_int(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{attr.name} must be an int >= 1, got {value!r}")
+        raise InvalidValueError(attr.name, "an int >= 1", value)
 
 
 def _check_prefix(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:
@@ -185,7 +186,7 @@ def _check_prefix(_inst: object, _attr: attrs.Attribute[str], value: str) -> Non
 
 def _check_cluster(_inst: object, _attr: attrs.Attribute[Any], value: object) -> None:
     if value is not None and not isinstance(value, bool):
-        raise ValueError(f"cluster must be None (detect), True or False, got {value!r}")
+        raise InvalidValueError("cluster", "None (detect), True or False", value)
 
 
 _SHAS = {"incr": _INCR_SHA, "append": _APPEND_SHA}
