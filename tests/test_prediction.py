@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import textwrap
 import uuid
@@ -11,8 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -20,7 +24,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import mlops_otel
 from mlops_otel import Runtime, Settings, current_prediction
 from mlops_otel.ab import ABTestConfig
-from mlops_otel.testing import sample_value
+from mlops_otel.testing import sample_value, samples
 
 from .services import RedisServer
 
@@ -294,3 +298,62 @@ def test_a_service_written_from_scratch_sees_every_request(
         assert (drift["v2.1.0"], drift["v2.2.0"]) == (control.n, treatment.n)
     finally:
         reader.close()
+
+
+# The latency and confidence a model may report: valid floats, ints, numpy numbers, None, NaN, infinities and
+# out-of-range values (prediction() validates once and takes the registry's and A/B's private validated-input
+# paths only for values check_result() accepts unchanged; everything else goes through the public methods).
+_LATENCIES = st.one_of(st.floats(0.0, 5_000.0), st.floats(allow_nan=True, allow_infinity=True),
+                       st.integers(-3, 3), st.just(1e13), st.builds(np.float64, st.floats(0.0, 100.0)))
+_CONFIDENCES = st.one_of(st.none(), st.floats(0.0, 1.0), st.floats(allow_nan=True, allow_infinity=True),
+                         st.integers(-1, 2), st.builds(np.float64, st.floats(0.0, 1.0)))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases=st.lists(st.tuples(_LATENCIES, _CONFIDENCES, st.booleans(), st.integers(0, 30)), min_size=1,
+                      max_size=12))
+def test_prediction_records_exactly_what_the_five_calls_record(
+        cases: list[tuple[float | int, float | int | None, bool, int]]) -> None:
+    """Same registry statistics, A/B results, drift samples and invalid-measurement counts as the public calls."""
+    one, five = (Runtime.create(Settings(drift={"check_interval": None})) for _ in range(2))
+    try:
+        for r in (one, five):
+            r.registry.register("gnn", "v2.1.0")
+            r.registry.register("gnn", "v2.2.0")
+            start_test(r)
+        for latency, confidence, fail, user in cases:
+            uid = f"user-{user}"
+            with contextlib.suppress(ZeroDivisionError), one.prediction("gnn", user_id=uid) as p:
+                p.observe(anomaly_score=0.5, confidence=confidence, inference_time_ms=latency)  # type: ignore[arg-type]
+                if fail:
+                    raise ZeroDivisionError
+            a = five.ab.assign_variant("gnn", uid)
+            version = a["version"]
+            assert version is not None
+            with contextlib.suppress(ZeroDivisionError), five.telemetry.track_stage("gnn_inference", version,
+                                                                                   model_type="gnn"):
+                if confidence is not None:
+                    five.telemetry.record_gnn_metrics(version, latency, 0.5, confidence)  # type: ignore[arg-type]
+                if fail:
+                    raise ZeroDivisionError
+            ok_latency, ok_confidence = (None, None) if fail else (latency, confidence)
+            five.registry.update_metrics("gnn", version, ok_latency, ok_confidence, error=fail)
+            five.ab.record_result(TEST, a["name"], ok_latency, ok_confidence, error=fail)
+            if confidence is not None:
+                five.drift.get_detector("gnn", version).add_production_sample(0.5, confidence)  # type: ignore[arg-type]
+        for r in (one, five):
+            r.registry.flush()
+            r.ab.flush()
+        for version in ("v2.1.0", "v2.2.0"):
+            assert one.registry.get("gnn", version).stats == five.registry.get("gnn", version).stats
+            d1, d5 = one.drift.detectors().get(f"gnn:{version}"), five.drift.detectors().get(f"gnn:{version}")
+            assert (d1 and d1.accepted_samples) == (d5 and d5.accepted_samples)
+        assert one.ab.results(TEST) == five.ab.results(TEST)
+
+        def invalid(r: Runtime) -> dict[Any, float]:
+            return {k: v for k, v in samples(r.telemetry).items() if k[0] == "mlops_invalid_measurements_total"}
+
+        assert invalid(one) == invalid(five)
+    finally:
+        one.close()
+        five.close()

@@ -24,10 +24,11 @@ import inspect
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from . import semconv
 from .telemetry import StageTracker
+from .validation import MAX_LATENCY_MS
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -56,6 +57,25 @@ def current_prediction() -> Prediction | None:
     return _CURRENT.get()
 
 
+class _Handle:
+    """What ``prediction()`` records into for one (model_type, version), looked up once per runtime.
+
+    The registry's stats key (``None`` for an invalid name: the public method then counts it),
+    the registry's and A/B manager's validated-input paths, and the version's drift detector's
+    ``add_production_sample`` (bound on its first observed prediction; the monitor never
+    replaces a detector).
+    """
+
+    __slots__ = ("add_sample", "record", "stats_key", "update")
+
+    def __init__(self, update: Callable[[str, float | None, float | None, bool], None],
+                 record: Callable[[str, str, float | None, float | None, bool], None]) -> None:
+        self.update = update
+        self.record = record
+        self.stats_key: str | None = None
+        self.add_sample: Callable[..., None] | None = None
+
+
 class Prediction:
     """One prediction of *model_type*: a context manager (``with``/``async with``) or a decorator.
 
@@ -82,12 +102,24 @@ class Prediction:
     decorator form opens a new one per call.
     """
 
-    __slots__ = (
-        "_done", "_parts", "_tracker", "anomaly_score", "attributes", "confidence", "default_version", "embedding",
-        "error_type", "extra", "features", "inference_time_ms", "model_type", "runtime", "stage", "test",
-        "user_id", "variant", "version",
-    )
-
+    # No __slots__: the outputs and the assignment are class-level defaults, so that building one
+    # (once per request) sets only what the call gave; the rest is written only when it happens.
+    #: The model version to run (``None`` only when no test, champion or default names one).
+    version: str | None = None
+    #: ``"control"``, ``"treatment"`` or ``"champion"``.
+    variant: str = "champion"
+    #: The A/B test this prediction is part of, or ``None``.
+    test: str | None = None
+    anomaly_score: float | None = None
+    confidence: float | None = None
+    features: Mapping[str, float | str] | None = None
+    embedding: Sequence[float] | Any | None = None
+    extra: Mapping[str, float | bool] = _NO_EXTRA
+    #: Latency reported by :meth:`observe`; otherwise the block's wall time is used.
+    inference_time_ms: float | None = None
+    #: The exception's class name when the block failed.
+    error_type: str | None = None
+    _tracker: StageTracker | Literal[False] | None = None  # None: not entered; a tracker: open; False: exited
     _parts: tuple[Telemetry, ModelRegistry, ABTestManager, DriftMonitor]  # set on entry
 
     def __init__(
@@ -106,23 +138,6 @@ class Prediction:
             semconv.STAGE_GNN_INFERENCE if model_type == "gnn" else f"{model_type}_inference")
         self.default_version = default_version
         self.attributes = attributes
-        #: The model version to run (``None`` only when no test, champion or default names one).
-        self.version: str | None = None
-        #: ``"control"``, ``"treatment"`` or ``"champion"``.
-        self.variant = "champion"
-        #: The A/B test this prediction is part of, or ``None``.
-        self.test: str | None = None
-        self.anomaly_score: float | None = None
-        self.confidence: float | None = None
-        self.features: Mapping[str, float | str] | None = None
-        self.embedding: Sequence[float] | Any | None = None
-        self.extra: Mapping[str, float | bool] = _NO_EXTRA
-        #: Latency reported by :meth:`observe`; otherwise the block's wall time is used.
-        self.inference_time_ms: float | None = None
-        #: The exception's class name when the block failed.
-        self.error_type: str | None = None
-        self._tracker: StageTracker | None = None
-        self._done: bool | None = None  # None: not entered; False: open; True: exited
 
     def __repr__(self) -> str:
         return (f"Prediction(model_type={self.model_type!r}, version={self.version!r}, variant={self.variant!r}, "
@@ -156,76 +171,110 @@ class Prediction:
 
     # ------------------------------------------------------------------- scope
     def __enter__(self) -> Prediction:
-        if self._done is not None:
+        if self._tracker is not None:
             raise RuntimeError("a Prediction is used once: call runtime.prediction(...) for each prediction")
         rt = self.runtime
         parts = self._parts = rt._hot or rt.hot_parts()
-        tel = parts[0]
         try:
-            assignment = parts[2].assign_variant(self.model_type, self.user_id)
-            self.variant = assignment["name"]
-            test = self.test = assignment["test"]
-            self.version = assignment["version"] or self.default_version
+            self.variant, version, test = parts[2]._assign(self.model_type, self.user_id)
+            self.test = test
+            version = self.version = version or self.default_version
         except Exception as exc:  # assignment never raises, but a broken runtime must not fail the request
-            tel.fault("prediction.assign", exc)
+            parts[0].fault("prediction.assign", exc)
             test = None
-            self.version = self.default_version
-        tracker = self._tracker = StageTracker(tel, self.stage, self.version, self.model_type, self.attributes)
+            version = self.version = self.default_version
+        tracker = self._tracker = StageTracker(parts[0], self.stage, version, self.model_type, self.attributes)
         span = tracker.__enter__()
         if test is not None and span.is_recording():
             span.set_attribute(semconv.SPAN_ATTR_AB_TEST, test)
             span.set_attribute(semconv.SPAN_ATTR_AB_VARIANT, self.variant)
-        self._done = False
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         tracker = self._tracker
-        if tracker is None or self._done is not False:  # not entered, or already exited
+        if not tracker:  # None: not entered; False: already exited
             return
-        self._done = True
+        self._tracker = False
         tel, registry, ab, drift = self._parts
-        version = self.version
-        score, conf = self.anomaly_score, self.confidence
+        version, score, conf, latency = self.version, self.anomaly_score, self.confidence, self.inference_time_ms
         observed = version is not None and score is not None and conf is not None
         if exc_type is not None:
             self.error_type = exc_type.__name__
-        if version is not None and not observed:
-            tel.set_request_model_version(version)
-        # The stage duration and the seed metrics, on the stage's span, which then ends.
-        elapsed = tracker.finish(exc_type, exc, (version, self.inference_time_ms, score, conf)  # type: ignore[arg-type]
-                                 if observed else None)
+        if observed:  # the stage duration and the seed metrics, on the stage's span, which then ends
+            elapsed = tracker.finish(exc_type, exc, (version, latency, score, conf))  # type: ignore[arg-type]
+        else:
+            if version is not None:
+                tel.set_request_model_version(version)
+            elapsed = tracker.finish(exc_type, exc, None)
         if version is None:
             tel.invalid("prediction.model_version", None)  # no test, champion or default: nothing to attribute
             return
-        error = exc_type is not None
-        ok_latency = None if error else (elapsed * 1000.0 if self.inference_time_ms is None else self.inference_time_ms)
-        ok_conf = None if error else conf
+        if exc_type is None:
+            error = False
+            if latency is None:
+                latency = elapsed * 1000.0
+            ok_conf = conf
+            # Validated once here for both the registry and the A/B test (each would re-check the same
+            # numbers): only values check_result() accepts unchanged take the fast paths; anything else
+            # (ints, numpy numbers, NaN, out of range) goes through the public methods, which count it.
+            checked = (type(latency) is float and 0.0 <= latency <= MAX_LATENCY_MS
+                       and (conf is None or (type(conf) is float and 0.0 <= conf <= 1.0)))
+        else:  # an error carries no latency or confidence (as 0.1's error path)
+            error = checked = True
+            latency = ok_conf = None
+        model_type = self.model_type
+        handle: _Handle | None
+        try:
+            handle = self.runtime._prediction_handles[(model_type, version)]
+        except KeyError:
+            handle = self._handle(version)
+        except Exception:  # e.g. an unhashable version: the public methods below count or report it
+            handle = None
         # Each part on its own: a fault in one never keeps the others from recording.
         try:
-            registry.update_metrics(self.model_type, version, ok_latency, ok_conf, error=error)
+            if checked and handle is not None and handle.stats_key is not None:
+                handle.update(handle.stats_key, latency, ok_conf, error)
+            else:
+                registry.update_metrics(model_type, version, latency, ok_conf, error=error)
         except Exception as fault:  # the caller's request must never fail because of us
             tel.fault("prediction.registry", fault)
         test = self.test
         if test is not None:
+            extra, attributes = self.extra, self.attributes
             try:
-                # Custom metrics (#12) and the attributes the test's segment report breaks down by.
-                ab.record_result(test, self.variant, ok_latency, ok_conf, error=error, metrics=self.extra or None,
-                                 attributes=self.attributes or None)
+                if checked and handle is not None and not extra and not attributes:
+                    handle.record(test, self.variant, latency, ok_conf, error)
+                else:
+                    # Custom metrics (#12) and the attributes the test's segment report breaks down by.
+                    ab.record_result(test, self.variant, latency, ok_conf, error=error, metrics=extra or None,
+                                     attributes=attributes or None)
             except Exception as fault:
                 tel.fault("prediction.ab", fault)
         if observed:
             try:
-                key = (self.model_type, version)
-                detectors = self.runtime._detectors
-                detector = detectors.get(key)
-                if detector is None:
-                    detector = detectors[key] = drift.get_detector(self.model_type, version)
-                detector.add_production_sample(score, conf, features=self.features,  # type: ignore[arg-type]
-                                               embedding=self.embedding)  # observed: score and conf not None
+                add = None if handle is None else handle.add_sample
+                if add is None:
+                    add = drift.get_detector(model_type, version).add_production_sample
+                    if handle is not None:
+                        handle.add_sample = add
+                features, embedding = self.features, self.embedding
+                if features is None and embedding is None:
+                    add(score, conf)  # type: ignore[arg-type]  # observed: score and conf not None
+                else:
+                    add(score, conf, features=features, embedding=embedding)  # type: ignore[arg-type]
             except Exception as fault:
                 tel.fault("prediction.drift", fault)
+
+    def _handle(self, version: str) -> _Handle:
+        """The cached :class:`_Handle` of (model_type, *version*), made on the first prediction of it."""
+        _, registry, ab, _ = self._parts
+        handle = _Handle(registry._update_checked, ab._record_checked)
+        with contextlib.suppress(Exception):  # an invalid name: update_metrics() counts it, every time
+            handle.stats_key = registry._stats_key(self.model_type, version)
+        self.runtime._prediction_handles[(self.model_type, version)] = handle
+        return handle
 
     async def __aenter__(self) -> Prediction:
         return self.__enter__()

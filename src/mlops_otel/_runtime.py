@@ -15,7 +15,7 @@ from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
 
 from ._fleet import FleetMetrics
-from ._prediction import Prediction, ShadowedPrediction
+from ._prediction import Prediction, ShadowedPrediction, _Handle
 from .settings import Settings, StoreSettings
 from .stores import MemoryStore, StateStore
 from .telemetry import Mode, Telemetry, use_default_resolver
@@ -23,7 +23,7 @@ from .validation import InvalidValueError
 
 if TYPE_CHECKING:
     from .ab import ABTestManager
-    from .drift import DriftDetector, DriftMonitor
+    from .drift import DriftMonitor
     from .registry import ModelRegistry
     from .shadow import ShadowCall
 
@@ -97,8 +97,8 @@ class Runtime:
     _atexit_hook: Any = attrs.field(default=None, init=False, repr=False)
     _hot: tuple[Telemetry, ModelRegistry, ABTestManager, DriftMonitor] | None = attrs.field(
         default=None, init=False, repr=False)
-    #: prediction()'s cache of drift detectors by (model_type, version); the monitor never replaces one.
-    _detectors: dict[tuple[str, str], DriftDetector] = attrs.field(factory=dict, init=False, repr=False)
+    #: prediction()'s handles by (model_type, version): registry key, validated-input paths, drift detector.
+    _prediction_handles: dict[tuple[str, str], _Handle] = attrs.field(factory=dict, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         # A store built without telemetry records into this runtime's, not into whatever default
@@ -260,8 +260,7 @@ class Runtime:
         if shadow is not None:
             return ShadowedPrediction(self, model_type, user_id, stage=stage, default_version=default_version,
                                       attributes=attributes or None, shadow=shadow)
-        return Prediction(self, model_type, user_id, stage=stage, default_version=default_version,
-                          attributes=attributes or None)
+        return Prediction(self, model_type, user_id, stage, default_version, attributes or None)  # hot: positional
 
     def close(self) -> None:
         """Flush and release everything; idempotent. The one place that orders the shutdown.

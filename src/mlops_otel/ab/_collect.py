@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from operator import add
 from typing import Any, cast
 
@@ -138,7 +138,7 @@ class Collector:
     _versions: dict[str, int] = attrs.field(factory=dict, init=False, repr=False)
     _docs: dict[str, list[dict[str, JSONValue]]] = attrs.field(factory=dict, init=False, repr=False)
 
-    def add(self, test: str, variant: str, values: tuple[float, ...], metrics: list[tuple[str, float]],
+    def add(self, test: str, variant: str, values: tuple[float, ...], metrics: Sequence[tuple[str, float]],
             segment: str | None) -> bool:
         """Add one result; returns False when the process already sums too many tests (nothing added)."""
         with self._lock:

@@ -49,6 +49,8 @@ log = logging.getLogger("mlops_otel.ab")
 
 _TREATMENT_NAME: str = Variant.TREATMENT.value
 _CONTROL_NAME: str = Variant.CONTROL.value
+_TREATMENT = Variant.TREATMENT
+_ACTIVE = ABTestState.ACTIVE  # module globals: Enum class attribute access is slow on the hot path
 #: The ``name`` of an assignment outside any test.
 CHAMPION = "champion"
 _MAX_CACHED_TESTS = 4096
@@ -517,32 +519,37 @@ class ABTestManager:
         request without a user id): ``{"name": "champion", "version":
         <champion>, "test": None}``; such requests are not part of any test.
         """
+        name, version, test = self._assign(model_type, user_id)
+        return {"name": name, "version": version, "test": test}
+
+    def _assign(self, model_type: str, user_id: str | None) -> tuple[str, str | None, str | None]:
+        """:meth:`assign_variant`'s answer as ``(name, version, test)``, no dict: ``prediction()``'s path."""
         try:
             view = self._view(model_type)
         except Exception as exc:  # e.g. an unhashable model_type: no test, no champion known
             self._tel.fault("ab.assign", exc)
-            return {"name": CHAMPION, "version": None, "test": None}
+            return CHAMPION, None, None
         if view is None:
-            return {"name": CHAMPION, "version": None, "test": None}
+            return CHAMPION, None, None
         test = view.test
         if test is None or self.clock() >= test.ends_at:
-            return {"name": CHAMPION, "version": view.champion, "test": None}
+            return CHAMPION, view.champion, None
         cfg = test.config
         try:
             if user_id is None or (type(user_id) is str and not user_id):
                 self._tel.add(semconv.AB_ASSIGNMENTS, (cfg.name, CHAMPION))
-                return {"name": CHAMPION, "version": view.champion or cfg.control_version, "test": None}
+                return CHAMPION, view.champion or cfg.control_version, None
             variant = assign(user_id, cfg)
         except Exception as exc:  # an id whose str() fails: serve the champion
             self._tel.fault("ab.assign", exc)
-            return {"name": CHAMPION, "version": view.champion or cfg.control_version, "test": None}
+            return CHAMPION, view.champion or cfg.control_version, None
         # Plain strings, not variant.value: Enum attribute access is slow on this hot path.
-        if variant is Variant.TREATMENT:
+        if variant is _TREATMENT:
             name, version = _TREATMENT_NAME, cfg.treatment_version
         else:
             name, version = _CONTROL_NAME, cfg.control_version
         self._tel.add(semconv.AB_ASSIGNMENTS, (cfg.name, name))
-        return {"name": name, "version": version, "test": cfg.name}
+        return name, version, cfg.name
 
     def record_result(
         self,
@@ -579,7 +586,7 @@ class ABTestManager:
                 return
             view = self._tests.get(test_name)
             test = None if view is None else view.test
-            if test is not None and test.state is not ABTestState.ACTIVE:
+            if test is not None and test.state is not _ACTIVE:
                 return
             latency, conf, err, rejected = check_result(inference_time_ms, confidence, error)
             if rejected:
@@ -608,6 +615,29 @@ class ABTestManager:
                 return
             if test is None:
                 self._worker_thread.wake()  # load it in the background
+            tel.add(semconv.AB_RESULTS, (test_name, variant))
+        except Exception as exc:  # the caller's request must never fail because of us
+            tel.fault("ab.record_result", exc)
+
+    def _record_checked(self, test_name: str, variant: str, inference_time_ms: float | None,
+                        confidence: float | None, error: bool) -> None:
+        """:meth:`record_result` without custom metrics or attributes, for a *test_name* and *variant*
+        from :meth:`assign_variant` (``"control"``/``"treatment"``) and values the caller already
+        validated (as ``check_result`` would accept them unchanged): ``runtime.prediction()``'s path,
+        which must not pay for the same checks twice (the registry takes the same values). Records
+        exactly what :meth:`record_result` would; never raises."""
+        tel = self._tel
+        try:
+            view = self._tests.get(test_name)
+            test = None if view is None else view.test
+            if test is not None and test.state is not _ACTIVE:
+                return
+            if not self._collector.add(test_name, variant, result_values(inference_time_ms, confidence, error),
+                                       (), None):
+                tel.invalid("ab.test", test_name)  # too many distinct test names in this process
+                return
+            if test is None:
+                self._wake.set()  # load it in the background
             tel.add(semconv.AB_RESULTS, (test_name, variant))
         except Exception as exc:  # the caller's request must never fail because of us
             tel.fault("ab.record_result", exc)
@@ -646,4 +676,11 @@ def _history_entry(result: Evaluation) -> dict[str, JSONValue]:
         "metrics": {e.metric: {"estimate": num(e.estimate), "lower": num(e.lower), "upper": num(e.upper),
                                "verdict": e.verdict, "role": e.role, "non_inferior": e.non_inferior}
                     for e in result.effects},
+        # Segment reports (reported only) ride along so read-only views (the operator's page)
+        # can show them without evaluating, which would count a decision.
+        "segments": [{"segment": sg.segment, "n_control": sg.n_control, "n_treatment": sg.n_treatment,
+                      "indication": sg.indication,
+                      "effects": {e.metric: {"estimate": num(e.estimate), "lower": num(e.lower),
+                                             "upper": num(e.upper), "verdict": e.verdict} for e in sg.effects}}
+                     for sg in result.segments],
     }

@@ -555,6 +555,16 @@ class ModelRegistry:
         except Exception as exc:  # the caller's request must never fail because of us
             self._tel.fault("registry.update_metrics", exc)
 
+    def _update_checked(self, key: str, inference_time_ms: float | None, confidence: float | None,
+                        error: bool) -> None:
+        """:meth:`update_metrics` for values the caller already validated (as ``check_result`` would
+        accept them unchanged) and a *key* from :meth:`_stats_key`: ``runtime.prediction()``'s path,
+        which must not pay for the same checks twice (A/B takes the same values). Never raises."""
+        try:
+            self._buffer.add(key, SufficientStats.delta_values(inference_time_ms, confidence, error))
+        except Exception as exc:  # the caller's request must never fail because of us
+            self._tel.fault("registry.update_metrics", exc)
+
     def close(self) -> None:
         """Deliver buffered results and stop the view's refresher (the store is closed by its owner). Idempotent."""
         self._view.close()
