@@ -637,7 +637,7 @@ class ABTestManager:
                 tel.invalid("ab.test", test_name)  # too many distinct test names in this process
                 return
             if test is None:
-                self._wake.set()  # load it in the background
+                self._worker_thread.wake()  # load it in the background
             tel.add(semconv.AB_RESULTS, (test_name, variant))
         except Exception as exc:  # the caller's request must never fail because of us
             tel.fault("ab.record_result", exc)
