@@ -416,7 +416,7 @@ def test_an_unreferenced_store_is_collected_and_its_thread_ends(redis_service: R
     store.incr("k", {"n": 1})
     assert store.flush()
     if isinstance(store, RedisStore):
-        thread = store._thread
+        thread = store._flusher.thread
         assert thread is not None
     ref = weakref.ref(store)
     del store

@@ -12,9 +12,11 @@ from typing import Any
 import attrs
 
 from ._forksafe import after_fork_in_child
+from ._worker import PeriodicWorker, fault_hook
 from .semconv import MetricKind
 from .stores import StateStore, make_key
 from .telemetry import FamilySnapshot, Telemetry, merge_snapshots, snapshot_from_json, snapshot_to_json
+from .validation import InvalidValueError
 
 __all__ = ["FleetMetrics"]
 
@@ -29,6 +31,10 @@ _SLICE_PAUSE_S = 0.0001
 def _yield_gil() -> None:
     """Let a thread waiting for the GIL (the event loop) run before the next slice of work."""
     time.sleep(_SLICE_PAUSE_S)
+
+
+def _telemetry_of(fleet: FleetMetrics) -> Telemetry:
+    return fleet.telemetry
 
 
 @attrs.define(eq=False)
@@ -62,27 +68,28 @@ class FleetMetrics:
     ttl: float | None = attrs.field(default=None, kw_only=True)
     clock: Callable[[], float] = attrs.field(default=time.time, kw_only=True, repr=False)
     _worker: str = attrs.field(factory=lambda: uuid.uuid4().hex, init=False)
-    _stop: threading.Event = attrs.field(factory=threading.Event, init=False, repr=False)
-    _thread: threading.Thread | None = attrs.field(default=None, init=False, repr=False)
+    _thread: PeriodicWorker[FleetMetrics] | None = attrs.field(default=None, init=False, repr=False)
+    _closed: bool = attrs.field(default=False, init=False, repr=False)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
     _others: list[list[FamilySnapshot]] = attrs.field(factory=list, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if not 0 < self.interval < float("inf"):
-            raise ValueError(f"interval must be a positive number of seconds, got {self.interval!r}")
+            raise InvalidValueError("interval", "a positive number of seconds", self.interval)
         if self.ttl is None:
             self.ttl = 3 * self.interval + 10.0
         elif not self.interval < self.ttl < float("inf"):
-            raise ValueError(f"ttl must be a number of seconds above interval ({self.interval!r}), got {self.ttl!r}")
+            raise InvalidValueError("ttl", f"a number of seconds above interval ({self.interval!r})", self.ttl)
         after_fork_in_child(self, FleetMetrics._after_fork)
 
     def _after_fork(self) -> None:
         self._worker = uuid.uuid4().hex
         self._lock = threading.Lock()
-        self._thread = None
         self._others = []
-        if not self._stop.is_set():
-            self.start()
+        if self._thread is not None:
+            self._thread.after_fork()  # reset before restarting: the child publishes under its new id
+            if not self._closed:
+                self._thread.start()
 
     @property
     def worker_id(self) -> str:
@@ -93,15 +100,14 @@ class FleetMetrics:
         """Serve the fleet view on ``/metrics`` and publish in the background."""
         self.telemetry.use_exposition_source(self.fleet_snapshot)
         with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._stop = threading.Event()
-                self._thread = threading.Thread(target=self._run, name="mlops-otel-fleet", daemon=True)
-                self._thread.start()
-
-    def _run(self) -> None:
-        self.refresh()
-        while not self._stop.wait(self.interval):
-            self.refresh()
+            self._closed = False
+            if self._thread is None or self._thread.stopped:  # start() after close() starts afresh
+                # Refresh at once, then every interval; the worker holds this view weakly (a view
+                # dropped without close() stops refreshing), and a failed refresh is counted.
+                self._thread = PeriodicWorker(self, FleetMetrics.refresh, name="mlops-otel-fleet",
+                                              interval=self.interval, run_first=True,
+                                              on_error=fault_hook(self, _telemetry_of, "fleet_refresh"))
+            self._thread.start()
 
     def refresh(self) -> bool:
         """Publish this worker's snapshot and fetch every other worker's (store I/O; never raises).
@@ -175,9 +181,9 @@ class FleetMetrics:
 
         ``/metrics`` serves the local snapshot again.
         """
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread.is_alive():
-            thread.join(timeout=self.interval + 5)
+        self._closed = True
+        worker = self._thread
+        if worker is not None:
+            worker.stop()
         self.publish(gauges=False)
         self.telemetry.use_exposition_source(None)

@@ -227,8 +227,8 @@ class Runtime:
             if self._drift is None:
                 from .drift import DriftMonitor
 
-                self._drift = DriftMonitor(self.store, telemetry=self.telemetry, registry=registry,
-                                           **self.settings.drift.monitor_options())
+                self._drift = DriftMonitor.from_settings(self.store, self.settings.drift,
+                                                         telemetry=self.telemetry, registry=registry)
             return self._drift
 
     def hot_parts(self) -> tuple[Telemetry, ModelRegistry, ABTestManager, DriftMonitor]:

@@ -1,36 +1,89 @@
 """The one background-worker helper: a periodic daemon thread that never keeps its owner alive.
 
-Every owner that works off the request path (the OTLP pusher, the fleet view,
-store flushers, drift checks) should run on a :class:`PeriodicWorker` so that
-they all share one policy:
+Every owner that works off the request path runs on a :class:`PeriodicWorker`: the
+OTLP pusher, the fleet view, the counter buffers' flushers, the registry's and the
+A/B manager's view refreshers, the drift monitor's checker. They all share one policy:
 
-* the thread holds its owner only through a weak reference between runs, and
-  exits when the owner is collected (an owner that was never closed does not
-  leak a thread forever);
-* :meth:`PeriodicWorker.stop` wakes the thread, joins it with a timeout and never
-  joins itself (safe to call from the task or from a finaliser);
-* a task that raises is reported to *on_error* and the thread keeps running;
-* threads do not survive ``fork()``: :meth:`PeriodicWorker.after_fork` forgets the
-  parent's thread, and the next :meth:`PeriodicWorker.start` starts the child's.
+* **daemon** threads named ``mlops-otel-<what>``, each a :class:`WorkerThread`;
+* **weak owner**: the thread holds its owner only through a weak reference between
+  runs, and exits when the owner is collected (an owner that was never closed does
+  not leak a thread, nor is it kept alive by one). Neither *task* nor *on_error* may
+  hold the owner strongly (pass an unbound method and a hook of something else, e.g.
+  the owner's telemetry's ``fault``);
+* **wake-up**: :meth:`PeriodicWorker.wake` runs the task now instead of at the end of
+  the interval; a task may return the delay (seconds, a float or int that is not a
+  ``bool``) until its next run, ``None`` or anything else means *interval*;
+* **exceptions**: a task that raises is reported to *on_error* (the owners count it with
+  ``Telemetry.fault``), never raised, and the thread keeps running;
+* **stop/join**: :meth:`PeriodicWorker.stop` wakes the thread, joins it with a timeout
+  and never joins itself (safe to call from the task or from a finaliser); a stopped
+  worker never starts again;
+* **fork**: threads do not survive ``fork()``. Each worker registers (through
+  ``_forksafe``, weakly) a child hook that forgets the parent's thread, lock and events;
+  :meth:`PeriodicWorker.start` then starts the child's thread. The reset is done once per
+  process, so an owner may also call :meth:`PeriodicWorker.after_fork` from its own fork
+  hook (to reset its state first and then restart the worker).
 
 What happens *at exit* is not decided here: :meth:`mlops_otel.Runtime.close` states the
-flush order (owners, then the store, then telemetry) in one place.
+flush order (owners, then the store, then telemetry) in one place, and the runtime's one
+``atexit`` hook runs it for a runtime that was never closed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import weakref
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
-__all__ = ["PeriodicWorker"]
+from ._forksafe import after_fork_in_child
+
+__all__ = ["PeriodicWorker", "WorkerThread", "fault_hook"]
 
 T = TypeVar("T")
 
+#: Every worker thread's name starts with this.
+PREFIX = "mlops-otel-"
+
+
+class WorkerThread(threading.Thread):
+    """The thread class of every :class:`PeriodicWorker` (so tests and tools can tell them apart)."""
+
+
+class _Faults(Protocol):
+    def fault(self, reason: str, exc: BaseException) -> None: ...
+
+
+def fault_hook(owner: T, telemetry_of: Callable[[T], _Faults], reason: str) -> Callable[[str, BaseException], None]:
+    """An *on_error* hook counting ``telemetry_of(owner).fault(reason, exc)``, holding *owner* weakly.
+
+    Never pass ``owner.telemetry.fault`` itself: the telemetry may hold the owner (the fleet view
+    is its exposition source), and the thread would then keep the owner alive.
+    """
+    ref = weakref.ref(owner)
+
+    def on_error(_: str, exc: BaseException) -> None:
+        target = ref()
+        if target is not None:
+            telemetry_of(target).fault(reason, exc)
+
+    return on_error
+
+
+def _set(event: threading.Event) -> None:
+    event.set()
+
+
+def _delay(result: object, interval: float) -> float:
+    if isinstance(result, (int, float)) and not isinstance(result, bool) and 0 <= result < float("inf"):
+        return float(result)
+    return interval
+
 
 def _loop(
+    worker_ref: weakref.ReferenceType[PeriodicWorker[T]],
     ref: weakref.ReferenceType[T],
     task: Callable[[T], object],
     interval: float,
@@ -39,11 +92,19 @@ def _loop(
     on_error: Callable[[str, BaseException], None] | None,
     name: str,
     run_first: bool,
+    on_demand: bool,
 ) -> None:
     first = run_first
+    delay = interval
     while True:
         if not first:
-            wake.wait(interval)
+            woke = wake.wait(delay)
+            if on_demand and not woke:  # idle for a whole interval: retire unless a wake-up just came
+                worker = worker_ref()
+                if worker is None or worker._retire(threading.current_thread()):
+                    return
+                del worker
+                continue
             wake.clear()
         first = False
         if stop.is_set():
@@ -51,8 +112,9 @@ def _loop(
         owner = ref()
         if owner is None:  # collected without close(): nothing left to work for
             return
+        delay = interval
         try:
-            task(owner)
+            delay = _delay(task(owner), interval)
         except Exception as exc:  # the worker survives any one failed run
             if on_error is not None:
                 with contextlib.suppress(Exception):  # a broken error hook must not kill the thread
@@ -63,11 +125,16 @@ def _loop(
 class PeriodicWorker(Generic[T]):
     """Run ``task(owner)`` every *interval* seconds (and on :meth:`wake`) on one daemon thread.
 
+    With *on_demand*, the task runs only when woken, and the thread exits after *interval*
+    seconds without a wake-up; the next :meth:`wake` starts a new one (for rare work, so an
+    idle owner costs no thread).
+
     >>> runs = []
     >>> class Owner:
     ...     pass
     >>> owner = Owner()
-    >>> worker = PeriodicWorker(owner, lambda o: runs.append(o), name="doc", interval=3600, run_first=True)
+    >>> worker = PeriodicWorker(owner, lambda o: runs.append(o), name="mlops-otel-doc", interval=3600,
+    ...                         run_first=True)
     >>> worker.start()
     >>> worker.stop()
     >>> runs == [owner]
@@ -83,27 +150,43 @@ class PeriodicWorker(Generic[T]):
         interval: float,
         on_error: Callable[[str, BaseException], None] | None = None,
         run_first: bool = False,
+        on_demand: bool = False,
     ) -> None:
-        if not 0 < interval < float("inf"):
-            from .validation import InvalidValueError
+        from .validation import InvalidValueError
 
+        if not (isinstance(interval, (int, float)) and not isinstance(interval, bool)
+                and 0 < interval < float("inf")):
             raise InvalidValueError("interval", "a positive finite number of seconds", interval)
         self._ref = weakref.ref(owner)
+        self._on_demand = on_demand
         self._task = task
         self.name = name
-        self.interval = interval
+        self.interval = float(interval)
         self._on_error = on_error
         self._run_first = run_first
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread: WorkerThread | None = None
+        # Wake the thread when the owner is collected: it finds the owner gone and exits at once
+        # (a finaliser, not a weakref callback: this worker is usually collected with its owner).
+        self._finalizer = weakref.finalize(owner, _set, self._wake)
+        self._finalizer.atexit = False
+        #: Whether :meth:`start` started a thread in this process (a plain attribute: cheap on hot paths).
+        self.started = False
+        self._pid = os.getpid()
+        after_fork_in_child(self, PeriodicWorker.after_fork)
 
     @property
     def running(self) -> bool:
         """Whether the thread is alive."""
         thread = self._thread
         return thread is not None and thread.is_alive()
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The current thread (``None`` before the first :meth:`start` in this process)."""
+        return self._thread
 
     @property
     def stopped(self) -> bool:
@@ -115,17 +198,39 @@ class PeriodicWorker(Generic[T]):
         with self._lock:
             if self._stop.is_set() or (self._thread is not None and self._thread.is_alive()):
                 return
-            self._thread = threading.Thread(
-                target=_loop,
-                args=(self._ref, self._task, self.interval, self._stop, self._wake, self._on_error, self.name,
-                      self._run_first),
-                name=self.name, daemon=True,
-            )
-            self._thread.start()
+            self._spawn()
+
+    def _spawn(self) -> None:  # under self._lock
+        self._thread = WorkerThread(
+            target=_loop,
+            args=(weakref.ref(self), self._ref, self._task, self.interval, self._stop, self._wake,
+                  self._on_error, self.name, self._run_first, self._on_demand),
+            name=self.name, daemon=True,
+        )
+        self._thread.start()
+        self.started = True
+
+    def _retire(self, thread: threading.Thread) -> bool:
+        """An on-demand thread idle for an interval asks to exit: ``False`` when a wake-up came meanwhile."""
+        with self._lock:
+            if self._wake.is_set() and not self._stop.is_set():
+                return False
+            if self._thread is thread:
+                self._thread = None
+            return True
 
     def wake(self) -> None:
-        """Run the task soon instead of at the end of the current interval."""
-        self._wake.set()
+        """Run the task soon instead of at the end of the current delay.
+
+        An *on_demand* worker (see the class) starts its thread here when it has none.
+        """
+        if not self._on_demand:
+            self._wake.set()
+            return
+        with self._lock:
+            self._wake.set()
+            if not self._stop.is_set() and (self._thread is None or not self._thread.is_alive()):
+                self._spawn()
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop the thread and wait for it (at most *timeout*, default the interval + 5 s). Idempotent."""
@@ -136,11 +241,24 @@ class PeriodicWorker(Generic[T]):
             thread.join(self.interval + 5.0 if timeout is None else timeout)
 
     def after_fork(self) -> None:
-        """In a forked child: forget the parent's thread and lock; :meth:`start` starts a new one."""
+        """In a forked child: forget the parent's thread, lock and events (once per process).
+
+        :meth:`start` then starts the child's thread; a worker stopped before the fork stays stopped.
+        """
+        pid = os.getpid()
+        if pid == self._pid:
+            return
+        self._pid = pid
         stopped = self._stop.is_set()
         self._lock = threading.Lock()
         self._thread = None
+        self.started = False
         self._wake = threading.Event()
         self._stop = threading.Event()
         if stopped:
             self._stop.set()
+        self._finalizer.detach()
+        owner = self._ref()
+        if owner is not None:
+            self._finalizer = weakref.finalize(owner, _set, self._wake)
+            self._finalizer.atexit = False

@@ -116,6 +116,9 @@ def _unit(*, open_low: bool = True, open_high: bool = False) -> Any:
 class DriftSettings:
     """Defaults of the drift detectors the runtime's :class:`~mlops_otel.DriftMonitor` creates.
 
+    The one place these defaults are written: ``DriftMonitor``'s own keyword defaults are read
+    from these fields, and ``DriftMonitor.from_settings(store, settings)`` builds a monitor from a value.
+
     The meaning of each field is documented on :class:`~mlops_otel.drift.DriftDetector`;
     ``check_interval`` is the monitor's background check period (``None``: no thread).
     """
@@ -134,6 +137,8 @@ class DriftSettings:
     alert_alpha: float = attrs.field(default=1e-4, validator=_unit(open_high=True))
     #: Input features tracked per detector (0: none).
     max_features: int = attrs.field(default=50, validator=in_range(0, math.inf, integer=True))
+    #: Per-check significance (Holm over the check's features) for flagging an input feature.
+    feature_alpha: float = attrs.field(default=1e-3, validator=_unit(open_high=True))
 
     def monitor_options(self) -> dict[str, Any]:
         """These settings as keyword arguments of :class:`~mlops_otel.DriftMonitor`."""

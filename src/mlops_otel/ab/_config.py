@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import attrs
 
-from ..validation import InvalidValueError, check_name
+from ..validation import InvalidValueError, Validator, check_name, in_range, is_bool, one_of
 
 __all__ = ["BUILTIN_METRICS", "BUCKETS", "ABTestConfig", "Guardrails", "InvalidConfigError", "MetricSpec"]
 
@@ -21,10 +21,6 @@ class InvalidConfigError(InvalidValueError):
     """An A/B test configuration value is invalid; names the field, the expectation and the value."""
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _name(_: object, attribute: attrs.Attribute[str], value: object) -> None:
     try:
         check_name(attribute.name, value)
@@ -32,32 +28,29 @@ def _name(_: object, attribute: attrs.Attribute[str], value: object) -> None:
         raise InvalidConfigError(exc.field, exc.expected, exc.value) from None
 
 
-def _range(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Any:
-    lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
-    expected = f"a finite number in {lo}{low:g}, {high:g}{hi}"
+def _config_error(validator: Validator) -> Validator:
+    """A :mod:`mlops_otel.validation` validator raising :class:`InvalidConfigError` (an ``InvalidValueError``)."""
 
-    def check(_: object, attribute: attrs.Attribute[float], value: object) -> None:
-        ok = _is_number(value)
-        if ok:
-            v = float(value)  # type: ignore[arg-type]  # _is_number checked it is int or float
-            ok = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
-        if not ok:
-            raise InvalidConfigError(attribute.name, expected, value)
-
-    return check
-
-
-def _int_at_least(minimum: int) -> Any:
-    def check(_: object, attribute: attrs.Attribute[int], value: object) -> None:
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise InvalidConfigError(attribute.name, f"an integer >= {minimum}", value)
+    def check(instance: object, attribute: Any, value: object) -> None:
+        try:
+            validator(instance, attribute, value)
+        except InvalidConfigError:
+            raise
+        except InvalidValueError as exc:
+            raise InvalidConfigError(exc.field, exc.expected, exc.value) from None
 
     return check
 
 
-def _bool(_: object, attribute: attrs.Attribute[bool], value: object) -> None:
-    if not isinstance(value, bool):
-        raise InvalidConfigError(attribute.name, "a bool", value)
+def _range(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Validator:
+    return _config_error(in_range(low, high, low_open=low_open, high_open=high_open))
+
+
+def _int_at_least(minimum: int) -> Validator:
+    return _config_error(in_range(minimum, math.inf, integer=True))
+
+
+_bool = _config_error(is_bool())
 
 
 @attrs.frozen(kw_only=True)
@@ -97,14 +90,8 @@ _DIRECTIONS = ("higher", "lower")
 _ROLES = ("primary", "guardrail")
 
 
-def _choice(options: tuple[str, ...]) -> Any:
-    expected = "one of " + ", ".join(repr(o) for o in options)
-
-    def check(_: object, attribute: attrs.Attribute[str], value: object) -> None:
-        if value not in options:
-            raise InvalidConfigError(attribute.name, expected, value)
-
-    return check
+def _choice(options: tuple[str, ...]) -> Validator:
+    return _config_error(one_of(options))
 
 
 def _metric_name(_: object, attribute: attrs.Attribute[str], value: object) -> None:

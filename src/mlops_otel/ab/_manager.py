@@ -15,6 +15,7 @@ import attrs
 
 from .. import semconv
 from .._forksafe import after_fork_in_child
+from .._worker import PeriodicWorker
 from ..registry import ModelRegistry
 from ..stores import JSONValue, StateStore, make_key
 from ..telemetry import Telemetry, default_telemetry
@@ -83,16 +84,12 @@ class _TestView:
     fetched_at: float
 
 
-def _run_background(ref: weakref.ref[ABTestManager], stop: threading.Event, wake: threading.Event,
-                    period: float) -> None:
-    while not stop.is_set():
+def _background_fault(ref: weakref.ref[ABTestManager]) -> Callable[[str, BaseException], None]:
+    """The background round's error hook: count on the manager's telemetry (held weakly)."""
+    def on_error(name: str, exc: BaseException) -> None:
         manager = ref()
-        if manager is None:
-            return
-        manager.sync()
-        del manager
-        wake.wait(period)
-        wake.clear()
+        (manager._tel if manager is not None else default_telemetry()).fault("ab.sync", exc)
+    return on_error
 
 
 def _number(name: str, value: object, *, positive: bool = False, optional: bool = False) -> None:
@@ -160,11 +157,9 @@ class ABTestManager:
     _worker: str = attrs.field(factory=lambda: uuid.uuid4().hex, init=False)
     _collector: Collector = attrs.field(init=False, repr=False)
     _book: Lifecycle = attrs.field(init=False, repr=False)
-    _stop: threading.Event = attrs.field(factory=threading.Event, init=False, repr=False)
-    _wake: threading.Event = attrs.field(factory=threading.Event, init=False, repr=False)
     _first_loads: dict[str, threading.Event] = attrs.field(factory=dict, init=False, repr=False)
     _sync_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
-    _thread: threading.Thread | None = attrs.field(default=None, init=False, repr=False)
+    _worker_thread: PeriodicWorker[ABTestManager] = attrs.field(init=False, repr=False)
     _next_auto: float = attrs.field(default=0.0, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -182,16 +177,16 @@ class ABTestManager:
         self._worker = uuid.uuid4().hex
         self._collector = Collector(self._worker)
         self._sync_lock = threading.Lock()
-        self._thread = None
-        if not self._stop.is_set():
-            self._start()
+        self._worker_thread.after_fork()  # reset first, then start the child's (a closed manager stays stopped)
+        self._worker_thread.start()
 
     def _start(self) -> None:
+        # One round at once, then every period or when a request wakes it. Holds the manager weakly:
+        # a manager dropped without close() is freed and its thread exits.
         period = min(self.sync_interval, self.refresh_interval or self.sync_interval)
-        self._thread = threading.Thread(target=_run_background,
-                                        args=(weakref.ref(self), self._stop, self._wake, period),
-                                        name="mlops-otel-ab", daemon=True)
-        self._thread.start()
+        self._worker_thread = PeriodicWorker(self, ABTestManager.sync, name="mlops-otel-ab", interval=period,
+                                             run_first=True, on_error=_background_fault(weakref.ref(self)))
+        self._worker_thread.start()
 
     @property
     def worker_id(self) -> str:
@@ -507,13 +502,13 @@ class ABTestManager:
             if first is None and len(self._first_loads) < _MAX_CACHED_TESTS:
                 # Only the first request for a model type waits (bounded) for its first background load.
                 first = self._first_loads[model_type] = threading.Event()
-                self._wake.set()
+                self._worker_thread.wake()
                 first.wait(self.warmup_timeout)
             else:
-                self._wake.set()
+                self._worker_thread.wake()
             return self._models.get(model_type)
         if self.clock() - view.fetched_at >= self.refresh_interval:
-            self._wake.set()  # serve the stale view; the background thread refreshes it
+            self._worker_thread.wake()  # serve the stale view; the background thread refreshes it
         return view
 
     def assign_variant(self, model_type: str, user_id: str | None) -> Assignment:
@@ -619,7 +614,7 @@ class ABTestManager:
                 tel.invalid("ab.test", test_name)  # too many distinct test names in this process
                 return
             if test is None:
-                self._wake.set()  # load it in the background
+                self._worker_thread.wake()  # load it in the background
             tel.add(semconv.AB_RESULTS, (test_name, variant))
         except Exception as exc:  # the caller's request must never fail because of us
             tel.fault("ab.record_result", exc)
@@ -642,7 +637,7 @@ class ABTestManager:
                 tel.invalid("ab.test", test_name)  # too many distinct test names in this process
                 return
             if test is None:
-                self._wake.set()  # load it in the background
+                self._worker_thread.wake()  # load it in the background
             tel.add(semconv.AB_RESULTS, (test_name, variant))
         except Exception as exc:  # the caller's request must never fail because of us
             tel.fault("ab.record_result", exc)
@@ -654,11 +649,7 @@ class ABTestManager:
         *timeout*: the last results are then lost, counted in ``mlops_telemetry_errors_total``.
         """
         deadline = time.monotonic() + timeout
-        self._stop.set()
-        self._wake.set()
-        thread = self._thread
-        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
-            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        self._worker_thread.stop(timeout=max(0.0, deadline - time.monotonic()))
 
         def final() -> None:
             try:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from ..validation import InvalidValueError
+
 __all__ = ["ENV_VARS", "collector_config", "env_default", "env_ref"]
 
 Exporter = Literal["prometheus", "prometheusremotewrite"]
@@ -82,7 +84,7 @@ def collector_config(
             "disable_scope_info": True,
         }}
     else:
-        raise ValueError(f"exporter must be 'prometheus' or 'prometheusremotewrite', got {exporter!r}")
+        raise InvalidValueError("exporter", "'prometheus' or 'prometheusremotewrite'", exporter)
     metric_exporters = list(exporters)
     processors = ["memory_limiter", "batch"]
     pipelines: dict[str, Any] = {"metrics": {

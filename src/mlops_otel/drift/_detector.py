@@ -24,6 +24,7 @@ import numpy as np
 from .. import semconv
 from .._forksafe import after_fork_in_child
 from ..stores import StateStore, StoreError
+from ..validation import InvalidValueError
 from ._calibration import EXACT_MAX_PRODUCT
 from ._evaluate import Evaluation, Rules, evaluate
 from ._features import FeatureBuffer, reference_values
@@ -65,13 +66,13 @@ INVALID_LABELS = {ANOMALY_SCORE: "drift.anomaly_score", CONFIDENCE: "drift.confi
 def _check_name(field: str, value: object) -> str:
     if (not isinstance(value, str) or not value.strip() or "{" in value or "}" in value
             or any(ord(c) < 32 for c in value)):
-        raise ValueError(f"{field} must be a non-empty string without braces or control characters, got {value!r}")
+        raise InvalidValueError(field, "a non-empty string without braces or control characters", value)
     return value
 
 
 def _check_int(field: str, value: object, minimum: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{field} must be an int >= {minimum}, got {value!r}")
+        raise InvalidValueError(field, f"an int >= {minimum}", value)
     return value
 
 
@@ -83,7 +84,7 @@ def _check_fraction(field: str, value: object, *, open_low: bool = False, open_h
     ok = (v > 0.0 if open_low else v >= 0.0) and (v < 1.0 if open_high else v <= 1.0)
     if not ok:
         span = ("(0" if open_low else "[0") + ", " + ("1)" if open_high else "1]")
-        raise ValueError(f"{field} must be a number in {span}, got {value!r}")
+        raise InvalidValueError(field, f"a number in {span}", value)
     return v
 
 
@@ -228,7 +229,7 @@ class DriftDetector:
             self.min_samples = max(2, self.window_size // 2)
         _check_int("min_samples", self.min_samples, 1)
         if self.min_samples > self.window_size:
-            raise ValueError(f"min_samples must be <= window_size ({self.window_size}), got {self.min_samples!r}")
+            raise InvalidValueError("min_samples", f"<= window_size ({self.window_size})", self.min_samples)
         if self.check_every is not None:
             _check_int("check_every", self.check_every, 1)
         self.alpha = _check_fraction("alpha", self.alpha, open_low=True, open_high=True)
@@ -470,11 +471,15 @@ class DriftDetector:
         return self.store.flush(timeout)
 
     def close(self) -> None:
-        """Deliver pending samples (the store itself is closed by its owner). Idempotent; never raises."""
+        """Deliver pending samples and end the off-path thread (the store is closed by its owner).
+
+        Idempotent; never raises.
+        """
         try:
             self.flush()
         except Exception as exc:
             self._tel.fault("drift.close", exc)
+        self._io.close()
 
     # ------------------------------------------------------------- reference
     def set_reference(self, *, anomaly_scores: Sequence[float] | FloatArray,
@@ -642,7 +647,7 @@ class DriftDetector:
         Reads the store: call it off the request path.
         """
         if not isinstance(points, int) or isinstance(points, bool) or points < 2:
-            raise ValueError(f"points must be an int >= 2, got {points!r}")
+            raise InvalidValueError("points", "an int >= 2", points)
         self._push()
         self.store.flush()
         reference = self._ref.load()

@@ -11,7 +11,10 @@ from typing import TYPE_CHECKING
 import attrs
 
 from .._forksafe import after_fork_in_child
+from .._worker import PeriodicWorker, fault_hook
+from ..settings import DriftSettings
 from ..stores import StateStore
+from ..validation import InvalidValueError
 from ._detector import DriftDetector, DriftReport
 from ._shared import detector_key
 
@@ -20,7 +23,18 @@ if TYPE_CHECKING:
 
 __all__ = ["DriftMonitor"]
 
+#: The defaults are DriftSettings' (written once there).
+_D = attrs.fields(DriftSettings)
+
 log = logging.getLogger("mlops_otel.drift")
+
+
+def _telemetry_of(monitor: DriftMonitor) -> Telemetry:
+    if monitor.telemetry is not None:
+        return monitor.telemetry
+    from ..telemetry import default_telemetry
+
+    return default_telemetry()
 
 
 @attrs.define(eq=False)
@@ -38,59 +52,64 @@ class DriftMonitor:
     samples), which delivers pending samples and updates the
     ``model_drift_score`` and ``model_drift_alert`` gauges. ``check_interval=None``
     turns the thread off (then pass ``check_every`` to check on the hot path).
+    The keyword defaults are :class:`~mlops_otel.DriftSettings`' (see :meth:`from_settings`).
     """
 
     store: StateStore
     telemetry: Telemetry | None = attrs.field(default=None, kw_only=True, repr=False)
     registry: object | None = attrs.field(default=None, kw_only=True, repr=False)
-    window_size: int = attrs.field(default=1000, kw_only=True)
-    reference_size: int | None = attrs.field(default=None, kw_only=True)
-    threshold: float = attrs.field(default=0.3, kw_only=True)
-    clear_threshold: float | None = attrs.field(default=None, kw_only=True)
-    min_samples: int | None = attrs.field(default=None, kw_only=True)
-    check_every: int | None = attrs.field(default=None, kw_only=True)
-    check_interval: float | None = attrs.field(default=1.0, kw_only=True)
-    alpha: float = attrs.field(default=0.01, kw_only=True)
-    warning_threshold: float = attrs.field(default=0.1, kw_only=True)
-    confidence_drop: float = attrs.field(default=0.05, kw_only=True)
-    alert_alpha: float = attrs.field(default=1e-4, kw_only=True)
-    max_features: int = attrs.field(default=50, kw_only=True)
-    feature_alpha: float = attrs.field(default=1e-3, kw_only=True)
+    window_size: int = attrs.field(default=_D.window_size.default, kw_only=True)
+    reference_size: int | None = attrs.field(default=_D.reference_size.default, kw_only=True)
+    threshold: float = attrs.field(default=_D.threshold.default, kw_only=True)
+    clear_threshold: float | None = attrs.field(default=_D.clear_threshold.default, kw_only=True)
+    min_samples: int | None = attrs.field(default=_D.min_samples.default, kw_only=True)
+    check_every: int | None = attrs.field(default=_D.check_every.default, kw_only=True)
+    check_interval: float | None = attrs.field(default=_D.check_interval.default, kw_only=True)
+    alpha: float = attrs.field(default=_D.alpha.default, kw_only=True)
+    warning_threshold: float = attrs.field(default=_D.warning_threshold.default, kw_only=True)
+    confidence_drop: float = attrs.field(default=_D.confidence_drop.default, kw_only=True)
+    alert_alpha: float = attrs.field(default=_D.alert_alpha.default, kw_only=True)
+    max_features: int = attrs.field(default=_D.max_features.default, kw_only=True)
+    feature_alpha: float = attrs.field(default=_D.feature_alpha.default, kw_only=True)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
     _detectors: dict[str, DriftDetector] = attrs.field(factory=dict, init=False, repr=False)
-    _stop: threading.Event = attrs.field(factory=threading.Event, init=False, repr=False)
-    _thread: threading.Thread | None = attrs.field(default=None, init=False, repr=False)
+    _worker: PeriodicWorker[DriftMonitor] | None = attrs.field(default=None, init=False, repr=False)
     _checked_at: dict[str, int] = attrs.field(factory=dict, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if self.check_interval is not None and not 0 < self.check_interval < float("inf"):
-            raise ValueError(f"check_interval must be a positive number of seconds or None, "
-                             f"got {self.check_interval!r}")
+            raise InvalidValueError("check_interval", "a positive number of seconds or None", self.check_interval)
         # Fail at construction, not at the first request, when a default is invalid.
         self._create("probe", "probe", self.window_size)
+        if self.check_interval is not None:
+            # Holds the monitor weakly (a monitor dropped without close() stops checking); a failed
+            # round is counted as a fault (check_all already survives each detector's failure).
+            self._worker = PeriodicWorker(self, DriftMonitor.check_all, name="mlops-otel-drift-check",
+                                          interval=self.check_interval,
+                                          on_error=fault_hook(self, _telemetry_of, "drift.check"))
         after_fork_in_child(self, DriftMonitor._after_fork)
+
+    @classmethod
+    def from_settings(cls, store: StateStore, settings: DriftSettings | None = None, *,
+                      telemetry: Telemetry | None = None, registry: object | None = None) -> DriftMonitor:
+        """A monitor whose detector defaults are *settings* (default: ``DriftSettings()``)."""
+        options = (settings if settings is not None else DriftSettings()).monitor_options()
+        return cls(store, telemetry=telemetry, registry=registry, **options)
 
     def _after_fork(self) -> None:
         # Threads do not survive a fork: the child starts its own checker for the detectors it
         # inherited (a pre-fork server creates them before forking its workers).
         self._lock = threading.Lock()
-        self._thread = None
         self._checked_at = {}
+        if self._worker is not None:
+            self._worker.after_fork()
         if self._detectors:
             self._ensure_checker()
 
     def _ensure_checker(self) -> None:
-        if self.check_interval is None or self._stop.is_set():
-            return
-        thread = self._thread
-        if thread is None or not thread.is_alive():
-            self._thread = threading.Thread(target=self._run_checks, name="mlops-otel-drift-check", daemon=True)
-            self._thread.start()
-
-    def _run_checks(self) -> None:
-        assert self.check_interval is not None
-        while not self._stop.wait(self.check_interval):
-            self.check_all()
+        worker = self._worker
+        if worker is not None and not worker.started:
+            worker.start()
 
     def check_all(self) -> None:
         """Run the local check of every detector that received samples since its last check."""
@@ -164,9 +183,7 @@ class DriftMonitor:
 
         The store is closed by its owner.
         """
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
-            thread.join(timeout=(self.check_interval or 0) + 5)
+        if self._worker is not None:
+            self._worker.stop()
         for detector in self.detectors().values():
             detector.close()

@@ -31,6 +31,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import special, stats
 
+from ..validation import InvalidValueError
+
 __all__ = [
     "ConfidenceInterval",
     "KSResult",
@@ -331,7 +333,7 @@ def psi(reference: ArrayLike, sample: ArrayLike, *, bins: int = 10) -> float:
 # ----------------------------------------------------------- reference sample
 def _check_bins(bins: int) -> None:
     if not isinstance(bins, int) or isinstance(bins, bool) or bins < 2:
-        raise ValueError(f"bins must be an int >= 2, got {bins!r}")
+        raise InvalidValueError("bins", "an int >= 2", bins)
 
 
 @attrs.frozen(eq=False)
@@ -393,7 +395,7 @@ class ReferenceSample:
 # ---------------------------------------------------- confidence degradation
 def _check_level(level: float) -> None:
     if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be strictly between 0 and 1, got {level!r}")
+        raise InvalidValueError("level", "strictly between 0 and 1", level)
 
 
 def confidence_degradation(

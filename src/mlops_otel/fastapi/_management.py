@@ -22,6 +22,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from .._runtime import Runtime
 from .._views import ManagementError, Operations
+from ..validation import InvalidValueError
 from ._models import (
     AbortIn,
     ABTestChangeOut,
@@ -108,7 +109,7 @@ def _check_token(token: object) -> bytes | None:
     if token is None:
         return None
     if not isinstance(token, str) or not token:
-        raise ValueError(f"token must be a non-empty string or None, got {token!r}")
+        raise InvalidValueError("token", "a non-empty string or None", token)
     # RFC 6750 token68: visible ASCII without spaces. Anything else (é, a newline, a space) can
     # never arrive intact in an Authorization header, so the writes could never be authorised.
     if not (token.isascii() and token.isprintable() and " " not in token):
@@ -237,7 +238,7 @@ def management_router(get_runtime: Callable[[], Runtime], *, token: str | None,
     """
     expected = _check_token(token)
     if not isinstance(max_body_bytes, int) or isinstance(max_body_bytes, bool) or max_body_bytes < 1:
-        raise ValueError(f"max_body_bytes must be an int >= 1, got {max_body_bytes!r}")
+        raise InvalidValueError("max_body_bytes", "an int >= 1", max_body_bytes)
     bearer = HTTPBearer(auto_error=False, scheme_name="ManagementToken",
                         description="The management token configured on the service.")
 

@@ -18,6 +18,7 @@ import attrs
 
 from .. import semconv
 from .._forksafe import after_fork_in_child
+from .._worker import PeriodicWorker
 from ..stats import SufficientStats
 from ..stores import CounterBuffer, JSONValue, StateStore, make_key
 from ..telemetry import Telemetry, default_telemetry
@@ -570,19 +571,12 @@ class ModelRegistry:
         self._buffer.close()
 
 
-def _run_refresher(ref: weakref.ref[_DocView], stop: threading.Event, wake: threading.Event) -> None:
-    while not stop.is_set():
-        view = ref()
-        if view is None:
-            return
-        wake.clear()
-        try:
-            delay = view.refresh_due()
-        except Exception:  # pragma: no cover - refresh_due handles store faults itself
-            log.exception("mlops-otel: registry view refresher fault")
-            delay = 1.0
-        del view
-        wake.wait(delay)
+def _view_fault(ref: weakref.ref[ModelRegistry]) -> Callable[[str, BaseException], None]:
+    """The refresher's error hook: count on the registry's telemetry (held weakly)."""
+    def on_error(name: str, exc: BaseException) -> None:
+        registry = ref()
+        (registry._tel if registry is not None else default_telemetry()).fault("registry.view", exc)
+    return on_error
 
 
 class _DocView:
@@ -596,15 +590,16 @@ class _DocView:
         self._docs: dict[str, tuple[dict[str, Any], float]] = {}
         self._wanted: set[str] = set()
         self._restore: set[str] = set()
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        # Started lazily by the first put/champion; runs refresh_due at once and then after the delay it
+        # returns, or when woken. Holds this view weakly (the view holds the registry weakly).
+        self._worker: PeriodicWorker[_DocView] = PeriodicWorker(
+            self, _DocView.refresh_due, name="mlops-otel-registry-view", interval=max(interval / 2, 0.001),
+            run_first=True, on_error=_view_fault(self._registry))
         after_fork_in_child(self, _DocView._after_fork)
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()
-        self._thread = None
-        self._wake = threading.Event()
+        self._worker.after_fork()  # the next put/champion starts the child's refresher
 
     def put(self, model_type: str, doc: dict[str, Any]) -> None:
         with self._lock:
@@ -616,7 +611,7 @@ class _DocView:
             entry = self._docs.get(model_type)
             if entry is None and model_type not in self._wanted:
                 self._wanted.add(model_type)
-                self._wake.set()
+                self._worker.wake()
         self._start()
         champion: str | None = None if entry is None else entry[0]["champion"]
         return champion
@@ -628,7 +623,7 @@ class _DocView:
             if entry is None:
                 return None
             self._restore.add(model_type)
-        self._wake.set()
+        self._worker.wake()
         return entry[0]
 
     def restore_all(self) -> None:
@@ -690,18 +685,8 @@ class _DocView:
         return self._interval / 2 if not self._restore else min(self._interval / 2, 0.2)
 
     def _start(self) -> None:
-        if self._thread is not None or self._stop.is_set():
-            return
-        with self._lock:
-            if self._thread is not None:
-                return
-            self._thread = threading.Thread(target=_run_refresher, args=(weakref.ref(self), self._stop, self._wake),
-                                            name="mlops-otel-registry-view", daemon=True)
-        self._thread.start()
+        if not self._worker.started:
+            self._worker.start()
 
     def close(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5.0)
+        self._worker.stop(timeout=5.0)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import atexit
 import sys
 import threading
-import weakref
 from collections.abc import Callable, Sequence
 from operator import add
 
 import attrs
 
 from .._forksafe import after_fork_in_child
+from .._worker import PeriodicWorker
+from ..validation import InvalidValueError
 from ._protocol import StateStore
 
 __all__ = ["CounterBuffer"]
@@ -21,21 +21,6 @@ _MAX = sys.float_info.max
 
 def _overflows(values: Sequence[float]) -> bool:
     return not all(-_MAX <= v <= _MAX for v in values)
-
-
-def _run_flusher(ref: weakref.ref[CounterBuffer], stop: threading.Event, interval: float) -> None:
-    while not stop.wait(interval):
-        buffer = ref()
-        if buffer is None:
-            return
-        buffer.flush()
-        del buffer
-
-
-def _flush_if_alive(ref: weakref.ref[CounterBuffer]) -> None:
-    buffer = ref()
-    if buffer is not None:
-        buffer.flush()
 
 
 @attrs.define(eq=False)
@@ -63,30 +48,32 @@ class CounterBuffer:
     # seen every earlier add() delivered, even one the background thread was delivering.
     _deliver_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
     _pending: dict[str, list[float]] = attrs.field(factory=dict, init=False, repr=False)
-    _stop: threading.Event = attrs.field(factory=threading.Event, init=False, repr=False)
-    _thread: threading.Thread | None = attrs.field(default=None, init=False, repr=False)
+    _worker: PeriodicWorker[CounterBuffer] = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if not self.fields or len(set(self.fields)) != len(self.fields):
-            raise ValueError(f"fields must be distinct field names, got {self.fields!r}")
+            raise InvalidValueError("fields", "distinct field names", self.fields)
         if not 0 < self.interval < float("inf"):
-            raise ValueError(f"interval must be a positive number of seconds, got {self.interval!r}")
+            raise InvalidValueError("interval", "a positive number of seconds", self.interval)
+        # The flusher thread (started by the first add) holds this buffer weakly: a buffer dropped
+        # without close() is freed and its thread exits. Faults of the store are reported by
+        # _hand_over itself; the worker's on_error is never reached by a flush.
+        self._worker = PeriodicWorker(self, CounterBuffer.flush, name="mlops-otel-counter-buffer",
+                                      interval=self.interval)
         after_fork_in_child(self, CounterBuffer._after_fork)
-        # Closing the store first hands these sums over (held weakly by the store).
+        # Exit order: no atexit hook of its own. Closing the store (the runtime's exit hook closes
+        # owners, then the store; a store used without a Runtime closes itself at exit) first hands
+        # these sums over: the store holds this flush weakly as an owner.
         add_owner = getattr(self.store, "add_owner", None)
         if callable(add_owner):
             add_owner(self.flush)
-        # At exit, hand the sums to the store before the store's own exit-time flush (atexit
-        # runs handlers last-registered first, and the store was created before this buffer).
-        ref = weakref.ref(self)
-        atexit.register(lambda: _flush_if_alive(ref))
 
     def _after_fork(self) -> None:
         # The parent delivers what it buffered; the child starts empty, with its own thread.
         self._lock = threading.Lock()
         self._deliver_lock = threading.Lock()
         self._pending = {}
-        self._thread = None
+        self._worker.after_fork()  # the next add() starts the child's flusher
 
     def add(self, key: str, values: Sequence[float]) -> None:
         """Add *values* (one per field, in order) to the pending sums of *key*.
@@ -108,8 +95,8 @@ class CounterBuffer:
         if merged is not None:
             self._bad(values, merged)
             return
-        if self._thread is None:
-            self._start()
+        if not self._worker.started:
+            self._worker.start()
 
     def _bad(self, values: Sequence[float], check: Sequence[float]) -> bool:
         """Report the fields whose *check* value is not finite; return whether there was one."""
@@ -118,15 +105,6 @@ class CounterBuffer:
             for field, value in bad:
                 self.on_invalid(field, value)
         return bool(bad)
-
-    def _start(self) -> None:
-        with self._lock:
-            if self._thread is not None or self._stop.is_set():
-                return
-            # The thread holds only a weak reference, so an owner dropped without close() is freed.
-            self._thread = threading.Thread(target=_run_flusher, args=(weakref.ref(self), self._stop, self.interval),
-                                            name="mlops-otel-counter-buffer", daemon=True)
-            self._thread.start()
 
     def flush(self) -> None:
         """Hand every pending sum to the store (whose ``incr`` never raises)."""
@@ -152,8 +130,5 @@ class CounterBuffer:
 
     def close(self) -> None:
         """Stop the thread and flush. Idempotent."""
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
-            thread.join(timeout=self.interval + 5)
+        self._worker.stop()
         self.flush()

@@ -8,6 +8,8 @@ from __future__ import annotations
 import binascii
 import itertools
 
+from ..validation import InvalidValueError
+
 __all__ = [
     "SLOTS",
     "check_prefix",
@@ -29,7 +31,7 @@ _GLOB_SPECIAL = frozenset("*?[]\\")
 def check_prefix(prefix: str) -> str:
     """Return *prefix* if it can prefix store keys, else raise :class:`ValueError`."""
     if not isinstance(prefix, str) or not prefix or _PREFIX_FORBIDDEN.intersection(prefix):
-        raise ValueError(f"prefix must be a non-empty string without '{{', '}}' or '#', got {prefix!r}")
+        raise InvalidValueError("prefix", "a non-empty string without '{', '}' or '#'", prefix)
     return prefix
 
 
@@ -67,7 +69,7 @@ def slot_tag(slot: int) -> str:
     A search over decimal strings: about 16k CRC computations (a few ms).
     """
     if not 0 <= slot < SLOTS:
-        raise ValueError(f"slot must be between 0 and {SLOTS - 1}, got {slot!r}")
+        raise InvalidValueError("slot", f"between 0 and {SLOTS - 1}", slot)
     for i in itertools.count():
         candidate = str(i)
         if binascii.crc_hqx(candidate.encode("ascii"), 0) % SLOTS == slot:

@@ -7,6 +7,8 @@ from typing import Protocol, TypeAlias, runtime_checkable
 
 import attrs
 
+from ..validation import InvalidValueError
+
 __all__ = ["JSONValue", "StateStore", "StoreError", "Versioned", "make_key"]
 
 JSONValue: TypeAlias = bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"] | None
@@ -45,7 +47,7 @@ def make_key(namespace: str, group: str, *parts: str) -> str:
     """
     for name, value in (("namespace", namespace), ("group", group)):
         if not value or any(c in value for c in "{}"):
-            raise ValueError(f"{name} must be a non-empty string without braces, got {value!r}")
+            raise InvalidValueError(name, "a non-empty string without braces", value)
     return ":".join((namespace, "{" + group + "}", *parts))
 
 

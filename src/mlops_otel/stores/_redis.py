@@ -19,7 +19,9 @@ import attrs
 
 from .. import semconv
 from .._forksafe import after_fork_in_child
+from .._worker import PeriodicWorker
 from ..telemetry import Telemetry, default_telemetry
+from ..validation import InvalidValueError
 from ._delivery import Call, Delivery
 from ._hooks import StoreHooks
 from ._keys import check_prefix, glob_escape, key_slot
@@ -170,12 +172,12 @@ def _check_url(_inst: object, _attr: attrs.Attribute[str], url: object) -> None:
 
 def _positive(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
-        raise ValueError(f"{attr.name} must be a positive finite number, got {value!r}")
+        raise InvalidValueError(attr.name, "a positive finite number", value)
 
 
 def _positive_int(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{attr.name} must be an int >= 1, got {value!r}")
+        raise InvalidValueError(attr.name, "an int >= 1", value)
 
 
 def _check_prefix(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:
@@ -184,7 +186,7 @@ def _check_prefix(_inst: object, _attr: attrs.Attribute[str], value: str) -> Non
 
 def _check_cluster(_inst: object, _attr: attrs.Attribute[Any], value: object) -> None:
     if value is not None and not isinstance(value, bool):
-        raise ValueError(f"cluster must be None (detect), True or False, got {value!r}")
+        raise InvalidValueError("cluster", "None (detect), True or False", value)
 
 
 _SHAS = {"incr": _INCR_SHA, "append": _APPEND_SHA}
@@ -253,21 +255,12 @@ class _RedisExecutor:
         return results
 
 
-def _run_flusher(ref: weakref.ReferenceType[RedisStore], wake: threading.Event,
-                 stop: threading.Event) -> None:
-    """The flusher thread: holds its store only weakly, so an unclosed store can still be collected."""
-    while not stop.is_set():
+def _flusher_fault(ref: weakref.ReferenceType[RedisStore]) -> Callable[[str, BaseException], None]:
+    """The flusher's error hook (_tick handles delivery faults itself): count on the store's telemetry."""
+    def on_error(name: str, exc: BaseException) -> None:
         store = ref()
-        if store is None:
-            return
-        wake.clear()
-        try:
-            delay = store._tick()
-        except Exception:  # pragma: no cover - _tick handles delivery faults itself
-            logger.exception("mlops-otel: RedisStore flusher fault")
-            delay = 1.0
-        del store
-        wake.wait(delay)
+        (store._tel if store is not None else default_telemetry()).fault("store.flusher", exc)
+    return on_error
 
 
 def _close_at_exit(ref: weakref.ReferenceType[RedisStore]) -> None:
@@ -326,9 +319,7 @@ class RedisStore:
     _client: _Client | None = attrs.field(default=None, init=False, repr=False)
     _inherited: list[_Client] = attrs.field(factory=list, init=False, repr=False)
     _is_cluster: bool | None = attrs.field(default=None, init=False, repr=False)
-    _thread: threading.Thread | None = attrs.field(default=None, init=False, repr=False)
-    _wake: threading.Event = attrs.field(factory=threading.Event, init=False, repr=False)
-    _stop: threading.Event = attrs.field(factory=threading.Event, init=False, repr=False)
+    _flusher: PeriodicWorker[RedisStore] = attrs.field(init=False, repr=False)
     _closed: bool = attrs.field(default=False, init=False, repr=False)
     _atexit_hook: Callable[[], None] | None = attrs.field(default=None, init=False, repr=False)
 
@@ -347,6 +338,15 @@ class RedisStore:
             flush_interval=self.flush_interval, max_backoff=self.max_backoff, dedup_ttl=self.dedup_ttl,
             labels=self._labels, on_recovery=self._on_recovery,
         )
+        # The flusher (started by the first write) runs _tick at once and then after the delay it
+        # returns, or when woken (a full batch, Redis back). It holds the store weakly: a store dropped
+        # without close() is collected and the thread exits at its next wake-up.
+        self._flusher = PeriodicWorker(self, RedisStore._tick, name="mlops-otel-redis-flusher",
+                                       interval=self.flush_interval, run_first=True,
+                                       on_error=_flusher_fault(weakref.ref(self)))
+        # Exit: under a Runtime, the runtime's exit hook closes this store after its owners (the
+        # stated order) and close() unregisters this hook. A store used without a Runtime keeps its
+        # own hook, so what it buffered is still delivered at exit (owners drained first).
         self._atexit_hook = functools.partial(_close_at_exit, weakref.ref(self))
         atexit.register(self._atexit_hook)
         after_fork_in_child(self, RedisStore._after_fork)
@@ -392,22 +392,14 @@ class RedisStore:
             # Never close the parent's sockets from here; just stop using them.
             self._inherited.append(self._client)
         self._client = None
-        self._thread = None
-        self._wake = threading.Event()
-        self._stop = threading.Event()
+        self._flusher.after_fork()  # the child's first write starts its own flusher
         self._epoch_due = 0.0
 
     def _ensure_flusher(self) -> None:
         with self._state_lock:
-            if self._thread is not None or self._closed:
+            if self._flusher.started or self._closed:
                 return
-            thread = threading.Thread(
-                target=_run_flusher, args=(weakref.ref(self), self._wake, self._stop),
-                name="mlops-otel-redis-flusher", daemon=True,
-            )
-            self._thread = thread
-        weakref.finalize(self, self._stop.set).atexit = False
-        thread.start()
+        self._flusher.start()
 
     def close(self, timeout: float | None = None) -> None:
         """Drain the owners buffering into this store, deliver pending writes, stop the flusher.
@@ -447,11 +439,7 @@ class RedisStore:
                     logger.warning("mlops-otel: RedisStore %s closed with %d undelivered pending writes "
                                    "(counted in mlops_store_dropped_total)", _redact(self.url), lost)
         finally:
-            self._stop.set()
-            self._wake.set()
-            thread = self._thread
-            if thread is not None and thread is not threading.current_thread():
-                thread.join(timeout=max(0.0, deadline - time.monotonic()))
+            self._flusher.stop(timeout=max(0.0, deadline - time.monotonic()))
             if self._atexit_hook is not None:
                 atexit.unregister(self._atexit_hook)
                 self._atexit_hook = None
@@ -601,10 +589,10 @@ class RedisStore:
         self._kick()
 
     def _kick(self) -> None:
-        if self._thread is None:
+        if not self._flusher.started:
             self._ensure_flusher()
         elif self._delivery.pending.entries >= self.max_batch:
-            self._wake.set()
+            self._flusher.wake()
 
     # ------------------------------------------------------------ delivery
     def flush(self, timeout: float | None = None) -> bool:
@@ -630,7 +618,7 @@ class RedisStore:
         # Redis is back: end the flusher's backoff wait now, and look at the sentinel at once
         # (it may have come back empty).
         self._epoch_due = 0.0
-        self._wake.set()
+        self._flusher.wake()
 
     # ------------------------------------------------------------ decision paths
     def read_counters(self, key: str) -> dict[str, float]:

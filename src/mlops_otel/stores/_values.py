@@ -13,6 +13,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from ..validation import InvalidValueError
 from ._protocol import JSONValue
 
 if TYPE_CHECKING:
@@ -33,14 +34,14 @@ _COMPACT = (",", ":")
 def check_max_len(max_len: object) -> int:
     """Return *max_len* if it is a window bound (an int >= 1), else raise :class:`ValueError`."""
     if not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 1:
-        raise ValueError(f"max_len must be an int >= 1, got {max_len!r}")
+        raise InvalidValueError("max_len", "an int >= 1", max_len)
     return max_len
 
 
 def check_expected_version(expected_version: object) -> int:
     """Return *expected_version* if it is a document version (an int >= 0), else raise."""
     if not isinstance(expected_version, int) or isinstance(expected_version, bool) or expected_version < 0:
-        raise ValueError(f"expected_version must be an int >= 0, got {expected_version!r}")
+        raise InvalidValueError("expected_version", "an int >= 0", expected_version)
     return expected_version
 
 
