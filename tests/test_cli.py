@@ -435,5 +435,5 @@ def test_every_documented_command_parses() -> None:
         argv = shlex.split(command)[1:]
         args = parser.parse_args(argv)
         seen.add((args.group, args.command))
-    assert seen == {("ab", c) for c in ("start", "list", "evaluate", "finalize", "abort")} | {
+    assert seen == {("ab", c) for c in ("start", "list", "evaluate", "finalize", "abort", "rollout")} | {
         ("drift", "check")} | {("registry", c) for c in ("list", "register", "promote", "rollback", "history")}
