@@ -346,6 +346,39 @@ def test_ab_and_registry_through_the_management_api(api_cli: Cli, service: Servi
         "rolled back http_gnn: champion is now v2.1.0\n"
 
 
+def test_rollout_status_and_check_through_the_management_api(api_cli: Cli, service: Service,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """#14: the same rollout view through the service and straight from the store; check rolls harm back."""
+    from mlops_otel.ab import ABTestConfig, RolloutManager, RolloutSchedule
+
+    store_cli = Cli(capsys, ["--store", service.store, "--store-prefix", service.prefix])
+    api_cli.ok("registry", "register", "http_ro", "v1")
+    api_cli.ok("registry", "register", "http_ro", "v2")
+    runtime = Runtime.create(store=service.store, store_prefix=service.prefix, fleet_metrics=False)
+    try:
+        RolloutManager(runtime.ab).start(ABTestConfig(name="http_ro_test", model_type="http_ro", control_version="v1",
+                                                      treatment_version="v2", min_samples=50),
+                                         RolloutSchedule.of((10.0, 50.0), min_results=200, min_seconds=3600.0))
+        for i in range(1800):  # 10 % treatment with 40 % errors against 2 %
+            runtime.ab.record_result("http_ro_test", "control", 20.0, 0.8, i % 50 == 0)
+        for i in range(200):
+            runtime.ab.record_result("http_ro_test", "treatment", 20.0, 0.8, i % 5 < 2)
+    finally:
+        runtime.close()  # flushes the results to the store
+    via_api, via_store = (c.json("ab", "rollout", "status", "http_ro_test") for c in (api_cli, store_cli))
+    for shown in (via_api, via_store):
+        assert (shown["status"], shown["step"], shown["traffic_pct"]) == ("ramping", 0, 10.0)
+        assert shown["verdict"]["decision"] == "rollback"  # judged, not acted on: status is a read
+    assert via_api["history"] == via_store["history"]
+    checked = api_cli.json("ab", "rollout", "check", "http_ro_test")
+    assert (checked["changed"], checked["roles_moved"], checked["status"]) == ("rollback", True, "rolled_back")
+    assert api_cli.json("ab", "rollout", "check", "http_ro_test")["changed"] is None  # once
+    assert [h["decision"] for h in store_cli.json("ab", "rollout", "status", "http_ro_test")["history"]] == [
+        "start", "rollback"]
+    code, _, err = api_cli("ab", "rollout", "status", "http_ro_nope")
+    assert (code, err) == (1, "mlops-otel: error: no A/B test named 'http_ro_nope'\n")
+
+
 def test_drift_check_through_the_management_api(api_cli: Cli, service: Service) -> None:
     import httpx
 
@@ -435,5 +468,5 @@ def test_every_documented_command_parses() -> None:
         argv = shlex.split(command)[1:]
         args = parser.parse_args(argv)
         seen.add((args.group, args.command))
-    assert seen == {("ab", c) for c in ("start", "list", "evaluate", "finalize", "abort")} | {
+    assert seen == {("ab", c) for c in ("start", "list", "evaluate", "finalize", "abort", "rollout")} | {
         ("drift", "check")} | {("registry", c) for c in ("list", "register", "promote", "rollback", "history")}

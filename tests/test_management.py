@@ -95,7 +95,7 @@ def concrete(path: str) -> str:
 # ----------------------------------------------------------------------- auth
 def test_every_write_endpoint_needs_the_bearer_token(app: FastAPI, client: TestClient) -> None:
     paths = write_paths(app)
-    assert len(paths) == 7
+    assert len(paths) == 8  # 7 + the rollout check (#14)
     for template in paths:
         path = concrete(template)
         missing = client.post(path, json={})
@@ -388,6 +388,8 @@ def test_openapi_documents_endpoints_schemas_tags_and_auth(client: TestClient) -
         ("/ab/tests/{name}/evaluate", "post"): ("ab-tests", None, "EvaluationOut"),
         ("/ab/tests/{name}/finalize", "post"): ("ab-tests", "FinalizeIn", "ABTestChangeOut"),
         ("/ab/tests/{name}/abort", "post"): ("ab-tests", "AbortIn", "ABTestChangeOut"),
+        ("/ab/tests/{name}/rollout", "get"): ("ab-tests", None, "RolloutOut"),
+        ("/ab/tests/{name}/rollout/check", "post"): ("ab-tests", None, "RolloutOut"),
         ("/registry", "get"): ("registry", None, "ModelTypeOut"),
         ("/registry/{model_type}/versions", "get"): ("registry", None, "ModelVersionOut"),
         ("/registry/{model_type}/versions", "post"): ("registry", "RegisterIn", "ModelVersionOut"),

@@ -16,7 +16,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
 from mlops_otel import Runtime
-from mlops_otel.ab import ABTestConfig
+from mlops_otel.ab import ABTestConfig, RolloutManager, RolloutSchedule
 from mlops_otel.fastapi import instrument_app
 from mlops_otel.fastapi._management import DEFAULT_MAX_BODY_BYTES, management_router
 from mlops_otel.stores import MemoryStore
@@ -40,6 +40,12 @@ def build(state: str) -> tuple[FastAPI, Runtime]:
             for _ in range(50):
                 runtime.ab.record_result("t1", variant, float(rng.normal(20, 2)), float(rng.uniform(0.6, 1.0)),
                                          False)
+        # A progressive rollout (#14) on another model type, so its views render in the full state too.
+        runtime.registry.register("lstm", "v1")
+        runtime.registry.register("lstm", "v2")
+        RolloutManager(runtime.ab).start(ABTestConfig(name="r1", model_type="lstm", control_version="v1",
+                                                      treatment_version="v2", min_samples=10),
+                                         RolloutSchedule.of((5.0, 50.0), min_results=20))
         detector = runtime.drift.get_detector("gnn", "v2")
         detector.set_reference(anomaly_scores=rng.beta(6, 14, 500), confidences=rng.beta(18, 2, 500))
         detector.add_production_samples(rng.beta(6, 14, 300), rng.beta(18, 2, 300))
@@ -61,7 +67,7 @@ def test_every_read_renders_in_every_state(client: TestClient) -> None:
     """0.1: GET /mlops/drift answered 500 before traffic (time_span_seconds null vs float)."""
     for path in ("/mlops/registry", "/mlops/registry/gnn/versions", "/mlops/registry/gnn/history",
                  "/mlops/ab/tests", "/mlops/ab/tests/t1", "/mlops/drift", "/mlops/drift/gnn/v1",
-                 "/mlops/drift/gnn/v2"):
+                 "/mlops/drift/gnn/v2", "/mlops/ab/tests/r1/rollout", "/mlops/ab/tests/t1/rollout"):
         response = client.get(path)
         assert response.status_code in (200, 404), (path, response.text)  # FastAPI validated the model
 

@@ -21,7 +21,17 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import attrs
 
-from .ab import ABTest, ABTestConfig, ABTestNotFoundError, ABTestState, ABTestStateError, Evaluation
+from .ab import (
+    ABTest,
+    ABTestConfig,
+    ABTestNotFoundError,
+    ABTestState,
+    ABTestStateError,
+    Evaluation,
+    RolloutCheck,
+    RolloutManager,
+    RolloutState,
+)
 from .drift import detector_key, parse_detector_key
 from .registry import InvalidValueError, ModelVersion, RegistryConflictError, RoleChange, UnknownVersionError
 from .stores import StoreError
@@ -41,6 +51,7 @@ __all__ = [
     "model_type_view",
     "model_version_view",
     "role_change_view",
+    "rollout_view",
 ]
 
 T = TypeVar("T")
@@ -119,6 +130,29 @@ def ab_test_view(test: ABTest) -> dict[str, Any]:
 def evaluation_view(evaluation: Evaluation) -> dict[str, Any]:
     """An A/B evaluation: decision, recommendation, sample counts and per-metric effects."""
     return _safe(evaluation.to_dict())
+
+
+def rollout_view(state: RolloutState, check: RolloutCheck | None = None) -> dict[str, Any]:
+    """A progressive rollout: status, current step and share, schedule, step history and the step's verdict.
+
+    ``verdict`` is the current step judged on the results since it began (``null`` when
+    *check* is ``None`` or the test had ended); ``changed`` is the step change that
+    *check* made (``advance``, ``rollback``, ``handover``, ``promote``) or ``null``.
+    """
+    return _safe({
+        "test": state.test,
+        "status": state.status.value,
+        "step": state.step,
+        "steps": len(state.schedule.steps),
+        "traffic_pct": state.traffic_pct,
+        "step_started_at": state.step_started_at,
+        "reason": state.reason,
+        "schedule": state.schedule.to_dict(),
+        "history": [dict(h) for h in state.history],
+        "verdict": None if check is None or check.verdict is None else check.verdict.to_dict(),
+        "changed": None if check is None else check.changed,
+        "roles_moved": False if check is None else check.roles_moved,
+    })
 
 
 def drift_report_view(report: DriftReport) -> dict[str, Any]:
@@ -244,8 +278,49 @@ class Operations:
         return ab_test_view(self._run(lambda: self.runtime.ab.get_test(name)))
 
     def evaluate_test(self, name: str) -> dict[str, Any]:
-        """Evaluate the test *name* now (acting on it when the test auto-finalizes)."""
-        return evaluation_view(self._run(lambda: self.runtime.ab.evaluate_test(name)))
+        """Evaluate the test *name* now (acting on it when the test auto-finalizes).
+
+        A test run by a progressive rollout is judged step-aware instead (read only): on the results
+        of its current step, at that step's one split, so the ramp never reads as a sample-ratio
+        mismatch. Step changes are made by ``rollout_check`` (or the scheduled evaluator).
+        """
+        def run() -> Evaluation:
+            rollouts = self._rollouts()
+            if rollouts.exists(name):
+                verdict = rollouts.judge(name).verdict
+                if verdict is not None:
+                    return verdict.evaluation
+            return self.runtime.ab.evaluate_test(name)
+
+        return evaluation_view(self._run(run))
+
+    # -------------------------------------------------------------- rollouts
+    def _rollouts(self, name: str | None = None) -> RolloutManager:
+        """The rollout owner; with *name*, first require that test *name* has a rollout (404 otherwise)."""
+        rollouts = RolloutManager(self.runtime.ab, telemetry=self.runtime.telemetry)
+        if name is not None and not rollouts.exists(name):
+            self.runtime.ab.get_test(name)  # an unknown test: not found, by name
+            raise ManagementError("not_found", f"A/B test {name!r} has no progressive rollout",
+                                  field="name", value=name)
+        return rollouts
+
+    def rollout_status(self, name: str) -> dict[str, Any]:
+        """The rollout of test *name*: its stored state and the current step's verdict (read only)."""
+        def status() -> dict[str, Any]:
+            rollouts = self._rollouts(name)
+            state = rollouts.get(name)
+            return rollout_view(state, rollouts.judge(name))
+
+        return self._run(status)
+
+    def rollout_check(self, name: str) -> dict[str, Any]:
+        """Judge the rollout's current step and act (advance, hand over, promote or roll back; at most once)."""
+        def check() -> dict[str, Any]:
+            rollouts = self._rollouts(name)
+            done = rollouts.check(name)
+            return rollout_view(rollouts.get(name), done)
+
+        return self._run(check)
 
     def _require_open(self, name: str, verb: str) -> None:
         test = self.runtime.ab.get_test(name)

@@ -469,7 +469,9 @@ class ABTestManager:
     def auto_evaluate(self) -> list[Evaluation]:
         """Evaluate every active test if this worker holds the evaluator lease (compare-and-set in the store).
 
-        Returns the evaluations made (empty when another worker holds the lease).
+        Returns the evaluations made (empty when another worker holds the lease). Tests run by a
+        progressive rollout are not evaluated whole: the lease holder runs ``RolloutManager.check`` on
+        them instead (advance, hold or roll back the current step).
         """
         interval = self.auto_evaluate_interval or self.refresh_interval or 1.0
         now = self.clock()
@@ -481,15 +483,23 @@ class ABTestManager:
         if not self.store.compare_and_set(_LEASE_KEY, claim, expected_version=0 if found is None else found.version):
             return []
         out = []
+        rollouts = None
         for test in self.list_tests():
-            # A progressive rollout (#14) decides its own test step by step (RolloutManager.check): its
-            # cumulative results mix several splits, which the whole-test rule would call a sample-ratio mismatch.
-            if test.state is ABTestState.ACTIVE and self.store.get_document(
-                    make_key(NAMESPACE, test.name, "rollout")) is None:
-                try:
+            if test.state is not ABTestState.ACTIVE:
+                continue
+            try:
+                if self.store.get_document(make_key(NAMESPACE, test.name, "rollout")) is None:
                     out.append(self.evaluate_test(test.name))
-                except Exception as exc:
-                    self._tel.fault("ab.auto_evaluate", exc)
+                    continue
+                # A progressive rollout (#14) is judged step by step (its cumulative results mix several
+                # splits, which the whole-test rule would call a sample-ratio mismatch): the lease holder
+                # advances or rolls it back (each step change is a compare-and-set: exactly once).
+                if rollouts is None:
+                    from ._progressive import RolloutManager  # here: that module imports this one
+                    rollouts = RolloutManager(self, telemetry=self.telemetry, clock=self.clock)
+                rollouts.check(test.name)
+            except Exception as exc:
+                self._tel.fault("ab.auto_evaluate", exc)
         return out
 
     # ------------------------------------------------------------- hot paths

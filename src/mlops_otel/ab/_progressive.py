@@ -95,6 +95,10 @@ class RolloutManager:
             raise ABTestNotFoundError(name)
         return RolloutState.from_doc(found.value)
 
+    def exists(self, name: str) -> bool:
+        """Whether test *name* is (or was) run by a rollout on this store."""
+        return self.manager.store.get_document(self._key(name)) is not None
+
     def list_rollouts(self) -> list[RolloutState]:
         """Every rollout on this store, by test name."""
         prefix = NAMESPACE + ":{"
@@ -208,6 +212,29 @@ class RolloutManager:
         except ABTestStateError as exc:  # finished otherwise meanwhile (e.g. aborted by an operator)
             log.warning("rollout %s: the test was already finished: %s", name, exc)
             return False
+
+    def judge(self, name: str) -> RolloutCheck:
+        """Judge the current step of rollout *name* without acting (read only: no step change, nothing counted).
+
+        The verdict rests on the results collected since the current step began, at that
+        step's one split, so the ramp itself never reads as a sample-ratio mismatch. After
+        handover it is the test's own evaluation on the last step's results.
+        """
+        state = self.get(name)
+        test = self.manager.get_test(name)
+        control, treatment = self.manager.results(name)
+        c = step_stats(control.to_counters(), state.baseline[0])
+        t = step_stats(treatment.to_counters(), state.baseline[1])
+        now = self.clock()
+        if state.status is RolloutStatus.HANDED_OVER:
+            step = state.schedule.steps[state.step]
+            cfg = attrs.evolve(test.config, treatment_traffic_pct=step.traffic_pct)
+            evaluation = evaluate(c, t, cfg, ended=now >= test.ends_at)
+            verdict = StepVerdict(StepDecision.HOLD, evaluation.reasons, state.step, float(step.traffic_pct),
+                                  c.n, t.n, now - state.step_started_at, evaluation)
+        else:
+            verdict = judge_step(c, t, test.config, state.schedule, state.step, now - state.step_started_at)
+        return RolloutCheck(name, state.status, state.step, state.traffic_pct, verdict, None, False)
 
     def check(self, name: str) -> RolloutCheck:
         """Judge the current step of rollout *name* and act on it (safe from any number of workers)."""

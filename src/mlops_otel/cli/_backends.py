@@ -71,6 +71,12 @@ class Backend(Protocol):
     def evaluate_test(self, name: str) -> dict[str, Any]:
         """Evaluate an A/B test now."""
 
+    def rollout_status(self, name: str) -> dict[str, Any]:
+        """The progressive rollout of an A/B test (read only)."""
+
+    def rollout_check(self, name: str) -> dict[str, Any]:
+        """Judge a rollout's current step now and act on it."""
+
     def finalize_test(self, name: str, action: str, reason: str | None) -> dict[str, Any]:
         """Finalize an A/B test with ``promote`` or ``rollback``."""
 
@@ -169,6 +175,14 @@ class StoreBackend:
     def evaluate_test(self, name: str) -> dict[str, Any]:
         """Evaluate an A/B test."""
         return self._call(self._ops.evaluate_test, name)
+
+    def rollout_status(self, name: str) -> dict[str, Any]:
+        """The rollout of an A/B test."""
+        return self._call(self._ops.rollout_status, name)
+
+    def rollout_check(self, name: str) -> dict[str, Any]:
+        """Check a rollout now."""
+        return self._call(self._ops.rollout_check, name)
 
     def finalize_test(self, name: str, action: str, reason: str | None) -> dict[str, Any]:
         """Finalize an A/B test."""
@@ -315,6 +329,16 @@ class HttpBackend:
     def evaluate_test(self, name: str) -> dict[str, Any]:
         """POST /ab/tests/{name}/evaluate."""
         result: dict[str, Any] = self._request("POST", f"/ab/tests/{self._seg(name)}/evaluate")
+        return result
+
+    def rollout_status(self, name: str) -> dict[str, Any]:
+        """GET /ab/tests/{name}/rollout."""
+        result: dict[str, Any] = self._request("GET", f"/ab/tests/{self._seg(name)}/rollout")
+        return result
+
+    def rollout_check(self, name: str) -> dict[str, Any]:
+        """POST /ab/tests/{name}/rollout/check."""
+        result: dict[str, Any] = self._request("POST", f"/ab/tests/{self._seg(name)}/rollout/check")
         return result
 
     def finalize_test(self, name: str, action: str, reason: str | None) -> dict[str, Any]:

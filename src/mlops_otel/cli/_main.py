@@ -31,7 +31,8 @@ ENV_TOKEN = "MLOPS_OTEL_MANAGEMENT_TOKEN"
 
 _STATE_STYLES: dict[str, Style] = {"active": "yellow", "finalizing": "yellow", "promoted": "green",
                                    "rolled_back": "red", "aborted": "dim"}
-_DECISION_STYLES: dict[str, Style] = {"promote": "green", "rollback": "red", "halt": "red", "continue": "yellow"}
+_DECISION_STYLES: dict[str, Style] = {"promote": "green", "rollback": "red", "halt": "red", "continue": "yellow",
+                                      "advance": "green", "handover": "green", "hold": "yellow"}
 _VERDICT_STYLES: dict[str, Style] = {"better": "green", "worse": "red", "no data": "dim"}
 _ROLE_STYLES: dict[str, Style] = {"champion": "green", "challenger": "yellow", "archived": "dim"}
 
@@ -143,6 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     abort = command(ab_sub, "abort", "stop an A/B test without changing the champion", _ab_abort)
     abort.add_argument("name", help="test name")
     abort.add_argument("--reason", default=None, help="kept in the test and the registry history")
+    rollout = ab_sub.add_parser("rollout", help="progressive rollouts of A/B tests",
+                                description="Progressive rollouts (#14).")
+    rollout_sub = rollout.add_subparsers(dest="rollout_command", metavar="ACTION", required=True)
+    command(rollout_sub, "status", "a rollout's step, traffic, history and the current step's verdict",
+            _ab_rollout_status).add_argument("name", help="test name")
+    command(rollout_sub, "check", "judge the current step now and advance, hold or roll back",
+            _ab_rollout_check).add_argument("name", help="test name")
 
     drift = commands.add_parser("drift", help="drift detection", description="Drift detection.")
     drift_sub = drift.add_subparsers(dest="command", metavar="ACTION", required=True)
@@ -332,6 +340,49 @@ def _ab_abort(ctx: Context) -> int:
     else:
         cfg = result["test"]["config"]
         ctx.out.line(f"A/B test {result['test']['name']} aborted; {cfg['model_type']} champion unchanged")
+    return EXIT_OK
+
+
+def _print_rollout(out: Printer, ro: Mapping[str, Any]) -> None:
+    out.fields([
+        ("Test", ro["test"]),
+        ("Status", ro["status"]),
+        ("Step", f"{ro['step'] + 1} of {ro['steps']}"),
+        ("Traffic", f"{ro['traffic_pct']:g}% treatment"),
+        ("Reason", ro["reason"]),
+    ])
+    verdict = ro["verdict"]
+    if verdict is not None:
+        out.line()
+        out.fields([
+            ("Verdict", Cell(verdict["decision"], _DECISION_STYLES.get(verdict["decision"], ""))),
+            ("Why", "; ".join(verdict["reasons"]) or "-"),
+            ("Step results", f"control {verdict['n_control']}, treatment {verdict['n_treatment']} "
+                             f"in {verdict['elapsed_seconds']:.0f} s"),
+        ])
+    out.line()
+    out.table(["TIME", "STEP", "TRAFFIC", "DECISION", "REASON"],
+              [[fmt_time(h["time"]), str(h["step"] + 1), f"{h['traffic_pct']:g}%", h["decision"], h["reason"]]
+               for h in ro["history"]])
+
+
+def _ab_rollout_status(ctx: Context) -> int:
+    ro = ctx.backend.rollout_status(ctx.args.name)
+    if ctx.args.json:
+        ctx.emit_json(ro)
+    else:
+        _print_rollout(ctx.out, ro)
+    return EXIT_OK
+
+
+def _ab_rollout_check(ctx: Context) -> int:
+    ro = ctx.backend.rollout_check(ctx.args.name)
+    if ctx.args.json:
+        ctx.emit_json(ro)
+        return EXIT_OK
+    _print_rollout(ctx.out, ro)
+    ctx.out.line()
+    ctx.out.line(f"changed: {ro['changed']}" if ro["changed"] else "no step change")
     return EXIT_OK
 
 

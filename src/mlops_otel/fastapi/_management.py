@@ -39,6 +39,7 @@ from ._models import (
     RegisterIn,
     RoleChangeOut,
     RollbackIn,
+    RolloutOut,
 )
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "DISABLED_MESSAGE", "management_router"]
@@ -290,6 +291,25 @@ def management_router(get_runtime: Callable[[], Runtime], *, token: str | None,
         ``auto_finalize``, may finalize or abort it.
         """
         return _call(lambda: ops.evaluate_test(name), path=("name",))
+
+    @router.get("/ab/tests/{name}/rollout", tags=["ab-tests"], response_model=RolloutOut, responses=_NOT_FOUND,
+                summary="Get a progressive rollout")
+    def rollout_status(name: TestName, ops: Ops) -> dict[str, Any]:
+        """The rollout of the test: status, current step and share, step history and the step's verdict.
+
+        Read only; 404 when the test is unknown or has no rollout.
+        """
+        return _call(lambda: ops.rollout_status(name), path=("name",))
+
+    @router.post("/ab/tests/{name}/rollout/check", tags=["ab-tests"], response_model=RolloutOut,
+                 dependencies=writer, responses={**_WRITE_RESPONSES, **_NOT_FOUND},
+                 summary="Check a progressive rollout now")
+    def rollout_check(name: TestName, ops: Ops) -> dict[str, Any]:
+        """Judge the current step and act: advance, hand over, promote or roll back (at most once).
+
+        What the scheduled evaluator does on its own; ``changed`` says what this call did.
+        """
+        return _call(lambda: ops.rollout_check(name), path=("name",))
 
     @router.post("/ab/tests/{name}/finalize", tags=["ab-tests"], response_model=ABTestChangeOut,
                  dependencies=writer, responses={**_WRITE_RESPONSES, **_NOT_FOUND, **_CONFLICT},

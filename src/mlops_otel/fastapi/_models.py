@@ -37,6 +37,7 @@ __all__ = [
     "RegisterIn",
     "RoleChangeOut",
     "RollbackIn",
+    "RolloutOut",
 ]
 
 
@@ -214,6 +215,64 @@ class EvaluationOut(BaseModel):
         description="What this evaluation did to the test (auto_finalize), or null.")
     roles_moved: bool
     evaluated_at: float | None
+
+
+class RolloutStepOut(BaseModel):
+    """One step of a rollout schedule."""
+
+    traffic_pct: float
+    min_results: int
+    min_seconds: float
+
+
+class RolloutScheduleOut(BaseModel):
+    """A rollout's steps and its own "no harm" margins (``null``: the test's guardrail margins)."""
+
+    steps: list[RolloutStepOut]
+    error_rate_margin: float | None
+    latency_margin_pct: float | None
+    confidence_margin: float | None
+
+
+class RolloutEventOut(BaseModel):
+    """One step change of a rollout (``decision``: start, advance, handover, rollback, promote, ended_*)."""
+
+    time: float
+    step: int
+    traffic_pct: float
+    decision: str
+    reason: str
+
+
+class StepVerdictOut(BaseModel):
+    """The current step judged on the results collected since it began, at its one split."""
+
+    decision: Literal["hold", "advance", "handover", "rollback"]
+    reasons: list[str]
+    step: int
+    traffic_pct: float
+    n_control: int
+    n_treatment: int
+    elapsed_seconds: float
+    evaluation: EvaluationOut
+
+
+class RolloutOut(BaseModel):
+    """A progressive rollout: status, current step and share, schedule, history and the step's verdict."""
+
+    test: str
+    status: Literal["ramping", "handed_over", "rolled_back", "promoted"]
+    step: int = Field(description="Index of the current step (0-based).")
+    steps: int
+    traffic_pct: float = Field(description="Treatment share now (0 once rolled back).")
+    step_started_at: float
+    reason: str
+    schedule: RolloutScheduleOut
+    history: list[RolloutEventOut]
+    verdict: StepVerdictOut | None = Field(description="null when the test had ended.")
+    changed: Literal["advance", "rollback", "handover", "promote"] | None = Field(
+        description="The step change this call made (check only), or null.")
+    roles_moved: bool
 
 
 class FinalizeIn(BaseModel):
