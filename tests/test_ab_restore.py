@@ -41,8 +41,8 @@ def _wait(predicate: Callable[[], object], timeout: float = 20.0) -> None:
 class Worker:
     """One runtime's parts: its own store connection, registry and A/B manager (a worker process)."""
 
-    def __init__(self, server: RedisServer, prefix: str, tel: Telemetry) -> None:
-        self.store = RedisStore.from_url(server.url, prefix=prefix, flush_interval=0.01, epoch_interval=0.2,
+    def __init__(self, server: RedisServer, prefix: str, tel: Telemetry, epoch_interval: float = 0.2) -> None:
+        self.store = RedisStore.from_url(server.url, prefix=prefix, flush_interval=0.01, epoch_interval=epoch_interval,
                                          telemetry=tel)
         self.registry = ModelRegistry(self.store, telemetry=tel, refresh_interval=0.2)
         self.ab = ABTestManager(self.store, self.registry, telemetry=tel, refresh_interval=0.2,
@@ -58,10 +58,12 @@ def prefix() -> str:
     return f"abrestore-{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture
-def workers(redis_fresh: RedisServer, prefix: str) -> Iterator[tuple[Telemetry, Worker, Worker]]:
+@pytest.fixture(params=[0.2, 1.5], ids=["detected-first", "refreshed-first"])
+def workers(redis_fresh: RedisServer, prefix: str,
+            request: pytest.FixtureRequest) -> Iterator[tuple[Telemetry, Worker, Worker]]:
+    """Two workers; with the slower sentinel check their views find the test gone before the loss is noticed."""
     tel = Telemetry()
-    a, b = Worker(redis_fresh, prefix, tel), Worker(redis_fresh, prefix, tel)
+    a, b = (Worker(redis_fresh, prefix, tel, request.param) for _ in range(2))
     try:
         yield tel, a, b
     finally:
@@ -91,6 +93,10 @@ def test_running_test_is_restored_once_and_keeps_serving(redis_fresh: RedisServe
                                                          caplog: pytest.LogCaptureFixture) -> None:
     tel, a, b = workers
     users = _start(a, b)
+    for user, variant in users.items():  # results before the loss, delivered by both workers
+        (a if user < "u2" else b).ab.record_result(TEST, variant, 10.0, 0.8, False)
+    assert a.ab.flush()
+    assert b.ab.flush()
     caplog.set_level(logging.WARNING, logger="mlops_otel.ab")
     redis_fresh.kill()
     redis_fresh.start()  # no persistence: empty
@@ -114,10 +120,11 @@ def test_running_test_is_restored_once_and_keeps_serving(redis_fresh: RedisServe
         worker.ab.record_result(TEST, variant, 20.0, 0.9, False)
     b.ab.flush()  # b's results delivered (a's are flushed by the decision itself)
     control, treatment = a.ab.results(TEST)
-    assert (control.n, treatment.n) == (list(users.values()).count("control"),
-                                        list(users.values()).count("treatment"))
+    # Live workers republish their cumulative sums: the results from before the loss are back too.
+    assert (control.n, treatment.n) == (2 * list(users.values()).count("control"),
+                                        2 * list(users.values()).count("treatment"))
     result = a.ab.evaluate_test(TEST)
-    assert result.n_control + result.n_treatment + result.excluded_control + result.excluded_treatment == len(users)
+    assert result.n_control + result.n_treatment + result.excluded_control + result.excluded_treatment == 2 * len(users)
     assert [e["decision"] for e in a.ab.evaluation_history(TEST)] == [result.decision.value]
 
 

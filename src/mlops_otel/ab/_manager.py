@@ -251,6 +251,8 @@ class ABTestManager:
         try:
             stale = view is None or now - view.fetched_at >= self.refresh_interval
             test = self._load(name) if stale or view is None else view.test
+            if test is None and name in self._running:
+                return  # known running, now absent: the store lost it; keep the sums until it is restored
             if test is None:
                 dropped = self._collector.discard(name)
                 for _ in range(dropped):
@@ -355,7 +357,8 @@ class ABTestManager:
                 if not self.store.compare_and_set(slot, claim, expected_version=0):
                     found = self.store.get_document(slot)
                     if found is None or cast(dict[str, Any], found.value).get("test") != name:
-                        continue  # the model type moved on since the loss: do not resurrect this test
+                        self._running.pop(name, None)  # the model type moved on since the loss:
+                        continue  # do not resurrect this test (its sums are dropped as unknown)
                 if self.store.compare_and_set(document_key(name), test.to_doc(), expected_version=0):
                     restored.append(name)
             except Exception as exc:  # the store is down again: the next loss detection retries
