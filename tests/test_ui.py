@@ -1,4 +1,4 @@
-"""The operator's pages without a browser: content, no network, API-equal errors, histories, local docs."""
+"""The operator's pages without a browser: content, no network, API-equal errors, the cores' histories, local docs."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from markupsafe import escape
 
 import mlops_otel
 from mlops_otel import Runtime
+from mlops_otel.ab import ABTestConfig, RolloutManager, RolloutSchedule
 from mlops_otel.fastapi import get_runtime, instrument_app, uninstrument_app
-from mlops_otel.stores import MemoryStore
-from mlops_otel.ui._sources import HistoryLog, histogram, histogram_from_quantiles
+from mlops_otel.ui._sources import histogram, histogram_from_quantiles
 
 TOKEN = "s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -89,6 +89,7 @@ def test_pages_show_their_evidence_and_load_nothing_from_elsewhere(client: TestC
         assert EXTERNAL.search(response.text) is None, (path, EXTERNAL.search(response.text))
 
     overview = pages["/mlops/ui"].text
+    assert '<a href="/docs">API docs</a>' in overview
     assert f'href="/mlops/ui/experiments/{TEST}"' in overview
     assert 'href="/mlops/ui/drift/gnn/v1"' in overview
     assert "A/B test &#39;gnn_v2.2_test&#39; started" in overview  # the challenger's role change, escaped
@@ -96,9 +97,10 @@ def test_pages_show_their_evidence_and_load_nothing_from_elsewhere(client: TestC
     experiment = pages[f"/mlops/ui/experiments/{TEST}"].text
     assert sorted(charts(experiment)) == ["evidence-confidence", "evidence-error_rate", "evidence-latency_ms",
                                           "split"]
-    # The three management evaluations are the evidence path: one dot per evaluation on the estimate line.
+    # The three evaluations (ab's shared history) are the evidence path: one dot each on the estimate line.
     confidence_chart = experiment.split('data-chart="evidence-confidence"')[1].split("</figure>")[0]
     assert confidence_chart.count('class="dot reactive') >= 3
+    assert "Rollout steps" not in experiment  # a plain A/B test has none
     evaluation = scenario.ab.evaluate_test(TEST)
     assert str(escape(evaluation.recommendation)) in experiment
 
@@ -108,7 +110,7 @@ def test_pages_show_their_evidence_and_load_nothing_from_elsewhere(client: TestC
     assert report.level.value == "alert"  # the 0.4 shift of the anomaly scores
     assert str(escape(report.recommendation)) in drift
     score_chart = drift.split('data-chart="score"')[1].split("</figure>")[0]
-    assert score_chart.count('class="dot reactive') >= 3  # one per report the API served
+    assert score_chart.count('class="dot reactive') >= 3  # drift's shared history: every report the API served
 
     registry = pages["/mlops/ui/registry/gnn"].text
     assert registry.index("challenger") < registry.index("first version registered")  # newest first
@@ -131,6 +133,42 @@ def test_bad_path_parameters_answer_as_the_api_does(client: TestClient, scenario
         assert page.headers["content-type"].startswith("text/html")
 
 
+def test_experiment_page_shows_a_rollout_schedule_and_its_current_step(client: TestClient) -> None:
+    runtime = get_runtime(client.app)  # type: ignore[arg-type]
+    for version in ("v1", "v2"):
+        runtime.registry.register("gnn", version)
+    config = ABTestConfig(name="ramp", model_type="gnn", control_version="v1", treatment_version="v2")
+    RolloutManager(runtime.ab).start(config, RolloutSchedule.of((1.0, 5.0, 20.0), min_results=50))
+    html = client.get("/mlops/ui/experiments/ramp").text
+    section = html.split("<h2>Rollout steps</h2>")[1].split("<h2>")[0]
+    assert "ramping" in section
+    assert "treatment now gets 1% of users" in section
+    rows = re.findall(r"<tr><td>(\d)</td><td class=\"num\">([\d.]+)%</td>", section)
+    assert rows == [("1", "1"), ("2", "5"), ("3", "20")]
+    assert section.count("current</span>") == 1
+
+
+def test_experiment_page_shows_the_segments_of_the_last_evaluation(client: TestClient) -> None:
+    runtime = get_runtime(client.app)  # type: ignore[arg-type]
+    for version in ("v1", "v2"):
+        runtime.registry.register("gnn", version)
+    runtime.ab.start_test(ABTestConfig(name="seg", model_type="gnn", control_version="v1", treatment_version="v2",
+                                       treatment_traffic_pct=50, segment_by="equipment"))
+    html = client.get("/mlops/ui/experiments/seg").text
+    assert "<h2>Segments</h2>" not in html  # never evaluated: nothing to show, and a page view never evaluates
+    rng = np.random.default_rng(5)
+    for i in range(1200):
+        variant = "treatment" if i % 2 else "control"
+        runtime.ab.record_result("seg", variant, 20.0, float(np.clip(rng.normal(0.8, 0.05), 0, 1)), False,
+                                 attributes={"equipment": ("pump", "valve")[i % 4 // 2]})
+    assert client.post("/mlops/ab/tests/seg/evaluate", headers=AUTH).status_code == 200
+    html = client.get("/mlops/ui/experiments/seg").text
+    segments = html.split("<h2>Segments</h2>")[1].split("</table>")[0]
+    assert "<td>pump</td>" in segments
+    assert "<td>valve</td>" in segments
+    assert len(runtime.ab.evaluation_history("seg")) == 1  # the page read the history, it did not evaluate
+
+
 def test_many_versions_fold_into_a_list(client: TestClient) -> None:
     runtime = get_runtime(client.app)  # type: ignore[arg-type]
     for i in range(30):
@@ -138,16 +176,6 @@ def test_many_versions_fold_into_a_list(client: TestClient) -> None:
     html = client.get("/mlops/ui").text
     assert "<details><summary>29 more versions (candidates and archived)</summary>" in html
     assert client.get("/mlops/ui/").status_code == 200  # the trailing slash redirects to the overview
-
-
-def test_history_log_is_bounded_and_skips_repeats() -> None:
-    log = HistoryLog(MemoryStore(), max_len=5)
-    for i in range(12):
-        log.note("t", "evaluations", {"n": i, "decision": "continue"}, ("n",))
-        log.note("t", "evaluations", {"n": i, "decision": "promote"}, ("n",))  # same identity: kept out
-    assert [e["n"] for e in log.read("t", "evaluations")] == [7, 8, 9, 10, 11]
-    assert {e["decision"] for e in log.read("t", "evaluations")} == {"continue"}
-    assert log.read("other", "evaluations") == []
 
 
 @settings(max_examples=60, deadline=None)

@@ -729,4 +729,11 @@ def _history_entry(result: Evaluation) -> dict[str, JSONValue]:
         "metrics": {e.metric: {"estimate": num(e.estimate), "lower": num(e.lower), "upper": num(e.upper),
                                "verdict": e.verdict, "role": e.role, "non_inferior": e.non_inferior}
                     for e in result.effects},
+        # Segment reports (reported only) ride along so read-only views (the operator's page)
+        # can show them without evaluating, which would count a decision.
+        "segments": [{"segment": sg.segment, "n_control": sg.n_control, "n_treatment": sg.n_treatment,
+                      "indication": sg.indication,
+                      "effects": {e.metric: {"estimate": num(e.estimate), "lower": num(e.lower),
+                                             "upper": num(e.upper), "verdict": e.verdict} for e in sg.effects}}
+                     for sg in result.segments],
     }

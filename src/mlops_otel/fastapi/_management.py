@@ -254,9 +254,6 @@ def management_router(get_runtime: Callable[[], Runtime], *, token: str | None,
         except RuntimeError as exc:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
 
-    if ui:  # the operator's pages; until the cores keep histories, the UI keeps what these calls return
-        from ..ui import keep_drift_report, keep_evaluation, ui_router
-
     Ops = Annotated[Operations, Depends(operations)]
     writer = [Depends(authorize)]
     router = APIRouter(responses=_UNAVAILABLE, route_class=_guarded_route(expected, max_body_bytes))
@@ -291,10 +288,7 @@ def management_router(get_runtime: Callable[[], Runtime], *, token: str | None,
         A write: it counts a decision metric and, for a test with
         ``auto_finalize``, may finalize or abort it.
         """
-        result = _call(lambda: ops.evaluate_test(name), path=("name",))
-        if ui:
-            keep_evaluation(ops.runtime, result)
-        return result
+        return _call(lambda: ops.evaluate_test(name), path=("name",))
 
     @router.post("/ab/tests/{name}/finalize", tags=["ab-tests"], response_model=ABTestChangeOut,
                  dependencies=writer, responses={**_WRITE_RESPONSES, **_NOT_FOUND, **_CONFLICT},
@@ -357,21 +351,17 @@ def management_router(get_runtime: Callable[[], Runtime], *, token: str | None,
     @router.get("/drift", tags=["drift"], response_model=list[DriftReportOut], summary="Drift reports")
     def drift_reports(ops: Ops) -> list[dict[str, Any]]:
         """One report per drift detector, sorted by ``<model_type>:<version>``."""
-        reports = _call(ops.drift_reports)
-        for report in reports if ui else ():
-            keep_drift_report(ops.runtime, report)
-        return reports
+        return _call(ops.drift_reports)
 
     @router.get("/drift/{model_type}/{version}", tags=["drift"], response_model=DriftReportOut,
                 responses=_NOT_FOUND, summary="Drift report of one version")
     def drift_report(model_type: ModelType, version: Annotated[str, Path(description="The model version.")],
                      ops: Ops) -> dict[str, Any]:
         """The drift report of one model version's detector."""
-        report = _call(lambda: ops.drift_report(model_type, version), path=("model_type", "version"))
-        if ui:
-            keep_drift_report(ops.runtime, report)
-        return report
+        return _call(lambda: ops.drift_report(model_type, version), path=("model_type", "version"))
 
     if ui:
+        from ..ui import ui_router
+
         router.include_router(ui_router(get_runtime), prefix="/ui")
     return router

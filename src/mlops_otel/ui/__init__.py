@@ -9,7 +9,5 @@ Needs the ``fastapi`` extra.
 
 from ._docs import serve_docs_locally
 from ._pages import ui_router
-from ._sources import note_drift_report as keep_drift_report
-from ._sources import note_evaluation as keep_evaluation
 
-__all__ = ["keep_drift_report", "keep_evaluation", "serve_docs_locally", "ui_router"]
+__all__ = ["serve_docs_locally", "ui_router"]

@@ -90,8 +90,10 @@ def ui_router(get_runtime: Callable[[], Runtime]) -> APIRouter:
 
     def render(request: Request, template: str, title: str, **context: Any) -> HTMLResponse:
         base = request.url_for("mlops_ui_overview").path
+        docs = getattr(request.app, "docs_url", None)
+        root = str(request.scope.get("root_path", "")).rstrip("/")
         html = env.get_template(template).render(base=base, title=title, now=time.time(), scalars=_scalars,
-                                                 **context)
+                                                 docs_url=root + docs if docs else None, **context)
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
     def page(request: Request, template: str, title: str, build: Callable[[], Mapping[str, Any]]) -> HTMLResponse:

@@ -7,17 +7,15 @@ plain dicts for the templates. Nothing here writes a role, finalizes a test or
 counts a decision: the current evaluation of a test is recomputed with the
 pure :func:`mlops_otel.ab.evaluate` from :meth:`ABTestManager.results`.
 
-Histories (the evidence path of a test, a detector's score over time) come
-from the cores when they provide them (``ABTestManager.evaluation_history``,
-``DriftDetector.score_history``); until then from :class:`HistoryLog`, a
-bounded window per test or detector in the state store (shared by workers),
-appended to whenever the pages observe a new state.
+Histories come from the cores, kept bounded in the store and shared by every
+worker: :meth:`ABTestManager.evaluation_history` (the evidence path and the
+decision history), :meth:`DriftDetector.score_history` (the score over time) and
+:meth:`DriftDetector.distributions` (reference and production quantiles).
 """
 
 from __future__ import annotations
 
 import itertools
-import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -27,88 +25,16 @@ import attrs
 import numpy as np
 
 from .._views import ManagementError, Operations, evaluation_view, json_safe
-from ..ab import evaluate
+from ..ab import ABTestNotFoundError, RolloutManager, evaluate
 from ..drift import detector_key
-from ..stores import JSONValue, StateStore, StoreError, make_key
+from ..stores import StoreError
 
-__all__ = ["HISTORY_LEN", "HistoryLog", "PageData", "note_drift_report", "note_evaluation"]
+__all__ = ["PageData", "evaluation_point", "histogram", "histogram_from_quantiles", "score_point"]
 
-log = logging.getLogger("mlops_otel.ui")
 T = TypeVar("T")
 
-#: Entries kept per test or detector by :class:`HistoryLog`.
-HISTORY_LEN = 500
 #: Role changes shown under "recent changes" on the overview.
 RECENT_CHANGES = 12
-_NAMESPACE = "ui"
-
-
-@attrs.define(eq=False)
-class HistoryLog:
-    """Bounded histories the UI keeps in the store while the cores keep none.
-
-    One capped window (``ui:{<group>}:<kind>``) per A/B test or drift detector,
-    at most :data:`HISTORY_LEN` entries; an entry is appended only when it
-    differs from the newest one in *identity* (e.g. the sample counts), so
-    reloading a page adds nothing.
-    """
-
-    store: StateStore
-    max_len: int = HISTORY_LEN
-
-    def _key(self, group: str, kind: str) -> str:
-        return make_key(_NAMESPACE, group.replace("{", "(").replace("}", ")"), kind)
-
-    def read(self, group: str, kind: str) -> list[dict[str, Any]]:
-        """The entries of *group*'s *kind* history, oldest first."""
-        self.store.flush()
-        return [e for e in self.store.read_window(self._key(group, kind)) if isinstance(e, dict)]
-
-    def note(self, group: str, kind: str, entry: Mapping[str, JSONValue], identity: Sequence[str]) -> None:
-        """Append *entry* unless the newest entry has the same values under *identity*."""
-        history = self.read(group, kind)
-        if history and all(history[-1].get(k) == entry.get(k) for k in identity):
-            return
-        self.store.append(self._key(group, kind), [dict(entry)], max_len=self.max_len)
-
-
-def note_evaluation(runtime: Any, evaluation: Mapping[str, Any], *, now: float | None = None) -> None:
-    """Keep *evaluation* (an :func:`~mlops_otel._views.evaluation_view`) in the test's UI history.
-
-    Does nothing when the A/B manager keeps its own ``evaluation_history``;
-    never raises (a store failure is logged): it runs after the evaluation
-    already answered.
-    """
-    if callable(getattr(runtime.ab, "evaluation_history", None)):
-        return
-    try:
-        entry = json_safe({"time": time.time() if now is None else now, **evaluation})
-        HistoryLog(runtime.store).note(str(evaluation["test"]), "evaluations", entry, ("n_control", "n_treatment"))
-    except (StoreError, KeyError, ValueError) as exc:
-        log.warning("mlops-otel ui: could not keep the evaluation in the history: %s", exc)
-
-
-def _score_entry(report: Mapping[str, Any]) -> dict[str, Any]:
-    entry: dict[str, Any] = json_safe({
-        "time": report.get("evaluated_at"), "score": report.get("current_drift_score"),
-        "threshold": report.get("threshold"), "status": report.get("level"),
-        "production_samples": report.get("total_samples")})
-    return entry
-
-
-def note_drift_report(runtime: Any, report: Mapping[str, Any]) -> None:
-    """Keep *report* (a :func:`~mlops_otel._views.drift_report_view`) in the detector's UI history.
-
-    Does nothing when the detector keeps its own ``score_history``; never raises.
-    """
-    try:
-        detector = runtime.drift.detectors().get(f"{report['model_type']}:{report['version']}")
-        if detector is None or callable(getattr(detector, "score_history", None)):
-            return
-        HistoryLog(runtime.store).note(f"{report['model_type']}:{report['version']}", "scores",
-                                       _score_entry(report), ("production_samples", "score"))
-    except (StoreError, KeyError, ValueError) as exc:
-        log.warning("mlops-otel ui: could not keep the drift report in the history: %s", exc)
 
 
 def _num(value: Any) -> float | None:
@@ -132,6 +58,18 @@ def _time(entry: Mapping[str, Any]) -> float | None:
         if value is not None:
             return value
     return None
+
+
+def _segments(current: Mapping[str, Any], history: Sequence[Any]) -> list[Mapping[str, Any]]:
+    """Segment reports: the current evaluation's, else the newest recorded evaluation's (reads never evaluate)."""
+    found = [sg for sg in current.get("segments") or () if isinstance(sg, Mapping)]
+    for entry in reversed(history):
+        if found:
+            break
+        if isinstance(entry, Mapping) and entry.get("by", "evaluation") == "evaluation":
+            found = [sg for sg in json_safe(entry.get("segments") or []) if isinstance(sg, Mapping)]
+            break
+    return found
 
 
 def evaluation_point(entry: Mapping[str, Any]) -> dict[str, Any]:
@@ -213,9 +151,6 @@ class PageData:
     def _runtime(self) -> Any:
         return self.ops.runtime
 
-    def _log(self) -> HistoryLog:
-        return HistoryLog(self._runtime.store)
-
     def _guard(self, call: Callable[[], T]) -> T:
         try:
             return call()
@@ -236,26 +171,17 @@ class PageData:
         result: dict[str, Any] = self._guard(compute)
         return result
 
-    def evaluation_history(self, test: Mapping[str, Any], current: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """The test's evaluations over time, oldest first (bounded)."""
-        name = str(test["name"])
-        ab = self._runtime.ab
-        provided = getattr(ab, "evaluation_history", None)
-        if callable(provided):
-            entries = self._guard(lambda: provided(name))
-            return [evaluation_point(e) for e in json_safe(list(entries)) if isinstance(e, Mapping)]
-        history = self._log()
-        entry = json_safe({"time": self.clock(), **current})
-        # A finished test's statistics no longer move: its last entry stays.
-        if test.get("state") == "active" or not history.read(name, "evaluations"):
-            self._guard(lambda: history.note(name, "evaluations", entry, ("n_control", "n_treatment")))
-        return [evaluation_point(e) for e in self._guard(lambda: history.read(name, "evaluations"))]
+    def evaluation_history(self, name: str) -> list[dict[str, Any]]:
+        """The test's evaluations and finalizations over time, oldest first (bounded by the A/B manager)."""
+        entries = self._guard(lambda: self._runtime.ab.evaluation_history(name))
+        return [evaluation_point(e) for e in json_safe(list(entries)) if isinstance(e, Mapping)]
 
     def experiment(self, name: str) -> dict[str, Any]:
         """Everything the experiment page shows for test *name*."""
         test = self.ops.get_test(name)
         current = self.current_evaluation(test)
-        history = self.evaluation_history(test, current)
+        raw_history = self._guard(lambda: self._runtime.ab.evaluation_history(name))
+        history = [evaluation_point(e) for e in json_safe(list(raw_history)) if isinstance(e, Mapping)]
         decisions: list[dict[str, Any]] = []
         for point in history:
             manual = point["by"] != "evaluation"
@@ -273,8 +199,22 @@ class PageData:
                "p_value": current.get("srm_p_value"), "alpha": config.get("srm_alpha")}
         return {"test": test, "config": config, "evaluation": current, "history": history,
                 "decisions": decisions, "srm": srm,
-                "segments": [sg for sg in current.get("segments") or () if isinstance(sg, Mapping)],
-                "rollout": test.get("rollout") or config.get("rollout")}
+                "segments": _segments(current, raw_history),
+                "rollout": self.rollout(name)}
+
+    def rollout(self, name: str) -> dict[str, Any] | None:
+        """The progressive rollout of test *name* (schedule, current step, step changes), ``None`` without one."""
+
+        def read() -> dict[str, Any] | None:
+            try:
+                state = RolloutManager(self._runtime.ab).get(name)
+            except ABTestNotFoundError:
+                return None
+            doc: dict[str, Any] = json_safe(state.to_doc())
+            doc["traffic_pct"] = state.traffic_pct
+            return doc
+
+        return self._guard(read)
 
     # ------------------------------------------------------------ drift
     def _detector(self, model_type: str, version: str) -> Any:
@@ -285,22 +225,10 @@ class PageData:
                                   f"{model_type!r}", field="version", value=version)
         return detector
 
-    def score_history(self, detector: Any, report: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """The detector's drift score over time, oldest first (bounded)."""
-        provided = getattr(detector, "score_history", None)
-        if callable(provided):
-            entries = self._guard(provided)
-            return [score_point(e) for e in json_safe(list(entries)) if isinstance(e, Mapping)]
-        history = self._log()
-        group = f"{report['model_type']}:{report['version']}"
-        latest = detector.last_report
-        seen = [latest.to_dict()] if latest is not None and latest.scope == "local" else []
-        def note() -> None:
-            for entry in (*seen, report):
-                history.note(group, "scores", _score_entry(entry), ("production_samples", "score"))
-
-        self._guard(note)
-        points = [score_point(e) for e in self._guard(lambda: history.read(group, "scores"))]
+    def score_history(self, detector: Any) -> list[dict[str, Any]]:
+        """The detector's drift score over time, oldest first (bounded by the detector)."""
+        entries = self._guard(detector.score_history)
+        points = [score_point(e) for e in json_safe(list(entries)) if isinstance(e, Mapping)]
         return sorted(points, key=lambda p: p["time"] or 0.0)
 
     def distributions(self, detector: Any, bins: int = 20) -> list[dict[str, Any]]:
@@ -309,10 +237,7 @@ class PageData:
         Each panel: ``name``, ``kind`` (``output``, ``numeric`` or ``categorical``), bin ``labels`` and the
         ``reference`` and ``production`` shares per bin (``None`` for a side without data).
         """
-        provided = getattr(detector, "distributions", None)
-        if not callable(provided):
-            return self._stored_distributions(detector, bins)
-        dist = self._guard(provided)
+        dist = self._guard(detector.distributions)
         levels = [float(x) for x in dist.get("quantiles", [])]
         panels: list[dict[str, Any]] = []
         unit = [i / bins for i in range(bins + 1)]
@@ -333,42 +258,11 @@ class PageData:
             panels.append(_quantile_panel(str(name), "numeric", sides, levels, edges))
         return [p for p in panels if p["reference"] is not None or p["production"] is not None]
 
-    def _stored_distributions(self, detector: Any, bins: int) -> list[dict[str, Any]]:
-        """Fallback: the reference and production windows as the detector keeps them in the store."""
-        edges = [i / bins for i in range(bins + 1)]
-        store: StateStore = self._runtime.store
-        keys = set(detector.store_keys())
-        pointer_key = next((k for k in keys if k.endswith("}:reference")), None)
-        base = None if pointer_key is None else pointer_key[: -len(":reference")]
-        by_suffix = {} if base is None else {s: f"{base}:{s}" for s in ("scores", "confidences")
-                                             if f"{base}:{s}" in keys}
-        out: list[dict[str, Any]] = []
-        reference: Mapping[str, Any] = {}
-        if pointer_key is not None:
-            doc = self._guard(lambda: store.get_document(pointer_key))
-            ref_id = doc.value.get("id") if doc is not None and isinstance(doc.value, dict) else None
-            if isinstance(ref_id, str):
-                data = self._guard(lambda: store.get_document(f"{pointer_key}:{ref_id}"))
-                if data is not None and isinstance(data.value, dict):
-                    reference = data.value
-        self._guard(store.flush)
-        for name, suffix in (("anomaly_score", "scores"), ("confidence", "confidences")):
-            key = by_suffix.get(suffix)
-            production = [] if key is None else self._guard(lambda k=key: store.read_window(k))  # type: ignore[misc]  # mypy cannot type a default-bound lambda
-            ref = reference.get(name)
-            if not production and not ref:
-                continue
-            out.append({"name": name, "kind": "output", "labels": _labels(edges),
-                        "reference": histogram(ref, edges) if ref else None,
-                        "production": histogram([x for x in map(_num, production) if x is not None], edges)
-                        if production else None})
-        return out
-
     def drift(self, model_type: str, version: str) -> dict[str, Any]:
         """Everything the drift page shows for one model version's detector."""
         report = self.ops.drift_report(model_type, version)
         detector = self._detector(model_type, version)
-        return {"report": report, "history": self.score_history(detector, report),
+        return {"report": report, "history": self.score_history(detector),
                 "distributions": self.distributions(detector)}
 
     # ------------------------------------------------------------ registry
