@@ -33,6 +33,8 @@ from ._lifecycle import (
     ABTestStateError,
     Lifecycle,
     check_action,
+    document_key,
+    slot_key,
 )
 from ._variant import VariantStats
 
@@ -161,6 +163,9 @@ class ABTestManager:
     _sync_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
     _worker_thread: PeriodicWorker[ABTestManager] = attrs.field(init=False, repr=False)
     _next_auto: float = attrs.field(default=0.0, init=False, repr=False)
+    #: Tests this process last saw running (active/finalizing), kept when a read finds them absent:
+    #: what :meth:`_state_lost` writes back after the store lost its state.
+    _running: dict[str, ABTest] = attrs.field(factory=dict, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         _number("refresh_interval", self.refresh_interval)
@@ -171,6 +176,9 @@ class ABTestManager:
         self._collector = Collector(self._worker)
         self._book = Lifecycle(self.store, self.registry, self.clock)
         after_fork_in_child(self, ABTestManager._after_fork)
+        listen = getattr(self.store, "add_state_loss_listener", None)
+        if callable(listen):
+            listen(self._state_lost)  # a bound method: the store holds listeners weakly
         self._start()
 
     def _after_fork(self) -> None:
@@ -238,6 +246,8 @@ class ABTestManager:
         try:
             stale = view is None or now - view.fetched_at >= self.refresh_interval
             test = self._load(name) if stale or view is None else view.test
+            if test is None and name in self._running:
+                return  # known running, now absent: the store lost it; keep the sums until it is restored
             if test is None:
                 dropped = self._collector.discard(name)
                 for _ in range(dropped):
@@ -317,10 +327,44 @@ class ABTestManager:
         if len(self._tests) >= _MAX_CACHED_TESTS:  # e.g. callers passing many wrong test names
             self._tests.clear()
         self._tests[name] = _TestView(test, self.clock())
+        if test is not None:  # an absent test may be a lost one: keep it until the store says it ended
+            if test.state in (ABTestState.ACTIVE, ABTestState.FINALIZING) and len(self._running) < _MAX_CACHED_TESTS:
+                self._running[name] = test
+            else:
+                self._running.pop(name, None)
         if test is not None and test.state is ABTestState.ACTIVE:
             self._active_tests[name] = test.config
         else:
             self._active_tests.pop(name, None)
+
+    def _state_lost(self) -> None:
+        """State-loss listener (the store's background thread): write back the running tests this process knows.
+
+        Create-if-absent only (compare-and-set at version 0): of several workers restoring at once exactly
+        one writes each document and slot, and a document or slot written since the loss (a newer test,
+        a finalization) is never overwritten. A slot held by another test leaves this test's document out.
+        """
+        restored = []
+        for name, test in list(self._running.items()):
+            try:
+                slot = slot_key(test.config.model_type)
+                claim: dict[str, JSONValue] = {"test": name, "claimed_at": self.clock()}
+                if not self.store.compare_and_set(slot, claim, expected_version=0):
+                    found = self.store.get_document(slot)
+                    if found is None or cast(dict[str, Any], found.value).get("test") != name:
+                        self._running.pop(name, None)  # the model type moved on since the loss:
+                        continue  # do not resurrect this test (its sums are dropped as unknown)
+                if self.store.compare_and_set(document_key(name), test.to_doc(), expected_version=0):
+                    restored.append(name)
+            except Exception as exc:  # the store is down again: the next loss detection retries
+                self._tel.fault("ab.restore", exc)
+        for mt in list(self._models):  # serve the restored tests from the next background round
+            self._models[mt] = attrs.evolve(self._models[mt], fetched_at=-math.inf)
+        self._wake.set()
+        if restored:
+            log.warning("mlops-otel: restored the running A/B tests %s to the store after it lost them "
+                        "(documents and model-type slots; their evaluation history and the results of "
+                        "workers no longer running are not restored)", ", ".join(sorted(restored)))
 
     def get_test(self, name: str) -> ABTest:
         """Return the test *name* as stored now (raises :class:`ABTestNotFoundError`)."""
