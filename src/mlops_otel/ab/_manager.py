@@ -360,7 +360,7 @@ class ABTestManager:
                 self._tel.fault("ab.restore", exc)
         for mt in list(self._models):  # serve the restored tests from the next background round
             self._models[mt] = attrs.evolve(self._models[mt], fetched_at=-math.inf)
-        self._wake.set()
+        self._worker_thread.wake()
         if restored:
             log.warning("mlops-otel: restored the running A/B tests %s to the store after it lost them "
                         "(documents and model-type slots; their evaluation history and the results of "
