@@ -579,14 +579,21 @@ class ABTestManager:
     def _assign(self, model_type: str, user_id: str | None) -> tuple[str, str | None, str | None]:
         """:meth:`assign_variant`'s answer as ``(name, version, test)``, no dict: ``prediction()``'s path."""
         try:
-            view = self._view(model_type)
+            view = self._models.get(model_type)
+            if view is None:  # not loaded yet: _view registers it (and the first request waits, bounded)
+                view = self._view(model_type)
+                now = self.clock()
+            else:  # _view's loaded case, inlined: one clock read for the refresh and the end checks
+                now = self.clock()
+                if now - view.fetched_at >= self.refresh_interval:
+                    self._worker_thread.wake()  # serve the stale view; the background thread refreshes it
         except Exception as exc:  # e.g. an unhashable model_type: no test, no champion known
             self._tel.fault("ab.assign", exc)
             return CHAMPION, None, None
         if view is None:
             return CHAMPION, None, None
         test = view.test
-        if test is None or self.clock() >= test.ends_at:
+        if test is None or now >= test.ends_at:
             return CHAMPION, view.champion, None
         cfg = test.config
         try:
