@@ -222,8 +222,12 @@ def served() -> Iterator[int]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
+    deadline = time.monotonic() + 60.0
     while not server.started:
-        assert thread.is_alive()
+        assert thread.is_alive(), "uvicorn stopped before it started serving"
+        if time.monotonic() > deadline:
+            server.should_exit = True
+            pytest.fail("uvicorn did not start within 60 s")
         time.sleep(0.02)
     yield port
     server.should_exit = True
