@@ -151,7 +151,10 @@ class Collector:
                     sums = self._tests[test] = _TestSums()
                 arm = sums.arms[variant] = self._arms[(test, variant)] = _Arm(sums)
             sums = arm.owner
-            arm.add(values, metrics)
+            if metrics:
+                arm.add(values, metrics)
+            else:  # _Arm.add without custom metrics, inlined: the hot path's common case
+                arm.base = list(map(add, arm.base, values))
             if segment is not None:
                 key = (segment, variant)
                 seg = sums.segments.get(key)

@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypedDict, cast
 
 import attrs
@@ -19,7 +19,7 @@ from .._worker import PeriodicWorker
 from ..registry import ModelRegistry
 from ..stores import JSONValue, StateStore, make_key
 from ..telemetry import Telemetry, default_telemetry
-from ..validation import InvalidValueError, check_result
+from ..validation import MAX_LATENCY_MS, InvalidValueError, check_result
 from ._assign import Variant, assign
 from ._collect import Collector, read_cut, result_values
 from ._config import ABTestConfig, InvalidConfigError
@@ -579,14 +579,21 @@ class ABTestManager:
     def _assign(self, model_type: str, user_id: str | None) -> tuple[str, str | None, str | None]:
         """:meth:`assign_variant`'s answer as ``(name, version, test)``, no dict: ``prediction()``'s path."""
         try:
-            view = self._view(model_type)
+            view = self._models.get(model_type)
+            if view is None:  # not loaded yet: _view registers it (and the first request waits, bounded)
+                view = self._view(model_type)
+                now = self.clock()
+            else:  # _view's loaded case, inlined: one clock read for the refresh and the end checks
+                now = self.clock()
+                if now - view.fetched_at >= self.refresh_interval:
+                    self._worker_thread.wake()  # serve the stale view; the background thread refreshes it
         except Exception as exc:  # e.g. an unhashable model_type: no test, no champion known
             self._tel.fault("ab.assign", exc)
             return CHAMPION, None, None
         if view is None:
             return CHAMPION, None, None
         test = view.test
-        if test is None or self.clock() >= test.ends_at:
+        if test is None or now >= test.ends_at:
             return CHAMPION, view.champion, None
         cfg = test.config
         try:
@@ -642,15 +649,26 @@ class ABTestManager:
             test = None if view is None else view.test
             if test is not None and test.state is not _ACTIVE:
                 return
-            latency, conf, err, rejected = check_result(inference_time_ms, confidence, error)
-            if rejected:
-                given = {"inference_time_ms": inference_time_ms, "confidence": confidence, "error": error}
-                for field in rejected:
-                    tel.invalid("ab." + field, given[field])
-            if err is None:
-                return
-            custom: list[tuple[str, float]] = []
+            # The common case (float latency and confidence in range, a bool error) in one test,
+            # before the per-field validation that answers the same for it.
+            latency: float | None
+            conf: float | None
+            err: bool | None
+            if (type(inference_time_ms) is float and type(confidence) is float and (error is False or error is True)
+                    and 0.0 <= inference_time_ms <= MAX_LATENCY_MS and 0.0 <= confidence <= 1.0):
+                latency, conf, err = inference_time_ms, confidence, error
+            else:
+                latency, conf, err, rejected = check_result(inference_time_ms, confidence, error)
+                if rejected:
+                    given = {"inference_time_ms": inference_time_ms, "confidence": confidence, "error": error}
+                    for field in rejected:
+                        tel.invalid("ab." + field, given[field])
+                if err is None:
+                    return
+            custom: Sequence[tuple[str, float]] = ()  # no list per call without custom metrics
             if metrics:
+                valid: list[tuple[str, float]] = []
+                custom = valid
                 declared = None if test is None else test.config.metrics
                 for key, raw in metrics.items():
                     x = _metric_value(raw)
@@ -659,7 +677,7 @@ class ABTestManager:
                             spec is not None and spec.kind == "binary" and x not in (0.0, 1.0)):
                         tel.invalid(f"ab.metric.{key}" if isinstance(key, str) else "ab.metric", raw)
                         continue
-                    custom.append((key, x))
+                    valid.append((key, x))
             segment = None
             if attributes and test is not None and test.config.segment_by is not None:
                 value = attributes.get(test.config.segment_by)

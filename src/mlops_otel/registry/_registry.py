@@ -22,7 +22,7 @@ from .._worker import PeriodicWorker
 from ..stats import SufficientStats
 from ..stores import CounterBuffer, JSONValue, StateStore, make_key
 from ..telemetry import Telemetry, default_telemetry
-from ..validation import InvalidValueError, check_name, check_result
+from ..validation import MAX_LATENCY_MS, InvalidValueError, check_name, check_result
 
 __all__ = [
     "ModelRegistry",
@@ -538,18 +538,26 @@ class ModelRegistry:
         and left out; ``None`` means not measured.
         """
         try:
-            latency, conf, err, rejected = check_result(inference_time_ms, confidence, error)
-            tel = self._tel
-            if rejected:
-                given = {"inference_time_ms": inference_time_ms, "confidence": confidence, "error": error}
-                for name in rejected:
-                    tel.invalid("registry." + name, given[name])
-            if err is None:
-                return
+            # The common case (float latency and confidence in range, a bool error) in one test,
+            # before the per-field validation that answers the same for it.
+            latency: float | None
+            conf: float | None
+            err: bool | None
+            if (type(inference_time_ms) is float and type(confidence) is float and (error is False or error is True)
+                    and 0.0 <= inference_time_ms <= MAX_LATENCY_MS and 0.0 <= confidence <= 1.0):
+                latency, conf, err = inference_time_ms, confidence, error
+            else:
+                latency, conf, err, rejected = check_result(inference_time_ms, confidence, error)
+                if rejected:
+                    given = {"inference_time_ms": inference_time_ms, "confidence": confidence, "error": error}
+                    for name in rejected:
+                        self._tel.invalid("registry." + name, given[name])
+                if err is None:
+                    return
             try:
-                key = self._stats_key(model_type, version)
+                key = self._stats_keys.get((model_type, version)) or self._stats_key(model_type, version)
             except (ValueError, TypeError):
-                tel.invalid("registry.model_version", (model_type, version))
+                self._tel.invalid("registry.model_version", (model_type, version))
                 return
             self._buffer.add(key, SufficientStats.delta_values(latency, conf, err))
         except Exception as exc:  # the caller's request must never fail because of us

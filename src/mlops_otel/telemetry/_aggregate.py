@@ -255,6 +255,11 @@ class Aggregator:
             series = family.series.get(labels) or self._series(family, labels)
             series.values[0] += value
 
+    def increment(self, family: _Family, labels: tuple[str, ...], value: float) -> None:
+        """:meth:`add` for a *value* already validated; call with :attr:`lock` held."""
+        series = family.series.get(labels) or self._series(family, labels)
+        series.values[0] += value
+
     def set(self, family: _Family, labels: tuple[str, ...], value: float) -> None:
         """Set a gauge."""
         if not family.lo <= value <= family.hi:

@@ -63,6 +63,14 @@ def _num(value: object) -> float:
 
     One field's bad value (``None``, a string) must not drop the valid fields of the same call.
     """
+    kind = type(value)
+    if kind is float:
+        return value  # type: ignore[return-value]  # the exact type was just checked
+    if kind is int:  # before the slower ABC check below; float() of a huge int overflows
+        try:
+            return float(value)  # type: ignore[arg-type]  # the exact type was just checked
+        except OverflowError:
+            return math.nan
     if isinstance(value, float):
         return value
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
@@ -414,8 +422,15 @@ class Telemetry:
         agg = self._agg
         try:
             requests, duration = self._request_fams
-            agg.add(requests, (status, model_version), 1.0)
-            agg.record(duration, (stage,), duration_s, _STAGE_SPAN.get())
+            span = _STAGE_SPAN.get()
+            if (type(duration_s) is float and duration.lo <= duration_s <= duration.hi
+                    and requests.lo <= 1.0 <= requests.hi):
+                with agg.lock:  # the common valid case: one lock round for the counter and the histogram
+                    agg.increment(requests, (status, model_version), 1.0)
+                    agg.observe(duration, (stage,), duration_s, span)
+            else:
+                agg.add(requests, (status, model_version), 1.0)
+                agg.record(duration, (stage,), duration_s, span)
         except Exception as exc:
             agg.fault("record_request", exc)
             return
