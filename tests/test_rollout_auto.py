@@ -93,7 +93,12 @@ def test_the_scheduler_alone_rolls_a_broken_challenger_back_exactly_once(
     assert _counted(worker_tels, "rollout_step_changes_total", test=NAME, decision="rollback") == 1.0
     assert _counted(worker_tels, "ab_decisions_total", test=NAME, decision="rollback") == 1.0
     assert _counted(worker_tels, "ab_decisions_total", test=NAME, decision="halt") == 0.0  # no SRM halt
-    assert [e["decision"] for e in feeder.evaluation_history(NAME)] == ["rollback"]
+    # A scheduler round may judge the step before the feeder's results are all delivered (it then
+    # holds: "continue"); the rollback itself is recorded exactly once, and nothing after it.
+    decisions = [e["decision"] for e in feeder.evaluation_history(NAME)]
+    assert decisions.count("rollback") == 1, decisions
+    assert decisions[-1] == "rollback", decisions
+    assert set(decisions) <= {"continue", "rollback"}, decisions
     # Operators see it in the CLI.
     from mlops_otel.cli import main
 
