@@ -607,25 +607,15 @@ class StageTracker:
         self._start = 0.0
 
     def __enter__(self) -> Span:
-        try:
-            attributes = {semconv.SPAN_ATTR_STAGE: str(self.stage)}
-            if self.model_version is not None:
-                attributes[semconv.SPAN_ATTR_MODEL_VERSION] = str(self.model_version)
-            if self.model_type is not None:
-                attributes[semconv.SPAN_ATTR_MODEL_TYPE] = str(self.model_type)
-            if self.attributes:
-                attributes.update(self.attributes)
-            self._opened = _open_span(self.telemetry.tracer, semconv.span_name_for_stage(self.stage), attributes)
-        except Exception as exc:
-            self.telemetry.fault("track_stage", exc)
-            self._opened = None
+        self._opened = opened = StageTracker._open(
+            self.telemetry, self.stage, self.model_version, self.model_type, self.attributes)
         self._start = time.perf_counter()
-        return trace.INVALID_SPAN if self._opened is None else self._opened[0]
+        return trace.INVALID_SPAN if opened is None else opened[0]
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.finish(exc_type, exc)
+        StageTracker._close(self.telemetry, self.stage, self._start, self._opened, exc_type, exc, None)
 
     def finish(
         self,
@@ -639,17 +629,42 @@ class StageTracker:
         :meth:`Telemetry.record_gnn_metrics` while the stage's span is still current; a ``None``
         latency means the stage's wall time. Never raises.
         """
-        elapsed = time.perf_counter() - self._start
-        tel = self.telemetry
-        tel.record(semconv.DIAGNOSIS_DURATION, (self.stage,), elapsed)
+        return StageTracker._close(self.telemetry, self.stage, self._start, self._opened, exc_type, exc, gnn)
+
+    # The stage's work without a StageTracker instance, for runtime.prediction() (whose Prediction
+    # holds the opened span and start time itself instead of allocating a tracker per prediction).
+    @staticmethod
+    def _open(tel: Telemetry, stage: str, model_version: str | None, model_type: str | None,
+              extra: Mapping[str, Any] | None) -> _Opened | None:
+        """Start the stage's span (made current); ``None`` when that failed (the fault is counted)."""
+        try:
+            attributes = {semconv.SPAN_ATTR_STAGE: str(stage)}
+            if model_version is not None:
+                attributes[semconv.SPAN_ATTR_MODEL_VERSION] = str(model_version)
+            if model_type is not None:
+                attributes[semconv.SPAN_ATTR_MODEL_TYPE] = str(model_type)
+            if extra:
+                attributes.update(extra)
+            return _open_span(tel.tracer, semconv.span_name_for_stage(stage), attributes)
+        except Exception as exc:
+            tel.fault("track_stage", exc)
+            return None
+
+    @staticmethod
+    def _close(tel: Telemetry, stage: str, start: float, opened: _Opened | None,
+               exc_type: type[BaseException] | None, exc: BaseException | None,
+               gnn: tuple[str, float | None, float, float] | None) -> float:
+        """The body of :meth:`finish` for a stage opened with :meth:`_open` at *start*."""
+        elapsed = time.perf_counter() - start
+        tel.record(semconv.DIAGNOSIS_DURATION, (stage,), elapsed)
         if gnn is not None:
             version, latency_ms, score, conf = gnn
             tel.record_gnn_metrics(version, elapsed * 1000.0 if latency_ms is None else latency_ms, score, conf)
         if exc_type is not None:
-            tel.record_error(exc_type.__name__, self.stage)
-        if self._opened is not None:
+            tel.record_error(exc_type.__name__, stage)
+        if opened is not None:
             try:
-                _close_span(self._opened, exc)
+                _close_span(opened, exc)
             except Exception as fault:
                 tel.fault("track_stage", fault)
         return elapsed
