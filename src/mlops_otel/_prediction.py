@@ -51,7 +51,7 @@ _NO_EXTRA: Mapping[str, float | bool] = MappingProxyType({})
 _GNN_STAGE = semconv.STAGE_GNN_INFERENCE
 _NOT_ENTERED: Any = object()
 _EXITED: Any = object()
-_open_stage = StageTracker._open
+_open_stage = StageTracker._open_traced  # no span while tracing cannot record one
 _close_stage = StageTracker._close
 _perf_counter = time.perf_counter
 

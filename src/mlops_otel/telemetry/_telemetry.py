@@ -108,6 +108,14 @@ _REQUEST: contextvars.ContextVar[_RequestState | None] = contextvars.ContextVar(
 # than the OTel context API's get_current_span() on the hot path.
 _STAGE_SPAN: contextvars.ContextVar[Span | None] = contextvars.ContextVar("mlops_otel_stage_span", default=None)
 
+# What a Telemetry's tracer can produce, decided once from its type (public API classes only):
+# spans of a real tracer (an SDK's), never (the API's NoOpTracer), or only once a global provider
+# other than the API's own is installed (the ProxyTracer of trace.get_tracer() without a provider).
+_TRACER_REAL, _TRACER_NOOP, _TRACER_PROXY = 0, 1, 2
+# The global providers under which a ProxyTracer starts nothing but non-recording spans.
+_NO_SDK_PROVIDERS = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+_get_tracer_provider = trace.get_tracer_provider
+
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
@@ -151,6 +159,7 @@ class Telemetry:
 
     _agg: Aggregator = attrs.field(init=False, repr=False)
     _tracer: trace.Tracer = attrs.field(init=False, repr=False)
+    _tracer_kind: int = attrs.field(init=False, repr=False, default=_TRACER_REAL)
     _registry: CollectorRegistry = attrs.field(init=False, repr=False)
     _pusher: PeriodicPusher | None = attrs.field(init=False, repr=False, default=None)
     _instruments: dict[str, Any] = attrs.field(init=False, repr=False, factory=dict)
@@ -179,6 +188,9 @@ class Telemetry:
         self._rag_fams = (fams[semconv.RAG_GENERATION_DURATION.name], fams[semconv.RAG_TOKENS_USED.name])
         self._request_fams = (fams[semconv.DIAGNOSIS_REQUESTS.name], fams[semconv.DIAGNOSIS_DURATION.name])
         self._tracer = trace.get_tracer(SCOPE_NAME, _VERSION, tracer_provider=self.tracer_provider)
+        kind = type(self._tracer)
+        self._tracer_kind = (_TRACER_NOOP if kind is trace.NoOpTracer
+                             else _TRACER_PROXY if kind is trace.ProxyTracer else _TRACER_REAL)
         self._registry = make_registry(self._exposition_snapshot)
         self._scope = InstrumentationScope(SCOPE_NAME, _VERSION)
         if self.resource is None:
@@ -649,6 +661,24 @@ class StageTracker:
         except Exception as exc:
             tel.fault("track_stage", exc)
             return None
+
+    @staticmethod
+    def _open_traced(tel: Telemetry, stage: str, model_version: str | None, model_type: str | None,
+                     extra: Mapping[str, Any] | None) -> _Opened | None:
+        """:meth:`_open`, except that no span is started while tracing cannot record one.
+
+        That is when the tracer is the API's no-op one, or its proxy while no SDK (no global provider
+        but the API's own) is installed: such a span would be non-recording, its context the
+        parent's, and nothing would see it. Checked per call (a provider installed later is honoured
+        at once), and only when no recording stage span is current (opening a non-recording one hides
+        it from the seed helpers inside the stage; skipping must not change what they annotate).
+        ``None``, as when opening failed: :meth:`_close` then records the stage's metrics alone.
+        """
+        kind = tel._tracer_kind
+        if kind and _STAGE_SPAN.get() is None and (
+                kind == _TRACER_NOOP or type(_get_tracer_provider()) in _NO_SDK_PROVIDERS):
+            return None
+        return StageTracker._open(tel, stage, model_version, model_type, extra)
 
     @staticmethod
     def _close(tel: Telemetry, stage: str, start: float, opened: _Opened | None,
