@@ -110,31 +110,35 @@ class Prediction:
     decorator form opens a new one per call.
     """
 
-    # No __slots__: the outputs and the assignment are class-level defaults, so that building one
-    # (once per request) sets only what the call gave; the rest is written only when it happens.
+    # Slots (cheaper to read and write than an instance dict, and read many times per prediction).
+    # Every public one is set in __init__; _start and _parts are set on entry and read only after it.
+    __slots__ = ("_opened", "_parts", "_start", "anomaly_score", "attributes", "confidence", "default_version",
+                 "embedding", "error_type", "extra", "features", "inference_time_ms", "model_type", "runtime",
+                 "stage", "test", "user_id", "variant", "version")
+
     #: The model version to run (``None`` only when no test, champion or default names one).
-    version: str | None = None
+    version: str | None
     #: ``"control"``, ``"treatment"`` or ``"champion"``.
-    variant: str = "champion"
+    variant: str
     #: The A/B test this prediction is part of, or ``None``.
-    test: str | None = None
-    anomaly_score: float | None = None
-    confidence: float | None = None
-    features: Mapping[str, float | str] | None = None
-    embedding: Sequence[float] | Any | None = None
-    extra: Mapping[str, float | bool] = _NO_EXTRA
+    test: str | None
+    anomaly_score: float | None
+    confidence: float | None
+    features: Mapping[str, float | str] | None
+    embedding: Sequence[float] | Any | None
+    extra: Mapping[str, float | bool]
     #: Latency reported by :meth:`observe`; otherwise the block's wall time is used.
-    inference_time_ms: float | None = None
+    inference_time_ms: float | None
     #: The exception's class name when the block failed.
-    error_type: str | None = None
-    # The stage, through StageTracker._open/_close (no tracker object per prediction): _NOT_ENTERED,
-    # then the opened span (telemetry's private _Opened, or None when opening it failed), then _EXITED.
-    _opened: Any = _NOT_ENTERED
-    _start: float = 0.0
-    default_version: str | None = None
+    error_type: str | None
+    default_version: str | None
     #: Extra span attributes given to ``runtime.prediction(...)`` (also A/B segment attributes), or ``None``.
-    attributes: Mapping[str, Any] | None = None
-    _parts: tuple[Telemetry, ModelRegistry, ABTestManager, DriftMonitor]  # set on entry
+    attributes: Mapping[str, Any] | None
+    # The stage, through StageTracker._open_traced/_close (no tracker object per prediction): _NOT_ENTERED,
+    # then the opened span (telemetry's private _Opened, or None when no span was opened), then _EXITED.
+    _opened: Any
+    _start: float
+    _parts: tuple[Telemetry, ModelRegistry, ABTestManager, DriftMonitor]
 
     def __init__(
         self,
@@ -150,10 +154,13 @@ class Prediction:
         self.user_id = user_id
         self.stage = stage if stage is not None else (
             _GNN_STAGE if model_type == "gnn" else f"{model_type}_inference")
-        if default_version is not None:  # else the class-level None (one write fewer per prediction)
-            self.default_version = default_version
-        if attributes is not None:
-            self.attributes = attributes
+        self.default_version = default_version
+        self.attributes = attributes
+        self.version = self.test = self.anomaly_score = self.confidence = self.features = self.embedding = None
+        self.inference_time_ms = self.error_type = None
+        self.variant = "champion"
+        self.extra = _NO_EXTRA
+        self._opened = _NOT_ENTERED
 
     def __repr__(self) -> str:
         return (f"Prediction(model_type={self.model_type!r}, version={self.version!r}, variant={self.variant!r}, "
