@@ -699,7 +699,9 @@ class ABTestManager:
         validated (as ``check_result`` would accept them unchanged): ``runtime.prediction()``'s path,
         which must not pay for the same checks twice (the registry takes the same values). Records
         exactly what :meth:`record_result` would; never raises."""
-        tel = self._tel
+        tel = self.telemetry  # self._tel without the property call: the hot path
+        if tel is None:
+            tel = default_telemetry()
         try:
             view = self._tests.get(test_name)
             test = None if view is None else view.test
