@@ -379,14 +379,39 @@ _LATE_PROVIDER = textwrap.dedent("""
     rt.registry.register("gnn", "v2.2.0")
     rt.ab.start_test(ABTestConfig(name="t", model_type="gnn", control_version="v2.1.0",
                                   treatment_version="v2.2.0", treatment_traffic_pct=50))
+    tel = rt.telemetry
+    # A propagated (remote, sampled) parent, as a server gets from its caller: a non-recording span made
+    # current over it would carry the same context, so only its identity tells that one was opened.
+    from opentelemetry import context
+    remote = trace.SpanContext(trace_id=1, span_id=2, is_remote=True, trace_flags=trace.TraceFlags(1))
+    context.attach(trace.set_span_in_context(trace.NonRecordingSpan(remote)))
     outside = trace.get_current_span()
     with rt.prediction("gnn", user_id="u1") as p:
         assert trace.get_current_span() is outside  # no span of ours was made current
         p.observe(anomaly_score=0.2, confidence=0.9)
+
+    @tel.track_diagnosis_request("diagnose")
+    def handle(sdk):  # the single calls skip their spans too, and honour a later provider at once
+        assert (trace.get_current_span() is not outside) is sdk
+        with tel.track_stage("preprocess", "v2.1.0") as stage:
+            assert stage.is_recording() is sdk and (trace.get_current_span() is outside) is not sdk
+            assert (stage is trace.INVALID_SPAN) is not sdk
+            tel.record_gnn_metrics("v2.1.0", 3.0, 0.25, 0.75)
+
+    handle(False)
+    assert sample_value(tel, "diagnosis_requests_total", status="success", model_version="v2.1.0") == 1.0
+    assert sample_value(tel, "diagnosis_duration_seconds_count", stage="preprocess") == 1.0
     spans = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(spans))
     trace.set_tracer_provider(provider)
+    handle(True)
+    by_name = {s.name: s for s in spans.get_finished_spans()}
+    assert sorted(by_name) == ["diagnosis", "preprocess"], sorted(by_name)
+    assert by_name["preprocess"].attributes["mlops.gnn.anomaly_score"] == 0.25
+    assert by_name["diagnosis"].attributes["mlops.model.version"] == "v2.1.0"
+    assert sample_value(tel, "diagnosis_duration_seconds_count", stage="preprocess") == 2.0
+    spans.clear()
     with rt.prediction("gnn", user_id="u2") as p:
         p.observe(anomaly_score=0.3, confidence=0.8)
     (span,) = spans.get_finished_spans()

@@ -574,6 +574,19 @@ def request_decorator(name: str, scope: Callable[[], AbstractContextManager[None
     return decorator
 
 
+def _cannot_record(tel: Telemetry) -> bool:
+    """Whether a span started now by *tel*'s tracer could not record, and skipping it changes nothing.
+
+    True when the tracer is the API's no-op one, or its proxy while no SDK (no global provider but
+    the API's own) is installed, and no recording stage span is current (opening a non-recording
+    one would hide that span from the seed helpers). Public API types only; checked per call, so
+    a provider installed later is honoured at once.
+    """
+    kind = tel._tracer_kind
+    return bool(kind) and _STAGE_SPAN.get() is None and (
+        kind == _TRACER_NOOP or type(_get_tracer_provider()) in _NO_SDK_PROVIDERS)
+
+
 def _open_span(tracer: trace.Tracer, name: str, attributes: dict[str, str]) -> _Opened:
     """Start *name*, make it current, and make it the span the seed helpers annotate.
 
@@ -619,7 +632,9 @@ class StageTracker:
         self._start = 0.0
 
     def __enter__(self) -> Span:
-        self._opened = opened = StageTracker._open(
+        # No span while tracing cannot record one (the API's no-op tracer, or its proxy before an SDK
+        # provider is installed): the INVALID_SPAN is returned, and the stage's metrics are recorded.
+        self._opened = opened = StageTracker._open_traced(
             self.telemetry, self.stage, self.model_version, self.model_type, self.attributes)
         self._start = time.perf_counter()
         return trace.INVALID_SPAN if opened is None else opened[0]
@@ -674,9 +689,7 @@ class StageTracker:
         it from the seed helpers inside the stage; skipping must not change what they annotate).
         ``None``, as when opening failed: :meth:`_close` then records the stage's metrics alone.
         """
-        kind = tel._tracer_kind
-        if kind and _STAGE_SPAN.get() is None and (
-                kind == _TRACER_NOOP or type(_get_tracer_provider()) in _NO_SDK_PROVIDERS):
+        if tel._tracer_kind and _cannot_record(tel):
             return None
         return StageTracker._open(tel, stage, model_version, model_type, extra)
 
@@ -721,9 +734,10 @@ class _RequestScope:
     def __enter__(self) -> None:
         self._state = _RequestState()
         self._token = _REQUEST.set(self._state)
-        try:
-            self._opened = _open_span(
-                self.telemetry.tracer, semconv.SPAN_DIAGNOSIS, {semconv.SPAN_ATTR_REQUEST_NAME: self.name}
+        tel = self.telemetry
+        try:  # no span while tracing cannot record one (see _cannot_record)
+            self._opened = None if tel._tracer_kind and _cannot_record(tel) else _open_span(
+                tel.tracer, semconv.SPAN_DIAGNOSIS, {semconv.SPAN_ATTR_REQUEST_NAME: self.name}
             )
         except Exception as exc:
             self.telemetry.fault("track_diagnosis_request", exc)
