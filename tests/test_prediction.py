@@ -330,20 +330,7 @@ def test_prediction_records_exactly_what_the_five_calls_record(
                 p.observe(anomaly_score=0.5, confidence=confidence, inference_time_ms=latency)  # type: ignore[arg-type]
                 if fail:
                     raise ZeroDivisionError
-            a = five.ab.assign_variant("gnn", uid)
-            version = a["version"]
-            assert version is not None
-            with contextlib.suppress(ZeroDivisionError), five.telemetry.track_stage("gnn_inference", version,
-                                                                                   model_type="gnn"):
-                if confidence is not None:
-                    five.telemetry.record_gnn_metrics(version, latency, 0.5, confidence)  # type: ignore[arg-type]
-                if fail:
-                    raise ZeroDivisionError
-            ok_latency, ok_confidence = (None, None) if fail else (latency, confidence)
-            five.registry.update_metrics("gnn", version, ok_latency, ok_confidence, error=fail)
-            five.ab.record_result(TEST, a["name"], ok_latency, ok_confidence, error=fail)
-            if confidence is not None:
-                five.drift.get_detector("gnn", version).add_production_sample(0.5, confidence)  # type: ignore[arg-type]
+            _five_calls(five, uid, latency, confidence, fail)
         for r in (one, five):
             r.registry.flush()
             r.ab.flush()
@@ -357,6 +344,66 @@ def test_prediction_records_exactly_what_the_five_calls_record(
             return {k: v for k, v in samples(r.telemetry).items() if k[0] == "mlops_invalid_measurements_total"}
 
         assert invalid(one) == invalid(five)
+        assert _recorded(one) == _recorded(five)
+        stage_count = ("diagnosis_duration_seconds_count", frozenset({("stage", "gnn_inference")}))
+        assert _recorded(one)[stage_count] == len(cases)
+    finally:
+        one.close()
+        five.close()
+
+
+def _five_calls(five: Runtime, uid: str, latency: float | int, confidence: float | int | None, fail: bool) -> None:
+    """What one prediction() records, with the five single calls."""
+    a = five.ab.assign_variant("gnn", uid)
+    version = a["version"]
+    assert version is not None
+    with contextlib.suppress(ZeroDivisionError), five.telemetry.track_stage("gnn_inference", version,
+                                                                           model_type="gnn"):
+        if confidence is not None:
+            five.telemetry.record_gnn_metrics(version, latency, 0.5, confidence)  # type: ignore[arg-type]
+        if fail:
+            raise ZeroDivisionError
+    ok_latency, ok_confidence = (None, None) if fail else (latency, confidence)
+    five.registry.update_metrics("gnn", version, ok_latency, ok_confidence, error=fail)
+    five.ab.record_result(TEST, a["name"], ok_latency, ok_confidence, error=fail)
+    if confidence is not None:
+        five.drift.get_detector("gnn", version).add_production_sample(0.5, confidence)  # type: ignore[arg-type]
+
+
+def _recorded(r: Runtime) -> dict[Any, float]:
+    """Every telemetry series a prediction writes but the stage's wall time (and no gauge)."""
+    return {k: v for k, v in samples(r.telemetry).items()
+            if k[0].startswith(("gnn_", "diagnosis_", "ab_results", "ab_assignments",
+                                "mlops_invalid", "mlops_telemetry_errors", "mlops_label_overflow"))
+            and k[0] not in ("diagnosis_duration_seconds_sum", "diagnosis_duration_seconds_bucket")}
+
+
+@pytest.mark.parametrize("mode", ["aggregate", "passthrough"])
+def test_the_fused_writes_follow_label_folding_a_fork_reset_and_passthrough(mode: str) -> None:
+    """prediction()'s pre-bound series: never a folded one (each write counts its overflow), rebound after
+    the reset a forked child does, and the single calls where OTel instruments must see every write."""
+    one, five = (Runtime.create(Settings(drift={"check_interval": None}, max_label_values=1, mode=mode))
+                 for _ in range(2))
+    try:
+        for r in (one, five):
+            r.registry.register("gnn", "v2.1.0")
+            r.registry.register("gnn", "v2.2.0")
+            start_test(r)
+        for part in range(2):
+            for i in range(16):
+                with one.prediction("gnn", user_id=f"user-{i}") as p:
+                    p.observe(anomaly_score=0.5, confidence=0.75, inference_time_ms=3.0)
+                _five_calls(five, f"user-{i}", 3.0, 0.75, False)
+            if part == 0:
+                before = _recorded(one)
+                assert before == _recorded(five)
+                for r in (one, five):
+                    r.telemetry._after_fork()  # what a forked child does: every series starts from zero
+        after = _recorded(one)
+        assert after == _recorded(five)
+        # One version's series are folded into "other" (1 label value allowed), and every write to them counted.
+        assert sum(v for k, v in after.items() if k[0] == "mlops_label_overflow_total") >= 16
+        assert after == before  # the same 16 predictions again, counted from zero after the reset
     finally:
         one.close()
         five.close()

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from opentelemetry.trace import NonRecordingSpan as _NonRecordingSpan
 
 from . import semconv
-from .telemetry import StageTracker
+from .telemetry import PredictionWrites, StageTracker
 from .validation import MAX_LATENCY_MS
 
 if TYPE_CHECKING:
@@ -69,19 +69,21 @@ class _Handle:
     """What ``prediction()`` records into for one (model_type, version), looked up once per runtime.
 
     The registry's stats key (``None`` for an invalid name: the public method then counts it),
-    the registry's and A/B manager's validated-input paths, and the version's drift detector's
+    the registry's and A/B manager's validated-input paths, the version's drift detector's
     ``add_production_sample`` (bound on its first observed prediction; the monitor never
-    replaces a detector).
+    replaces a detector) and the fused telemetry writes of the last stage it was predicted in.
     """
 
-    __slots__ = ("add_sample", "record", "stats_key", "update")
+    __slots__ = ("add_sample", "record", "stats_key", "update", "version", "writes")
 
-    def __init__(self, update: Callable[[str, float | None, float | None, bool], None],
-                 record: Callable[[str, str, float | None, float | None, bool], None]) -> None:
+    def __init__(self, version: str, update: Callable[[str, float | None, float | None, bool], None],
+                 record: Callable[[str, str, float | None, float | None, bool, bool], bool]) -> None:
+        self.version = version
         self.update = update
         self.record = record
         self.stats_key: str | None = None
         self.add_sample: Callable[..., None] | None = None
+        self.writes: PredictionWrites | None = None
 
 
 class Prediction:
@@ -227,11 +229,23 @@ class Prediction:
         version = self.version
         score = self.anomaly_score
         conf = self.confidence
-        latency = self.inference_time_ms
+        latency = observed_latency = self.inference_time_ms
         observed = version is not None and score is not None and conf is not None
         if exc_type is not None:
             self.error_type = exc_type.__name__
-        if observed:  # the stage duration and the seed metrics, on the stage's span, which then ends
+        model_type = self.model_type
+        handle = writes = None
+        if observed:  # the fused telemetry writes of (stage, version), when they cover these outputs
+            handle = self._lookup(version)  # type: ignore[arg-type]  # observed: version not None
+            if handle is not None:
+                writes = handle.writes
+                if writes is None or writes.stage != self.stage:  # one stage per handle is kept: the usual case
+                    writes = self._writes(handle, tel)
+                if writes is not None and not writes.covers(latency, score, conf):  # type: ignore[arg-type]
+                    writes = None
+        if writes is not None:  # the stage ends below, after the registry and A/B sums, in one lock round
+            elapsed = _perf_counter() - self._start
+        elif observed:  # the stage duration and the seed metrics, on the stage's span, which then ends
             elapsed = _close_stage(tel, self.stage, self._start, opened, exc_type, exc,
                                    (version, latency, score, conf))  # type: ignore[arg-type]
         else:
@@ -254,14 +268,8 @@ class Prediction:
         else:  # an error carries no latency or confidence (as 0.1's error path)
             error = checked = True
             latency = ok_conf = None
-        model_type = self.model_type
-        handle: _Handle | None
-        try:
-            handle = self.runtime._prediction_handles[(model_type, version)]
-        except KeyError:
-            handle = self._handle(version)
-        except Exception:  # e.g. an unhashable version: the public methods below count or report it
-            handle = None
+        if not observed:
+            handle = self._lookup(version)
         # Each part on its own: a fault in one never keeps the others from recording.
         fast = handle if checked else None  # the validated-input paths apply
         try:
@@ -272,18 +280,24 @@ class Prediction:
         except Exception as fault:  # the caller's request must never fail because of us
             tel.fault("prediction.registry", fault)
         test = self.test
+        ab_result = None
         if test is not None:
             extra = self.extra
             attributes = self.attributes
             try:
                 if fast is not None and not extra and not attributes:
-                    fast.record(test, self.variant, latency, ok_conf, error)
+                    # With fused writes the result is counted in their lock round, not by the manager.
+                    if fast.record(test, self.variant, latency, ok_conf, error, writes is None) \
+                            and writes is not None:
+                        ab_result = (test, self.variant)
                 else:
                     # Custom metrics (#12) and the attributes the test's segment report breaks down by.
                     parts[2].record_result(test, self.variant, latency, ok_conf, error=error, metrics=extra or None,
                                      attributes=attributes or None)
             except Exception as fault:
                 tel.fault("prediction.ab", fault)
+        if writes is not None:
+            writes.close(elapsed, opened, exc_type, exc, observed_latency, score, conf, ab_result)  # type: ignore[arg-type]
         if observed:
             try:
                 add = None if handle is None else handle.add_sample
@@ -299,10 +313,29 @@ class Prediction:
             except Exception as fault:
                 tel.fault("prediction.drift", fault)
 
+    def _lookup(self, version: str) -> _Handle | None:
+        """The cached :class:`_Handle` of (model_type, *version*); ``None`` for an unhashable version
+        (the public methods then count or report it)."""
+        try:
+            return self.runtime._prediction_handles[(self.model_type, version)]
+        except KeyError:
+            return self._handle(version)
+        except Exception:
+            return None
+
+    def _writes(self, handle: _Handle, tel: Telemetry) -> PredictionWrites | None:
+        """New fused telemetry writes of the handle's version in this prediction's stage, kept on the handle."""
+        try:
+            writes = handle.writes = PredictionWrites(tel, self.stage, handle.version)
+        except Exception as fault:
+            tel.fault("prediction.telemetry", fault)
+            return None
+        return writes
+
     def _handle(self, version: str) -> _Handle:
         """The cached :class:`_Handle` of (model_type, *version*), made on the first prediction of it."""
         _, registry, ab, _ = self._parts
-        handle = _Handle(registry._update_checked, ab._record_checked)
+        handle = _Handle(version, registry._update_checked, ab._record_checked)
         with contextlib.suppress(Exception):  # an invalid name: update_metrics() counts it, every time
             handle.stats_key = registry._stats_key(self.model_type, version)
         self.runtime._prediction_handles[(self.model_type, version)] = handle

@@ -693,12 +693,14 @@ class ABTestManager:
             tel.fault("ab.record_result", exc)
 
     def _record_checked(self, test_name: str, variant: str, inference_time_ms: float | None,
-                        confidence: float | None, error: bool) -> None:
+                        confidence: float | None, error: bool, count: bool = True) -> bool:
         """:meth:`record_result` without custom metrics or attributes, for a *test_name* and *variant*
         from :meth:`assign_variant` (``"control"``/``"treatment"``) and values the caller already
         validated (as ``check_result`` would accept them unchanged): ``runtime.prediction()``'s path,
         which must not pay for the same checks twice (the registry takes the same values). Records
-        exactly what :meth:`record_result` would; never raises."""
+        exactly what :meth:`record_result` would; never raises. With *count* False the result is not
+        counted in ``mlops_ab_results_total``: the caller counts it (in its own lock round) when this
+        returns True."""
         tel = self.telemetry  # self._tel without the property call: the hot path
         if tel is None:
             tel = default_telemetry()
@@ -706,16 +708,19 @@ class ABTestManager:
             view = self._tests.get(test_name)
             test = None if view is None else view.test
             if test is not None and test.state is not _ACTIVE:
-                return
+                return False
             if not self._collector.add(test_name, variant, result_values(inference_time_ms, confidence, error),
                                        (), None):
                 tel.invalid("ab.test", test_name)  # too many distinct test names in this process
-                return
+                return False
             if test is None:
                 self._worker_thread.wake()  # load it in the background
+            if not count:
+                return True
             tel.add(semconv.AB_RESULTS, (test_name, variant))
         except Exception as exc:  # the caller's request must never fail because of us
             tel.fault("ab.record_result", exc)
+        return False
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the background thread and publish this process's last results, within *timeout* seconds.

@@ -2,6 +2,7 @@
 
 from ._aggregate import FamilySnapshot, SeriesSnapshot
 from ._default import default_telemetry, set_default_telemetry, use_default_resolver
+from ._fused import PredictionWrites
 from ._genai import GenAIOperation, GenAIRetrieval, GenAIShape, TokenPrices, gen_ai_shape_from_env
 from ._merge import merge_snapshots, snapshot_from_json, snapshot_to_json
 from ._otlp import MetricsExporter
@@ -14,6 +15,7 @@ __all__ = [
     "GenAIShape",
     "MetricsExporter",
     "Mode",
+    "PredictionWrites",
     "SeriesSnapshot",
     "StageTracker",
     "Telemetry",

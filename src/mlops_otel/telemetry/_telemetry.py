@@ -689,7 +689,9 @@ class StageTracker:
         it from the seed helpers inside the stage; skipping must not change what they annotate).
         ``None``, as when opening failed: :meth:`_close` then records the stage's metrics alone.
         """
-        if tel._tracer_kind and _cannot_record(tel):
+        kind = tel._tracer_kind  # _cannot_record(tel), inlined: prediction()'s path
+        if kind and _STAGE_SPAN.get() is None and (
+                kind == _TRACER_NOOP or type(_get_tracer_provider()) in _NO_SDK_PROVIDERS):
             return None
         return StageTracker._open(tel, stage, model_version, model_type, extra)
 
