@@ -47,8 +47,8 @@ def _put(v: list[float], bounds: tuple[float, ...], value: float) -> None:
 class PredictionWrites:
     """The telemetry writes at the end of an observed prediction of one (*stage*, *version*)."""
 
-    __slots__ = ("_bound", "_bound_in", "_duration", "_gnn", "_results", "_stage_labels", "_version_labels",
-                 "stage", "telemetry", "version")
+    __slots__ = ("_bound", "_bound_in", "_count", "_count_in", "_duration", "_gnn", "_results", "_stage_labels",
+                 "_version_labels", "stage", "telemetry", "version")
 
     def __init__(self, telemetry: Telemetry, stage: str, version: str) -> None:
         self.telemetry = telemetry
@@ -65,6 +65,9 @@ class PredictionWrites:
         # count its overflow), and the series dict they were found in: Aggregator.reset replaces it.
         self._bound: tuple[list[float], list[float], list[float], list[float]] | None = None
         self._bound_in: object = None
+        # The last A/B result series counted ((test, variant), its values), bound the same way.
+        self._count: tuple[tuple[str, str], list[float]] | None = None
+        self._count_in: object = None
 
     def _bind(self) -> None:
         """Bind the four series when each exists under its exact labels; call with the lock held.
@@ -120,7 +123,15 @@ class PredictionWrites:
                     observe(confidence, labels, conf, span)
                     self._bind()
                 if ab_result is not None:
-                    agg.increment(self._results, ab_result, 1.0)
+                    results = self._results
+                    count = self._count
+                    if count is not None and count[0] == ab_result and results.series is self._count_in:
+                        count[1][0] += 1.0
+                    else:
+                        agg.increment(results, ab_result, 1.0)
+                        series = results.series.get(ab_result)  # None when folded into "other"
+                        self._count = None if series is None else (ab_result, series.values)
+                        self._count_in = results.series
             state = _REQUEST.get()
             if state is not None:
                 state.model_version = self.version
