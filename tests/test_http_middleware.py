@@ -312,6 +312,25 @@ def test_captured_headers_and_the_response_propagator(monkeypatch: pytest.Monkey
     assert answer.headers["traceresponse"] == f"00-{trace_id}-{span_id}-{span.context.trace_flags:02x}"
 
 
+def test_suppressed_http_instrumentation_is_honoured(telemetry: Telemetry) -> None:
+    import asyncio
+
+    import httpx
+    from opentelemetry.instrumentation.utils import suppress_http_instrumentation
+
+    app = make_app()
+    instrument_app(app, tracer_provider=telemetry.tracer_provider, store=MemoryStore())
+
+    async def calls() -> None:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+            with suppress_http_instrumentation():
+                assert (await http.get("/items/1")).status_code == 200
+            assert (await http.get("/items/2")).status_code == 200
+
+    asyncio.run(calls())
+    assert [dict(s.attributes or {})[semconv.ATTR_URL_PATH] for s in telemetry.server_spans()] == ["/items/2"]
+
+
 def test_signatures_in_the_query_are_redacted(client: TestClient, telemetry: Telemetry) -> None:
     client.get("/items/1?sig=s3cret&x=1")
     (span,) = telemetry.server_spans()

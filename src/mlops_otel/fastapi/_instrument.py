@@ -237,7 +237,7 @@ def instrument_app(
     (SERVER span ``{method} {route}``, ``http.server.request.duration`` in seconds,
     ``http.server.active_requests``) at a fraction of the OTel ASGI middleware's cost
     (docs/performance-analysis.md). ``"otel"`` installs the OTel FastAPI instrumentation
-    instead (before 0.3 the default; in its default mode it emits the older
+    instead (the default before #16; in its default mode it emits the older
     ``http.server.duration`` in milliseconds); ``True`` still means ``"otel"`` but is
     deprecated; ``False`` installs neither. *excluded_urls* (comma-separated regexes) applies
     to both, else ``OTEL_PYTHON_FASTAPI_EXCLUDED_URLS``/``OTEL_PYTHON_EXCLUDED_URLS``, read
