@@ -264,6 +264,20 @@ def test_no_second_layer_on_an_app_the_otel_instrumentation_already_traces(telem
         FastAPIInstrumentor.uninstrument_app(app)
 
 
+def test_uninstrument_keeps_an_otel_instrumentation_added_after_ours(telemetry: Telemetry) -> None:
+    app = make_app()
+    instrument_app(app, tracer_provider=telemetry.tracer_provider, store=MemoryStore())
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=telemetry.tracer_provider)
+    try:
+        uninstrument_app(app)  # ours goes, OTel's stays
+        with TestClient(app) as test_client:
+            test_client.get("/items/1")
+        scopes = [s.instrumentation_scope.name for s in telemetry.server_spans() if s.instrumentation_scope]
+        assert scopes == ["opentelemetry.instrumentation.fastapi"]
+    finally:
+        FastAPIInstrumentor.uninstrument_app(app)
+
+
 def test_otel_is_the_switch_back_and_true_is_its_deprecated_spelling(telemetry: Telemetry) -> None:
     for choice in ("otel", True):
         app = make_app()

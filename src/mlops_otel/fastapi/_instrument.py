@@ -57,6 +57,7 @@ class _LightLayer:
     build: Callable[[], Any]  # the build_middleware_stack it wraps
     own_attribute: Any  # the instance attribute it replaced (None: the class's method)
     native: dict[str, Any] = attrs.field(factory=dict)  # FastAPI's native telemetry settings it turned off
+    wrapper: Any = None  # the bound build_middleware_stack it installed
     active: bool = True
 
     @classmethod
@@ -73,7 +74,8 @@ class _LightLayer:
             return HttpServerMiddleware(stack, tracer_provider=tracer_provider, meter_provider=meter_provider,
                                         config=config)
 
-        app.build_middleware_stack = types.MethodType(build_middleware_stack, app)  # type: ignore[method-assign]
+        layer.wrapper = types.MethodType(build_middleware_stack, app)
+        app.build_middleware_stack = layer.wrapper  # type: ignore[method-assign]
         app.middleware_stack = None  # rebuilt, with the layer, on the next call
         # FastAPI versions with native OpenTelemetry telemetry trace and meter HTTP requests themselves
         # once a global provider is set, and stand down only for OTel's ASGI middleware: one layer, not two.
@@ -87,10 +89,11 @@ class _LightLayer:
 
     def remove(self, app: FastAPI) -> None:
         self.active = False  # a wrapper installed after ours keeps calling ours: it becomes a pass-through
-        if self.own_attribute is not None:
-            app.build_middleware_stack = self.own_attribute  # type: ignore[method-assign]
-        else:
-            vars(app).pop("build_middleware_stack", None)
+        if vars(app).get("build_middleware_stack") is self.wrapper:  # else someone wrapped ours: keep theirs
+            if self.own_attribute is not None:
+                app.build_middleware_stack = self.own_attribute  # type: ignore[method-assign]
+            else:
+                del app.build_middleware_stack
         native = _native_telemetry_config(app)
         if native is not None:
             native.update(self.native)
