@@ -44,20 +44,31 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics as otel_metrics
 from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.propagators import get_global_response_propagator
-from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
 from opentelemetry.propagators.textmap import Setter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.http import (
     OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS,
     OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST,
     OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE,
-    PARAMS_TO_REDACT,
     ExcludeList,
     SanitizeValue,
     normalise_request_header_name,
     normalise_response_header_name,
-    redact_query_parameters,
 )
+
+# Newer than the oldest opentelemetry-instrumentation(-util-http) the fastapi extra allows (0.46b0).
+try:
+    from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
+except ImportError:  # pragma: no cover - older opentelemetry-instrumentation: no HTTP suppression key
+    def is_http_instrumentation_enabled() -> bool:
+        return True
+try:
+    from opentelemetry.util.http import PARAMS_TO_REDACT, redact_query_parameters
+except ImportError:  # pragma: no cover - older opentelemetry-util-http: no query redaction there
+    PARAMS_TO_REDACT = []
+
+    def redact_query_parameters(url: str) -> str:
+        return url
 
 from .. import semconv
 from .._version import __version__
