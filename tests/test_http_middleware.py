@@ -435,3 +435,107 @@ def test_without_an_otel_sdk_requests_still_work() -> None:
     with TestClient(app) as test_client:
         assert test_client.get("/items/3").json() == {"item": 3}
         assert test_client.get("/sub/inner/y").json() == {"x": "y"}
+
+
+# ----------------------------------------------------------------------------------------------- review2
+def test_without_an_sdk_the_callers_baggage_alone_still_reaches_the_handler() -> None:
+    # No tracer provider and no traceparent: the no-op span is invalid, yet the extracted context (baggage)
+    # must be current in the handler, as with the OTel ASGI middleware (the default before #16).
+    app = make_app()
+    instrument_app(app, store=MemoryStore())
+    with TestClient(app) as test_client:
+        answer = test_client.get("/baggage", headers={"baggage": "user=ada"})
+    assert answer.json() == {"user": "ada", "span_valid": False}
+    assert baggage.get_baggage("user") is None  # detached after the request
+
+
+def test_an_otel_instrumentation_added_after_ours_is_the_one_in_place(
+        telemetry: Telemetry, caplog: pytest.LogCaptureFixture) -> None:
+    # The call made last wins, as it did when "otel" was the default: OTel's layer with its hook, ours
+    # standing down, and no "Skipping FastAPI instrumentation due to unexpected middleware stack" error.
+    app = make_app()
+    instrument_app(app, tracer_provider=telemetry.tracer_provider, store=MemoryStore())
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=telemetry.tracer_provider,
+                                       server_request_hook=lambda span, scope: span.set_attribute("hooked", True))
+    try:
+        with caplog.at_level("ERROR"), TestClient(app) as test_client:
+            test_client.get("/items/1")
+        assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
+        (span,) = telemetry.server_spans()
+        assert span.instrumentation_scope is not None
+        assert span.instrumentation_scope.name == "opentelemetry.instrumentation.fastapi"
+        assert dict(span.attributes or {})["hooked"] is True
+        FastAPIInstrumentor.uninstrument_app(app)  # ours is back
+        telemetry.spans.clear()
+        with TestClient(app) as test_client:
+            test_client.get("/items/2")
+        assert [s.instrumentation_scope.name for s in telemetry.server_spans() if s.instrumentation_scope] \
+            == ["mlops_otel.fastapi"]
+    finally:
+        FastAPIInstrumentor.uninstrument_app(app)
+        uninstrument_app(app)
+
+
+def test_an_instrumented_app_mounted_in_an_instrumented_app_is_one_span_and_one_count(
+        telemetry: Telemetry) -> None:
+    outer, inner = FastAPI(), make_app()
+    outer.mount("/api", inner)
+    for app in (inner, outer):
+        instrument_app(app, tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider,
+                       store=MemoryStore(), install_as_default=False, metrics_path=None)
+    with TestClient(outer) as test_client:
+        assert test_client.get("/api/items/4").json() == {"item": 4}
+    assert [(s.name, s.kind) for s in telemetry.spans.get_finished_spans()] \
+        == [("GET /api/items/{item_id}", SpanKind.SERVER)]
+    (point,) = telemetry.points(DURATION)
+    assert point.count == 1
+    assert dict(point.attributes)[ROUTE] == "/api/items/{item_id}"
+
+
+def test_active_requests_go_back_down_when_recording_the_duration_fails(telemetry: Telemetry) -> None:
+    app = make_app()
+    instrument_app(app, tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider,
+                   store=MemoryStore())
+    with TestClient(app) as test_client:
+        test_client.get("/items/1")  # builds the middleware stack
+        layer = app.middleware_stack
+        assert type(layer).__name__ == "HttpServerMiddleware"
+
+        class Failing:
+            def record(self, *args: Any, **kwargs: Any) -> None:
+                raise RuntimeError("exporter view broken")
+
+        layer._duration = Failing()  # type: ignore[union-attr]
+        assert test_client.get("/items/2").json() == {"item": 2}
+    (active,) = telemetry.points(ACTIVE)
+    assert active.value == 0
+
+
+def test_a_client_without_a_port_keeps_the_span_whole(telemetry: Telemetry) -> None:
+    # ASGI servers on a Unix socket may report the peer without a port: the span still gets its route/status.
+    import asyncio
+
+    from mlops_otel.fastapi._middleware import HttpServerMiddleware
+
+    async def endpoint(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    layer = HttpServerMiddleware(endpoint, tracer_provider=telemetry.tracer_provider,
+                                 meter_provider=telemetry.meter_provider)
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "scheme": "http", "http_version": "1.1",
+             "client": ("/run/app.sock", None), "server": None}
+    asyncio.run(layer(scope, receive, send))
+    (span,) = telemetry.server_spans()
+    attrs = dict(span.attributes or {})
+    assert attrs[STATUS] == 204
+    assert attrs[semconv.ATTR_CLIENT_ADDRESS] == "/run/app.sock"
+    assert semconv.ATTR_CLIENT_PORT not in attrs

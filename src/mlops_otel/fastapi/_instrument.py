@@ -69,7 +69,7 @@ class _LightLayer:
 
         def build_middleware_stack(self: FastAPI) -> Any:
             stack = layer.build()
-            if not layer.active:
+            if not layer.active or _wrapped_by_otel(self, layer.wrapper):
                 return stack
             return HttpServerMiddleware(stack, tracer_provider=tracer_provider, meter_provider=meter_provider,
                                         config=config)
@@ -97,6 +97,17 @@ class _LightLayer:
         native = _native_telemetry_config(app)
         if native is not None:
             native.update(self.native)
+
+
+def _wrapped_by_otel(app: FastAPI, ours: Any) -> bool:
+    """Whether OTel's FastAPI instrumentation was installed on *app* after our layer (its wrapper calls ours).
+
+    Then ours stands down, so that the layer asked for last is the one in place: otherwise OTel finds no
+    ServerErrorMiddleware below it, logs an error and skips itself (its hooks and options ignored).
+    Once OTel's is removed again, ``build_middleware_stack`` is ours again and so is the layer.
+    """
+    return bool(getattr(app, "_is_instrumented_by_opentelemetry", False)) \
+        and vars(app).get("build_middleware_stack") is not ours
 
 
 #: The HTTP signals of FastAPI's native telemetry the light layer replaces (its logs stay as configured).

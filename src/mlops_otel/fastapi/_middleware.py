@@ -97,6 +97,8 @@ _USER_AGENT = semconv.ATTR_USER_AGENT_ORIGINAL
 _ERROR_TYPE = semconv.ATTR_OTEL_ERROR_TYPE
 _OTHER = semconv.HTTP_OTHER_METHOD
 _SCOPE = "mlops_otel.fastapi"
+#: Set in the ASGI scope by the outermost HttpServerMiddleware: inner ones (mounted apps) stand down.
+_SCOPE_KEY = "mlops_otel.http_server"
 #: The conventions' advised buckets for http.server.request.duration (seconds).
 DURATION_BUCKETS = semconv.HTTP_SERVER_REQUEST_DURATION.buckets
 #: OTel's switch to keep every method as sent instead of folding unknown ones into ``_OTHER``.
@@ -212,7 +214,14 @@ class HttpServerMiddleware:
 
     async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
                        send: Callable[[Message], Awaitable[None]]) -> None:
-        if scope["type"] != "http" or self._excluded_url(scope) or not is_http_instrumentation_enabled():
+        if scope["type"] != "http" or _SCOPE_KEY in scope:  # not HTTP, or an outer layer of ours has it
+            await self.app(scope, receive, send)
+            return
+        # An instrumented app mounted in an instrumented app: the outer layer's span and metrics cover the
+        # request (with the full route), the inner one stands down (no SERVER span under a SERVER span, no
+        # request counted twice). The same scope dict reaches the mounted app.
+        scope[_SCOPE_KEY] = True
+        if self._excluded_url(scope) or not is_http_instrumentation_enabled():
             await self.app(scope, receive, send)
             return
         start = perf_counter()
@@ -229,7 +238,10 @@ class HttpServerMiddleware:
                 attributes={_METHOD: known, _SCHEME: scheme, _PATH: scope.get("path", "")},
             )
             ctx = span.get_span_context()
-            token = otel_context.attach(trace.set_span_in_context(span, parent)) if ctx.is_valid else None
+            if ctx.is_valid:
+                token = otel_context.attach(trace.set_span_in_context(span, parent))
+            elif parent is not None:  # no SDK and no caller span: still the caller's baggage, as OTel's layer does
+                token = otel_context.attach(parent)
             recording = span.is_recording()
             if recording:
                 _request_attributes(span, scope, method, known)
@@ -309,8 +321,10 @@ class HttpServerMiddleware:
         error_type = type(error).__qualname__ if error is not None else str(status) if status >= 500 else None
         if error_type is not None:
             attributes[_ERROR_TYPE] = error_type
-        self._duration.record(seconds, attributes)  # the span is still current: exemplars link to it
-        self._active.add(-1, active)
+        try:
+            self._duration.record(seconds, attributes)  # the span is still current: exemplars link to it
+        finally:
+            self._active.add(-1, active)  # in flight no more, even when recording the duration failed
         if span.is_recording():
             if route is not None:
                 span.update_name(f"{method if method != _OTHER else 'HTTP'} {route}")
@@ -389,6 +403,7 @@ def _request_attributes(span: trace.Span, scope: Scope, method: str, known: str)
     client = scope.get("client")
     if client:
         span.set_attribute(_CLIENT_ADDRESS, str(client[0]))
-        span.set_attribute(_CLIENT_PORT, int(client[1]))
+        if client[1] is not None:  # e.g. a Unix socket peer: no port
+            span.set_attribute(_CLIENT_PORT, int(client[1]))
     if user_agent:
         span.set_attribute(_USER_AGENT, user_agent)
