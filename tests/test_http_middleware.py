@@ -539,3 +539,26 @@ def test_a_client_without_a_port_keeps_the_span_whole(telemetry: Telemetry) -> N
     assert attrs[STATUS] == 204
     assert attrs[semconv.ATTR_CLIENT_ADDRESS] == "/run/app.sock"
     assert semconv.ATTR_CLIENT_PORT not in attrs
+
+
+def test_a_fastapi_whose_native_telemetry_cannot_be_turned_off_is_reported(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("fastapi.telemetry") is None:  # this FastAPI has no native telemetry at all
+        app = make_app()
+        with caplog.at_level("WARNING", logger="mlops_otel.fastapi"):
+            instrument_app(app, store=MemoryStore())
+        assert not [r for r in caplog.records if "FastAPI's own HTTP telemetry" in r.getMessage()]
+        return
+    app = make_app()
+    assert isinstance(app._native_telemetry.config, dict)  # type: ignore[attr-defined]  # where we turn it off
+    app._native_telemetry = object()  # type: ignore[attr-defined]  # a FastAPI that moved it
+    with caplog.at_level("WARNING", logger="mlops_otel.fastapi"):
+        instrument_app(app, store=MemoryStore())
+    (record,) = [r for r in caplog.records if "FastAPI's own HTTP telemetry" in r.getMessage()]
+    assert "FastAPI(telemetry=" in record.getMessage()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mlops_otel.fastapi"):
+        instrument_app(make_app(), store=MemoryStore())  # where it is: turned off, nothing to report
+    assert not [r for r in caplog.records if "FastAPI's own HTTP telemetry" in r.getMessage()]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import types
 import warnings
@@ -85,6 +86,15 @@ class _LightLayer:
                 if native.get(key):
                     layer.native[key] = native[key]
                     native[key] = False
+        elif importlib.util.find_spec("fastapi.telemetry") is not None:
+            # This FastAPI has native telemetry, but not where we turn it off (a private attribute): say so
+            # instead of silently emitting every HTTP span and duration sample twice under a global provider.
+            _log.warning(
+                "instrument_app: could not turn off FastAPI's own HTTP telemetry for %r; with a global OTel "
+                "provider its HTTP spans and metrics come in addition to mlops-otel's. Create the app with "
+                "FastAPI(telemetry={'tracing': False, 'metrics': False}), or pass instrument_http=False",
+                app,
+            )
         return layer
 
     def remove(self, app: FastAPI) -> None:
