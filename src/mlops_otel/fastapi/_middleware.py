@@ -249,8 +249,8 @@ class HttpServerMiddleware:
                     span.set_attributes(self._captured(scope, self._config.request_headers,
                                                        normalise_request_header_name))
             active = {_METHOD: known, _SCHEME: scheme}
-            self._active.add(1, active)
             responder = get_global_response_propagator()  # type: ignore[no-untyped-call]  # untyped upstream
+            self._active.add(1, active)  # last: nothing after it in this block can fail and leave it up
         except Exception:  # telemetry never breaks the request
             _log.debug("HTTP server span could not start", exc_info=True)
             _undo(span, token)
