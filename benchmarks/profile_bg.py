@@ -10,7 +10,9 @@ rounds (with min and max) of: CPU per answered request of the whole service, its
 the no-SDK service of the same round, and each thread name's CPU (ms/s) and wake-ups per second
 (summed over the worker processes).
 
-Run: ``python -m benchmarks.profile_bg [--redis] [--workers N] [--rates 50,150] [--seconds 6] [--rounds 3]``.
+Run: ``python -m benchmarks.profile_bg [--redis] [--workers N] [--rates 50,150] [--seconds 6] [--rounds 3]
+[--compare PYTHONPATH]`` (``--compare``: a third case, the SDK case importing the code found first on
+that path, e.g. ``git archive main src`` unpacked somewhere: before/after side by side).
 Not part of ``python -m benchmarks``: its output is the attribution in docs/performance-analysis.md.
 """
 
@@ -91,10 +93,13 @@ def _store(redis: bool) -> Iterator[dict[str, str]]:
 
 
 def run(*, redis: bool, workers: int, rates: list[float], seconds: float, rounds: int,
-        extra: dict[str, str]) -> list[dict[str, Any]]:
+        extra: dict[str, str], compare: str | None = None) -> list[dict[str, Any]]:
     samples: dict[tuple[str, float], list[dict[str, Any]]] = {}
     with _store(redis) as store, contextlib.ExitStack() as stack:
         cases = {BASELINE: {"EXAMPLE_WITHOUT_SDK": "1"}, "sdk-no-http": {**store, "BENCH_HTTP": "none", **extra}}
+        if compare:  # the same SDK case on other code (e.g. an older checkout's src), side by side
+            root = str(Path(__file__).resolve().parent.parent)
+            cases["sdk-no-http (compare)"] = {**cases["sdk-no-http"], "PYTHONPATH": f"{compare}:{root}"}
         procs = {name: stack.enter_context(uvicorn_process(TARGET, env={**env, "BENCH_THREAD_NAMES": "1"},
                                                            workers=workers))
                  for name, env in cases.items()}
@@ -141,10 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=6)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the SDK case")
+    parser.add_argument("--compare", metavar="PYTHONPATH",
+                        help="also run the SDK case with this PYTHONPATH first (e.g. the src of a main checkout)")
     args = parser.parse_args(argv)
     extra = dict(kv.split("=", 1) for kv in args.env)
     rows = run(redis=args.redis, workers=args.workers, rates=[float(x) for x in args.rates.split(",")],
-               seconds=args.seconds, rounds=args.rounds, extra=extra)
+               seconds=args.seconds, rounds=args.rounds, extra=extra, compare=args.compare)
     for row in rows:
         print(json.dumps(row), flush=True)
     return 0
