@@ -123,7 +123,7 @@ class DriftMonitor:
         """Run the local check of every detector with enough new samples; deliver the others' samples.
 
         A detector is checked when it received at least :data:`CHECK_FRACTION` of its window since
-        its last check (fewer new samples move the KS distance by at most about twice that
+        its last check (fewer new samples move the KS distance by at most that
         fraction), when it has no reference yet, or when it has new samples and its last check is
         :data:`MAX_SKIPPED_ROUNDS` rounds old. Every round delivers every detector's pending samples
         to the store, as a check would (#16: the checks were most of this thread's CPU).
