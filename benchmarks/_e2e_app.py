@@ -11,6 +11,8 @@
   protobuf and drops it, so the CPU of exporting is paid but no network is measured;
 - ``BENCH_GIL_PROBE``: a file path; runs :class:`benchmarks._gilprobe.GilProbe` writing there
   (used by ``python -m benchmarks.profile_e2e``, never by the timed benchmark);
+- ``BENCH_THREAD_NAMES=1``: every thread started later gets its Python name as OS thread name
+  (used by ``python -m benchmarks.profile_bg``, never by the timed benchmark);
 - the ``MLOPS_OTEL_*`` variables, as ``Runtime.from_env`` reads them.
 """
 
@@ -56,9 +58,31 @@ def _tracing(ratio: str | None) -> None:
     trace.set_tracer_provider(provider)
 
 
+def _name_os_threads() -> None:
+    """Give every thread started from now on its Python name as OS name (``/proc/.../comm``, 15 bytes).
+
+    For ``python -m benchmarks.profile_bg``, which reads per-thread CPU from outside the process.
+    The ``mlops-otel-`` prefix is dropped so the names fit.
+    """
+    import ctypes
+    import sys
+    import threading
+
+    libc = ctypes.CDLL(None)
+
+    def hook(*_: object) -> None:
+        sys.setprofile(None)
+        name = threading.current_thread().name.removeprefix("mlops-otel-")
+        libc.prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+
+    threading.setprofile(hook)
+
+
 def build(env: dict[str, str] | None = None) -> Any:
     """The app of the case described by *env* (default ``os.environ``)."""
     e = dict(os.environ) if env is None else env
+    if e.get("BENCH_THREAD_NAMES") == "1":
+        _name_os_threads()
     if e.get("BENCH_GIL_PROBE"):
         from ._gilprobe import GilProbe
 

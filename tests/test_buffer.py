@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import threading
+import time
+import uuid
+import weakref
 
 import pytest
+import redis
 
 from mlops_otel.stores import CounterBuffer, MemoryStore
+from mlops_otel.stores.redis import RedisStore
+from mlops_otel.telemetry import Telemetry
+
+from .services import RedisServer
 
 FIELDS = ("n", "sum")
 
@@ -102,3 +111,29 @@ def test_a_store_that_raises_is_reported_not_raised() -> None:
 def test_bad_arguments_name_the_field(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         CounterBuffer(MemoryStore(), **kwargs)  # type: ignore[arg-type]
+
+
+def test_on_redis_the_stores_flusher_delivers_the_sums_and_the_buffer_starts_no_thread(
+        redis_service: RedisServer) -> None:
+    """#16: a buffer in front of a RedisStore is flushed by the store's flusher, right before each delivery."""
+    def names() -> set[str]:
+        return {t.name for t in threading.enumerate()}
+
+    with RedisStore.from_url(redis_service.url, prefix=f"buf-{uuid.uuid4().hex}", telemetry=Telemetry(),
+                             flush_interval=0.02) as store:
+        buf = CounterBuffer(store, FIELDS, interval=60)  # its own interval is not used: the store's is
+        for i in range(10):
+            buf.add("k", (1.0, float(i)))
+        assert "mlops-otel-redis-flusher" in names()
+        assert "mlops-otel-counter-buffer" not in names()
+        reader = redis.Redis.from_url(redis_service.url, decode_responses=True)
+        deadline = time.monotonic() + 30
+        while reader.hgetall(f"{store.prefix}:k") != {"n": "10", "sum": "45"}:
+            assert time.monotonic() < deadline, reader.hgetall(f"{store.prefix}:k")
+            time.sleep(0.02)
+        # A buffer dropped without close() is held weakly by the store: freed, no longer fed.
+        ref = weakref.ref(buf)
+        del buf
+        gc.collect()
+        assert ref() is None
+        store.flush()

@@ -540,6 +540,21 @@ class DriftDetector:
         except Exception as exc:
             self._tel.fault("drift.check", exc)
 
+    @property
+    def has_reference(self) -> bool:
+        """Whether this process knows the shared reference (loaded, learned or set)."""
+        return self._ref.current is not None
+
+    def deliver_pending(self) -> None:
+        """Give this process's pending samples to the store without checking; never raises.
+
+        The background checker calls it in the rounds it skips a detector's check.
+        """
+        try:
+            self._push()
+        except Exception as exc:
+            self._tel.fault("drift.check", exc)
+
     def _periodic_check(self) -> None:
         """The every-*check_every*-samples work of the hot path: deliver, then check locally."""
         self._window.mark_checked()

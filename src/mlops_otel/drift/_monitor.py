@@ -28,6 +28,11 @@ _D = attrs.fields(DriftSettings)
 
 log = logging.getLogger("mlops_otel.drift")
 
+#: The background checker evaluates a detector once this share of its window is new (#16) ...
+CHECK_FRACTION = 0.05
+#: ... or once it has skipped this many rounds with some new samples (so low traffic is still checked).
+MAX_SKIPPED_ROUNDS = 5
+
 
 def _telemetry_of(monitor: DriftMonitor) -> Telemetry:
     if monitor.telemetry is not None:
@@ -47,10 +52,11 @@ class DriftMonitor:
     ``mlops_otel.drift_detectors`` are this API on the default runtime's monitor.
 
     The monitor keeps the statistics off the request path: its detectors are
-    created with ``check_every=None`` and a background thread runs each
-    detector's local check every *check_interval* seconds (when it has new
-    samples), which delivers pending samples and updates the
-    ``model_drift_score`` and ``model_drift_alert`` gauges. ``check_interval=None``
+    created with ``check_every=None`` and a background thread delivers each
+    detector's pending samples every *check_interval* seconds and runs its
+    local check, which updates the ``model_drift_score`` and
+    ``model_drift_alert`` gauges, when enough new samples arrived (see
+    :meth:`check_all`: 5% of the window, or any after five rounds). ``check_interval=None``
     turns the thread off (then pass ``check_every`` to check on the hot path).
     The keyword defaults are :class:`~mlops_otel.DriftSettings`' (see :meth:`from_settings`).
     """
@@ -75,6 +81,7 @@ class DriftMonitor:
     _detectors: dict[str, DriftDetector] = attrs.field(factory=dict, init=False, repr=False)
     _worker: PeriodicWorker[DriftMonitor] | None = attrs.field(default=None, init=False, repr=False)
     _checked_at: dict[str, int] = attrs.field(factory=dict, init=False, repr=False)
+    _skipped: dict[str, int] = attrs.field(factory=dict, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if self.check_interval is not None and not 0 < self.check_interval < float("inf"):
@@ -101,6 +108,7 @@ class DriftMonitor:
         # inherited (a pre-fork server creates them before forking its workers).
         self._lock = threading.Lock()
         self._checked_at = {}
+        self._skipped = {}
         if self._worker is not None:
             self._worker.after_fork()
         if self._detectors:
@@ -112,12 +120,27 @@ class DriftMonitor:
             worker.start()
 
     def check_all(self) -> None:
-        """Run the local check of every detector that received samples since its last check."""
+        """Run the local check of every detector with enough new samples; deliver the others' samples.
+
+        A detector is checked when it received at least :data:`CHECK_FRACTION` of its window since
+        its last check (fewer new samples move the KS distance by at most that
+        fraction), when it has no reference yet, or when it has new samples and its last check is
+        :data:`MAX_SKIPPED_ROUNDS` rounds old. Every round delivers every detector's pending samples
+        to the store, as a check would (#16: the checks were most of this thread's CPU).
+        """
         for key, detector in self.detectors().items():
             seen = detector.accepted_samples
-            if seen == self._checked_at.get(key):
+            last = self._checked_at.get(key)
+            if seen == last:
                 continue
+            if last is not None and seen - last < max(1, int(detector.window_size * CHECK_FRACTION)):
+                skipped = self._skipped.get(key, 0) + 1
+                if skipped < MAX_SKIPPED_ROUNDS and detector.has_reference:
+                    self._skipped[key] = skipped
+                    detector.deliver_pending()
+                    continue
             self._checked_at[key] = seen
+            self._skipped[key] = 0
             try:
                 detector.run_periodic_check()
             except Exception as exc:  # the checker thread must survive any one detector

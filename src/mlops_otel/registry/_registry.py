@@ -669,9 +669,11 @@ class _DocView:
             except Exception:
                 break  # unreachable: keep serving the last view; its age grows and is exported
             if found is not None:
+                # get_document returns a fresh copy this view owns (every store copies on read):
+                # no second deep copy on every refresh (#16).
                 doc = cast(dict[str, Any], found.value)
                 with self._lock:
-                    self._docs[model_type] = (copy.deepcopy(doc), time.monotonic())
+                    self._docs[model_type] = (doc, time.monotonic())
                 if registry is not None:
                     registry._sync_gauge(model_type, doc["champion"])
             elif model_type in self._docs:

@@ -34,6 +34,11 @@ class CounterBuffer:
     seconds; call :meth:`flush` before reading the keys, so a read sees every
     increment this process made. Values must already be validated finite
     floats (the owners validate on their hot paths).
+
+    A store that delivers in the background itself (``RedisStore``, through its
+    ``add_feeder``) calls :meth:`flush` from its flusher right before each
+    delivery instead: no thread of the buffer's own, and the sums reach the
+    store's server in the same tick (*interval* is then the store's flush interval).
     """
 
     store: StateStore
@@ -49,6 +54,10 @@ class CounterBuffer:
     _deliver_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
     _pending: dict[str, list[float]] = attrs.field(factory=dict, init=False, repr=False)
     _worker: PeriodicWorker[CounterBuffer] = attrs.field(init=False, repr=False)
+    #: The store's "start your flusher" when the store's flusher feeds on this buffer, else None.
+    _fed_by: Callable[[], None] | None = attrs.field(default=None, init=False, repr=False)
+    #: Whether the thread that flushes this buffer (its own, or the store's) was started in this process.
+    _started: bool = attrs.field(default=False, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if not self.fields or len(set(self.fields)) != len(self.fields):
@@ -67,13 +76,18 @@ class CounterBuffer:
         add_owner = getattr(self.store, "add_owner", None)
         if callable(add_owner):
             add_owner(self.flush)
+        add_feeder = getattr(self.store, "add_feeder", None)
+        if callable(add_feeder):
+            start = add_feeder(self.flush)
+            self._fed_by = start if callable(start) else None
 
     def _after_fork(self) -> None:
         # The parent delivers what it buffered; the child starts empty, with its own thread.
         self._lock = threading.Lock()
         self._deliver_lock = threading.Lock()
         self._pending = {}
-        self._worker.after_fork()  # the next add() starts the child's flusher
+        self._started = False
+        self._worker.after_fork()  # the next add() starts the child's flusher (or the store's)
 
     def add(self, key: str, values: Sequence[float]) -> None:
         """Add *values* (one per field, in order) to the pending sums of *key*.
@@ -95,7 +109,14 @@ class CounterBuffer:
         if merged is not None:
             self._bad(values, merged)
             return
-        if not self._worker.started:
+        if not self._started:
+            self._start()
+
+    def _start(self) -> None:
+        self._started = True
+        if self._fed_by is not None:
+            self._fed_by()
+        else:
             self._worker.start()
 
     def _bad(self, values: Sequence[float], check: Sequence[float]) -> bool:

@@ -33,11 +33,27 @@ class StoreHooks:
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
     _owners: list[_Ref] = attrs.field(factory=list, init=False)
     _listeners: list[_Ref] = attrs.field(factory=list, init=False)
+    _feeders: list[_Ref] = attrs.field(factory=list, init=False)
 
     def add_owner(self, hand_over: Callable[[], None]) -> None:
         """Register *hand_over*: it moves what an owner buffers into the store (called first by ``close``)."""
         with self._lock:
             self._owners.append(_weak(hand_over))
+
+    def add_feeder(self, hand_over: Callable[[], None]) -> None:
+        """Register *hand_over*, called by :meth:`feed` (the store's flusher, before each delivery)."""
+        with self._lock:
+            self._feeders.append(_weak(hand_over))
+
+    def feed(self) -> None:
+        """Call every live feeder (a fault is logged, not raised)."""
+        if not self._feeders:
+            return
+        for hand_over in self._live(self._feeders):
+            try:
+                hand_over()
+            except Exception:
+                logger.exception("mlops-otel: a buffer failed to hand its data to the store's flusher")
 
     def add_state_loss_listener(self, callback: Callable[[], None]) -> None:
         """Register *callback*, called (on a background thread) after the store's state was lost."""

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import copy
 import json
+import pickle
 import sys
 import threading
 from collections import deque
@@ -55,7 +55,9 @@ class MemoryStore:
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
     _counters: dict[str, dict[str, float]] = attrs.field(factory=dict, init=False, repr=False)
     _windows: dict[str, deque[_Item]] = attrs.field(factory=dict, init=False, repr=False)
-    _docs: dict[str, Versioned] = attrs.field(factory=dict, init=False, repr=False)
+    #: Documents as (pickle of the JSON value, version): a read unpickles a private copy (about 9x
+    #: cheaper than ``copy.deepcopy`` of the value for a fleet snapshot; #16).
+    _docs: dict[str, tuple[bytes, int]] = attrs.field(factory=dict, init=False, repr=False)
     _hooks: StoreHooks = attrs.field(factory=StoreHooks, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -118,18 +120,20 @@ class MemoryStore:
             doc = self._docs.get(key)
         if doc is None:
             return None
-        return Versioned(copy.deepcopy(doc.value), doc.version)
+        blob, version = doc
+        return Versioned(pickle.loads(blob), version)  # a fresh copy: the caller may mutate it
 
     def compare_and_set(self, key: str, value: JSONValue, *, expected_version: int) -> bool:
         check_expected_version(expected_version)
-        # Round-trip through JSON: the same values are accepted as by RedisStore.
-        stored: JSONValue = json.loads(encode_document(value))
+        # The JSON round trip makes the same values acceptable as by RedisStore; the pickle of its
+        # result (plain dicts, lists, str, float, int, bool, None, nothing shared) is what reads copy.
+        blob = pickle.dumps(json.loads(encode_document(value)), pickle.HIGHEST_PROTOCOL)
         with self._lock:
             current = self._docs.get(key)
-            version = 0 if current is None else current.version
+            version = 0 if current is None else current[1]
             if version != expected_version:
                 return False
-            self._docs[key] = Versioned(stored, version + 1)
+            self._docs[key] = (blob, version + 1)
             return True
 
     def delete(self, key: str) -> None:
