@@ -3,8 +3,8 @@
 ``uvicorn benchmarks._e2e_app:app`` reads (at import, which is start-up for uvicorn):
 
 - ``EXAMPLE_WITHOUT_SDK=1``: the same models and flow without mlops-otel (the baseline);
-- ``BENCH_HTTP``: ``otel`` (default: the OTel FastAPI instrumentation), ``light``
-  (``instrument_http="light"``: mlops-otel's HttpServerMiddleware), ``none`` (``instrument_http=False``);
+- ``BENCH_HTTP``: ``light`` (default, as ``instrument_app``'s: mlops-otel's HttpServerMiddleware),
+  ``otel`` (``instrument_http="otel"``: the OTel FastAPI instrumentation), ``none`` (``instrument_http=False``);
 - ``BENCH_TRACE_RATIO``: unset for no OTel SDK (spans go to the API's no-op tracer), else a
   float in [0, 1]: an SDK ``TracerProvider`` sampling that share of traces
   (``ParentBased(TraceIdRatioBased)``) whose ``BatchSpanProcessor`` encodes every batch to OTLP
@@ -66,8 +66,8 @@ def build(env: dict[str, str] | None = None) -> Any:
     if e.get("EXAMPLE_WITHOUT_SDK") == "1":
         return example.create_plain_app()
     _tracing(e.get("BENCH_TRACE_RATIO"))
-    http = e.get("BENCH_HTTP", "otel")
-    choices: dict[str, Any] = {"otel": True, "none": False, "light": "light"}
+    http = e.get("BENCH_HTTP", "light")
+    choices: dict[str, Any] = {"light": "light", "otel": "otel", "none": False}
     if http not in choices:
         raise ValueError(f"BENCH_HTTP must be one of {sorted(choices)}, got {http!r}")
     return example.create_app(instrument_http=choices[http])

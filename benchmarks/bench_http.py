@@ -4,7 +4,8 @@ No sockets, no httpx: each request is one call of the app with a prepared scope,
 left is the framework and the instrumentation. Cases, interleaved round by round (one run of
 *n* requests per case per round): the app with mlops-otel but no HTTP instrumentation
 (``instrument_http=False``), with mlops-otel's ``HttpServerMiddleware``
-(``instrument_http="light"``) and with the OTel FastAPI instrumentation (the default). No OTel
+(``instrument_http="light"``, the default) and with the OTel FastAPI instrumentation
+(``instrument_http="otel"``). No OTel
 SDK is configured: spans go to the API's no-op tracer, metrics to the no-op meter, as in a
 service that only scrapes ``/metrics``.
 """
@@ -26,8 +27,8 @@ from mlops_otel.stores import MemoryStore
 BENCH = "http"
 CASES: dict[str, Any] = {
     "no HTTP instrumentation": False,
-    "mlops-otel HttpServerMiddleware (light)": "light",
-    "OTel FastAPI instrumentation (default)": True,
+    "mlops-otel HttpServerMiddleware (light, default)": "light",
+    'OTel FastAPI instrumentation (instrument_http="otel")': "otel",
 }
 _SCOPE: dict[str, Any] = {
     "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
@@ -90,8 +91,8 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
     """What each HTTP instrumentation adds per request, from the minimum over interleaved rounds."""
     by = {r["case"]: r["min_us"] for r in rows}
     base = by["no HTTP instrumentation"]
-    light = by["mlops-otel HttpServerMiddleware (light)"] - base
-    otel = by["OTel FastAPI instrumentation (default)"] - base
+    light = by["mlops-otel HttpServerMiddleware (light, default)"] - base
+    otel = by['OTel FastAPI instrumentation (instrument_http="otel")'] - base
     return [f"- Per request (minimum over rounds): the OTel FastAPI instrumentation adds **{otel:.0f} µs**, "
             f"mlops-otel's `HttpServerMiddleware` **{light:.0f} µs** ({otel / light if light > 0 else float('inf'):.0f}x "
             f"less), on a {base:.0f} µs request through FastAPI alone."]

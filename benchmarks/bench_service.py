@@ -2,9 +2,9 @@
 
 Requests go through httpx's ASGI transport to the app in the same event loop, so the
 network and the load generator's scheduling are out of the picture. Cases: the same models
-and flow without any SDK; mlops-otel without the OTel FastAPI (HTTP) instrumentation
-(``instrument_app(..., instrument_http=False)``); with mlops-otel's lean HTTP middleware
-(``instrument_http="light"``); and the default, with the OTel one. No OTel SDK is
+and flow without any SDK; mlops-otel without HTTP instrumentation
+(``instrument_app(..., instrument_http=False)``); the default, with mlops-otel's lean HTTP middleware
+(``instrument_http="light"``); and with the OTel one (``instrument_http="otel"``). No OTel SDK is
 configured, so spans go to the API's no-op tracer in every case.
 """
 
@@ -21,6 +21,8 @@ import httpx
 from fastapi import FastAPI
 
 BENCH = "service"
+DEFAULT = "mlops-otel (default)"
+OTEL = 'mlops-otel, OTel ASGI middleware (instrument_http="otel")'
 
 
 def _app(case: str) -> FastAPI:
@@ -29,7 +31,7 @@ def _app(case: str) -> FastAPI:
 
     if case == "without SDK":
         return module.create_plain_app()
-    http: Any = {"mlops-otel (default)": True, "mlops-otel, light HTTP middleware": "light"}.get(case, False)
+    http: Any = {DEFAULT: "light", OTEL: "otel"}.get(case, False)
     return module.create_app(runtime_factory=lambda: Runtime.create(store="memory://"), instrument_http=http)
 
 
@@ -56,8 +58,7 @@ async def _measure(app: FastAPI, n: int, repeat: int) -> list[float]:
 def run(quick: bool = False) -> list[dict[str, Any]]:
     n, repeat = (100, 3) if quick else (1_500, 5)
     rows = []
-    for case in ("without SDK", "mlops-otel, no HTTP instrumentation", "mlops-otel, light HTTP middleware",
-                 "mlops-otel (default)"):
+    for case in ("without SDK", "mlops-otel, no HTTP instrumentation", DEFAULT, OTEL):
         runs = asyncio.run(_measure(_app(case), n, repeat))
         rows.append({"bench": BENCH, "case": case, "median_us": statistics.median(runs) * 1e6,
                      "min_us": min(runs) * 1e6, "max_us": max(runs) * 1e6, "n": n, "repeat": repeat})
@@ -69,15 +70,15 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
     by: dict[str, float] = {r["case"]: r["median_us"] for r in rows}
     base = by["without SDK"]
     ours = by["mlops-otel, no HTTP instrumentation"] - base
-    http = by["mlops-otel (default)"] - by["mlops-otel, no HTTP instrumentation"]
-    light = by["mlops-otel, light HTTP middleware"] - by["mlops-otel, no HTTP instrumentation"]
+    http = by[OTEL] - by["mlops-otel, no HTTP instrumentation"]
+    light = by[DEFAULT] - by["mlops-otel, no HTTP instrumentation"]
     return [
         f"- mlops-otel's whole request (3 spans, 8 measurements, A/B, drift, registry, request bookkeeping) adds "
         f"**{ours:.0f} µs** to a {base:.0f} µs request ({ours / base:.1%}).",
-        f"- The OTel FastAPI/ASGI instrumentation (HTTP server span and metrics) adds **{http:.0f} µs** even with no "
-        "OTel SDK configured; `instrument_app(..., instrument_http=False)` leaves it out.",
-        f"- mlops-otel's `HttpServerMiddleware` (`instrument_http=\"light\"`: the stable HTTP conventions' span "
-        f"and metrics) adds **{light:.0f} µs**.",
+        f"- mlops-otel's `HttpServerMiddleware` (the default, `instrument_http=\"light\"`: the stable HTTP "
+        f"conventions' span and metrics) adds **{light:.0f} µs**.",
+        f"- The OTel FastAPI/ASGI instrumentation (`instrument_http=\"otel\"`, the switch back) adds "
+        f"**{http:.0f} µs** even with no OTel SDK configured; `instrument_http=False` leaves both out.",
     ]
 
 

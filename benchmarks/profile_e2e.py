@@ -35,10 +35,10 @@ from ._wrk import run_wrk
 
 CASES: dict[str, dict[str, str]] = {
     "without-sdk": {"EXAMPLE_WITHOUT_SDK": "1"},
-    "default": {"MLOPS_OTEL_STORE_URL": "memory://", "BENCH_HTTP": "otel"},
+    "default": {"MLOPS_OTEL_STORE_URL": "memory://", "BENCH_HTTP": "light"},
     "no-http": {"MLOPS_OTEL_STORE_URL": "memory://", "BENCH_HTTP": "none"},
-    "light-http": {"MLOPS_OTEL_STORE_URL": "memory://", "BENCH_HTTP": "light"},
-    "tracing-100": {"MLOPS_OTEL_STORE_URL": "memory://", "BENCH_HTTP": "otel", "BENCH_TRACE_RATIO": "1"},
+    "otel-http": {"MLOPS_OTEL_STORE_URL": "memory://", "BENCH_HTTP": "otel"},
+    "tracing-100": {"MLOPS_OTEL_STORE_URL": "memory://", "BENCH_HTTP": "light", "BENCH_TRACE_RATIO": "1"},
 }
 
 _LAYERS = (

@@ -326,3 +326,57 @@ def test_the_latest_experimental_genai_shape_through_the_collector() -> None:
             (row,) = prom.query(counter)
             assert counter.endswith("_total")
             assert row["metric"][semconv.prometheus_label(semconv.ATTR_GEN_AI_TOKEN_MODALITY)] == "text"
+
+
+def test_the_default_http_metrics_reach_prometheus_with_the_stable_names() -> None:
+    # instrument_app's default HTTP layer (#16) records through the OTel MeterProvider: here the
+    # distro's, pushing OTLP to the Collector (OTel's own FastAPI instrumentor disabled, so the light
+    # layer is the one in place). Prometheus must get exactly semconv's names, labels and buckets.
+    duration, active = semconv.HTTP_SERVER_REQUEST_DURATION, semconv.HTTP_SERVER_ACTIVE_REQUESTS
+    label = semconv.prometheus_label
+    config = EXAMPLES / "otel-collector.yaml"
+    with otlp_trace_sink() as sink, \
+            otel_collector(config, {"OTELCOL_TRACES_ENDPOINT": sink.url}) as collector:
+        target = collector.endpoint("OTELCOL_PROMETHEUS_ENDPOINT")
+        scrape = prometheus_config(targets=[target], job_name="otel-collector", honor_labels=True,
+                                   scrape_interval="1s", evaluation_interval="1s", rule_files=())
+        with prometheus_server(to_yaml(scrape)) as prom:
+            agent = shutil.which("opentelemetry-instrument", path=str(Path(sys.executable).parent))
+            assert agent is not None, "opentelemetry-instrument is installed with the dev extra"
+            env = {
+                "MLOPS_OTEL_STORE_URL": "memory://",
+                "OTEL_SERVICE_NAME": SERVICE_NAME,
+                "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "fastapi",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{collector.endpoint('OTELCOL_OTLP_HTTP_ENDPOINT')}",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+                "OTEL_TRACES_EXPORTER": "none",
+                "OTEL_METRICS_EXPORTER": "otlp",
+                "OTEL_METRIC_EXPORT_INTERVAL": "500",
+                "OTEL_LOGS_EXPORTER": "none",
+            }
+            with uvicorn_process("examples.diagnosis_service.app:app", env=env, prefix=(agent,)) as (url, _proc):
+                with httpx.Client(base_url=url, timeout=30) as client:
+                    equipment = client.get("/equipment").json()
+                    for i in range(10):
+                        client.post("/diagnosis/create", json={"equipment_id": equipment[i % len(equipment)],
+                                                               "user_id": f"user-{i}"})
+                    assert client.post("/diagnosis/create", json={"equipment_id": "NOPE-404"}).status_code == 404
+                route = f'{label(semconv.ATTR_HTTP_ROUTE)}="/diagnosis/create"'
+                count = f"{duration.prometheus_name}_count{{{route}}}"
+                # 11, not 22: one HTTP layer (FastAPI's own telemetry, if any, stood down for ours)
+                rows = _wait(lambda: [r for r in prom.query(f"sum({count})") if float(r["value"][1]) == 11],
+                             "the 11 POST /diagnosis/create requests in Prometheus")
+                assert rows
+                time.sleep(1.5)  # three more pushes: a second layer's samples would show by now
+                assert float(prom.query(f"sum({count})")[0]["value"][1]) == 11
+                series = prom.query(f"{duration.prometheus_name}_bucket{{{route}}}")
+                gauges = prom.query(active.prometheus_name)
+                assert not prom.query("http_server_duration_milliseconds_count")  # the old name is gone
+    keys = {k for s in series for k in s["metric"]} - {"__name__", "job", "instance", "le"}
+    # What the Collector adds from the resource and scope (otel_scope_*) aside, the spec's labels only.
+    assert {label(k) for k in duration.labels} - {label(semconv.ATTR_OTEL_ERROR_TYPE)} \
+        <= keys <= {label(k) for k in duration.labels} | {k for k in keys if k.startswith("otel_scope_")}
+    assert {float(s["metric"]["le"]) for s in series} == {*duration.buckets, float("inf")}
+    assert {s["metric"][label(semconv.ATTR_HTTP_RESPONSE_STATUS_CODE)] for s in series} >= {"200", "404"}
+    assert gauges
+    assert all(g["metric"][label(semconv.ATTR_HTTP_REQUEST_METHOD)] for g in gauges)

@@ -83,12 +83,14 @@ def test_docstring_examples_run(name: str) -> None:
     assert result.failed == 0, f"{result.failed} of {result.attempted} docstring examples of {name} failed"
 
 
-def test_metrics_table_matches_semconv() -> None:
+@pytest.mark.parametrize(("marker", "specs"), [("metrics-table", semconv.ALL_METRICS),
+                                               ("http-metrics-table", semconv.HTTP_SERVER_METRICS)])
+def test_metrics_table_matches_semconv(marker: str, specs: tuple[semconv.MetricSpec, ...]) -> None:
     text = (ROOT / "docs" / "metrics.md").read_text(encoding="utf-8")
-    table = text.split("<!-- metrics-table:start -->")[1].split("<!-- metrics-table:end -->")[0]
+    table = text.split(f"<!-- {marker}:start -->")[1].split(f"<!-- {marker}:end -->")[0]
     rows = {line.split("|")[1].strip().strip("`"): line for line in table.strip().splitlines()[2:]}
-    assert set(rows) == {m.prometheus_name for m in semconv.ALL_METRICS}
-    for m in semconv.ALL_METRICS:
+    assert set(rows) == {m.prometheus_name for m in specs}
+    for m in specs:
         cells = [c.strip() for c in rows[m.prometheus_name].split("|")[1:-1]]
         assert cells[1] == m.kind.value
         assert cells[2] == ", ".join(f"`{label}`" for label in m.labels)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import subprocess
+import sys
 import textwrap
 import uuid
 from collections import Counter
@@ -20,6 +22,7 @@ from hypothesis import strategies as st
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import NoOpTracerProvider
 
 import mlops_otel
 from mlops_otel import Runtime, Settings, current_prediction
@@ -357,3 +360,72 @@ def test_prediction_records_exactly_what_the_five_calls_record(
     finally:
         one.close()
         five.close()
+
+
+# Without an SDK (the API's no-op tracer, or its proxy while no global provider is installed) prediction()
+# starts no stage span: nothing could record it. The stage's metrics are the same; a provider installed
+# later is used by the very next prediction.
+_LATE_PROVIDER = textwrap.dedent("""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from mlops_otel import Runtime, Settings
+    from mlops_otel.ab import ABTestConfig
+    from mlops_otel.testing import sample_value
+
+    rt = Runtime.create(Settings(drift={"check_interval": None}))  # no provider: the API's proxy tracer
+    rt.registry.register("gnn", "v2.1.0")
+    rt.registry.register("gnn", "v2.2.0")
+    rt.ab.start_test(ABTestConfig(name="t", model_type="gnn", control_version="v2.1.0",
+                                  treatment_version="v2.2.0", treatment_traffic_pct=50))
+    outside = trace.get_current_span()
+    with rt.prediction("gnn", user_id="u1") as p:
+        assert trace.get_current_span() is outside  # no span of ours was made current
+        p.observe(anomaly_score=0.2, confidence=0.9)
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    trace.set_tracer_provider(provider)
+    with rt.prediction("gnn", user_id="u2") as p:
+        p.observe(anomaly_score=0.3, confidence=0.8)
+    (span,) = spans.get_finished_spans()
+    attributes = dict(span.attributes or {})
+    assert span.name == "gnn.inference", span.name
+    assert attributes["mlops.model.version"] == p.version, attributes
+    assert attributes["mlops.ab.test"] == "t", attributes
+    assert attributes["mlops.gnn.confidence"] == 0.8, attributes
+    assert sample_value(rt.telemetry, "diagnosis_duration_seconds_count", stage="gnn_inference") == 2.0
+    assert sample_value(rt.telemetry, "gnn_confidence_count", model_version=p.version) >= 1.0
+    rt.close()
+    print("ok")
+""")
+
+
+def test_without_an_sdk_no_stage_span_and_a_provider_installed_later_is_used_at_once() -> None:
+    # Its own interpreter: the global tracer provider can be set only once per process.
+    done = subprocess.run([sys.executable, "-c", _LATE_PROVIDER], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+def test_the_no_op_tracer_records_the_stage_metrics_and_leaves_an_outer_stage_span_alone(
+        rt: Runtime, spans: InMemorySpanExporter) -> None:
+    quiet = Runtime.create(Settings(drift={"check_interval": None}), tracer_provider=NoOpTracerProvider())
+    try:
+        quiet.registry.register("gnn", "v1")
+        with quiet.prediction("gnn", user_id="u") as p:
+            p.observe(anomaly_score=0.2, confidence=0.9, inference_time_ms=3.0)
+        assert p.version == "v1"
+        assert sample_value(quiet.telemetry, "diagnosis_duration_seconds_count", stage="gnn_inference") == 1.0
+        assert sample_value(quiet.telemetry, "gnn_confidence_count", model_version="v1") == 1.0
+        # Inside a recording stage of another runtime, the no-op one opens its (non-recording) span as before,
+        # which hides the outer span from the seed helpers: its attributes stay the outer stage's own.
+        with rt.telemetry.track_stage("preprocess", "v2.1.0"), quiet.prediction("gnn", user_id="u") as p:
+            p.observe(anomaly_score=0.7, confidence=0.6)
+        (outer,) = [s for s in spans.get_finished_spans() if s.name == "preprocess"]
+        assert "mlops.gnn.confidence" not in (outer.attributes or {})
+        assert sample_value(quiet.telemetry, "gnn_confidence_count", model_version="v1") == 2.0
+    finally:
+        quiet.close()

@@ -22,7 +22,7 @@ from fastapi import FastAPI, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from mlops_otel import Runtime, semconv
-from mlops_otel.fastapi import get_runtime, instrument_app
+from mlops_otel.fastapi import HttpInstrumentation, get_runtime, instrument_app
 from mlops_otel.metrics import record_rag_metrics, track_diagnosis_request, track_stage
 from mlops_otel.validation import InvalidValueError
 
@@ -129,11 +129,12 @@ def create_app(
     runtime_factory: Callable[[], Runtime] | None = None,
     management_token: str | None = None,
     service: DiagnosisService | None = None,
-    instrument_http: bool = True,
+    instrument_http: HttpInstrumentation = "light",
 ) -> FastAPI:
     """Build the example service; the mlops-otel runtime lives in the app's lifespan.
 
-    *instrument_http* adds the OTel FastAPI instrumentation (HTTP server spans and metrics).
+    *instrument_http* picks the HTTP server spans and metrics, as for ``instrument_app``: mlops-otel's
+    lean middleware (``"light"``, the default), the OTel FastAPI instrumentation (``"otel"``) or none.
     """
     svc = service if service is not None else DiagnosisService()
 

@@ -24,7 +24,9 @@ import inspect
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from opentelemetry.trace import NonRecordingSpan as _NonRecordingSpan
 
 from . import semconv
 from .telemetry import StageTracker
@@ -46,6 +48,12 @@ _CURRENT: contextvars.ContextVar[Prediction | None] = contextvars.ContextVar("ml
 
 
 _NO_EXTRA: Mapping[str, float | bool] = MappingProxyType({})
+_GNN_STAGE = semconv.STAGE_GNN_INFERENCE
+_NOT_ENTERED: Any = object()
+_EXITED: Any = object()
+_open_stage = StageTracker._open_traced  # no span while tracing cannot record one
+_close_stage = StageTracker._close
+_perf_counter = time.perf_counter
 
 
 def current_prediction() -> Prediction | None:
@@ -102,25 +110,35 @@ class Prediction:
     decorator form opens a new one per call.
     """
 
-    # No __slots__: the outputs and the assignment are class-level defaults, so that building one
-    # (once per request) sets only what the call gave; the rest is written only when it happens.
+    # Slots (cheaper to read and write than an instance dict, and read many times per prediction).
+    # Every public one is set in __init__; _start and _parts are set on entry and read only after it.
+    __slots__ = ("_opened", "_parts", "_start", "anomaly_score", "attributes", "confidence", "default_version",
+                 "embedding", "error_type", "extra", "features", "inference_time_ms", "model_type", "runtime",
+                 "stage", "test", "user_id", "variant", "version")
+
     #: The model version to run (``None`` only when no test, champion or default names one).
-    version: str | None = None
+    version: str | None
     #: ``"control"``, ``"treatment"`` or ``"champion"``.
-    variant: str = "champion"
+    variant: str
     #: The A/B test this prediction is part of, or ``None``.
-    test: str | None = None
-    anomaly_score: float | None = None
-    confidence: float | None = None
-    features: Mapping[str, float | str] | None = None
-    embedding: Sequence[float] | Any | None = None
-    extra: Mapping[str, float | bool] = _NO_EXTRA
+    test: str | None
+    anomaly_score: float | None
+    confidence: float | None
+    features: Mapping[str, float | str] | None
+    embedding: Sequence[float] | Any | None
+    extra: Mapping[str, float | bool]
     #: Latency reported by :meth:`observe`; otherwise the block's wall time is used.
-    inference_time_ms: float | None = None
+    inference_time_ms: float | None
     #: The exception's class name when the block failed.
-    error_type: str | None = None
-    _tracker: StageTracker | Literal[False] | None = None  # None: not entered; a tracker: open; False: exited
-    _parts: tuple[Telemetry, ModelRegistry, ABTestManager, DriftMonitor]  # set on entry
+    error_type: str | None
+    default_version: str | None
+    #: Extra span attributes given to ``runtime.prediction(...)`` (also A/B segment attributes), or ``None``.
+    attributes: Mapping[str, Any] | None
+    # The stage, through StageTracker._open_traced/_close (no tracker object per prediction): _NOT_ENTERED,
+    # then the opened span (telemetry's private _Opened, or None when no span was opened), then _EXITED.
+    _opened: Any
+    _start: float
+    _parts: tuple[Telemetry, ModelRegistry, ABTestManager, DriftMonitor]
 
     def __init__(
         self,
@@ -135,9 +153,14 @@ class Prediction:
         self.model_type = model_type
         self.user_id = user_id
         self.stage = stage if stage is not None else (
-            semconv.STAGE_GNN_INFERENCE if model_type == "gnn" else f"{model_type}_inference")
+            _GNN_STAGE if model_type == "gnn" else f"{model_type}_inference")
         self.default_version = default_version
         self.attributes = attributes
+        self.version = self.test = self.anomaly_score = self.confidence = self.features = self.embedding = None
+        self.inference_time_ms = self.error_type = None
+        self.variant = "champion"
+        self.extra = _NO_EXTRA
+        self._opened = _NOT_ENTERED
 
     def __repr__(self) -> str:
         return (f"Prediction(model_type={self.model_type!r}, version={self.version!r}, variant={self.variant!r}, "
@@ -171,7 +194,7 @@ class Prediction:
 
     # ------------------------------------------------------------------- scope
     def __enter__(self) -> Prediction:
-        if self._tracker is not None:
+        if self._opened is not _NOT_ENTERED:
             raise RuntimeError("a Prediction is used once: call runtime.prediction(...) for each prediction")
         rt = self.runtime
         parts = self._parts = rt._hot or rt.hot_parts()
@@ -183,9 +206,11 @@ class Prediction:
             parts[0].fault("prediction.assign", exc)
             test = None
             version = self.version = self.default_version
-        tracker = self._tracker = StageTracker(parts[0], self.stage, version, self.model_type, self.attributes)
-        span = tracker.__enter__()
-        if test is not None and span.is_recording():
+        opened = self._opened = _open_stage(parts[0], self.stage, version, self.model_type, self.attributes)
+        self._start = _perf_counter()
+        # (The API's no-op span answers is_recording() with a constant False: skip that call for it.)
+        if test is not None and opened is not None and type(span := opened[0]) is not _NonRecordingSpan \
+                and span.is_recording():
             span.set_attribute(semconv.SPAN_ATTR_AB_TEST, test)
             span.set_attribute(semconv.SPAN_ATTR_AB_VARIANT, self.variant)
         return self
@@ -193,21 +218,26 @@ class Prediction:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        tracker = self._tracker
-        if not tracker:  # None: not entered; False: already exited
+        opened = self._opened
+        if opened is _NOT_ENTERED or opened is _EXITED:
             return
-        self._tracker = False
-        tel, registry, ab, drift = self._parts
-        version, score, conf, latency = self.version, self.anomaly_score, self.confidence, self.inference_time_ms
+        self._opened = _EXITED
+        parts = self._parts
+        tel = parts[0]
+        version = self.version
+        score = self.anomaly_score
+        conf = self.confidence
+        latency = self.inference_time_ms
         observed = version is not None and score is not None and conf is not None
         if exc_type is not None:
             self.error_type = exc_type.__name__
         if observed:  # the stage duration and the seed metrics, on the stage's span, which then ends
-            elapsed = tracker.finish(exc_type, exc, (version, latency, score, conf))  # type: ignore[arg-type]
+            elapsed = _close_stage(tel, self.stage, self._start, opened, exc_type, exc,
+                                   (version, latency, score, conf))  # type: ignore[arg-type]
         else:
             if version is not None:
                 tel.set_request_model_version(version)
-            elapsed = tracker.finish(exc_type, exc, None)
+            elapsed = _close_stage(tel, self.stage, self._start, opened, exc_type, exc, None)
         if version is None:
             tel.invalid("prediction.model_version", None)  # no test, champion or default: nothing to attribute
             return
@@ -233,22 +263,24 @@ class Prediction:
         except Exception:  # e.g. an unhashable version: the public methods below count or report it
             handle = None
         # Each part on its own: a fault in one never keeps the others from recording.
+        fast = handle if checked else None  # the validated-input paths apply
         try:
-            if checked and handle is not None and handle.stats_key is not None:
-                handle.update(handle.stats_key, latency, ok_conf, error)
+            if fast is not None and fast.stats_key is not None:
+                fast.update(fast.stats_key, latency, ok_conf, error)
             else:
-                registry.update_metrics(model_type, version, latency, ok_conf, error=error)
+                parts[1].update_metrics(model_type, version, latency, ok_conf, error=error)
         except Exception as fault:  # the caller's request must never fail because of us
             tel.fault("prediction.registry", fault)
         test = self.test
         if test is not None:
-            extra, attributes = self.extra, self.attributes
+            extra = self.extra
+            attributes = self.attributes
             try:
-                if checked and handle is not None and not extra and not attributes:
-                    handle.record(test, self.variant, latency, ok_conf, error)
+                if fast is not None and not extra and not attributes:
+                    fast.record(test, self.variant, latency, ok_conf, error)
                 else:
                     # Custom metrics (#12) and the attributes the test's segment report breaks down by.
-                    ab.record_result(test, self.variant, latency, ok_conf, error=error, metrics=extra or None,
+                    parts[2].record_result(test, self.variant, latency, ok_conf, error=error, metrics=extra or None,
                                      attributes=attributes or None)
             except Exception as fault:
                 tel.fault("prediction.ab", fault)
@@ -256,7 +288,7 @@ class Prediction:
             try:
                 add = None if handle is None else handle.add_sample
                 if add is None:
-                    add = drift.get_detector(model_type, version).add_production_sample
+                    add = parts[3].get_detector(model_type, version).add_production_sample
                     if handle is not None:
                         handle.add_sample = add
                 features, embedding = self.features, self.embedding

@@ -6,9 +6,15 @@ created afterwards is passed to :func:`mlops_otel.fastapi.instrument_app` with a
 runtime built by :meth:`mlops_otel.Runtime.from_env` when the app starts
 (``MLOPS_OTEL_*`` and ``OTEL_*`` variables, read then, not at import).
 
-``MLOPS_OTEL_METRICS_PATH`` (default ``/metrics``; empty disables the mount) and
-``MLOPS_OTEL_MANAGEMENT_TOKEN`` (enables the management API under ``/mlops``)
-are read when an app is created.
+``MLOPS_OTEL_METRICS_PATH`` (default ``/metrics``; empty disables the mount),
+``MLOPS_OTEL_MANAGEMENT_TOKEN`` (enables the management API under ``/mlops``) and
+``MLOPS_OTEL_INSTRUMENT_HTTP`` (``light``, the default: mlops-otel's lean HTTP middleware;
+``otel``: the OTel FastAPI instrumentation; ``none``) are read when an app is created.
+
+HTTP spans and metrics are added once: when ``opentelemetry-instrument``'s own FastAPI
+instrumentor (``opentelemetry-instrumentation-fastapi``) is active, it already traces the app
+and mlops-otel adds no second HTTP layer (whatever ``MLOPS_OTEL_INSTRUMENT_HTTP`` says).
+Disable it with ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=fastapi`` to get the lighter one.
 
 The ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER`` variables are applied by an
 OpenTelemetry *configurator* (the ``opentelemetry-distro`` package, installed by
@@ -22,12 +28,15 @@ import logging
 import os
 from collections.abc import Collection, Iterable
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from typing import Any, Literal
 
 # mypy cannot see BaseInstrumentor through the namespace package (ships no py.typed): it is Any.
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
-__all__ = ["MlopsOtelInstrumentor", "missing_configurator_warning"]
+__all__ = ["MlopsOtelInstrumentor", "http_instrumentation_from_env", "missing_configurator_warning"]
+
+#: ``MLOPS_OTEL_INSTRUMENT_HTTP`` values and what they pass as ``instrument_app(instrument_http=...)``.
+_HTTP_CHOICES: dict[str, Literal["light", "otel", False]] = {"light": "light", "otel": "otel", "none": False}
 
 _log = logging.getLogger("mlops_otel.autoinstrument")
 
@@ -77,6 +86,27 @@ def missing_configurator_warning(configurators: Iterable[EntryPoint], environ: A
             "are exported; install one with: pip install 'mlops-otel[zerocode]' (opentelemetry-distro)")
 
 
+def http_instrumentation_from_env(app: Any, environ: Any) -> Literal["light", "otel", False]:
+    """What zero-code passes as *instrument_http* for *app*: False when OTel's FastAPI instrumentor traces it.
+
+    >>> from fastapi import FastAPI
+    >>> http_instrumentation_from_env(FastAPI(), {})
+    'light'
+    >>> http_instrumentation_from_env(FastAPI(), {"MLOPS_OTEL_INSTRUMENT_HTTP": "otel"})
+    'otel'
+    """
+    # opentelemetry-instrument's FastAPI instrumentor replaces fastapi.FastAPI by its subclass, whose
+    # __init__ instruments the app after ours ran; an app it already instrumented carries the flag.
+    if type(app).__name__ == "_InstrumentedFastAPI" or getattr(app, "_is_instrumented_by_opentelemetry", False):
+        return False
+    value = environ.get("MLOPS_OTEL_INSTRUMENT_HTTP", "").strip().lower() or "light"
+    if value not in _HTTP_CHOICES:
+        _log.warning("mlops-otel: MLOPS_OTEL_INSTRUMENT_HTTP must be one of %s, got %r: using light",
+                     ", ".join(_HTTP_CHOICES), value)
+        return "light"
+    return _HTTP_CHOICES[value]
+
+
 def _instrument_new_app(app: Any) -> None:
     from ._runtime import Runtime
     from .fastapi import instrument_app
@@ -88,8 +118,7 @@ def _instrument_new_app(app: Any) -> None:
             app,
             runtime_factory=Runtime.from_env,
             metrics_path=path or None,
-            # The OTel FastAPI instrumentor, when also active, instruments its own subclass.
-            instrument_http=type(app).__name__ != "_InstrumentedFastAPI",
+            instrument_http=http_instrumentation_from_env(app, os.environ),
             management=token is not None,
             management_token=token,
         )

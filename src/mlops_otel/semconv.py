@@ -17,6 +17,18 @@ import enum
 import re
 
 import attrs
+from opentelemetry.semconv._incubating.metrics import http_metrics as _http_incubating
+from opentelemetry.semconv.attributes import (
+    client_attributes,
+    error_attributes,
+    http_attributes,
+    network_attributes,
+    server_attributes,
+    url_attributes,
+    user_agent_attributes,
+)
+from opentelemetry.semconv.metrics import http_metrics
+from opentelemetry.semconv.schemas import Schemas
 
 __all__ = [
     "ATTR_GEN_AI_PROVIDER_NAME",
@@ -128,6 +140,26 @@ __all__ = [
     "SHADOW_PAIRS",
     "prometheus_name",
     "span_name_for_stage",
+    # HTTP server (#16)
+    "ATTR_CLIENT_ADDRESS",
+    "ATTR_CLIENT_PORT",
+    "ATTR_HTTP_REQUEST_METHOD",
+    "ATTR_HTTP_REQUEST_METHOD_ORIGINAL",
+    "ATTR_HTTP_RESPONSE_STATUS_CODE",
+    "ATTR_HTTP_ROUTE",
+    "ATTR_NETWORK_PROTOCOL_VERSION",
+    "ATTR_SERVER_ADDRESS",
+    "ATTR_SERVER_PORT",
+    "ATTR_URL_PATH",
+    "ATTR_URL_QUERY",
+    "ATTR_URL_SCHEME",
+    "ATTR_USER_AGENT_ORIGINAL",
+    "HTTP_KNOWN_METHODS",
+    "HTTP_OTHER_METHOD",
+    "HTTP_SCHEMA_URL",
+    "HTTP_SERVER_ACTIVE_REQUESTS",
+    "HTTP_SERVER_METRICS",
+    "HTTP_SERVER_REQUEST_DURATION",
 ]
 
 # ---------------------------------------------------------------- attributes
@@ -418,7 +450,7 @@ ATTR_GEN_AI_TOKEN_TYPE = "gen_ai.token.type"
 ATTR_GEN_AI_TOKEN_MODALITY = "gen_ai.token.modality"
 ATTR_GEN_AI_DATA_SOURCE_ID = "gen_ai.data_source.id"
 #: The OTel ``error.type`` attribute (the seed's own label is ``error_type``).
-ATTR_OTEL_ERROR_TYPE = "error.type"
+ATTR_OTEL_ERROR_TYPE = error_attributes.ERROR_TYPE
 
 GEN_AI_OPERATION_CHAT = "chat"
 GEN_AI_OPERATION_TEXT_COMPLETION = "text_completion"
@@ -553,6 +585,45 @@ SHADOW_METRICS: tuple[MetricSpec, ...] = (
     ROLLOUT_TRAFFIC,
     ROLLOUT_STEP_CHANGES,
 )
+
+# ------------------------------------------------- HTTP server (#16): instrument_app's HTTP layer
+# OpenTelemetry's *stable* HTTP semantic conventions, as emitted by mlops_otel.fastapi's
+# HttpServerMiddleware (``instrument_app(..., instrument_http="light")``, the default). These go
+# through the OTel TracerProvider/MeterProvider (the given or global one), not through mlops-otel's
+# own exposition, so they are not part of ALL_METRICS. Names come from the
+# opentelemetry-semantic-conventions package, never typed here; only the buckets are written out
+# (the conventions' advised explicit boundaries, which that package does not export).
+ATTR_HTTP_REQUEST_METHOD = http_attributes.HTTP_REQUEST_METHOD
+ATTR_HTTP_REQUEST_METHOD_ORIGINAL = http_attributes.HTTP_REQUEST_METHOD_ORIGINAL
+ATTR_HTTP_RESPONSE_STATUS_CODE = http_attributes.HTTP_RESPONSE_STATUS_CODE
+ATTR_HTTP_ROUTE = http_attributes.HTTP_ROUTE
+ATTR_URL_SCHEME = url_attributes.URL_SCHEME
+ATTR_URL_PATH = url_attributes.URL_PATH
+ATTR_URL_QUERY = url_attributes.URL_QUERY
+ATTR_SERVER_ADDRESS = server_attributes.SERVER_ADDRESS
+ATTR_SERVER_PORT = server_attributes.SERVER_PORT
+ATTR_CLIENT_ADDRESS = client_attributes.CLIENT_ADDRESS
+ATTR_CLIENT_PORT = client_attributes.CLIENT_PORT
+ATTR_NETWORK_PROTOCOL_VERSION = network_attributes.NETWORK_PROTOCOL_VERSION
+ATTR_USER_AGENT_ORIGINAL = user_agent_attributes.USER_AGENT_ORIGINAL
+#: The methods ``http.request.method`` keeps; any other is reported as ``_OTHER``.
+HTTP_KNOWN_METHODS = frozenset(m.value for m in http_attributes.HttpRequestMethodValues) - {"_OTHER"}
+HTTP_OTHER_METHOD = http_attributes.HttpRequestMethodValues.OTHER.value
+#: The schema URL OTel's own HTTP instrumentations report in their stable mode.
+HTTP_SCHEMA_URL = Schemas.V1_21_0.value
+
+HTTP_SERVER_REQUEST_DURATION = MetricSpec(
+    http_metrics.HTTP_SERVER_REQUEST_DURATION, MetricKind.HISTOGRAM, "s", "Duration of HTTP server requests.",
+    (ATTR_HTTP_REQUEST_METHOD, ATTR_URL_SCHEME, ATTR_HTTP_ROUTE, ATTR_HTTP_RESPONSE_STATUS_CODE,
+     ATTR_NETWORK_PROTOCOL_VERSION, ATTR_OTEL_ERROR_TYPE),
+    (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0),
+)
+#: An OTel up-down counter: a gauge in Prometheus.
+HTTP_SERVER_ACTIVE_REQUESTS = MetricSpec(
+    _http_incubating.HTTP_SERVER_ACTIVE_REQUESTS, MetricKind.GAUGE, "{request}",
+    "Number of active HTTP server requests.", (ATTR_HTTP_REQUEST_METHOD, ATTR_URL_SCHEME),
+)
+HTTP_SERVER_METRICS: tuple[MetricSpec, ...] = (HTTP_SERVER_REQUEST_DURATION, HTTP_SERVER_ACTIVE_REQUESTS)
 
 ALL_METRICS: tuple[MetricSpec, ...] = SEED_METRICS + SDK_METRICS + DRIFT_METRICS + GEN_AI_METRICS + SHADOW_METRICS
 

@@ -31,6 +31,7 @@ __all__ = [
     "check",
     "check_name",
     "check_result",
+    "check_result_reporting",
     "finite",
     "in_range",
     "instance_of",
@@ -261,3 +262,31 @@ def check_result(
         if err is None:
             rejected.append("error")
     return latency, conf, err, tuple(rejected)
+
+
+def check_result_reporting(
+    inference_time_ms: object, confidence: object, error: object, rejected: Callable[[str, object], None]
+) -> tuple[float | None, float | None, bool] | None:
+    """:func:`check_result` for a hot path that counts what it rejects: never raises.
+
+    The common result (float latency and confidence in range, a bool *error*) is
+    answered by one test; anything else goes through :func:`check_result`, and
+    each field present but invalid is reported as ``rejected(field, value)``.
+    Returns ``(latency, confidence, error)`` with the invalid values ``None``, or
+    ``None`` when *error* itself is invalid (the result cannot be counted).
+
+    >>> check_result_reporting(12.5, 0.9, False, print)
+    (12.5, 0.9, False)
+    >>> check_result_reporting(12.5, 1.5, False, print)
+    confidence 1.5
+    (12.5, None, False)
+    """
+    if (type(inference_time_ms) is float and type(confidence) is float and (error is False or error is True)
+            and 0.0 <= inference_time_ms <= MAX_LATENCY_MS and 0.0 <= confidence <= 1.0):
+        return inference_time_ms, confidence, error
+    latency, conf, err, bad = check_result(inference_time_ms, confidence, error)
+    if bad:
+        given = {"inference_time_ms": inference_time_ms, "confidence": confidence, "error": error}
+        for field in bad:
+            rejected(field, given[field])
+    return None if err is None else (latency, conf, err)

@@ -19,7 +19,7 @@ from .._worker import PeriodicWorker
 from ..registry import ModelRegistry
 from ..stores import JSONValue, StateStore, make_key
 from ..telemetry import Telemetry, default_telemetry
-from ..validation import MAX_LATENCY_MS, InvalidValueError, check_result
+from ..validation import InvalidValueError, check_result_reporting
 from ._assign import Variant, assign
 from ._collect import Collector, read_cut, result_values
 from ._config import ABTestConfig, InvalidConfigError
@@ -94,6 +94,14 @@ def _background_fault(ref: weakref.ref[ABTestManager]) -> Callable[[str, BaseExc
     return on_error
 
 
+def _invalid_result(ref: weakref.ref[ABTestManager]) -> Callable[[str, object], None]:
+    """Count a rejected result value on the manager's telemetry (held weakly: no cycle through the manager)."""
+    def report(field: str, value: object) -> None:
+        manager = ref()
+        (manager._tel if manager is not None else default_telemetry()).invalid("ab." + field, value)
+    return report
+
+
 def _number(name: str, value: object, *, positive: bool = False, optional: bool = False) -> None:
     if optional and value is None:
         return
@@ -166,6 +174,8 @@ class ABTestManager:
     #: Tests this process last saw running (active/finalizing), kept when a read finds them absent:
     #: what :meth:`_state_lost` writes back after the store lost its state.
     _running: dict[str, ABTest] = attrs.field(factory=dict, init=False, repr=False)
+    #: ``(field, value)`` of a result value record_result() rejects: counted under ``ab.<field>``.
+    _report_invalid: Callable[[str, object], None] = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         _number("refresh_interval", self.refresh_interval)
@@ -174,6 +184,7 @@ class ABTestManager:
         _number("auto_evaluate_interval", self.auto_evaluate_interval, positive=True, optional=True)
         _number("warmup_timeout", self.warmup_timeout)
         self._collector = Collector(self._worker)
+        self._report_invalid = _invalid_result(weakref.ref(self))
         self._book = Lifecycle(self.store, self.registry, self.clock)
         after_fork_in_child(self, ABTestManager._after_fork)
         listen = getattr(self.store, "add_state_loss_listener", None)
@@ -636,7 +647,9 @@ class ABTestManager:
         under ``metric="ab.<field>"``; an invalid latency, confidence or
         custom value is left out while the result still counts.
         """
-        tel = self._tel
+        tel = self.telemetry  # self._tel without the property call: the hot path
+        if tel is None:
+            tel = default_telemetry()
         try:
             if type(test_name) is not str or not test_name:
                 tel.invalid("ab.test", test_name)
@@ -649,22 +662,10 @@ class ABTestManager:
             test = None if view is None else view.test
             if test is not None and test.state is not _ACTIVE:
                 return
-            # The common case (float latency and confidence in range, a bool error) in one test,
-            # before the per-field validation that answers the same for it.
-            latency: float | None
-            conf: float | None
-            err: bool | None
-            if (type(inference_time_ms) is float and type(confidence) is float and (error is False or error is True)
-                    and 0.0 <= inference_time_ms <= MAX_LATENCY_MS and 0.0 <= confidence <= 1.0):
-                latency, conf, err = inference_time_ms, confidence, error
-            else:
-                latency, conf, err, rejected = check_result(inference_time_ms, confidence, error)
-                if rejected:
-                    given = {"inference_time_ms": inference_time_ms, "confidence": confidence, "error": error}
-                    for field in rejected:
-                        tel.invalid("ab." + field, given[field])
-                if err is None:
-                    return
+            checked = check_result_reporting(inference_time_ms, confidence, error, self._report_invalid)
+            if checked is None:
+                return
+            latency, conf, err = checked
             custom: Sequence[tuple[str, float]] = ()  # no list per call without custom metrics
             if metrics:
                 valid: list[tuple[str, float]] = []
@@ -698,7 +699,9 @@ class ABTestManager:
         validated (as ``check_result`` would accept them unchanged): ``runtime.prediction()``'s path,
         which must not pay for the same checks twice (the registry takes the same values). Records
         exactly what :meth:`record_result` would; never raises."""
-        tel = self._tel
+        tel = self.telemetry  # self._tel without the property call: the hot path
+        if tel is None:
+            tel = default_telemetry()
         try:
             view = self._tests.get(test_name)
             test = None if view is None else view.test

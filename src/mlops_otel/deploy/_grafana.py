@@ -117,6 +117,29 @@ def _gen_ai_panels() -> tuple[Panel, ...]:
     )
 
 
+def _http_panels() -> tuple[Panel, ...]:
+    """instrument_app's HTTP layer (#16): OTel's stable HTTP conventions, exported through OTLP (the Collector)."""
+    s = semconv
+    duration, active = s.HTTP_SERVER_REQUEST_DURATION, s.HTTP_SERVER_ACTIVE_REQUESTS
+    route, status = s.prometheus_label(s.ATTR_HTTP_ROUTE), s.prometheus_label(s.ATTR_HTTP_RESPONSE_STATUS_CODE)
+    method, error = s.prometheus_label(s.ATTR_HTTP_REQUEST_METHOD), s.prometheus_label(s.ATTR_OTEL_ERROR_TYPE)
+    failed = f'{duration.prometheus_name}_count{{{JOB},{error}!=""}}'
+    error_ratio = (f"sum by (job, {route}) (rate({failed}[{RATE}]))\n/\n"
+                   f"{_rate(duration, ('job', route), '_count')}")
+    return (
+        Panel("HTTP requests per second by route and status", (duration,),
+              ((_rate(duration, (method, route, status), "_count"), _legend((method, route, status))),),
+              unit="reqps"),
+        Panel("HTTP server duration by route (p50/p95/p99)", (duration,), tuple(
+            (_quantile(duration, q, (route,)), _legend((route,), f"p{round(q * 100)}")) for q in (0.5, 0.95, 0.99)
+        ), unit="s"),
+        Panel("HTTP server errors per request (error.type: exceptions and 5xx)", (duration,),
+              ((error_ratio, _legend(("job", route))),), unit="percentunit"),
+        Panel("HTTP requests in flight", (active,),
+              ((f"sum by (job, {method}) ({_sel(active)})", _legend(("job", method))),)),
+    )
+
+
 def dashboard_panels(
     *, drift_threshold: float = DRIFT_THRESHOLD, error_ratio_threshold: float = 0.05,
     disagreement_threshold: float = DISAGREEMENT_THRESHOLD,
@@ -134,6 +157,7 @@ def dashboard_panels(
                   unit="percentunit", thresholds=(error_ratio_threshold,)),
             _latency("Request and stage duration (p50/p95/p99)", s.DIAGNOSIS_DURATION),
         )),
+        ("HTTP server (OTel stable HTTP conventions, through OTLP)", _http_panels()),
         ("GNN", (
             _latency("GNN inference latency (p50/p95/p99)", s.GNN_INFERENCE_DURATION),
             _score("GNN anomaly score (mean, p95)", s.GNN_ANOMALY_SCORE, 0.95),

@@ -1,6 +1,13 @@
 """FastAPI integration: ``instrument_app``, the management API and ``/metrics``."""
 
-from ._instrument import SettingsConflictError, get_runtime, instrument_app, uninstrument_app
+from ._instrument import HttpInstrumentation, SettingsConflictError, get_runtime, instrument_app, uninstrument_app
 from ._management import management_router
 
-__all__ = ["SettingsConflictError", "get_runtime", "instrument_app", "management_router", "uninstrument_app"]
+__all__ = [
+    "HttpInstrumentation",
+    "SettingsConflictError",
+    "get_runtime",
+    "instrument_app",
+    "management_router",
+    "uninstrument_app",
+]

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
+import types
+import warnings
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Literal, cast
 
@@ -20,9 +23,14 @@ from ..settings import Settings
 from ..stores import StateStore
 from ..telemetry import Mode, default_telemetry
 from ..validation import InvalidValueError
-from ._middleware import HttpServerMiddleware
+from ._middleware import HttpServerConfig, HttpServerMiddleware
 
-__all__ = ["SettingsConflictError", "get_runtime", "instrument_app", "uninstrument_app"]
+__all__ = ["HttpInstrumentation", "SettingsConflictError", "get_runtime", "instrument_app", "uninstrument_app"]
+
+#: The choices of ``instrument_app(..., instrument_http=...)``: mlops-otel's lean middleware
+#: (the default), OTel's FastAPI/ASGI instrumentation, or no HTTP instrumentation.
+HttpInstrumentation = Literal["light", "otel"] | bool
+_HTTP_CHOICES = ("light", "otel", False)
 
 _log = logging.getLogger("mlops_otel.fastapi")
 _STATE_ATTR = "_mlops_otel"
@@ -36,10 +44,114 @@ class _Instrumentation:
     metrics_route: Route | None
     management_routes: list[Any]
     http_instrumented: bool
+    http_layer: _LightLayer | None
     factory: Callable[[], tuple[Runtime, bool]]
     install_default: bool
     runtime: Runtime | None = None
     local_docs: Any = None
+
+
+@attrs.define(eq=False)
+class _LightLayer:
+    """The outermost HttpServerMiddleware wrapped around *app*'s middleware stack, and how to undo it."""
+
+    build: Callable[[], Any]  # the build_middleware_stack it wraps
+    own_attribute: Any  # the instance attribute it replaced (None: the class's method)
+    native: dict[str, Any] = attrs.field(factory=dict)  # FastAPI's native telemetry settings it turned off
+    wrapper: Any = None  # the bound build_middleware_stack it installed
+    active: bool = True
+
+    @classmethod
+    def install(cls, app: FastAPI, tracer_provider: trace.TracerProvider | None,
+                meter_provider: otel_metrics.MeterProvider | None, config: HttpServerConfig) -> _LightLayer:
+        # Like the OTel FastAPI instrumentation, outside everything (ServerErrorMiddleware included), so the
+        # span covers the middleware added later and the 500 answer of an unhandled exception.
+        layer = cls(build=app.build_middleware_stack, own_attribute=vars(app).get("build_middleware_stack"))
+
+        def build_middleware_stack(self: FastAPI) -> Any:
+            stack = layer.build()
+            if not layer.active or _wrapped_by_otel(self, layer.wrapper):
+                return stack
+            return HttpServerMiddleware(stack, tracer_provider=tracer_provider, meter_provider=meter_provider,
+                                        config=config)
+
+        layer.wrapper = types.MethodType(build_middleware_stack, app)
+        app.build_middleware_stack = layer.wrapper  # type: ignore[method-assign]
+        app.middleware_stack = None  # rebuilt, with the layer, on the next call
+        # FastAPI versions with native OpenTelemetry telemetry trace and meter HTTP requests themselves
+        # once a global provider is set, and stand down only for OTel's ASGI middleware: one layer, not two.
+        native = _native_telemetry_config(app)
+        if native is not None:
+            for key in _NATIVE_HTTP_SIGNALS:
+                if native.get(key):
+                    layer.native[key] = native[key]
+                    native[key] = False
+        elif importlib.util.find_spec("fastapi.telemetry") is not None:
+            # This FastAPI has native telemetry, but not where we turn it off (a private attribute): say so
+            # instead of silently emitting every HTTP span and duration sample twice under a global provider.
+            _log.warning(
+                "instrument_app: could not turn off FastAPI's own HTTP telemetry for %r; with a global OTel "
+                "provider its HTTP spans and metrics come in addition to mlops-otel's. Create the app with "
+                "FastAPI(telemetry={'tracing': False, 'metrics': False}), or pass instrument_http=False",
+                app,
+            )
+        return layer
+
+    def remove(self, app: FastAPI) -> None:
+        self.active = False  # a wrapper installed after ours keeps calling ours: it becomes a pass-through
+        if vars(app).get("build_middleware_stack") is self.wrapper:  # else someone wrapped ours: keep theirs
+            if self.own_attribute is not None:
+                app.build_middleware_stack = self.own_attribute  # type: ignore[method-assign]
+            else:
+                del app.build_middleware_stack
+        native = _native_telemetry_config(app)
+        if native is not None:
+            native.update(self.native)
+
+
+def _wrapped_by_otel(app: FastAPI, ours: Any) -> bool:
+    """Whether OTel's FastAPI instrumentation was installed on *app* after our layer (its wrapper calls ours).
+
+    Then ours stands down, so that the layer asked for last is the one in place: otherwise OTel finds no
+    ServerErrorMiddleware below it, logs an error and skips itself (its hooks and options ignored).
+    Once OTel's is removed again, ``build_middleware_stack`` is ours again and so is the layer.
+    """
+    return bool(getattr(app, "_is_instrumented_by_opentelemetry", False)) \
+        and vars(app).get("build_middleware_stack") is not ours
+
+
+#: The HTTP signals of FastAPI's native telemetry the light layer replaces (its logs stay as configured).
+_NATIVE_HTTP_SIGNALS = ("tracing", "metrics")
+
+
+def _native_telemetry_config(app: FastAPI) -> dict[str, Any] | None:
+    """The mutable settings of FastAPI's own telemetry (``FastAPI(telemetry=...)``), None before it had one."""
+    native = getattr(app, "_native_telemetry", None)
+    config = getattr(native, "config", None)
+    return config if isinstance(config, dict) else None
+
+
+def _http_choice(value: object) -> Literal["light", "otel"] | None:
+    """The HTTP layer *value* selects (None: none); ``True`` is the deprecated spelling of ``"otel"``."""
+    if value is True:
+        warnings.warn(
+            "instrument_app(instrument_http=True) keeps meaning the OTel FastAPI instrumentation "
+            "(instrument_http=\"otel\"), which is no longer the default: pass instrument_http=\"otel\" to keep it, "
+            "or leave the argument out for mlops-otel's lighter middleware (instrument_http=\"light\", the default; "
+            "its metric is http.server.request.duration in seconds, see the CHANGELOG)",
+            DeprecationWarning, stacklevel=3,
+        )
+        return "otel"
+    if value not in _HTTP_CHOICES:
+        raise InvalidValueError("instrument_http", '"light" (the default), "otel" or False', value)
+    return value or None  # type: ignore[return-value]
+
+
+def _already_traced(app: FastAPI) -> bool:
+    """Whether *app* already has an OTel FastAPI instrumentation or an HttpServerMiddleware."""
+    if getattr(app, "_is_instrumented_by_opentelemetry", False):
+        return True
+    return any(m.cls is cast("Any", HttpServerMiddleware) for m in app.user_middleware)
 
 
 class _MetricsEndpoint:
@@ -115,7 +227,7 @@ def instrument_app(
     max_label_values: int | None = None,
     otlp: bool | None = None,
     metrics_path: str | None = "/metrics",
-    instrument_http: bool | Literal["otel", "light"] = True,
+    instrument_http: HttpInstrumentation = "light",
     excluded_urls: str | None = None,
     management: bool = False,
     management_token: str | None = None,
@@ -144,14 +256,22 @@ def instrument_app(
     <management_token>`` and are disabled when no token is configured.
     With *local_docs*, ``/docs`` and ``/redoc`` load Swagger UI and ReDoc from
     the package instead of a CDN (see :func:`mlops_otel.ui.serve_docs_locally`).
-    *instrument_http*: ``True``/``"otel"`` installs the OTel FastAPI instrumentation,
-    ``"light"`` mlops-otel's :class:`HttpServerMiddleware` (the stable HTTP conventions' span and
-    metrics at a fraction of the cost; docs/performance-analysis.md), ``False`` neither.
-    Calling it again on an instrumented app does nothing.
+    *instrument_http*: ``"light"`` (the default) wraps the app in mlops-otel's
+    :class:`~mlops_otel.fastapi._middleware.HttpServerMiddleware`: OTel's stable HTTP conventions
+    (SERVER span ``{method} {route}``, ``http.server.request.duration`` in seconds,
+    ``http.server.active_requests``) at a fraction of the OTel ASGI middleware's cost
+    (docs/performance-analysis.md). ``"otel"`` installs the OTel FastAPI instrumentation
+    instead (the default before #16; in its default mode it emits the older
+    ``http.server.duration`` in milliseconds); ``True`` still means ``"otel"`` but is
+    deprecated; ``False`` installs neither. *excluded_urls* (comma-separated regexes) applies
+    to both, else ``OTEL_PYTHON_FASTAPI_EXCLUDED_URLS``/``OTEL_PYTHON_EXCLUDED_URLS``, read
+    by this call. No second HTTP layer is added to an app the OTel FastAPI instrumentation
+    already traces. Calling it again on an instrumented app does nothing.
     """
     if getattr(app.state, _STATE_ATTR, None) is not None:
         _log.debug("instrument_app: %r is already instrumented", app)
         return
+    http_choice = _http_choice(instrument_http)
     if metrics_path is not None and not metrics_path.startswith("/"):
         raise InvalidValueError("metrics_path", "None or a path starting with '/'", metrics_path)
     explicit: dict[str, object] = {k: v for k, v in (
@@ -198,12 +318,16 @@ def instrument_app(
                               tracer_provider=tracer_provider), True
 
     http = False
-    if instrument_http == "light":  # mlops-otel's lean HTTP middleware (#16), instead of the OTel ASGI one
-        app.add_middleware(HttpServerMiddleware, tracer_provider=tracer_provider, meter_provider=meter_provider,
-                           excluded_urls=excluded_urls)
-    elif instrument_http and not getattr(app, "_is_instrumented_by_opentelemetry", False):
+    layer = None
+    if http_choice is not None and _already_traced(app):
+        _log.debug("instrument_app: %r already has an HTTP instrumentation; adding none", app)
+    elif http_choice == "light":  # mlops-otel's lean HTTP middleware (#16), instead of the OTel ASGI one
+        layer = _LightLayer.install(app, tracer_provider, meter_provider, HttpServerConfig.from_env(excluded_urls))
+    elif http_choice == "otel":
+        config = HttpServerConfig.from_env(excluded_urls)  # the variables now, not at the instrumentation's import
         FastAPIInstrumentor.instrument_app(
-            app, tracer_provider=tracer_provider, meter_provider=meter_provider, excluded_urls=excluded_urls
+            app, tracer_provider=tracer_provider, meter_provider=meter_provider,
+            excluded_urls=",".join(config.excluded_patterns),
         )
         http = True
 
@@ -234,7 +358,7 @@ def instrument_app(
 
     inst = _Instrumentation(
         original_lifespan=app.router.lifespan_context, metrics_route=route, management_routes=management_routes,
-        http_instrumented=http, factory=factory, install_default=install_as_default, local_docs=docs,
+        http_instrumented=http, http_layer=layer, factory=factory, install_default=install_as_default, local_docs=docs,
     )
 
     @contextlib.asynccontextmanager
@@ -268,7 +392,8 @@ def uninstrument_app(app: FastAPI) -> None:
         return
     if inst.http_instrumented:
         FastAPIInstrumentor.uninstrument_app(app)
-    app.user_middleware[:] = [m for m in app.user_middleware if m.cls is not cast("Any", HttpServerMiddleware)]
+    if inst.http_layer is not None:
+        inst.http_layer.remove(app)
     removed = [r for r in (inst.metrics_route, *inst.management_routes) if r is not None]
     app.router.routes[:] = [r for r in app.router.routes if r not in removed]
     if inst.local_docs is not None:

@@ -22,7 +22,7 @@ from .._worker import PeriodicWorker
 from ..stats import SufficientStats
 from ..stores import CounterBuffer, JSONValue, StateStore, make_key
 from ..telemetry import Telemetry, default_telemetry
-from ..validation import MAX_LATENCY_MS, InvalidValueError, check_name, check_result
+from ..validation import InvalidValueError, check_name, check_result_reporting
 
 __all__ = [
     "ModelRegistry",
@@ -186,6 +186,8 @@ class ModelRegistry:
     _gauge_champion: dict[str, str | None] = attrs.field(factory=dict, init=False, repr=False)
     _buffer: CounterBuffer = attrs.field(init=False, repr=False)
     _view: _DocView = attrs.field(init=False, repr=False)
+    #: ``(field, value)`` of a value update_metrics() or the buffer rejects: counted under ``registry.<field>``.
+    _report_invalid: Callable[[str, object], None] = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.max_history, int) or isinstance(self.max_history, bool) or self.max_history < 1:
@@ -197,9 +199,10 @@ class ModelRegistry:
         listen = getattr(self.store, "add_state_loss_listener", None)
         if callable(listen):
             listen(self._view.restore_all)
+        self._report_invalid = lambda field, value: self._tel.invalid("registry." + field, value)
         self._buffer = CounterBuffer(self.store, SufficientStats.FIELDS,
                                      on_fault=lambda exc: self._tel.fault("registry.update_metrics", exc),
-                                     on_invalid=lambda field, value: self._tel.invalid("registry." + field, value))
+                                     on_invalid=self._report_invalid)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Deliver the results this process buffered to the store and on to its backend.
@@ -538,22 +541,10 @@ class ModelRegistry:
         and left out; ``None`` means not measured.
         """
         try:
-            # The common case (float latency and confidence in range, a bool error) in one test,
-            # before the per-field validation that answers the same for it.
-            latency: float | None
-            conf: float | None
-            err: bool | None
-            if (type(inference_time_ms) is float and type(confidence) is float and (error is False or error is True)
-                    and 0.0 <= inference_time_ms <= MAX_LATENCY_MS and 0.0 <= confidence <= 1.0):
-                latency, conf, err = inference_time_ms, confidence, error
-            else:
-                latency, conf, err, rejected = check_result(inference_time_ms, confidence, error)
-                if rejected:
-                    given = {"inference_time_ms": inference_time_ms, "confidence": confidence, "error": error}
-                    for name in rejected:
-                        self._tel.invalid("registry." + name, given[name])
-                if err is None:
-                    return
+            checked = check_result_reporting(inference_time_ms, confidence, error, self._report_invalid)
+            if checked is None:
+                return
+            latency, conf, err = checked
             try:
                 key = self._stats_keys.get((model_type, version)) or self._stats_key(model_type, version)
             except (ValueError, TypeError):

@@ -108,6 +108,14 @@ _REQUEST: contextvars.ContextVar[_RequestState | None] = contextvars.ContextVar(
 # than the OTel context API's get_current_span() on the hot path.
 _STAGE_SPAN: contextvars.ContextVar[Span | None] = contextvars.ContextVar("mlops_otel_stage_span", default=None)
 
+# What a Telemetry's tracer can produce, decided once from its type (public API classes only):
+# spans of a real tracer (an SDK's), never (the API's NoOpTracer), or only once a global provider
+# other than the API's own is installed (the ProxyTracer of trace.get_tracer() without a provider).
+_TRACER_REAL, _TRACER_NOOP, _TRACER_PROXY = 0, 1, 2
+# The global providers under which a ProxyTracer starts nothing but non-recording spans.
+_NO_SDK_PROVIDERS = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+_get_tracer_provider = trace.get_tracer_provider
+
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
@@ -151,6 +159,7 @@ class Telemetry:
 
     _agg: Aggregator = attrs.field(init=False, repr=False)
     _tracer: trace.Tracer = attrs.field(init=False, repr=False)
+    _tracer_kind: int = attrs.field(init=False, repr=False, default=_TRACER_REAL)
     _registry: CollectorRegistry = attrs.field(init=False, repr=False)
     _pusher: PeriodicPusher | None = attrs.field(init=False, repr=False, default=None)
     _instruments: dict[str, Any] = attrs.field(init=False, repr=False, factory=dict)
@@ -179,6 +188,9 @@ class Telemetry:
         self._rag_fams = (fams[semconv.RAG_GENERATION_DURATION.name], fams[semconv.RAG_TOKENS_USED.name])
         self._request_fams = (fams[semconv.DIAGNOSIS_REQUESTS.name], fams[semconv.DIAGNOSIS_DURATION.name])
         self._tracer = trace.get_tracer(SCOPE_NAME, _VERSION, tracer_provider=self.tracer_provider)
+        kind = type(self._tracer)
+        self._tracer_kind = (_TRACER_NOOP if kind is trace.NoOpTracer
+                             else _TRACER_PROXY if kind is trace.ProxyTracer else _TRACER_REAL)
         self._registry = make_registry(self._exposition_snapshot)
         self._scope = InstrumentationScope(SCOPE_NAME, _VERSION)
         if self.resource is None:
@@ -607,25 +619,15 @@ class StageTracker:
         self._start = 0.0
 
     def __enter__(self) -> Span:
-        try:
-            attributes = {semconv.SPAN_ATTR_STAGE: str(self.stage)}
-            if self.model_version is not None:
-                attributes[semconv.SPAN_ATTR_MODEL_VERSION] = str(self.model_version)
-            if self.model_type is not None:
-                attributes[semconv.SPAN_ATTR_MODEL_TYPE] = str(self.model_type)
-            if self.attributes:
-                attributes.update(self.attributes)
-            self._opened = _open_span(self.telemetry.tracer, semconv.span_name_for_stage(self.stage), attributes)
-        except Exception as exc:
-            self.telemetry.fault("track_stage", exc)
-            self._opened = None
+        self._opened = opened = StageTracker._open(
+            self.telemetry, self.stage, self.model_version, self.model_type, self.attributes)
         self._start = time.perf_counter()
-        return trace.INVALID_SPAN if self._opened is None else self._opened[0]
+        return trace.INVALID_SPAN if opened is None else opened[0]
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.finish(exc_type, exc)
+        StageTracker._close(self.telemetry, self.stage, self._start, self._opened, exc_type, exc, None)
 
     def finish(
         self,
@@ -639,17 +641,60 @@ class StageTracker:
         :meth:`Telemetry.record_gnn_metrics` while the stage's span is still current; a ``None``
         latency means the stage's wall time. Never raises.
         """
-        elapsed = time.perf_counter() - self._start
-        tel = self.telemetry
-        tel.record(semconv.DIAGNOSIS_DURATION, (self.stage,), elapsed)
+        return StageTracker._close(self.telemetry, self.stage, self._start, self._opened, exc_type, exc, gnn)
+
+    # The stage's work without a StageTracker instance, for runtime.prediction() (whose Prediction
+    # holds the opened span and start time itself instead of allocating a tracker per prediction).
+    @staticmethod
+    def _open(tel: Telemetry, stage: str, model_version: str | None, model_type: str | None,
+              extra: Mapping[str, Any] | None) -> _Opened | None:
+        """Start the stage's span (made current); ``None`` when that failed (the fault is counted)."""
+        try:
+            attributes = {semconv.SPAN_ATTR_STAGE: str(stage)}
+            if model_version is not None:
+                attributes[semconv.SPAN_ATTR_MODEL_VERSION] = str(model_version)
+            if model_type is not None:
+                attributes[semconv.SPAN_ATTR_MODEL_TYPE] = str(model_type)
+            if extra:
+                attributes.update(extra)
+            return _open_span(tel.tracer, semconv.span_name_for_stage(stage), attributes)
+        except Exception as exc:
+            tel.fault("track_stage", exc)
+            return None
+
+    @staticmethod
+    def _open_traced(tel: Telemetry, stage: str, model_version: str | None, model_type: str | None,
+                     extra: Mapping[str, Any] | None) -> _Opened | None:
+        """:meth:`_open`, except that no span is started while tracing cannot record one.
+
+        That is when the tracer is the API's no-op one, or its proxy while no SDK (no global provider
+        but the API's own) is installed: such a span would be non-recording, its context the
+        parent's, and nothing would see it. Checked per call (a provider installed later is honoured
+        at once), and only when no recording stage span is current (opening a non-recording one hides
+        it from the seed helpers inside the stage; skipping must not change what they annotate).
+        ``None``, as when opening failed: :meth:`_close` then records the stage's metrics alone.
+        """
+        kind = tel._tracer_kind
+        if kind and _STAGE_SPAN.get() is None and (
+                kind == _TRACER_NOOP or type(_get_tracer_provider()) in _NO_SDK_PROVIDERS):
+            return None
+        return StageTracker._open(tel, stage, model_version, model_type, extra)
+
+    @staticmethod
+    def _close(tel: Telemetry, stage: str, start: float, opened: _Opened | None,
+               exc_type: type[BaseException] | None, exc: BaseException | None,
+               gnn: tuple[str, float | None, float, float] | None) -> float:
+        """The body of :meth:`finish` for a stage opened with :meth:`_open` at *start*."""
+        elapsed = time.perf_counter() - start
+        tel.record(semconv.DIAGNOSIS_DURATION, (stage,), elapsed)
         if gnn is not None:
             version, latency_ms, score, conf = gnn
             tel.record_gnn_metrics(version, elapsed * 1000.0 if latency_ms is None else latency_ms, score, conf)
         if exc_type is not None:
-            tel.record_error(exc_type.__name__, self.stage)
-        if self._opened is not None:
+            tel.record_error(exc_type.__name__, stage)
+        if opened is not None:
             try:
-                _close_span(self._opened, exc)
+                _close_span(opened, exc)
             except Exception as fault:
                 tel.fault("track_stage", fault)
         return elapsed
