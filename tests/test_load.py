@@ -17,6 +17,9 @@ from benchmarks._load import run_load
 from examples.diagnosis_service.app import MODEL_TYPE, DiagnosisService, setup_models
 from mlops_otel import Runtime
 from mlops_otel.ab import ABTestConfig
+from mlops_otel.stores import make_key
+from mlops_otel.stores.redis import RedisStore
+from mlops_otel.telemetry import snapshot_from_json
 
 from .services import RedisServer, uvicorn_process
 
@@ -45,6 +48,41 @@ def _eventually(check: object, timeout: float = 30.0) -> None:
         time.sleep(0.25)
 
 
+def _fleet_docs(store: RedisStore) -> dict[str, tuple[int, float]]:
+    """Each worker's fleet document: its version and its diagnosis_requests total."""
+    docs: dict[str, tuple[int, float]] = {}
+    for key in store.list_keys(make_key("telemetry", "fleet", "")):
+        found = store.get_document(key)
+        assert found is not None
+        assert isinstance(found.value, dict)
+        families = snapshot_from_json(found.value["families"])
+        docs[key] = (found.version, sum(s.value for f in families if f.spec.name == "diagnosis_requests"
+                                        for s in f.series))
+    return docs
+
+
+def _wait_until_every_worker_has_the_fleet(redis_url: str, prefix: str, total: float) -> None:
+    """Wait (on the store, not on scrapes) until every worker serves the final fleet view.
+
+    Six agreeing scrapes in a row do not show that: the kernel may hand them all to one worker
+    (seen: 9 in a row) while another worker's view is still older than the first one's last
+    publish. A worker's refresh publishes, then fetches; so once the published documents add
+    up to *total*, two more publishes of every worker mean each has fetched them since.
+    """
+    store = RedisStore.from_url(redis_url, prefix=prefix)
+    try:
+        deadline = time.monotonic() + 60
+        while sum(n for _, n in _fleet_docs(store).values()) != total:
+            assert time.monotonic() < deadline, _fleet_docs(store)
+            time.sleep(0.25)
+        final = {key: version for key, (version, _) in _fleet_docs(store).items()}
+        while any(_fleet_docs(store)[key][0] < version + 2 for key, version in final.items()):
+            assert time.monotonic() < deadline, (final, _fleet_docs(store))
+            time.sleep(0.25)
+    finally:
+        store.close()
+
+
 def test_counts_are_exact_across_workers(redis_service: RedisServer) -> None:
     prefix = f"load-{uuid.uuid4().hex[:8]}"
     setup = Runtime.create(store=redis_service.url, store_prefix=prefix, fleet_metrics=False)
@@ -66,10 +104,10 @@ def test_counts_are_exact_across_workers(redis_service: RedisServer) -> None:
         expected = {"success": float(REQUESTS - failed)}
         if failed:
             expected["error"] = float(failed)
-        # Other workers' counts reach a worker's view within its refresh interval: wait until
-        # every scrape agrees (several in a row, so each worker has answered), then check again.
-        _eventually(lambda: all(_requests_total(url) == expected for _ in range(6)))
-        for _ in range(6):
+        # Other workers' counts reach a worker's view with its next refresh: wait until every
+        # worker has fetched every final document, then any worker that answers is exact.
+        _wait_until_every_worker_has_the_fleet(redis_service.url, prefix, float(REQUESTS))
+        for _ in range(12):
             assert _requests_total(url) == expected
 
         # Every request was in the A/B test (50/50, every request has a user id): one result each.

@@ -74,3 +74,27 @@ def test_cli_decisions_are_exported_by_the_service_sharing_the_store(
         assert sample_value(service.telemetry, "ab_decisions_total", test="t1", decision="continue") == 1.0
     finally:
         service.close()
+
+
+def test_fleet_totals_never_go_back_when_the_store_loses_a_document(redis_fresh: RedisServer) -> None:
+    """A flushed (or restarted empty) store dropped a dead worker's counters from the totals."""
+    prefix = "fl" + uuid.uuid4().hex[:8]
+    store = RedisStore.from_url(redis_fresh.url, prefix=prefix)
+    dead_tel, live_tel = Telemetry(), Telemetry()
+    dead = FleetMetrics(store, dead_tel, interval=1.0)
+    live = FleetMetrics(store, live_tel, interval=1.0)
+    live_tel.use_exposition_source(live.fleet_snapshot)
+    try:
+        dead_tel.add(semconv.DIAGNOSIS_REQUESTS, ("success", "v1"), 5)
+        assert dead.publish()  # then killed: it never publishes again
+        live_tel.add(semconv.DIAGNOSIS_REQUESTS, ("success", "v1"), 2)
+        assert live.refresh()
+        assert sample_value(live_tel, "diagnosis_requests_total", status="success", model_version="v1") == 7.0
+        import redis
+
+        redis.Redis.from_url(redis_fresh.url).flushall()
+        assert live.refresh()  # republishes its own; the dead worker's document is gone from the store
+        assert sample_value(live_tel, "diagnosis_requests_total", status="success", model_version="v1") == 7.0
+    finally:
+        live.close()
+        store.close()

@@ -49,6 +49,27 @@ def _telemetry_of(fleet: FleetMetrics) -> Telemetry:
     return fleet.telemetry
 
 
+def _published_at(doc: dict[str, Any]) -> float:
+    stamp = doc.get("published_at")
+    return float(stamp) if isinstance(stamp, (int, float)) and not isinstance(stamp, bool) else float("-inf")
+
+
+@attrs.frozen
+class _Seen:
+    """The latest document of another worker that this worker has seen."""
+
+    version: int
+    published_at: float
+    ttl: object
+    snapshot: list[FamilySnapshot]
+
+    def expired(self, now: float) -> bool:
+        """Whether its worker stopped renewing it (or it was written by 0.1, which never renewed it)."""
+        if not isinstance(self.ttl, (int, float)) or self.published_at == float("-inf"):
+            return True
+        return now > self.published_at + self.ttl
+
+
 @attrs.define(eq=False)
 class FleetMetrics:
     """Publish this worker's snapshot to the store; serve the sum of all workers on ``/metrics``.
@@ -87,6 +108,7 @@ class FleetMetrics:
     #: The version of this worker's own document after its last publish (only this worker writes it),
     #: so a publish is one compare-and-set instead of a read of the whole document and a write.
     _own_version: int | None = attrs.field(default=None, init=False, repr=False)
+    _seen: dict[str, _Seen] = attrs.field(factory=dict, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if not 0 < self.interval < float("inf"):
@@ -102,6 +124,7 @@ class FleetMetrics:
         self._lock = threading.Lock()
         self._others = []
         self._own_version = None
+        self._seen = {}
         if self._thread is not None:
             self._thread.after_fork()  # reset before restarting: the child publishes under its new id
             if not self._closed:
@@ -133,38 +156,52 @@ class FleetMetrics:
         per worker's document and metric family) with the GIL handed over in between, so the
         request thread never waits for a whole refresh (16 ms of CPU at 100 model versions and
         3 workers; the GIL is handed over whenever a slice has run for 0.5 ms).
+
+        The view of another worker never goes back: a document older than the one already
+        seen (a store restored from an older copy) is ignored, and the counters of a document
+        that left the store (restarted empty, flushed) stay in the view; a document seen
+        again unchanged is not parsed again.
         """
         slicer = _Slicer()
         published = self.publish(slicer=slicer)
         own = make_key(_NAMESPACE, _GROUP, self._worker)
+        seen = dict(self._seen)
         try:
-            others = []
+            listed: set[str] = set()
             for key in self.store.list_keys(make_key(_NAMESPACE, _GROUP, "")):
                 if key == own:
                     continue
                 slicer()
                 found = self.store.get_document(key)
-                if found is not None and isinstance(found.value, dict):
-                    families = found.value.get("families")
-                    if isinstance(families, dict):
-                        snapshot: list[FamilySnapshot] = []
-                        for name, body in families.items():
-                            slicer()
-                            snapshot += snapshot_from_json({name: body})
-                        if self._expired(found.value):
-                            snapshot = [f for f in snapshot if f.spec.kind is not MetricKind.GAUGE]
-                        others.append(snapshot)
+                if found is None or not isinstance(found.value, dict):
+                    continue
+                families = found.value.get("families")
+                if not isinstance(families, dict):
+                    continue
+                listed.add(key)
+                stamp = _published_at(found.value)
+                previous = seen.get(key)
+                if previous is not None and (previous.published_at > stamp or (
+                        previous.published_at == stamp and previous.version == found.version)):
+                    continue  # unchanged, or older than what this worker already serves
+                snapshot: list[FamilySnapshot] = []
+                for name, body in families.items():
+                    slicer()
+                    snapshot += snapshot_from_json({name: body})
+                seen[key] = _Seen(found.version, stamp, found.value.get("ttl"), snapshot)
         except Exception as exc:  # keep serving the last view of the fleet
             self.telemetry.fault("fleet_refresh", exc)
             return False
+        now = self.clock()
+        others = []
+        for key, entry in seen.items():
+            if key in listed and not entry.expired(now):
+                others.append(entry.snapshot)
+            else:  # its worker stopped renewing it, or the store lost it: counters only
+                others.append([f for f in entry.snapshot if f.spec.kind is not MetricKind.GAUGE])
+        self._seen = seen
         self._others = others
         return published
-
-    def _expired(self, doc: dict[str, Any]) -> bool:
-        published, ttl = doc.get("published_at"), doc.get("ttl")
-        if not isinstance(published, (int, float)) or not isinstance(ttl, (int, float)):
-            return True  # written by 0.1, which never renewed it
-        return self.clock() > published + ttl
 
     def publish(self, *, gauges: bool = True, slicer: Callable[[], None] | None = None) -> bool:
         """Write this worker's snapshot to the store now; return whether it was stored.
