@@ -636,3 +636,21 @@ def test_an_empty_fastapi_excluded_urls_falls_through_to_the_generic_variable() 
     config = HttpServerConfig.from_env(environ={"OTEL_PYTHON_FASTAPI_EXCLUDED_URLS": "",
                                                 "OTEL_PYTHON_EXCLUDED_URLS": "health"})
     assert config.excluded_patterns == ("health",)  # N5: OTel reads them with `or`
+
+
+def test_under_a_local_span_without_a_remote_parent_the_span_is_internal(telemetry: Telemetry) -> None:
+    import asyncio
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+    middleware = HttpServerMiddleware(app, tracer_provider=telemetry.tracer_provider)
+    tracer = telemetry.tracer_provider.get_tracer("test")
+    with tracer.start_as_current_span("outer") as outer:
+        asyncio.run(_drive(middleware, _scope()))
+    asyncio.run(_drive(middleware, _scope()))  # no local span: SERVER
+    inner, _outer, alone = telemetry.spans.get_finished_spans()
+    assert inner.kind is SpanKind.INTERNAL  # N7
+    assert inner.parent is not None
+    assert inner.parent.span_id == outer.get_span_context().span_id
+    assert alone.kind is SpanKind.SERVER

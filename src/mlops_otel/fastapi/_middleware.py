@@ -240,8 +240,14 @@ class HttpServerMiddleware:
             scheme = scope.get("scheme", "http")
             root_path = scope.get("root_path", "")
             parent = self._parent(scope)
+            kind = SpanKind.SERVER
+            # No remote parent but a local span in progress (e.g. the app called in-process): an INTERNAL
+            # child of it, as OTel's _start_internal_or_server_span does.
+            if ((parent is None or not trace.get_current_span(parent).get_span_context().is_valid)
+                    and trace.get_current_span().is_recording()):
+                kind, parent = SpanKind.INTERNAL, None
             span = self._tracer.start_span(
-                known if known != _OTHER else "HTTP", context=parent, kind=SpanKind.SERVER,
+                known if known != _OTHER else "HTTP", context=parent, kind=kind,
                 attributes={_METHOD: known, _SCHEME: scheme, _PATH: scope.get("path", "")},
             )
             ctx = span.get_span_context()
