@@ -80,6 +80,8 @@ def test_zero_code_adds_no_second_http_layer_to_an_app_otel_instruments() -> Non
 
     assert http_instrumentation_from_env(FastAPI(), {}) == "light"  # the default
     assert http_instrumentation_from_env(FastAPI(), {"MLOPS_OTEL_INSTRUMENT_HTTP": "none"}) is False
+    for off in ("false", "0", "off", "no", "OFF"):  # N14: every "off" spelling means no HTTP layer
+        assert http_instrumentation_from_env(FastAPI(), {"MLOPS_OTEL_INSTRUMENT_HTTP": off}) is False
     assert http_instrumentation_from_env(FastAPI(), {"MLOPS_OTEL_INSTRUMENT_HTTP": "bogus"}) == "light"
     # Both orders in which opentelemetry-instrument can load the two instrumentors.
     for first, second in ((FastAPIInstrumentor(), MlopsOtelInstrumentor()),

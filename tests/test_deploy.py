@@ -523,3 +523,20 @@ def test_a_real_prometheus_loads_the_shipped_config_and_rules() -> None:
                                                              ALERT_SHADOW_DISAGREEMENT}
     assert all(rule["type"] == "alerting" for rule in group["rules"])
     # (Scraping through the generated scrape config is tested in test_export_prometheus.)
+
+
+def test_http_error_ratio_is_zero_not_no_data_without_errors(promtool: str, tmp_path: Path) -> None:
+    # N12: the panel's numerator is empty when nothing failed; the ratio must still be 0 per route.
+    (expr,) = [t["expr"] for p in grafana_dashboard()["panels"] if p["title"].startswith("HTTP server errors")
+               for t in p["targets"]]
+    expr = expr.replace("$__rate_interval", "2m").replace('job=~"$job"', 'job=~".+"')
+    count = f"{semconv.HTTP_SERVER_REQUEST_DURATION.prometheus_name}_count"
+    route = semconv.prometheus_label(semconv.ATTR_HTTP_ROUTE)
+    status = semconv.prometheus_label(semconv.ATTR_HTTP_RESPONSE_STATUS_CODE)
+    tests = {"rule_files": ["alerts.yml"], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [series(count, "0+60x10", **{route: "/ok", status: "200"})],
+        "promql_expr_test": [{"expr": expr, "eval_time": "5m",
+                              "exp_samples": [{"labels": f'{{job="diagnosis-service",{route}="/ok"}}', "value": 0}]}],
+    }]}
+    assert promtool_test_rules(promtool, tmp_path, {"groups": []}, tests) == "SUCCESS"

@@ -28,7 +28,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 import mlops_otel
 from mlops_otel import semconv
-from mlops_otel.fastapi import instrument_app, uninstrument_app
+from mlops_otel.fastapi import HttpServerConfig, HttpServerMiddleware, instrument_app, uninstrument_app
 from mlops_otel.stores import MemoryStore
 from mlops_otel.validation import InvalidValueError
 
@@ -198,6 +198,7 @@ def test_5xx_and_exceptions_are_errors_and_exceptions_are_recorded_and_reraised(
     unavailable, boom, invalid = telemetry.server_spans()
     assert unavailable.status.status_code is StatusCode.ERROR
     assert dict(unavailable.attributes or {})[ERROR_TYPE] == "503"
+    assert unavailable.status.description is None  # N1: the status code already says it
     assert boom.status.status_code is StatusCode.ERROR
     assert boom.status.description == "RuntimeError: boom"
     assert dict(boom.attributes or {})[ERROR_TYPE] == "RuntimeError"
@@ -370,7 +371,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from mlops_otel.fastapi import instrument_app, uninstrument_app
+from mlops_otel.fastapi import HttpServerConfig, HttpServerMiddleware, instrument_app, uninstrument_app
 from mlops_otel.stores import MemoryStore
 
 app = FastAPI()
@@ -562,3 +563,94 @@ def test_a_fastapi_whose_native_telemetry_cannot_be_turned_off_is_reported(
     with caplog.at_level("WARNING", logger="mlops_otel.fastapi"):
         instrument_app(make_app(), store=MemoryStore())  # where it is: turned off, nothing to report
     assert not [r for r in caplog.records if "FastAPI's own HTTP telemetry" in r.getMessage()]
+
+
+async def _drive(middleware: HttpServerMiddleware, scope: dict[str, Any]) -> None:
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        return None
+
+    await middleware(scope, receive, send)
+
+
+def _scope(**extra: Any) -> dict[str, Any]:
+    scope: dict[str, Any] = {"type": "http", "method": "GET", "scheme": "http", "path": "/x", "headers": [],
+                             "http_version": "1.1", "query_string": b"", "root_path": ""}
+    scope.update(extra)
+    return scope
+
+
+def test_no_status_code_is_invented_when_no_response_started(telemetry: Telemetry) -> None:
+    import asyncio
+
+    async def cancelled(scope: Any, receive: Any, send: Any) -> None:
+        raise asyncio.CancelledError
+
+    middleware = HttpServerMiddleware(cancelled, tracer_provider=telemetry.tracer_provider,
+                                      meter_provider=telemetry.meter_provider)
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(_drive(middleware, _scope()))
+    (span,) = telemetry.server_spans()
+    assert STATUS not in dict(span.attributes or {})  # N2: only a status that was sent
+    assert dict(span.attributes or {})[ERROR_TYPE] == "CancelledError"
+    assert span.status.status_code is StatusCode.ERROR
+    (point,) = telemetry.points(DURATION)
+    assert STATUS not in dict(point.attributes)
+    assert dict(point.attributes)[ERROR_TYPE] == "CancelledError"
+
+
+def test_a_failing_exclusion_check_never_fails_the_request(telemetry: Telemetry) -> None:
+    import asyncio
+
+    calls: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        calls.append(scope["path"])
+
+    middleware = HttpServerMiddleware(app, tracer_provider=telemetry.tracer_provider,
+                                      config=HttpServerConfig(excluded_patterns=("nothing",)))
+    # A server tuple the exclusion check cannot read (no Host header): N3, the check is inside the guard.
+    asyncio.run(_drive(middleware, _scope(server=("h",))))
+    assert calls == ["/x"]
+
+
+def test_ipv6_host_gives_the_bare_server_address(telemetry: Telemetry) -> None:
+    import asyncio
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    middleware = HttpServerMiddleware(app, tracer_provider=telemetry.tracer_provider)
+    asyncio.run(_drive(middleware, _scope(headers=[(b"host", b"[::1]:8000")])))
+    asyncio.run(_drive(middleware, _scope(headers=[(b"host", b"[::1]")])))
+    first, second = telemetry.server_spans()
+    assert dict(first.attributes or {})[semconv.ATTR_SERVER_ADDRESS] == "::1"
+    assert dict(first.attributes or {})[semconv.ATTR_SERVER_PORT] == 8000
+    assert dict(second.attributes or {})[semconv.ATTR_SERVER_ADDRESS] == "::1"
+
+
+def test_an_empty_fastapi_excluded_urls_falls_through_to_the_generic_variable() -> None:
+    config = HttpServerConfig.from_env(environ={"OTEL_PYTHON_FASTAPI_EXCLUDED_URLS": "",
+                                                "OTEL_PYTHON_EXCLUDED_URLS": "health"})
+    assert config.excluded_patterns == ("health",)  # N5: OTel reads them with `or`
+
+
+def test_under_a_local_span_without_a_remote_parent_the_span_is_internal(telemetry: Telemetry) -> None:
+    import asyncio
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+    middleware = HttpServerMiddleware(app, tracer_provider=telemetry.tracer_provider)
+    tracer = telemetry.tracer_provider.get_tracer("test")
+    with tracer.start_as_current_span("outer") as outer:
+        asyncio.run(_drive(middleware, _scope()))
+    asyncio.run(_drive(middleware, _scope()))  # no local span: SERVER
+    inner, _outer, alone = telemetry.spans.get_finished_spans()
+    assert inner.kind is SpanKind.INTERNAL  # N7
+    assert inner.parent is not None
+    assert inner.parent.span_id == outer.get_span_context().span_id
+    assert alone.kind is SpanKind.SERVER

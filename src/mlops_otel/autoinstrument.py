@@ -9,7 +9,8 @@ runtime built by :meth:`mlops_otel.Runtime.from_env` when the app starts
 ``MLOPS_OTEL_METRICS_PATH`` (default ``/metrics``; empty disables the mount),
 ``MLOPS_OTEL_MANAGEMENT_TOKEN`` (enables the management API under ``/mlops``) and
 ``MLOPS_OTEL_INSTRUMENT_HTTP`` (``light``, the default: mlops-otel's lean HTTP middleware;
-``otel``: the OTel FastAPI instrumentation; ``none``) are read when an app is created.
+``otel``: the OTel FastAPI instrumentation; ``none``, ``false``, ``0``, ``off`` or ``no``: no HTTP
+layer) are read when an app is created.
 
 HTTP spans and metrics are added once: when ``opentelemetry-instrument``'s own FastAPI
 instrumentor (``opentelemetry-instrumentation-fastapi``) is active, it already traces the app
@@ -36,7 +37,11 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 __all__ = ["MlopsOtelInstrumentor", "http_instrumentation_from_env", "missing_configurator_warning"]
 
 #: ``MLOPS_OTEL_INSTRUMENT_HTTP`` values and what they pass as ``instrument_app(instrument_http=...)``.
-_HTTP_CHOICES: dict[str, Literal["light", "otel", False]] = {"light": "light", "otel": "otel", "none": False}
+_HTTP_CHOICES: dict[str, Literal["light", "otel", False]] = {
+    "light": "light", "otel": "otel",
+    # Every usual spelling of "off" turns the HTTP layer off (never on with a warning).
+    "none": False, "false": False, "0": False, "off": False, "no": False,
+}
 
 _log = logging.getLogger("mlops_otel.autoinstrument")
 

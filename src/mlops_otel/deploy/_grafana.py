@@ -124,8 +124,10 @@ def _http_panels() -> tuple[Panel, ...]:
     route, status = s.prometheus_label(s.ATTR_HTTP_ROUTE), s.prometheus_label(s.ATTR_HTTP_RESPONSE_STATUS_CODE)
     method, error = s.prometheus_label(s.ATTR_HTTP_REQUEST_METHOD), s.prometheus_label(s.ATTR_OTEL_ERROR_TYPE)
     failed = f'{duration.prometheus_name}_count{{{JOB},{error}!=""}}'
-    error_ratio = (f"sum by (job, {route}) (rate({failed}[{RATE}]))\n/\n"
-                   f"{_rate(duration, ('job', route), '_count')}")
+    requests = _rate(duration, ("job", route), "_count")
+    # `or 0 * requests`: a route with requests but no errors shows 0, not "No data" (the numerator is empty).
+    error_ratio = (f"(sum by (job, {route}) (rate({failed}[{RATE}]))\nor\n0 * {requests})\n/\n"
+                   f"{requests}")
     return (
         Panel("HTTP requests per second by route and status", (duration,),
               ((_rate(duration, (method, route, status), "_count"), _legend((method, route, status))),),

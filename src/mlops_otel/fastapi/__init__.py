@@ -2,9 +2,12 @@
 
 from ._instrument import HttpInstrumentation, SettingsConflictError, get_runtime, instrument_app, uninstrument_app
 from ._management import management_router
+from ._middleware import HttpServerConfig, HttpServerMiddleware
 
 __all__ = [
     "HttpInstrumentation",
+    "HttpServerConfig",
+    "HttpServerMiddleware",
     "SettingsConflictError",
     "get_runtime",
     "instrument_app",

@@ -257,7 +257,7 @@ def instrument_app(
     With *local_docs*, ``/docs`` and ``/redoc`` load Swagger UI and ReDoc from
     the package instead of a CDN (see :func:`mlops_otel.ui.serve_docs_locally`).
     *instrument_http*: ``"light"`` (the default) wraps the app in mlops-otel's
-    :class:`~mlops_otel.fastapi._middleware.HttpServerMiddleware`: OTel's stable HTTP conventions
+    :class:`~mlops_otel.fastapi.HttpServerMiddleware`: OTel's stable HTTP conventions
     (SERVER span ``{method} {route}``, ``http.server.request.duration`` in seconds,
     ``http.server.active_requests``) at a fraction of the OTel ASGI middleware's cost
     (docs/performance-analysis.md). ``"otel"`` installs the OTel FastAPI instrumentation

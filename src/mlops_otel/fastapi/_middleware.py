@@ -126,7 +126,8 @@ class HttpServerConfig:
         """The configuration now: *excluded_urls* (comma-separated regexes) wins over the variables."""
         env = os.environ if environ is None else environ
         if excluded_urls is None:
-            excluded_urls = env.get("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", env.get("OTEL_PYTHON_EXCLUDED_URLS", ""))
+            excluded_urls = (env.get("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS")  # empty falls through, as OTel's `or`
+                             or env.get("OTEL_PYTHON_EXCLUDED_URLS", ""))
         patterns = _split(excluded_urls)
         return cls(
             excluded_patterns=tuple(patterns),
@@ -221,20 +222,32 @@ class HttpServerMiddleware:
         # request (with the full route), the inner one stands down (no SERVER span under a SERVER span, no
         # request counted twice). The same scope dict reaches the mounted app.
         scope[_SCOPE_KEY] = True
-        if self._excluded_url(scope) or not is_http_instrumentation_enabled():
-            await self.app(scope, receive, send)
-            return
         start = perf_counter()
         span: trace.Span | None = None
         token: object | None = None
+        try:
+            # Inside the guard too (N3): everything that runs per request may fail without failing the request.
+            skip = self._excluded_url(scope) or not is_http_instrumentation_enabled()
+        except Exception:
+            _log.debug("HTTP exclusion check failed", exc_info=True)
+            skip = True
+        if skip:
+            await self.app(scope, receive, send)
+            return
         try:
             method = scope["method"]
             known = method if method in semconv.HTTP_KNOWN_METHODS or self._config.capture_all_methods else _OTHER
             scheme = scope.get("scheme", "http")
             root_path = scope.get("root_path", "")
             parent = self._parent(scope)
+            kind = SpanKind.SERVER
+            # No remote parent but a local span in progress (e.g. the app called in-process): an INTERNAL
+            # child of it, as OTel's _start_internal_or_server_span does.
+            if ((parent is None or not trace.get_current_span(parent).get_span_context().is_valid)
+                    and trace.get_current_span().is_recording()):
+                kind, parent = SpanKind.INTERNAL, None
             span = self._tracer.start_span(
-                known if known != _OTHER else "HTTP", context=parent, kind=SpanKind.SERVER,
+                known if known != _OTHER else "HTTP", context=parent, kind=kind,
                 attributes={_METHOD: known, _SCHEME: scheme, _PATH: scope.get("path", "")},
             )
             ctx = span.get_span_context()
@@ -307,8 +320,8 @@ class HttpServerMiddleware:
 
     def _finish(self, scope: Scope, root_path: str, span: trace.Span, active: dict[str, str], method: str,
                 scheme: str, status: int, error: BaseException | None, seconds: float) -> None:
-        if status == 0 and error is not None:
-            status = 500  # what the server answers for an unhandled exception
+        # No response started (e.g. a cancelled request): no invented status code, error.type alone says it,
+        # as OTel's ASGI middleware does.
         route = _route(scope, root_path)
         attributes: dict[str, str | int] = {_METHOD: method, _SCHEME: scheme}
         version = scope.get("http_version")
@@ -335,8 +348,9 @@ class HttpServerMiddleware:
                 span.record_exception(error)
             if error_type is not None:
                 span.set_attribute(_ERROR_TYPE, error_type)
-                description = f"{type(error).__name__}: {error}" if error is not None else error_type
-                span.set_status(Status(StatusCode.ERROR, description))
+                # A 5xx: no description, http.response.status_code already says it (stable HTTP conventions).
+                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}")
+                                if error is not None else Status(StatusCode.ERROR))
 
 
 def _route(scope: Scope, root_path: str) -> str | None:
@@ -393,6 +407,8 @@ def _request_attributes(span: trace.Span, scope: Scope, method: str, known: str)
         address, _, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
         if not address or not port.isdigit():
             address, port = host, ""
+        if address.startswith("[") and address.endswith("]"):  # IPv6 literal: the bare address
+            address = address[1:-1]
         span.set_attribute(_SERVER_ADDRESS, address)
         if port:
             span.set_attribute(_SERVER_PORT, int(port))
