@@ -148,6 +148,17 @@ def test_without_a_test_the_champion_serves_and_ab_is_untouched(rt: Runtime) -> 
     assert stats.latency_ms.mean == pytest.approx(12.5)  # the reported latency replaces the wall time
 
 
+def test_a_prediction_is_weakly_referenceable_but_takes_no_new_attributes(rt: Runtime) -> None:
+    """Slots (the prediction's cost) keep weak references working; a stray attribute is an error."""
+    import weakref
+
+    with rt.prediction("gnn", user_id="u-1") as p:
+        assert weakref.ref(p)() is p
+        with pytest.raises(AttributeError):
+            p.custom = 1  # type: ignore[attr-defined]
+        p.observe(anomaly_score=0.2, confidence=0.9)
+
+
 def test_an_unknown_model_type_records_nothing_and_never_raises(rt: Runtime) -> None:
     with rt.prediction("bert", user_id="u") as p:
         p.observe(anomaly_score=0.1, confidence=0.9)

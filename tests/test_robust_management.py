@@ -20,6 +20,7 @@ from mlops_otel.ab import ABTestConfig, RolloutManager, RolloutSchedule
 from mlops_otel.fastapi import instrument_app
 from mlops_otel.fastapi._management import DEFAULT_MAX_BODY_BYTES, management_router
 from mlops_otel.stores import MemoryStore
+from mlops_otel.validation import InvalidValueError
 
 TOKEN = "s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -144,8 +145,10 @@ def test_anonymous_reads_never_create_state() -> None:
 @pytest.mark.parametrize("token", ["sécret", "two words", "line\nbreak", "tab\there"])
 def test_a_token_no_header_can_carry_is_a_startup_error(token: str) -> None:
     """0.1: a non-ASCII token could never authenticate and nothing said so."""
-    with pytest.raises(ValueError, match="visible ASCII"):
+    with pytest.raises(InvalidValueError, match="visible ASCII") as info:
         management_router(Runtime.create, token=token)
+    assert info.value.field == "token"
+    assert token not in str(info.value)  # a secret is never echoed
     app = FastAPI()
     with pytest.raises(ValueError, match="visible ASCII"):
         instrument_app(app, management=True, management_token=token, instrument_http=False)

@@ -24,6 +24,7 @@ from mlops_otel.stores import MemoryStore, StoreError, make_key
 from mlops_otel.stores.redis import RedisStore
 from mlops_otel.telemetry import Telemetry
 from mlops_otel.testing import sample_value
+from mlops_otel.validation import InvalidValueError
 
 from . import _store_workers as workers
 from .services import RedisServer, free_port, redis_cluster, redis_server, require_binary
@@ -509,9 +510,11 @@ def test_options_are_validated(option: str, value: object, message: str) -> None
 
 
 def test_url_scheme_is_validated_without_leaking_the_password() -> None:
-    with pytest.raises(ValueError, match="url must start with redis://") as info:
+    with pytest.raises(InvalidValueError, match="url must be a URL starting with redis://") as info:
         RedisStore.from_url("http://user:hunter2@host:1/0")
     assert "hunter2" not in str(info.value)
+    assert info.value.field == "url"
+    assert "hunter2" not in repr(info.value.value)
 
 
 def test_the_package_imports_without_redis_py() -> None:

@@ -114,9 +114,10 @@ class Prediction:
 
     # Slots (cheaper to read and write than an instance dict, and read many times per prediction).
     # Every public one is set in __init__; _start and _parts are set on entry and read only after it.
-    __slots__ = ("_opened", "_parts", "_start", "anomaly_score", "attributes", "confidence", "default_version",
-                 "embedding", "error_type", "extra", "features", "inference_time_ms", "model_type", "runtime",
-                 "stage", "test", "user_id", "variant", "version")
+    # __weakref__ keeps a prediction weakly referenceable, as it was before it had slots.
+    __slots__ = ("__weakref__", "_opened", "_parts", "_start", "anomaly_score", "attributes", "confidence",
+                 "default_version", "embedding", "error_type", "extra", "features", "inference_time_ms",
+                 "model_type", "runtime", "stage", "test", "user_id", "variant", "version")
 
     #: The model version to run (``None`` only when no test, champion or default names one).
     version: str | None

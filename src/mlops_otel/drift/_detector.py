@@ -220,8 +220,7 @@ class DriftDetector:
             self.clear_threshold = max(0.0, self.threshold - 0.05)
         self.clear_threshold = _check_fraction("clear_threshold", self.clear_threshold)
         if self.clear_threshold > self.threshold:
-            raise ValueError(f"clear_threshold must be <= threshold ({self.threshold!r}), "
-                             f"got {self.clear_threshold!r}")
+            raise InvalidValueError("clear_threshold", f"<= threshold ({self.threshold!r})", self.clear_threshold)
         if self.reference_size is None:
             self.reference_size = self.window_size
         _check_int("reference_size", self.reference_size, 2)

@@ -114,8 +114,9 @@ def _check_token(token: object) -> bytes | None:
     # RFC 6750 token68: visible ASCII without spaces. Anything else (é, a newline, a space) can
     # never arrive intact in an Authorization header, so the writes could never be authorised.
     if not (token.isascii() and token.isprintable() and " " not in token):
-        raise ValueError("token must be visible ASCII without spaces (it is sent in an HTTP "
-                         "'Authorization: Bearer <token>' header); got a token with other characters")
+        # The value is never echoed: it is a secret.
+        raise InvalidValueError("token", "visible ASCII without spaces (it is sent in an HTTP "
+                                "'Authorization: Bearer <token>' header)", "<a token with other characters>")
     return token.encode("ascii")
 
 

@@ -167,7 +167,7 @@ def _redact(url: str) -> str:
 
 def _check_url(_inst: object, _attr: attrs.Attribute[str], url: object) -> None:
     if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError(f"url must start with redis://, rediss:// or unix://, got {_redact(str(url))!r}")
+        raise InvalidValueError("url", "a URL starting with redis://, rediss:// or unix://", _redact(str(url)))
 
 
 def _positive(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:

@@ -24,6 +24,8 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from ..validation import InvalidValueError
+
 __all__ = ["DEFAULT_ASSETS_PATH", "LocalDocs", "assets_directory", "serve_docs_locally"]
 
 #: Where the Swagger UI and ReDoc assets are mounted unless told otherwise.
@@ -68,7 +70,7 @@ def serve_docs_locally(app: FastAPI, *, assets_path: str = DEFAULT_ASSETS_PATH) 
     keeps them); returns ``None`` when the app has no docs pages.
     """
     if not assets_path.startswith("/") or assets_path.endswith("/"):
-        raise ValueError(f"assets_path must start with '/' and not end with '/', got {assets_path!r}")
+        raise InvalidValueError("assets_path", "a path starting with '/' and not ending with '/'", assets_path)
     if not app.openapi_url or not (app.docs_url or app.redoc_url):
         return None
     routes = app.router.routes
