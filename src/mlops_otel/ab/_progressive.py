@@ -34,6 +34,7 @@ from ._rollout import (
     judge_step,
     step_stats,
 )
+from ._variant import VariantStats
 
 __all__ = ["RolloutCheck", "RolloutManager"]
 
@@ -225,16 +226,20 @@ class RolloutManager:
         control, treatment = self.manager.results(name)
         c = step_stats(control.to_counters(), state.baseline[0])
         t = step_stats(treatment.to_counters(), state.baseline[1])
-        now = self.clock()
+        verdict = self._judge(state, test, c, t, self.clock())
+        return RolloutCheck(name, state.status, state.step, state.traffic_pct, verdict, None, False)
+
+    @staticmethod
+    def _judge(state: RolloutState, test: ABTest, c: VariantStats, t: VariantStats, now: float) -> StepVerdict:
+        """The verdict on the current step: the ramp's rule, or after hand-over the test's own
+        decision on the results at the last step's fixed split (always a HOLD for the ramp)."""
         if state.status is RolloutStatus.HANDED_OVER:
             step = state.schedule.steps[state.step]
             cfg = attrs.evolve(test.config, treatment_traffic_pct=step.traffic_pct)
             evaluation = evaluate(c, t, cfg, ended=now >= test.ends_at)
-            verdict = StepVerdict(StepDecision.HOLD, evaluation.reasons, state.step, float(step.traffic_pct),
-                                  c.n, t.n, now - state.step_started_at, evaluation)
-        else:
-            verdict = judge_step(c, t, test.config, state.schedule, state.step, now - state.step_started_at)
-        return RolloutCheck(name, state.status, state.step, state.traffic_pct, verdict, None, False)
+            return StepVerdict(StepDecision.HOLD, evaluation.reasons, state.step, float(step.traffic_pct),
+                               c.n, t.n, now - state.step_started_at, evaluation)
+        return judge_step(c, t, test.config, state.schedule, state.step, now - state.step_started_at)
 
     def check(self, name: str) -> RolloutCheck:
         """Judge the current step of rollout *name* and act on it (safe from any number of workers)."""
@@ -259,14 +264,9 @@ class RolloutManager:
         counters = (control.to_counters(), treatment.to_counters())
         c = step_stats(counters[0], state.baseline[0])
         t = step_stats(counters[1], state.baseline[1])
-        now = self.clock()
+        verdict = self._judge(state, test, c, t, self.clock())
         if state.status is RolloutStatus.HANDED_OVER:
-            # The test's own decision, on the results at the last step's fixed split.
-            step = state.schedule.steps[state.step]
-            cfg = attrs.evolve(test.config, treatment_traffic_pct=step.traffic_pct)
-            evaluation = evaluate(c, t, cfg, ended=now >= test.ends_at)
-            verdict = StepVerdict(StepDecision.HOLD, evaluation.reasons, state.step, float(step.traffic_pct),
-                                  c.n, t.n, now - state.step_started_at, evaluation)
+            evaluation = verdict.evaluation
             if evaluation.decision is Decision.CONTINUE:
                 return result(verdict, None, False)
             # Promote when the ship rule says so; roll back on harm, a sample-ratio mismatch or the end.
@@ -275,7 +275,6 @@ class RolloutManager:
             if won:
                 self._history(test, state, len(state.history) - 1)
             return result(verdict, str(decision) if won else None, self._finish(name, state))
-        verdict = judge_step(c, t, test.config, state.schedule, state.step, now - state.step_started_at)
         if verdict.decision is StepDecision.HOLD:
             return result(verdict, None, False)
         state, won = self._move(name, found.version, state, verdict.decision, "; ".join(verdict.reasons), counters)
