@@ -12,12 +12,13 @@ sink; Prometheus returns the histogram exemplars, whose ids are those of the for
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -273,21 +274,28 @@ def _check_exemplars(prom: PrometheusServer, trace_ids: set[str]) -> None:
 _PROMETHEUS_FLAGS = ("--enable-feature=exemplar-storage",)
 
 
-def test_prometheus_scrapes_the_collector_exporter() -> None:
+@contextlib.contextmanager
+def _collector_scraped(*prometheus_args: str) -> Iterator[tuple[OtlpTraceSink, Any, PrometheusServer]]:
+    """The shipped Collector config with a trace sink, scraped every second by a real Prometheus."""
     config = EXAMPLES / "otel-collector.yaml"
     with otlp_trace_sink() as sink, \
             otel_collector(config, {"OTELCOL_TRACES_ENDPOINT": sink.url}) as collector:
         target = collector.endpoint("OTELCOL_PROMETHEUS_ENDPOINT")
         scrape = prometheus_config(targets=[target], job_name="otel-collector", honor_labels=True,
                                    scrape_interval="1s", evaluation_interval="1s", rule_files=())
-        with prometheus_server(to_yaml(scrape), extra_args=_PROMETHEUS_FLAGS) as prom:
-            sdk = _sdk_samples(_run_service(collector.endpoint("OTELCOL_OTLP_HTTP_ENDPOINT")))
-            _check_families(prom, sdk)
-            # job/instance come from service.name/service.instance.id, kept by honor_labels.
-            assert {r["metric"]["job"] for r in prom.query(semconv.DIAGNOSIS_REQUESTS.prometheus_name)} \
-                == {SERVICE_NAME}
-            trace_ids = _check_traces(_all_spans(sink))
-            _check_exemplars(prom, trace_ids)
+        with prometheus_server(to_yaml(scrape), extra_args=prometheus_args) as prom:
+            yield sink, collector, prom
+
+
+def test_prometheus_scrapes_the_collector_exporter() -> None:
+    with _collector_scraped(*_PROMETHEUS_FLAGS) as (sink, collector, prom):
+        sdk = _sdk_samples(_run_service(collector.endpoint("OTELCOL_OTLP_HTTP_ENDPOINT")))
+        _check_families(prom, sdk)
+        # job/instance come from service.name/service.instance.id, kept by honor_labels.
+        assert {r["metric"]["job"] for r in prom.query(semconv.DIAGNOSIS_REQUESTS.prometheus_name)} \
+            == {SERVICE_NAME}
+        trace_ids = _check_traces(_all_spans(sink))
+        _check_exemplars(prom, trace_ids)
 
 
 def test_the_collector_remote_writes_into_prometheus() -> None:
@@ -310,22 +318,16 @@ def test_the_latest_experimental_genai_shape_through_the_collector() -> None:
     # OTEL_SEMCONV_STABILITY_OPT_IN switches the service to the latest experimental GenAI names;
     # they too reach Prometheus unchanged (counters with _total, histograms without a unit suffix).
     latest = (*semconv.SEED_METRICS, *semconv.GEN_AI_METRICS_LATEST)
-    config = EXAMPLES / "otel-collector.yaml"
-    with otlp_trace_sink() as sink, \
-            otel_collector(config, {"OTELCOL_TRACES_ENDPOINT": sink.url}) as collector:
-        target = collector.endpoint("OTELCOL_PROMETHEUS_ENDPOINT")
-        scrape = prometheus_config(targets=[target], job_name="otel-collector", honor_labels=True,
-                                   scrape_interval="1s", evaluation_interval="1s", rule_files=())
-        with prometheus_server(to_yaml(scrape)) as prom:
-            opt_in = {semconv.ENV_SEMCONV_STABILITY_OPT_IN: semconv.GEN_AI_LATEST_EXPERIMENTAL}
-            text = _run_service(collector.endpoint("OTELCOL_OTLP_HTTP_ENDPOINT"), opt_in)
-            assert semconv.GEN_AI_CLIENT_TOKEN_USAGE.prometheus_name not in text
-            _check_families(prom, _sdk_samples(text, latest), latest)
-            assert not prom.query(f"{semconv.GEN_AI_CLIENT_TOKEN_USAGE.prometheus_name}_count")
-            counter = semconv.GEN_AI_USAGE_OUTPUT_TOKENS.prometheus_name
-            (row,) = prom.query(counter)
-            assert counter.endswith("_total")
-            assert row["metric"][semconv.prometheus_label(semconv.ATTR_GEN_AI_TOKEN_MODALITY)] == "text"
+    with _collector_scraped() as (_sink, collector, prom):
+        opt_in = {semconv.ENV_SEMCONV_STABILITY_OPT_IN: semconv.GEN_AI_LATEST_EXPERIMENTAL}
+        text = _run_service(collector.endpoint("OTELCOL_OTLP_HTTP_ENDPOINT"), opt_in)
+        assert semconv.GEN_AI_CLIENT_TOKEN_USAGE.prometheus_name not in text
+        _check_families(prom, _sdk_samples(text, latest), latest)
+        assert not prom.query(f"{semconv.GEN_AI_CLIENT_TOKEN_USAGE.prometheus_name}_count")
+        counter = semconv.GEN_AI_USAGE_OUTPUT_TOKENS.prometheus_name
+        (row,) = prom.query(counter)
+        assert counter.endswith("_total")
+        assert row["metric"][semconv.prometheus_label(semconv.ATTR_GEN_AI_TOKEN_MODALITY)] == "text"
 
 
 def test_the_default_http_metrics_reach_prometheus_with_the_stable_names() -> None:
@@ -334,44 +336,38 @@ def test_the_default_http_metrics_reach_prometheus_with_the_stable_names() -> No
     # layer is the one in place). Prometheus must get exactly semconv's names, labels and buckets.
     duration, active = semconv.HTTP_SERVER_REQUEST_DURATION, semconv.HTTP_SERVER_ACTIVE_REQUESTS
     label = semconv.prometheus_label
-    config = EXAMPLES / "otel-collector.yaml"
-    with otlp_trace_sink() as sink, \
-            otel_collector(config, {"OTELCOL_TRACES_ENDPOINT": sink.url}) as collector:
-        target = collector.endpoint("OTELCOL_PROMETHEUS_ENDPOINT")
-        scrape = prometheus_config(targets=[target], job_name="otel-collector", honor_labels=True,
-                                   scrape_interval="1s", evaluation_interval="1s", rule_files=())
-        with prometheus_server(to_yaml(scrape)) as prom:
-            agent = shutil.which("opentelemetry-instrument", path=str(Path(sys.executable).parent))
-            assert agent is not None, "opentelemetry-instrument is installed with the dev extra"
-            env = {
-                "MLOPS_OTEL_STORE_URL": "memory://",
-                "OTEL_SERVICE_NAME": SERVICE_NAME,
-                "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "fastapi",
-                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{collector.endpoint('OTELCOL_OTLP_HTTP_ENDPOINT')}",
-                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-                "OTEL_TRACES_EXPORTER": "none",
-                "OTEL_METRICS_EXPORTER": "otlp",
-                "OTEL_METRIC_EXPORT_INTERVAL": "500",
-                "OTEL_LOGS_EXPORTER": "none",
-            }
-            with uvicorn_process("examples.diagnosis_service.app:app", env=env, prefix=(agent,)) as (url, _proc):
-                with httpx.Client(base_url=url, timeout=30) as client:
-                    equipment = client.get("/equipment").json()
-                    for i in range(10):
-                        client.post("/diagnosis/create", json={"equipment_id": equipment[i % len(equipment)],
-                                                               "user_id": f"user-{i}"})
-                    assert client.post("/diagnosis/create", json={"equipment_id": "NOPE-404"}).status_code == 404
-                route = f'{label(semconv.ATTR_HTTP_ROUTE)}="/diagnosis/create"'
-                count = f"{duration.prometheus_name}_count{{{route}}}"
-                # 11, not 22: one HTTP layer (FastAPI's own telemetry, if any, stood down for ours)
-                rows = _wait(lambda: [r for r in prom.query(f"sum({count})") if float(r["value"][1]) == 11],
-                             "the 11 POST /diagnosis/create requests in Prometheus")
-                assert rows
-                time.sleep(1.5)  # three more pushes: a second layer's samples would show by now
-                assert float(prom.query(f"sum({count})")[0]["value"][1]) == 11
-                series = prom.query(f"{duration.prometheus_name}_bucket{{{route}}}")
-                gauges = prom.query(active.prometheus_name)
-                assert not prom.query("http_server_duration_milliseconds_count")  # the old name is gone
+    with _collector_scraped() as (_sink, collector, prom):
+        agent = shutil.which("opentelemetry-instrument", path=str(Path(sys.executable).parent))
+        assert agent is not None, "opentelemetry-instrument is installed with the dev extra"
+        env = {
+            "MLOPS_OTEL_STORE_URL": "memory://",
+            "OTEL_SERVICE_NAME": SERVICE_NAME,
+            "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "fastapi",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{collector.endpoint('OTELCOL_OTLP_HTTP_ENDPOINT')}",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_TRACES_EXPORTER": "none",
+            "OTEL_METRICS_EXPORTER": "otlp",
+            "OTEL_METRIC_EXPORT_INTERVAL": "500",
+            "OTEL_LOGS_EXPORTER": "none",
+        }
+        with uvicorn_process("examples.diagnosis_service.app:app", env=env, prefix=(agent,)) as (url, _proc):
+            with httpx.Client(base_url=url, timeout=30) as client:
+                equipment = client.get("/equipment").json()
+                for i in range(10):
+                    client.post("/diagnosis/create", json={"equipment_id": equipment[i % len(equipment)],
+                                                           "user_id": f"user-{i}"})
+                assert client.post("/diagnosis/create", json={"equipment_id": "NOPE-404"}).status_code == 404
+            route = f'{label(semconv.ATTR_HTTP_ROUTE)}="/diagnosis/create"'
+            count = f"{duration.prometheus_name}_count{{{route}}}"
+            # 11, not 22: one HTTP layer (FastAPI's own telemetry, if any, stood down for ours)
+            rows = _wait(lambda: [r for r in prom.query(f"sum({count})") if float(r["value"][1]) == 11],
+                         "the 11 POST /diagnosis/create requests in Prometheus")
+            assert rows
+            time.sleep(1.5)  # three more pushes: a second layer's samples would show by now
+            assert float(prom.query(f"sum({count})")[0]["value"][1]) == 11
+            series = prom.query(f"{duration.prometheus_name}_bucket{{{route}}}")
+            gauges = prom.query(active.prometheus_name)
+            assert not prom.query("http_server_duration_milliseconds_count")  # the old name is gone
     keys = {k for s in series for k in s["metric"]} - {"__name__", "job", "instance", "le"}
     # What the Collector adds from the resource and scope (otel_scope_*) aside, the spec's labels only.
     assert {label(k) for k in duration.labels} - {label(semconv.ATTR_OTEL_ERROR_TYPE)} \
