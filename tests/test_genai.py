@@ -212,3 +212,32 @@ def test_passthrough_mode_also_sends_the_gen_ai_measurements_to_the_meter_provid
     assert {dict(p.attributes or {})["gen_ai.token.type"]: p.sum for p in points} == {"input": 11, "output": 4}
     (duration,) = metrics["gen_ai.client.operation.duration"].data.data_points
     assert "error.type" not in (duration.attributes or {})
+
+
+def test_without_an_sdk_no_span_is_started_and_the_metrics_are_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While tracing cannot record, GenAI operations start no span (#16, as track_stage) and their metrics,
+    written off the request path, are all there at the next read."""
+    from opentelemetry import trace
+
+    started: list[str] = []
+    proxy_start = trace.ProxyTracer.start_span
+
+    def counting(self: trace.ProxyTracer, name: str, *args: Any, **kwargs: Any) -> trace.Span:
+        started.append(name)
+        return proxy_start(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(trace.ProxyTracer, "start_span", counting)
+    tel = Telemetry(gen_ai_shape="v1.41.0")  # the global tracer: a proxy, no SDK installed in this process
+    try:
+        for _ in range(3):
+            with tel.gen_ai_retrieval(CORPUS_ID) as span:
+                assert not span.is_recording()
+            with tel.gen_ai_operation("m", provider="p") as op:
+                op.record_usage(10, 5)
+        assert started == []
+        usage = _series(tel, semconv.GEN_AI_CLIENT_TOKEN_USAGE)
+        assert sum(s.count for s in usage.values()) == 6
+        durations = _series(tel, semconv.GEN_AI_CLIENT_OPERATION_DURATION)
+        assert sum(s.count for s in durations.values()) == 3
+    finally:
+        tel.close()

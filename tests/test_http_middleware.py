@@ -654,3 +654,34 @@ def test_under_a_local_span_without_a_remote_parent_the_span_is_internal(telemet
     assert inner.parent is not None
     assert inner.parent.span_id == outer.get_span_context().span_id
     assert alone.kind is SpanKind.SERVER
+
+
+# ------------------------------------------------------------------------------------------------ #16
+def test_a_tracer_that_cannot_record_starts_no_span_and_the_metrics_are_the_traced_ones(
+        telemetry: Telemetry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No SDK tracer and no caller context: the middleware skips the span (#16) and records the same
+    duration and active-request points, with the same attributes, as with a recording tracer."""
+    started: list[str] = []
+    no_op_start = trace_api.NoOpTracer.start_span
+
+    def counting_start(self: trace_api.NoOpTracer, name: str, *args: Any, **kwargs: Any) -> trace_api.Span:
+        started.append(name)
+        return no_op_start(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(trace_api.NoOpTracer, "start_span", counting_start)
+    untraced = Telemetry()
+    for t, provider in ((telemetry, telemetry.tracer_provider), (untraced, trace_api.NoOpTracerProvider())):
+        app = make_app()
+        instrument_app(app, tracer_provider=provider, meter_provider=t.meter_provider, store=MemoryStore())
+        with TestClient(app, raise_server_exceptions=False) as test_client:
+            for path in ("/items/1", "/v1/things/a", "/unavailable", "/boom", "/sub/inner/z"):
+                test_client.get(path)
+    assert started == []  # (the app's own FastAPI telemetry is off under our layer)
+
+    def shape(t: Telemetry) -> tuple[Any, Any]:
+        durations = sorted((sorted(p.attributes.items()), p.count) for p in t.points(DURATION))
+        active = sorted((sorted(p.attributes.items()), p.value) for p in t.points(ACTIVE))
+        return durations, active
+
+    assert shape(untraced) == shape(telemetry)
+    assert len(shape(untraced)[0]) == 5

@@ -8,6 +8,7 @@ import os
 import threading
 from bisect import bisect_left
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -212,3 +213,36 @@ def test_non_string_label_values_never_break_the_exposition() -> None:
     text = tel.render_prometheus().decode()  # would raise on a None label value
     assert 'gnn_confidence_count{model_version="unknown"} 1.0' in text
     assert 'diagnosis_duration_seconds_count{stage="3"} 1.0' in text
+
+
+def test_the_tracer_provider_is_looked_up_once_per_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No SDK: the request's stages, GenAI operations and prediction reuse the request's answer to
+    "can a span record?" (one provider lookup, an environment read while none is set, per request, #16);
+    outside a request every call asks."""
+    from mlops_otel.telemetry import _telemetry as impl
+
+    calls: list[int] = []
+    lookup = impl._get_tracer_provider
+
+    def counting() -> Any:
+        calls.append(1)
+        return lookup()
+
+    monkeypatch.setattr(impl, "_get_tracer_provider", counting)
+    tel = Telemetry()
+    try:
+        @tel.track_diagnosis_request("create_diagnosis")
+        def handler() -> None:
+            with tel.track_stage("gnn_inference", "v1"), tel.track_stage("rag_generation", "rag-1"), \
+                    tel.gen_ai_retrieval("notes"), tel.gen_ai_operation("m", provider="p") as op:
+                op.record_usage(3, 4)
+
+        handler()
+        assert len(calls) == 1
+        handler()
+        assert len(calls) == 2
+        with tel.track_stage("gnn_inference", "v1"), tel.track_stage("rag_generation", "rag-1"):
+            pass
+        assert len(calls) == 4
+    finally:
+        tel.close()

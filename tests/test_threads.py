@@ -87,9 +87,10 @@ def test_every_runtime_thread_is_a_periodic_worker_and_all_end(redis_service: Re
     assert report["foreign"] == []
     # The owners that run in the background with this runtime (the drift off-path thread starts
     # only when a detector has store I/O to do, so it is allowed but not required). On Redis the
-    # registry's counter buffer is flushed by the store's flusher: no thread of its own.
+    # registry's counter buffer is flushed by the store's flusher: no thread of its own. Predictions
+    # without a span queue their writes for the telemetry's deferred-write thread (#16).
     expected = {"mlops-otel-redis-flusher", "mlops-otel-fleet", "mlops-otel-ab", "mlops-otel-registry-view",
-                "mlops-otel-drift-check"}
+                "mlops-otel-drift-check", "mlops-otel-deferred"}
     assert expected <= set(report["names"]), report["names"]
     assert set(report["names"]) <= expected | {"mlops-otel-drift-io"}, report["names"]
     assert report["left"] == []

@@ -231,6 +231,10 @@ class Prediction:
         score = self.anomaly_score
         conf = self.confidence
         latency = observed_latency = self.inference_time_ms
+        if opened is None and exc_type is None and version is not None and type(score) is float \
+                and type(conf) is float and self.features is None and self.embedding is None \
+                and not self.extra and not self.attributes and self._defer(version, latency, score, conf):
+            return
         observed = version is not None and score is not None and conf is not None
         if exc_type is not None:
             self.error_type = exc_type.__name__
@@ -313,6 +317,34 @@ class Prediction:
                     add(score, conf, features=features, embedding=embedding)  # type: ignore[arg-type]
             except Exception as fault:
                 tel.fault("prediction.drift", fault)
+
+    def _defer(self, version: str, latency: float | None, score: float, conf: float) -> bool:
+        """The common case's exit: queue the records off the request path (see ``Telemetry.deferred``).
+
+        Taken when nothing on the request needs them synchronously: no span (no exemplar, no span
+        attributes), a successful block with observed outputs every validated fast path accepts, and
+        a handle whose registry key, drift detector and fused writes of this stage exist (the first
+        prediction of a version makes them on the immediate path). Only the request's model version
+        is set now. Returns whether the records were queued; False leaves everything to the caller.
+        """
+        try:
+            handle = self.runtime._prediction_handles[(self.model_type, version)]
+        except Exception:  # not made yet, or an unhashable version: the immediate path
+            return False
+        writes = handle.writes
+        add = handle.add_sample
+        if handle.stats_key is None or add is None or writes is None or writes.stage != self.stage \
+                or not writes.covers(latency, score, conf):
+            return False
+        elapsed = _perf_counter() - self._start
+        if latency is None:
+            latency = elapsed * 1000.0
+        if not 0.0 <= latency <= MAX_LATENCY_MS:  # (covers() checked its type)
+            return False
+        writes.mark_request()
+        writes.telemetry.deferred.defer(_apply_deferred, handle, writes, add, self.test, self.variant, elapsed,
+                                        self.inference_time_ms, latency, score, conf)
+        return True
 
     def _lookup(self, version: str) -> _Handle | None:
         """The cached :class:`_Handle` of (model_type, *version*); ``None`` for an unhashable version
@@ -402,6 +434,31 @@ class Prediction:
                 _CURRENT.reset(token)
 
         return cast("F", wrapper)
+
+
+def _apply_deferred(handle: _Handle, writes: PredictionWrites, add_sample: Callable[..., None], test: str | None,
+                    variant: str, elapsed: float, observed_latency: float | None, latency: float, score: float,
+                    conf: float) -> None:
+    """What :meth:`Prediction.__exit__` records for a successful observed prediction with no span, applied
+    later (by ``Telemetry.deferred``): the registry's running metrics, the A/B result, the fused telemetry
+    writes (no exemplar, no request context) and the drift sample, each on its own as on the immediate path."""
+    tel = writes.telemetry
+    try:
+        handle.update(handle.stats_key, latency, conf, False)  # type: ignore[arg-type]  # checked by _defer
+    except Exception as fault:
+        tel.fault("prediction.registry", fault)
+    ab_result = None
+    if test is not None:
+        try:
+            if handle.record(test, variant, latency, conf, False, False):
+                ab_result = (test, variant)
+        except Exception as fault:
+            tel.fault("prediction.ab", fault)
+    writes.record(elapsed, observed_latency, score, conf, ab_result)
+    try:
+        add_sample(score, conf)
+    except Exception as fault:
+        tel.fault("prediction.drift", fault)
 
 
 class ShadowedPrediction(Prediction):

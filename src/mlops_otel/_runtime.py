@@ -265,6 +265,7 @@ class Runtime:
     def close(self) -> None:
         """Flush and release everything; idempotent. The one place that orders the shutdown.
 
+        0. the writes requests deferred off their path are applied (``Telemetry.deferred``);
         1. the owners (drift monitor, A/B manager, registry) stop their workers and
            hand their buffered results to the store, and the fleet view publishes
            its last snapshot;
@@ -283,6 +284,7 @@ class Runtime:
         if hook is not None:
             atexit.unregister(hook)
             self._atexit_hook = None
+        self.telemetry.apply_pending()  # what requests deferred, before the owners hand their results over
         for part in parts:
             close = getattr(part, "close", None)
             if callable(close):

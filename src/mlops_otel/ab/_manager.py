@@ -232,6 +232,7 @@ class ABTestManager:
 
     def sync(self) -> None:
         """One background round: refresh stale views, resolve new test names, publish, auto-evaluate."""
+        self._tel.apply_pending()  # publish what requests deferred too
         with self._sync_lock:
             now = self.clock()
             wanted = set(self._wanted)  # request threads keep adding: take what is there, leave the rest
@@ -303,8 +304,10 @@ class ABTestManager:
 
         Returns whether everything was delivered. Decisions (evaluate,
         finalize) call it first; call it before a worker exits without
-        :meth:`close`, so other workers see its last results.
+        :meth:`close`, so other workers see its last results. Results a ``prediction()`` deferred off its
+        request path are applied first (``Telemetry.apply_pending``).
         """
+        self._tel.apply_pending()
         ok = True
         for name in self._collector.tests():
             try:

@@ -310,11 +310,13 @@ class DriftDetector:
     @property
     def local_samples(self) -> int:
         """Samples in this process's local window (at most *window_size*)."""
+        self._tel.apply_pending()
         return self._window.filled
 
     @property
     def accepted_samples(self) -> int:
         """Valid samples this process has recorded since the detector was created."""
+        self._tel.apply_pending()
         return self._window.accepted
 
     def store_keys(self) -> list[str]:
@@ -466,6 +468,7 @@ class DriftDetector:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Deliver this process's pending samples to the store and flush it; ``True`` when nothing is left."""
+        self._tel.apply_pending()
         self._push()
         return self.store.flush(timeout)
 
@@ -534,6 +537,7 @@ class DriftDetector:
 
         :class:`DriftMonitor` calls it from its background thread so requests do not pay for it.
         """
+        self._tel.apply_pending()
         try:
             self._periodic_check()
         except Exception as exc:
@@ -549,6 +553,7 @@ class DriftDetector:
 
         The background checker calls it in the rounds it skips a detector's check.
         """
+        self._tel.apply_pending()
         try:
             self._push()
         except Exception as exc:
@@ -583,6 +588,7 @@ class DriftDetector:
         Reads the store only to learn the reference (until known) and to share
         an alert transition; raises :class:`~mlops_otel.stores.StoreError` when that fails.
         """
+        self._tel.apply_pending()
         with self._eval_lock:
             self._window.mark_checked()
             self._push()
@@ -600,6 +606,7 @@ class DriftDetector:
         Delivers this process's pending samples first. Raises
         :class:`~mlops_otel.stores.StoreError` when the store fails.
         """
+        self._tel.apply_pending()
         with self._eval_lock:
             self._push()
             self.store.flush()
@@ -646,6 +653,7 @@ class DriftDetector:
         shared report and at most one local check per worker every 10 s (or on
         a change of level). Reads the store: call it off the request path.
         """
+        self._tel.apply_pending()
         self._push()
         self.store.flush()
         # Workers' write-behind deliveries may interleave out of time order: sort by time.
@@ -662,6 +670,7 @@ class DriftDetector:
         """
         if not isinstance(points, int) or isinstance(points, bool) or points < 2:
             raise InvalidValueError("points", "an int >= 2", points)
+        self._tel.apply_pending()
         self._push()
         self.store.flush()
         reference = self._ref.load()

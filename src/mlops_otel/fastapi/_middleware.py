@@ -240,6 +240,17 @@ class HttpServerMiddleware:
             scheme = scope.get("scheme", "http")
             root_path = scope.get("root_path", "")
             parent = self._parent(scope)
+            untraced = parent is None and self._no_sdk()
+        except Exception:  # telemetry never breaks the request
+            _log.debug("HTTP server span could not start", exc_info=True)
+            await self.app(scope, receive, send)
+            return
+        if untraced:
+            # No caller context to carry and a tracer that cannot record: no span at all (it would be
+            # non-recording with an invalid context, and nothing would see it); the metrics still count.
+            await self._untraced(scope, receive, send, root_path, known, scheme, start)
+            return
+        try:
             kind = SpanKind.SERVER
             # No remote parent but a local span in progress (e.g. the app called in-process): an INTERNAL
             # child of it, as OTel's _start_internal_or_server_span does.
@@ -299,6 +310,48 @@ class HttpServerMiddleware:
                 _log.debug("HTTP server span could not end", exc_info=True)
             finally:
                 _undo(span, token)
+
+    def _no_sdk(self) -> bool:
+        """Whether this middleware's tracer cannot record (the API's no-op tracer, or its proxy while no SDK
+        provider is installed): public API types only, checked per request."""
+        kind = type(self._tracer)
+        return kind is trace.NoOpTracer or (kind is trace.ProxyTracer and type(trace.get_tracer_provider()) in (
+            trace.ProxyTracerProvider, trace.NoOpTracerProvider))
+
+    async def _untraced(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
+                        send: Callable[[Message], Awaitable[None]], root_path: str,
+                        known: str, scheme: str, start: float) -> None:
+        """The request without a span: status and duration only (what :meth:`__call__` records)."""
+        status = 0
+        span = trace.INVALID_SPAN
+        try:
+            responder = get_global_response_propagator()  # type: ignore[no-untyped-call]  # untyped upstream
+            active = {_METHOD: known, _SCHEME: scheme}
+            self._active.add(1, active)
+        except Exception:  # telemetry never breaks the request
+            _log.debug("HTTP server metrics could not start", exc_info=True)
+            await self.app(scope, receive, send)
+            return
+
+        async def watched_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                if responder is not None:
+                    self._on_response_start(span, message, responder, False)
+            await send(message)
+
+        error: BaseException | None = None
+        try:
+            await self.app(scope, receive, watched_send)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            try:
+                self._finish(scope, root_path, span, active, known, scheme, status, error, perf_counter() - start)
+            except Exception:
+                _log.debug("HTTP server metrics could not be recorded", exc_info=True)
 
     def _captured(self, message: Message, names: tuple[str, ...],
                   normalise: Callable[[str], str]) -> dict[str, list[str]]:

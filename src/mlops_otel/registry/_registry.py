@@ -209,8 +209,10 @@ class ModelRegistry:
 
         Returns whether nothing remains pending (see :meth:`StateStore.flush`).
         Reads in this class flush first; call it before a worker exits without
-        :meth:`close`, so other workers see its last results.
+        :meth:`close`, so other workers see its last results. Results a ``prediction()`` deferred
+        off its request path are applied first (``Telemetry.apply_pending``).
         """
+        self._tel.apply_pending()
         return self._buffer.deliver(timeout)
 
     @property

@@ -2,6 +2,7 @@
 
 from ._aggregate import FamilySnapshot, SeriesSnapshot
 from ._default import default_telemetry, set_default_telemetry, use_default_resolver
+from ._deferred import Deferred
 from ._fused import PredictionWrites
 from ._genai import GenAIOperation, GenAIRetrieval, GenAIShape, TokenPrices, gen_ai_shape_from_env
 from ._merge import merge_snapshots, snapshot_from_json, snapshot_to_json
@@ -9,6 +10,7 @@ from ._otlp import MetricsExporter
 from ._telemetry import Mode, StageTracker, Telemetry, request_decorator
 
 __all__ = [
+    "Deferred",
     "FamilySnapshot",
     "GenAIOperation",
     "GenAIRetrieval",

@@ -90,6 +90,54 @@ class PredictionWrites:
                 and 0.0 <= score <= 1.0 and 0.0 <= conf <= 1.0
                 and (latency_ms is None or (type(latency_ms) is float and 0.0 <= latency_ms <= _MAX_FLOAT)))
 
+    def _write(self, elapsed: float, latency_ms: float | None, score: float, conf: float,
+               ab_result: tuple[str, str] | None, span: object) -> None:
+        """The aggregator writes of :meth:`close` (*span*: the exemplar's, or ``None``), in one lock round."""
+        seconds = (elapsed * 1000.0 if latency_ms is None else latency_ms) * _MS  # record_gnn_metrics' arithmetic
+        agg = self.telemetry._agg
+        labels = self._version_labels
+        duration, anomaly, confidence = self._gnn
+        stage = self._duration
+        with agg.lock:
+            bound = self._bound
+            if bound is not None and span is None and stage.series is self._bound_in:
+                _put(bound[0], stage.bounds, elapsed)
+                _put(bound[1], duration.bounds, seconds)
+                _put(bound[2], anomaly.bounds, score)
+                _put(bound[3], confidence.bounds, conf)
+            else:  # not bound yet, reset since, or an exemplar to keep: the aggregator's own writes
+                observe = agg.observe
+                observe(stage, self._stage_labels, elapsed, span)
+                observe(duration, labels, seconds, span)
+                observe(anomaly, labels, score, span)
+                observe(confidence, labels, conf, span)
+                self._bind()
+            if ab_result is not None:
+                results = self._results
+                count = self._count
+                if count is not None and count[0] == ab_result and results.series is self._count_in:
+                    count[1][0] += 1.0
+                else:
+                    agg.increment(results, ab_result, 1.0)
+                    series = results.series.get(ab_result)  # None when folded into "other"
+                    self._count = None if series is None else (ab_result, series.values)
+                    self._count_in = results.series
+
+    def record(self, elapsed: float, latency_ms: float | None, score: float, conf: float,
+               ab_result: tuple[str, str] | None) -> None:
+        """:meth:`close`'s metric writes alone, with no exemplar and nothing of the current context
+        (neither span nor request): a prediction's writes deferred off its request path. Never raises."""
+        try:
+            self._write(elapsed, latency_ms, score, conf, ab_result, None)
+        except Exception as fault:
+            self.telemetry._agg.fault("record_gnn_metrics", fault)
+
+    def mark_request(self) -> None:
+        """Label the current ``@track_diagnosis_request`` call with this version (what :meth:`close` does)."""
+        state = _REQUEST.get()
+        if state is not None:
+            state.model_version = self.version
+
     def close(self, elapsed: float, opened: _Opened | None, exc_type: type[BaseException] | None,
               exc: BaseException | None, latency_ms: float | None, score: float, conf: float,
               ab_result: tuple[str, str] | None) -> None:
@@ -101,44 +149,15 @@ class PredictionWrites:
         attributes, counts the error and ends the span. Never raises.
         """
         tel = self.telemetry
-        seconds = (elapsed * 1000.0 if latency_ms is None else latency_ms) * _MS  # record_gnn_metrics' arithmetic
-        agg = tel._agg
+        span = None
         try:
             span = _STAGE_SPAN.get()  # the sampled span, if any, becomes the buckets' exemplar
-            labels = self._version_labels
-            duration, anomaly, confidence = self._gnn
-            stage = self._duration
-            with agg.lock:
-                bound = self._bound
-                if bound is not None and span is None and stage.series is self._bound_in:
-                    _put(bound[0], stage.bounds, elapsed)
-                    _put(bound[1], duration.bounds, seconds)
-                    _put(bound[2], anomaly.bounds, score)
-                    _put(bound[3], confidence.bounds, conf)
-                else:  # not bound yet, reset since, or an exemplar to keep: the aggregator's own writes
-                    observe = agg.observe
-                    observe(stage, self._stage_labels, elapsed, span)
-                    observe(duration, labels, seconds, span)
-                    observe(anomaly, labels, score, span)
-                    observe(confidence, labels, conf, span)
-                    self._bind()
-                if ab_result is not None:
-                    results = self._results
-                    count = self._count
-                    if count is not None and count[0] == ab_result and results.series is self._count_in:
-                        count[1][0] += 1.0
-                    else:
-                        agg.increment(results, ab_result, 1.0)
-                        series = results.series.get(ab_result)  # None when folded into "other"
-                        self._count = None if series is None else (ab_result, series.values)
-                        self._count_in = results.series
-            state = _REQUEST.get()
-            if state is not None:
-                state.model_version = self.version
+            self._write(elapsed, latency_ms, score, conf, ab_result, span)
+            self.mark_request()
             if span is not None:
                 span.set_attributes({_ATTR_VERSION: self.version, _ATTR_SCORE: score, _ATTR_CONFIDENCE: conf})
         except Exception as fault:
-            agg.fault("record_gnn_metrics", fault)
+            tel._agg.fault("record_gnn_metrics", fault)
         if exc_type is not None:
             tel.record_error(exc_type.__name__, self.stage)
         if opened is not None:

@@ -92,6 +92,9 @@ class _GenAISpan:
 
     def _open(self, name: str, kind: SpanKind, attributes: dict[str, str]) -> None:
         try:
+            if not self.telemetry.span_may_record():  # no span while tracing cannot record one (as track_stage)
+                self._start = time.perf_counter()
+                return
             span = self.telemetry.tracer.start_span(name, kind=kind, attributes=attributes)
             self._span = span
             if span.get_span_context().is_valid:
@@ -162,8 +165,12 @@ class GenAIOperation(_GenAISpan):
     ) -> None:
         elapsed = time.perf_counter() - self._start
         error_type = "" if exc_type is None else exc_type.__qualname__
+        tel = self.telemetry
         recording = self._span if self._span is not None and self._span.is_recording() else None
-        self.telemetry.record_gen_ai(self, elapsed, error_type, self._input, self._output, recording)
+        if recording is None and not tel._instruments:  # no exemplar, no OTel instruments: off the request path
+            tel.deferred.defer(tel.record_gen_ai, self, elapsed, error_type, self._input, self._output, None)
+        else:
+            tel.record_gen_ai(self, elapsed, error_type, self._input, self._output, recording)
         self._close(exc)
 
 

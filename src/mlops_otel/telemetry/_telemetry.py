@@ -34,6 +34,7 @@ from .._version import __version__
 from ..semconv import MetricKind, MetricSpec
 from ..validation import InvalidValueError
 from ._aggregate import Aggregator, FamilySnapshot, _Family
+from ._deferred import Deferred
 from ._genai import (
     GenAIOperation,
     GenAIRetrieval,
@@ -92,10 +93,12 @@ def _with_instance_id(resource: Resource) -> Resource:
 class _RequestState:
     """Mutable per-request state carried in a context variable."""
 
-    __slots__ = ("model_version",)
+    __slots__ = ("model_version", "no_sdk")
 
     def __init__(self) -> None:
         self.model_version = semconv.UNKNOWN_LABEL_VALUE
+        #: Whether the global tracer provider was the API's own (no SDK) when the request first asked.
+        self.no_sdk: bool | None = None
 
 
 # The model version that served the current request, set by record_gnn_metrics inside
@@ -171,12 +174,16 @@ class Telemetry:
     _gnn_fams: tuple[_Family, _Family, _Family] = attrs.field(init=False, repr=False)
     _rag_fams: tuple[_Family, _Family] = attrs.field(init=False, repr=False)
     _request_fams: tuple[_Family, _Family] = attrs.field(init=False, repr=False)
+    #: Writes the integration paths deferred off the request path (see :class:`Deferred`);
+    #: :meth:`snapshot` and the cores' reads apply them first (:meth:`apply_pending`).
+    deferred: Deferred = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         _check_choice("mode", self.mode, ("aggregate", "passthrough"))
         _check_positive("export_interval", self.export_interval)
         _check_positive("export_timeout", self.export_timeout)
         self._agg = Aggregator(max_label_values=self.max_label_values)
+        self.deferred = Deferred(self._agg.fault)
         if self.gen_ai_shape is None:
             self.gen_ai_shape = gen_ai_shape_from_env(os.environ)  # read now, never at import
         _check_choice("gen_ai_shape", self.gen_ai_shape, ("v1.41.0", "latest_experimental"))
@@ -256,6 +263,12 @@ class Telemetry:
         """The tracer every mlops-otel span is started from."""
         return self._tracer
 
+    def span_may_record(self) -> bool:
+        """Whether a span started now by :attr:`tracer` could record (see ``track_stage``: none is started
+        while it cannot). Public API types only; checked per request (per call outside one), so a provider
+        installed later counts from the next request."""
+        return not (self._tracer_kind and _cannot_record(self))
+
     def add(self, spec: MetricSpec, labels: tuple[str, ...], value: float = 1.0) -> None:
         """Add *value* to the counter *spec* for *labels* (ordered as ``spec.labels``)."""
         try:
@@ -270,6 +283,16 @@ class Telemetry:
         """Record *value* in the histogram *spec* for *labels*."""
         try:
             self._agg.record(self._agg.families[spec.name], labels, value, _STAGE_SPAN.get())
+        except Exception as exc:
+            self._agg.fault("record", exc)
+            return
+        if self._instruments:
+            self._forward(spec, labels, value)
+
+    def _record_spanless(self, spec: MetricSpec, labels: tuple[str, ...], value: float) -> None:
+        """:meth:`record` without an exemplar (a deferred write: never the applying thread's span)."""
+        try:
+            self._agg.record(self._agg.families[spec.name], labels, value, None)
         except Exception as exc:
             self._agg.fault("record", exc)
             return
@@ -349,13 +372,20 @@ class Telemetry:
         output_tokens: int | None = None,
     ) -> None:
         """Record one RAG generation: latency and tokens used."""
+        span = _STAGE_SPAN.get()
+        if span is None and not self._instruments:  # no exemplar, no span attributes: off the request path
+            self.deferred.defer(self._record_rag, model_version, generation_time_ms, tokens_used, None, None, None)
+            return
+        self._record_rag(model_version, generation_time_ms, tokens_used, input_tokens, output_tokens, span)
+
+    def _record_rag(self, model_version: str, generation_time_ms: float, tokens_used: float,
+                    input_tokens: int | None, output_tokens: int | None, span: Span | None) -> None:
         agg = self._agg
         try:
             labels = (model_version,)
             seconds = _num(generation_time_ms) * _MS
             tokens_used = _num(tokens_used)
             duration, tokens = self._rag_fams
-            span = _STAGE_SPAN.get()
             if 0.0 <= seconds <= _MAX_FLOAT and 0.0 <= tokens_used <= _MAX_FLOAT:
                 with agg.lock:
                     agg.observe(duration, labels, seconds, span)
@@ -431,10 +461,15 @@ class Telemetry:
 
     def record_request(self, status: str, model_version: str, duration_s: float, stage: str) -> None:
         """Count one request and record its duration under ``diagnosis_duration_seconds{stage}``."""
+        self._record_request(status, model_version, duration_s, stage, _STAGE_SPAN.get())
+
+    def _record_request(self, status: str, model_version: str, duration_s: float, stage: str,
+                        span: Span | None) -> None:
+        """:meth:`record_request` with *span* (the exemplar's, or ``None``) given: a deferred write must not
+        read the context of whichever thread applies it."""
         agg = self._agg
         try:
             requests, duration = self._request_fams
-            span = _STAGE_SPAN.get()
             if (type(duration_s) is float and duration.lo <= duration_s <= duration.hi
                     and requests.lo <= 1.0 <= requests.hi):
                 with agg.lock:  # the common valid case: one lock round for the counter and the histogram
@@ -466,8 +501,19 @@ class Telemetry:
 
     # ------------------------------------------------------------------ export
     def snapshot(self) -> list[FamilySnapshot]:
-        """Copy every recorded family (the one source of both exports)."""
+        """Copy every recorded family (the one source of both exports), deferred writes applied first."""
+        self.deferred.apply()
         return self._agg.snapshot()
+
+    def apply_pending(self) -> None:
+        """Apply every write deferred off the request path now (reads and decisions call it first)."""
+        self.deferred.apply()
+
+    @property
+    def can_defer(self) -> bool:
+        """Whether writes may be deferred: not in ``passthrough`` mode (whose OTel instruments take the
+        request's context, e.g. for exemplars) and not after :meth:`close`."""
+        return not self._instruments and not self._closed
 
     def use_exposition_source(self, source: Callable[[], list[FamilySnapshot]] | None) -> None:
         """Serve *source*'s families on ``/metrics`` instead of this process's own.
@@ -539,6 +585,7 @@ class Telemetry:
         if self._closed:
             return
         self._closed = True
+        self.deferred.close()  # before the final push, which must include them
         if self._pusher is not None:
             self._pusher.shutdown()
 
@@ -574,17 +621,35 @@ def request_decorator(name: str, scope: Callable[[], AbstractContextManager[None
     return decorator
 
 
+def _no_sdk_provider() -> bool:
+    """Whether the global tracer provider is the API's own (no SDK installed): asked once per request.
+
+    Inside a ``track_diagnosis_request`` call the answer is kept for the rest of the request (its
+    stages, prediction and GenAI operations ask again): one provider lookup (an environment read
+    while none is set) per request instead of one per span. A provider installed meanwhile is used
+    from the next request on; outside a request every call asks.
+    """
+    state = _REQUEST.get()
+    if state is None:
+        return type(_get_tracer_provider()) in _NO_SDK_PROVIDERS
+    known = state.no_sdk
+    if known is None:
+        known = state.no_sdk = type(_get_tracer_provider()) in _NO_SDK_PROVIDERS
+    return known
+
+
 def _cannot_record(tel: Telemetry) -> bool:
     """Whether a span started now by *tel*'s tracer could not record, and skipping it changes nothing.
 
     True when the tracer is the API's no-op one, or its proxy while no SDK (no global provider but
     the API's own) is installed, and no recording stage span is current (opening a non-recording
-    one would hide that span from the seed helpers). Public API types only; checked per call, so
-    a provider installed later is honoured at once.
+    one would hide that span from the seed helpers). Public API types only; checked per request
+    (per call outside one, see :func:`_no_sdk_provider`), so a provider installed later is honoured
+    from the next request.
     """
     kind = tel._tracer_kind
     return bool(kind) and _STAGE_SPAN.get() is None and (
-        kind == _TRACER_NOOP or type(_get_tracer_provider()) in _NO_SDK_PROVIDERS)
+        kind == _TRACER_NOOP or _no_sdk_provider())
 
 
 def _open_span(tracer: trace.Tracer, name: str, attributes: dict[str, str]) -> _Opened:
@@ -684,14 +749,15 @@ class StageTracker:
 
         That is when the tracer is the API's no-op one, or its proxy while no SDK (no global provider
         but the API's own) is installed: such a span would be non-recording, its context the
-        parent's, and nothing would see it. Checked per call (a provider installed later is honoured
-        at once), and only when no recording stage span is current (opening a non-recording one hides
+        parent's, and nothing would see it. Checked per request, or per call outside one (a provider
+        installed later is honoured from the next request), and only when no recording stage span is
+        current (opening a non-recording one hides
         it from the seed helpers inside the stage; skipping must not change what they annotate).
         ``None``, as when opening failed: :meth:`_close` then records the stage's metrics alone.
         """
         kind = tel._tracer_kind  # _cannot_record(tel), inlined: prediction()'s path
         if kind and _STAGE_SPAN.get() is None and (
-                kind == _TRACER_NOOP or type(_get_tracer_provider()) in _NO_SDK_PROVIDERS):
+                kind == _TRACER_NOOP or _no_sdk_provider()):
             return None
         return StageTracker._open(tel, stage, model_version, model_type, extra)
 
@@ -701,6 +767,12 @@ class StageTracker:
                gnn: tuple[str, float | None, float, float] | None) -> float:
         """The body of :meth:`finish` for a stage opened with :meth:`_open` at *start*."""
         elapsed = time.perf_counter() - start
+        if opened is None and gnn is None and exc_type is None and not tel._instruments \
+                and _STAGE_SPAN.get() is None:
+            # Nothing of the request's context is needed (no span, no exemplar, no request model version):
+            # the duration is written off the request path (see Deferred).
+            tel.deferred.defer(tel._record_spanless, semconv.DIAGNOSIS_DURATION, (stage,), elapsed)
+            return elapsed
         tel.record(semconv.DIAGNOSIS_DURATION, (stage,), elapsed)
         if gnn is not None:
             version, latency_ms, score, conf = gnn
@@ -752,6 +824,11 @@ class _RequestScope:
         elapsed = time.perf_counter() - self._start
         _REQUEST.reset(self._token)
         tel = self.telemetry
+        if exc_type is None and self._opened is None and not tel._instruments and _STAGE_SPAN.get() is None:
+            # No span and no exemplar: the request's count and duration are written off the request path.
+            tel.deferred.defer(tel._record_request, semconv.STATUS_SUCCESS, self._state.model_version, elapsed,
+                               self.name, None)
+            return
         status = semconv.STATUS_SUCCESS if exc_type is None else semconv.STATUS_ERROR
         tel.record_request(status, self._state.model_version, elapsed, self.name)
         if exc_type is not None:
