@@ -288,3 +288,49 @@ def test_a_deferred_write_applied_inside_another_request_does_not_take_its_conte
                             model_version="unknown") == 1
     finally:
         rt.close()
+
+
+def test_a_read_waits_for_the_write_the_background_thread_is_applying() -> None:
+    """apply() returns only once a write already taken off the queue by the background thread is done."""
+    seen: list[int] = []
+    running = threading.Event()
+
+    def slow_write() -> None:
+        running.set()
+        time.sleep(0.2)
+        seen.append(1)
+
+    deferred = Deferred(lambda reason, exc: None, interval=0.01)
+    try:
+        deferred.defer(slow_write)
+        assert running.wait(30)
+        assert deferred.pending == 0  # off the queue, not finished
+        deferred.apply()
+        assert seen == [1]
+    finally:
+        deferred.close()
+
+
+def test_a_thread_that_cannot_start_never_fails_the_writer(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlops_otel._worker import PeriodicWorker
+
+    def refuse(self: Any) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(PeriodicWorker, "start", refuse)
+    faults: list[str] = []
+    seen: list[int] = []
+    deferred = Deferred(lambda reason, exc: faults.append(f"{reason}: {exc}"))
+    deferred.defer(seen.append, 1)  # no exception: applied here
+    deferred.defer(seen.append, 2)  # and from now on at once, without retrying the thread
+    assert seen == [1, 2]
+    assert faults == ["deferred.thread: can't start new thread"]
+    deferred.close()
+
+
+def test_after_the_runtime_closed_writes_are_applied_at_once() -> None:
+    rt = _runtime()
+    rt.close()
+    seen: list[int] = []
+    rt.telemetry.deferred.defer(seen.append, 1)
+    assert seen == [1]

@@ -334,7 +334,7 @@ class Prediction:
         writes = handle.writes
         add = handle.add_sample
         if handle.stats_key is None or add is None or writes is None or writes.stage != self.stage \
-                or not writes.covers(latency, score, conf):
+                or not writes.covers(latency, score, conf) or not writes.context_free():
             return False
         elapsed = _perf_counter() - self._start
         if latency is None:

@@ -284,7 +284,9 @@ class Runtime:
         if hook is not None:
             atexit.unregister(hook)
             self._atexit_hook = None
-        self.telemetry.apply_pending()  # what requests deferred, before the owners hand their results over
+        # What requests deferred, before the owners hand their results over; from now on every write is
+        # applied at once (a request ending during the shutdown must not queue behind a closed owner).
+        self.telemetry.deferred.close()
         for part in parts:
             close = getattr(part, "close", None)
             if callable(close):

@@ -442,6 +442,7 @@ class ABTestManager:
 
     def abort_test(self, name: str, *, reason: str = "aborted", record: bool = True) -> bool:
         """Stop test *name* without changing the champion; returns whether this call aborted it."""
+        self._tel.apply_pending()  # results requests deferred before the abort still count
         test, won = self._book.abort(name, reason)
         self._forget(test)
         if won and record:

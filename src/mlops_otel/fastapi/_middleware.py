@@ -240,7 +240,9 @@ class HttpServerMiddleware:
             scheme = scope.get("scheme", "http")
             root_path = scope.get("root_path", "")
             parent = self._parent(scope)
-            untraced = parent is None and self._no_sdk()
+            # (A valid current span, e.g. an outer layer's or one of a provider passed by hand, keeps the
+            # traced path: its context is what the response propagator and the children must see.)
+            untraced = parent is None and self._no_sdk() and not trace.get_current_span().get_span_context().is_valid
         except Exception:  # telemetry never breaks the request
             _log.debug("HTTP server span could not start", exc_info=True)
             await self.app(scope, receive, send)

@@ -568,6 +568,7 @@ class ModelRegistry:
 
     def close(self) -> None:
         """Deliver buffered results and stop the view's refresher (the store is closed by its owner). Idempotent."""
+        self._tel.apply_pending()  # the results requests deferred off their path, into the buffer first
         self._view.close()
         self._buffer.close()
 

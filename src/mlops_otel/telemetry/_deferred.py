@@ -82,7 +82,8 @@ class Deferred:
     # Reentrant: a write may itself lead to a read (a drift check run inline) that applies the rest.
     _lock: threading.RLock = attrs.field(factory=threading.RLock, init=False, repr=False)
     _worker: PeriodicWorker[Deferred] = attrs.field(init=False, repr=False)
-    _closed: bool = attrs.field(default=False, init=False, repr=False)
+    # Apply each write at once: after close(), or when no thread could be started.
+    _inline: bool = attrs.field(default=False, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self._worker = PeriodicWorker(self, Deferred._drain, name="mlops-otel-deferred", interval=self.interval)
@@ -104,21 +105,29 @@ class Deferred:
         queue = self._queue
         queue.append((fn, args))
         n = len(queue)
-        if n == _WAKE_AT or n >= self.limit or self._closed or not self._worker.started:
+        if n == _WAKE_AT or n >= self.limit or self._inline or not self._worker.started:
             self._slow_path(n)
 
     def _slow_path(self, n: int) -> None:
-        if self._closed or n >= self.limit:  # closed, or a drainer that cannot keep up: the writer applies
+        if self._inline or n >= self.limit:  # closed, no thread, or a drainer that cannot keep up: apply here
             self.apply()
         elif not self._worker.started:
-            self._worker.start()
+            try:
+                self._worker.start()
+            except Exception as exc:  # e.g. "can't start new thread": never into the request; apply here from now on
+                self._inline = True
+                with contextlib.suppress(Exception):
+                    self.on_fault("deferred.thread", exc)
+                self.apply()
         else:  # a burst: the drainer starts now rather than at the end of its interval
             self._worker.wake()
 
     def apply(self) -> None:
-        """Apply every queued write now (those queued while this runs too); never raises."""
-        if not self._queue:
-            return
+        """Apply every queued write now (those queued while this runs too); never raises.
+
+        Always takes the lock, even with nothing queued: a write the background thread has taken off
+        the queue but not finished is applied when this returns.
+        """
         with self._lock:
             self._run(None)
 
@@ -152,6 +161,6 @@ class Deferred:
 
     def close(self) -> None:
         """Stop the thread and apply what is queued; later writes are applied at once. Idempotent."""
-        self._closed = True
+        self._inline = True
         self._worker.stop()
         self.apply()

@@ -132,6 +132,12 @@ class PredictionWrites:
         except Exception as fault:
             self.telemetry._agg.fault("record_gnn_metrics", fault)
 
+    @staticmethod
+    def context_free() -> bool:
+        """Whether no recording stage span is current: then :meth:`record` (no exemplar, no span
+        attribute) writes exactly what :meth:`close` would, and may run later, on another thread."""
+        return _STAGE_SPAN.get() is None
+
     def mark_request(self) -> None:
         """Label the current ``@track_diagnosis_request`` call with this version (what :meth:`close` does)."""
         state = _REQUEST.get()

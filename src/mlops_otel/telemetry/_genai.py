@@ -120,8 +120,8 @@ class _GenAISpan:
 
     @property
     def span(self) -> trace.Span:
-        """The span (the invalid span when tracing failed)."""
-        return trace.INVALID_SPAN if self._span is None else self._span
+        """The span; when none was started (tracing cannot record, or it failed), the current one."""
+        return trace.get_current_span() if self._span is None else self._span
 
 
 class GenAIOperation(_GenAISpan):

@@ -509,11 +509,6 @@ class Telemetry:
         """Apply every write deferred off the request path now (reads and decisions call it first)."""
         self.deferred.apply()
 
-    @property
-    def can_defer(self) -> bool:
-        """Whether writes may be deferred: not in ``passthrough`` mode (whose OTel instruments take the
-        request's context, e.g. for exemplars) and not after :meth:`close`."""
-        return not self._instruments and not self._closed
 
     def use_exposition_source(self, source: Callable[[], list[FamilySnapshot]] | None) -> None:
         """Serve *source*'s families on ``/metrics`` instead of this process's own.
