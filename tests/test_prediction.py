@@ -380,7 +380,8 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _five_calls(five: Runtime, uid: str, latency: float | int, confidence: float | int | None, fail: bool) -> None:
+def _five_calls(five: Runtime, uid: str, latency: float | int, confidence: float | int | None, fail: bool,
+                score: float = 0.5) -> None:
     """What one prediction() records, with the five single calls."""
     a = five.ab.assign_variant("gnn", uid)
     version = a["version"]
@@ -388,14 +389,14 @@ def _five_calls(five: Runtime, uid: str, latency: float | int, confidence: float
     with contextlib.suppress(ZeroDivisionError), five.telemetry.track_stage("gnn_inference", version,
                                                                            model_type="gnn"):
         if confidence is not None:
-            five.telemetry.record_gnn_metrics(version, latency, 0.5, confidence)  # type: ignore[arg-type]
+            five.telemetry.record_gnn_metrics(version, latency, score, confidence)  # type: ignore[arg-type]
         if fail:
             raise ZeroDivisionError
     ok_latency, ok_confidence = (None, None) if fail else (latency, confidence)
     five.registry.update_metrics("gnn", version, ok_latency, ok_confidence, error=fail)
     five.ab.record_result(TEST, a["name"], ok_latency, ok_confidence, error=fail)
     if confidence is not None:
-        five.drift.get_detector("gnn", version).add_production_sample(0.5, confidence)  # type: ignore[arg-type]
+        five.drift.get_detector("gnn", version).add_production_sample(score, confidence)  # type: ignore[arg-type]
 
 
 def _recorded(r: Runtime) -> dict[Any, float]:

@@ -20,6 +20,8 @@ from mlops_otel.telemetry import Deferred, Telemetry
 from mlops_otel.testing import sample_value, samples
 from mlops_otel.validation import InvalidValueError
 
+from .test_prediction import _five_calls, _recorded, _same, start_test
+
 TEST = "gnn_v2.2_test"
 
 
@@ -164,16 +166,21 @@ def test_no_prediction_records_on_its_request_thread_without_a_span() -> None:
     rt = _runtime()
     try:
         threads: list[int] = []
-        registry_update = rt.registry._update_checked
+        registry_update, registry_update_many = rt.registry._update_checked, rt.registry._update_checked_many
 
         def counting_update(*args: Any) -> None:
             threads.append(threading.get_ident())
             registry_update(*args)
 
+        def counting_update_many(key: str, latencies: Any, confidences: Any) -> None:
+            threads.extend([threading.get_ident()] * len(latencies))
+            registry_update_many(key, latencies, confidences)
+
         with rt.prediction("gnn", user_id="warm-a") as p:  # the handles: made on the immediate path
             p.observe(anomaly_score=0.5, confidence=0.9, inference_time_ms=2.0)
         for handle in rt._prediction_handles.values():
             handle.update = counting_update
+            handle.update_many = counting_update_many
         request_thread: list[int] = []
 
         def requests() -> None:
@@ -334,3 +341,34 @@ def test_after_the_runtime_closed_writes_are_applied_at_once() -> None:
     seen: list[int] = []
     rt.telemetry.deferred.defer(seen.append, 1)
     assert seen == [1]
+
+
+@settings(max_examples=15, deadline=None)
+@given(cases=st.lists(st.tuples(st.floats(0.0, 5000.0), st.floats(0.0, 1.0), st.floats(0.0, 1.0),
+                                st.integers(0, 30)), min_size=8, max_size=80))
+def test_a_batch_of_deferred_predictions_records_what_the_single_calls_record(
+        cases: list[tuple[float, float, float, int]]) -> None:
+    """Many predictions of one version applied together (summed per part, one lock round each) record what
+    the single public calls record one by one, up to the order of float summation."""
+    one, five = (Runtime.create(Settings(drift={"check_interval": None})) for _ in range(2))
+    try:
+        for r in (one, five):
+            r.registry.register("gnn", "v2.1.0")
+            r.registry.register("gnn", "v2.2.0")
+            start_test(r)
+        one.telemetry.deferred.close()  # (reopened below) no background thread: the whole list is one batch
+        one.telemetry.deferred = Deferred(one.telemetry._agg.fault, interval=3600.0)
+        for latency, confidence, score, user in cases:
+            with one.prediction("gnn", user_id=f"user-{user}") as p:
+                p.observe(anomaly_score=score, confidence=confidence, inference_time_ms=latency)
+            _five_calls(five, f"user-{user}", latency, confidence, False, score=score)
+        assert one.telemetry.deferred.pending == 1  # the first prediction of each version is immediate
+        for version in ("v2.1.0", "v2.2.0"):
+            assert _same(one.registry.get("gnn", version).stats, five.registry.get("gnn", version).stats)
+            d1, d5 = one.drift.detectors().get(f"gnn:{version}"), five.drift.detectors().get(f"gnn:{version}")
+            assert (d1 and d1.accepted_samples) == (d5 and d5.accepted_samples)
+        assert _same(one.ab.results(TEST), five.ab.results(TEST))
+        assert _same(_recorded(one), _recorded(five))
+    finally:
+        one.close()
+        five.close()

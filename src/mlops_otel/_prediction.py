@@ -22,6 +22,7 @@ import contextvars
 import functools
 import inspect
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from opentelemetry.trace import NonRecordingSpan as _NonRecordingSpan
 
 from . import semconv
+from ._forksafe import after_fork_in_child
 from .telemetry import PredictionWrites, StageTracker
 from .validation import MAX_LATENCY_MS
 
@@ -74,16 +76,46 @@ class _Handle:
     replaces a detector) and the fused telemetry writes of the last stage it was predicted in.
     """
 
-    __slots__ = ("add_sample", "record", "stats_key", "update", "version", "writes")
+    __slots__ = ("add_sample", "add_samples", "record", "record_many", "stats_key", "update", "update_many",
+                 "version", "writes")
 
-    def __init__(self, version: str, update: Callable[[str, float | None, float | None, bool], None],
-                 record: Callable[[str, str, float | None, float | None, bool, bool], bool]) -> None:
+    def __init__(self, version: str, registry: ModelRegistry, ab: ABTestManager) -> None:
         self.version = version
-        self.update = update
-        self.record = record
+        self.update: Callable[[str, float | None, float | None, bool], None] = registry._update_checked
+        self.update_many: Callable[[str, Sequence[float], Sequence[float]], None] = registry._update_checked_many
+        self.record: Callable[[str, str, float | None, float | None, bool, bool], bool] = ab._record_checked
+        self.record_many: Callable[[str, str, Sequence[float], Sequence[float]], bool] = ab._record_checked_many
         self.stats_key: str | None = None
         self.add_sample: Callable[..., None] | None = None
+        self.add_samples: Callable[[Sequence[float], Sequence[float]], None] | None = None
         self.writes: PredictionWrites | None = None
+
+
+class _Pending:
+    """``prediction()``'s records queued off the request path by one runtime, applied together.
+
+    One ``Telemetry.deferred`` write applies every record queued until then (:func:`_apply_pending`):
+    a prediction queues that write only when none is scheduled. The applier clears *scheduled* before it
+    takes the records, so a record appended after it took them schedules a new write: none is stranded.
+    """
+
+    __slots__ = ("__weakref__", "items", "scheduled")
+
+    def __init__(self) -> None:
+        self.items: deque[_Record] = deque()
+        self.scheduled = False
+        after_fork_in_child(self, _Pending._after_fork)
+
+    def _after_fork(self) -> None:  # the parent applies its own; the child's queue (and its write) start empty
+        self.items = deque()
+        self.scheduled = False
+
+
+# (handle, writes, test, variant, elapsed s, latency ms, anomaly score, confidence): a successful prediction
+# whose every value the validated fast paths accept, with no span.
+_Record = tuple[_Handle, PredictionWrites, "str | None", str, float, float, float, float]
+#: From this many records of one version a batch is summed first (one lock round per part).
+_MANY = 8
 
 
 class Prediction:
@@ -307,8 +339,10 @@ class Prediction:
             try:
                 add = None if handle is None else handle.add_sample
                 if add is None:
-                    add = parts[3].get_detector(model_type, version).add_production_sample
+                    detector = parts[3].get_detector(model_type, version)
+                    add = detector.add_production_sample
                     if handle is not None:
+                        handle.add_samples = detector.add_production_samples
                         handle.add_sample = add
                 features, embedding = self.features, self.embedding
                 if features is None and embedding is None:
@@ -332,8 +366,7 @@ class Prediction:
         except Exception:  # not made yet, or an unhashable version: the immediate path
             return False
         writes = handle.writes
-        add = handle.add_sample
-        if handle.stats_key is None or add is None or writes is None or writes.stage != self.stage \
+        if handle.stats_key is None or handle.add_samples is None or writes is None or writes.stage != self.stage \
                 or not writes.covers(latency, score, conf) or not writes.context_free():
             return False
         elapsed = _perf_counter() - self._start
@@ -342,8 +375,11 @@ class Prediction:
         if not 0.0 <= latency <= MAX_LATENCY_MS:  # (covers() checked its type)
             return False
         writes.mark_request()
-        writes.telemetry.deferred.defer(_apply_deferred, handle, writes, add, self.test, self.variant, elapsed,
-                                        self.inference_time_ms, latency, score, conf)
+        pending = self.runtime._pending_predictions
+        pending.items.append((handle, writes, self.test, self.variant, elapsed, latency, score, conf))
+        if not pending.scheduled:
+            pending.scheduled = True
+            writes.telemetry.deferred.defer(_apply_pending, pending)
         return True
 
     def _lookup(self, version: str) -> _Handle | None:
@@ -368,7 +404,7 @@ class Prediction:
     def _handle(self, version: str) -> _Handle:
         """The cached :class:`_Handle` of (model_type, *version*), made on the first prediction of it."""
         _, registry, ab, _ = self._parts
-        handle = _Handle(version, registry._update_checked, ab._record_checked)
+        handle = _Handle(version, registry, ab)
         with contextlib.suppress(Exception):  # an invalid name: update_metrics() counts it, every time
             handle.stats_key = registry._stats_key(self.model_type, version)
         self.runtime._prediction_handles[(self.model_type, version)] = handle
@@ -436,12 +472,34 @@ class Prediction:
         return cast("F", wrapper)
 
 
-def _apply_deferred(handle: _Handle, writes: PredictionWrites, add_sample: Callable[..., None], test: str | None,
-                    variant: str, elapsed: float, observed_latency: float | None, latency: float, score: float,
-                    conf: float) -> None:
-    """What :meth:`Prediction.__exit__` records for a successful observed prediction with no span, applied
-    later (by ``Telemetry.deferred``): the registry's running metrics, the A/B result, the fused telemetry
-    writes (no exemplar, no request context) and the drift sample, each on its own as on the immediate path."""
+def _apply_pending(pending: _Pending) -> None:
+    """Apply every record of *pending* (a ``Telemetry.deferred`` write): what :meth:`Prediction.__exit__`
+    records for a successful observed prediction with no span, later and in a batch.
+
+    Per model version, in the order queued: the registry's running metrics, the A/B results, the fused
+    telemetry writes (no exemplar, no request context) and the drift samples, each on its own as on the
+    immediate path. From :data:`_MANY` records of a version on, each part takes them all at once (summed,
+    one lock round each); fewer go one by one.
+    """
+    pending.scheduled = False  # before taking the records: one appended from now on schedules a new write
+    popleft = pending.items.popleft
+    by_handle: dict[int, list[_Record]] = {}
+    while True:
+        try:
+            record = popleft()
+        except IndexError:
+            break
+        by_handle.setdefault(id(record[0]), []).append(record)
+    for records in by_handle.values():
+        if len(records) < _MANY:
+            for record in records:
+                _apply_one(*record)
+        else:
+            _apply_many(records)
+
+
+def _apply_one(handle: _Handle, writes: PredictionWrites, test: str | None, variant: str, elapsed: float,
+               latency: float, score: float, conf: float) -> None:
     tel = writes.telemetry
     try:
         handle.update(handle.stats_key, latency, conf, False)  # type: ignore[arg-type]  # checked by _defer
@@ -454,9 +512,37 @@ def _apply_deferred(handle: _Handle, writes: PredictionWrites, add_sample: Calla
                 ab_result = (test, variant)
         except Exception as fault:
             tel.fault("prediction.ab", fault)
-    writes.record(elapsed, observed_latency, score, conf, ab_result)
+    writes.record(elapsed, latency, score, conf, ab_result)
     try:
-        add_sample(score, conf)
+        handle.add_sample(score, conf)  # type: ignore[misc]  # bound: checked by _defer
+    except Exception as fault:
+        tel.fault("prediction.drift", fault)
+
+
+def _apply_many(records: list[_Record]) -> None:
+    handle, writes = records[0][0], records[0][1]
+    tel = writes.telemetry
+    latencies = [r[5] for r in records]
+    confs = [r[7] for r in records]
+    try:
+        handle.update_many(handle.stats_key, latencies, confs)  # type: ignore[arg-type]  # checked by _defer
+    except Exception as fault:
+        tel.fault("prediction.registry", fault)
+    arms: dict[tuple[str, str], list[_Record]] = {}
+    for r in records:
+        if r[2] is not None:
+            arms.setdefault((r[2], r[3]), []).append(r)
+    counts: list[tuple[tuple[str, str], int]] = []
+    for arm, rs in arms.items():
+        try:
+            if handle.record_many(arm[0], arm[1], [r[5] for r in rs], [r[7] for r in rs]):
+                counts.append((arm, len(rs)))
+        except Exception as fault:
+            tel.fault("prediction.ab", fault)
+    scores = [r[6] for r in records]
+    writes.record_many([r[4] for r in records], latencies, scores, confs, counts)
+    try:
+        handle.add_samples(scores, confs)  # type: ignore[misc]  # bound with add_sample: checked by _defer
     except Exception as fault:
         tel.fault("prediction.drift", fault)
 

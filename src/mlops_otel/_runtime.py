@@ -15,7 +15,7 @@ from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
 
 from ._fleet import FleetMetrics
-from ._prediction import Prediction, ShadowedPrediction, _Handle
+from ._prediction import Prediction, ShadowedPrediction, _Handle, _Pending
 from .settings import Settings, StoreSettings
 from .stores import MemoryStore, StateStore
 from .telemetry import Mode, Telemetry, use_default_resolver
@@ -99,6 +99,8 @@ class Runtime:
         default=None, init=False, repr=False)
     #: prediction()'s handles by (model_type, version): registry key, validated-input paths, drift detector.
     _prediction_handles: dict[tuple[str, str], _Handle] = attrs.field(factory=dict, init=False, repr=False)
+    #: prediction()'s records queued off the request path (applied by Telemetry.deferred, before every read).
+    _pending_predictions: _Pending = attrs.field(factory=_Pending, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         # A store built without telemetry records into this runtime's, not into whatever default

@@ -27,7 +27,7 @@ merge exactly: :meth:`Moments.merge` re-bases the other operand algebraically.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import ClassVar
 
 import attrs
@@ -139,6 +139,19 @@ class SufficientStats:
             cs = confidence - CONFIDENCE_SHIFT
             cn, cq = 1.0, cs * cs
         return (1.0, 1.0 if error else 0.0, ln, ls, lq, cn, cs, cq)
+
+    @staticmethod
+    def delta_sums(inference_times_ms: Sequence[float], confidences: Sequence[float],
+                   ) -> tuple[float, float, float, float, float, float, float, float]:
+        """The :meth:`delta_values` of successful results with both values, summed (values already validated).
+
+        >>> SufficientStats.delta_sums([2.0, 4.0], [0.5, 1.0])
+        (2.0, 0.0, 2.0, 6.0, 20.0, 2.0, 0.5, 0.25)
+        """
+        n = float(len(inference_times_ms))
+        ls = [x - LATENCY_SHIFT_MS for x in inference_times_ms]
+        cs = [x - CONFIDENCE_SHIFT for x in confidences]
+        return (n, 0.0, n, math.fsum(ls), math.fsum(x * x for x in ls), n, math.fsum(cs), math.fsum(x * x for x in cs))
 
     @staticmethod
     def deltas(inference_time_ms: float | None, confidence: float | None, error: bool) -> dict[str, float]:

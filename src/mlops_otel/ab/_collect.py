@@ -69,6 +69,15 @@ def result_values(latency: float | None, confidence: float | None, error: bool) 
     return (1.0, 1.0 if error else 0.0, ln, ls, lq, gn, gs, gq, cn, cs, cq)
 
 
+def result_sums(latencies: Sequence[float], confidences: Sequence[float]) -> tuple[float, ...]:
+    """The :func:`result_values` of successful results with both values, summed (values already validated)."""
+    n = float(len(latencies))
+    logs = [math.log(x if x > LOG_LATENCY_FLOOR_MS else LOG_LATENCY_FLOOR_MS) for x in latencies]
+    cs = [x - _CONF_SHIFT for x in confidences]
+    return (n, 0.0, n, math.fsum(latencies), math.fsum(x * x for x in latencies), n, math.fsum(logs),
+            math.fsum(x * x for x in logs), n, math.fsum(cs), math.fsum(x * x for x in cs))
+
+
 class _Arm:
     """Running sums of one variant (optionally of one segment of it)."""
 

@@ -21,7 +21,7 @@ from ..stores import JSONValue, StateStore, make_key
 from ..telemetry import Telemetry, default_telemetry
 from ..validation import InvalidValueError, check_result_reporting
 from ._assign import Variant, assign
-from ._collect import Collector, read_cut, result_values
+from ._collect import Collector, read_cut, result_sums, result_values
 from ._config import ABTestConfig, InvalidConfigError
 from ._evaluate import Decision, Evaluation, evaluate
 from ._lifecycle import (
@@ -723,6 +723,29 @@ class ABTestManager:
                 return True
             tel.add(semconv.AB_RESULTS, (test_name, variant))
         except Exception as exc:  # the caller's request must never fail because of us
+            tel.fault("ab.record_result", exc)
+        return False
+
+    def _record_checked_many(self, test_name: str, variant: str, latencies: Sequence[float],
+                             confidences: Sequence[float]) -> bool:
+        """:meth:`_record_checked` of several successful results with both values, summed first (one lock
+        round), not counted in ``mlops_ab_results_total`` (the caller counts them when this returns True):
+        ``runtime.prediction()``'s batch of deferred results. Never raises."""
+        tel = self.telemetry
+        if tel is None:
+            tel = default_telemetry()
+        try:
+            view = self._tests.get(test_name)
+            test = None if view is None else view.test
+            if test is not None and test.state is not _ACTIVE:
+                return False
+            if not self._collector.add(test_name, variant, result_sums(latencies, confidences), (), None):
+                tel.invalid("ab.test", test_name)  # too many distinct test names in this process
+                return False
+            if test is None:
+                self._worker_thread.wake()  # load it in the background
+            return True
+        except Exception as exc:
             tel.fault("ab.record_result", exc)
         return False
 

@@ -5,7 +5,7 @@ a tight microbenchmark loop of the same calls costs (``prediction()``: about 36 
 in the service against 7 µs in a loop), because between two requests the model, the web
 framework and the serialiser evict it from the CPU's caches: every request runs it cold. The
 same work applied in a batch runs warm. So the integration paths (``prediction()``'s exit,
-``track_diagnosis_request``, ``track_stage``, the GenAI and HTTP middleware metrics) only
+``track_diagnosis_request``, ``track_stage`` and the GenAI metrics) only
 *append* their already-validated write to this queue when nothing on the request needs it
 synchronously (no recording span, whose exemplar or attributes would need the request's
 context; no OTel passthrough instruments), and :class:`Deferred` applies the queue:

@@ -19,6 +19,7 @@ invalidation here.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .. import semconv
@@ -42,6 +43,21 @@ def _put(v: list[float], bounds: tuple[float, ...], value: float) -> None:
         v[1] = value
     if value > v[2]:
         v[2] = value
+
+
+def _put_many(v: list[float], bounds: tuple[float, ...], values: Sequence[float], start: int) -> None:
+    """:func:`_put` of ``values[start:]``."""
+    total = v[0]
+    lo, hi = v[1], v[2]
+    for i in range(start, len(values)):
+        value = values[i]
+        v[bisect_left(bounds, value) + 3] += 1
+        total += value
+        if value < lo:
+            lo = value
+        if value > hi:
+            hi = value
+    v[0], v[1], v[2] = total, lo, hi
 
 
 class PredictionWrites:
@@ -129,6 +145,50 @@ class PredictionWrites:
         (neither span nor request): a prediction's writes deferred off its request path. Never raises."""
         try:
             self._write(elapsed, latency_ms, score, conf, ab_result, None)
+        except Exception as fault:
+            self.telemetry._agg.fault("record_gnn_metrics", fault)
+
+    def record_many(self, elapsed: Sequence[float], latencies_ms: Sequence[float], scores: Sequence[float],
+                    confs: Sequence[float], ab_counts: Sequence[tuple[tuple[str, str], int]]) -> None:
+        """:meth:`record` of several predictions (every value :meth:`covers`; *latencies_ms* given), in one
+        lock round; *ab_counts* are ``((test, variant), n)`` A/B result counts. Never raises."""
+        try:
+            agg = self.telemetry._agg
+            duration, anomaly, confidence = self._gnn
+            stage = self._duration
+            observe = agg.observe
+            labels = self._version_labels
+            seconds = [x * _MS for x in latencies_ms]  # record_gnn_metrics' arithmetic
+            with agg.lock:
+                bound = self._bound
+                if bound is None or stage.series is not self._bound_in:  # not bound yet, or reset since
+                    observe(stage, self._stage_labels, elapsed[0], None)
+                    observe(duration, labels, seconds[0], None)
+                    observe(anomaly, labels, scores[0], None)
+                    observe(confidence, labels, confs[0], None)
+                    self._bind()
+                    bound = self._bound
+                    start = 1
+                else:
+                    start = 0
+                if bound is not None:
+                    _put_many(bound[0], stage.bounds, elapsed, start)
+                    _put_many(bound[1], duration.bounds, seconds, start)
+                    _put_many(bound[2], anomaly.bounds, scores, start)
+                    _put_many(bound[3], confidence.bounds, confs, start)
+                else:  # a folded label value: the aggregator's own writes (each counts its overflow)
+                    for i in range(start, len(elapsed)):
+                        observe(stage, self._stage_labels, elapsed[i], None)
+                        observe(duration, labels, seconds[i], None)
+                        observe(anomaly, labels, scores[i], None)
+                        observe(confidence, labels, confs[i], None)
+                results = self._results
+                for ab_result, n in ab_counts:
+                    if results.series.get(ab_result) is not None:
+                        agg.increment(results, ab_result, float(n))
+                    else:  # new, or folded into "other" (where each write counts its overflow): one by one
+                        for _ in range(n):
+                            agg.increment(results, ab_result, 1.0)
         except Exception as fault:
             self.telemetry._agg.fault("record_gnn_metrics", fault)
 

@@ -372,20 +372,13 @@ class Telemetry:
         output_tokens: int | None = None,
     ) -> None:
         """Record one RAG generation: latency and tokens used."""
-        span = _STAGE_SPAN.get()
-        if span is None and not self._instruments:  # no exemplar, no span attributes: off the request path
-            self.deferred.defer(self._record_rag, model_version, generation_time_ms, tokens_used, None, None, None)
-            return
-        self._record_rag(model_version, generation_time_ms, tokens_used, input_tokens, output_tokens, span)
-
-    def _record_rag(self, model_version: str, generation_time_ms: float, tokens_used: float,
-                    input_tokens: int | None, output_tokens: int | None, span: Span | None) -> None:
         agg = self._agg
         try:
             labels = (model_version,)
             seconds = _num(generation_time_ms) * _MS
             tokens_used = _num(tokens_used)
             duration, tokens = self._rag_fams
+            span = _STAGE_SPAN.get()
             if 0.0 <= seconds <= _MAX_FLOAT and 0.0 <= tokens_used <= _MAX_FLOAT:
                 with agg.lock:
                     agg.observe(duration, labels, seconds, span)
