@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,23 +12,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.sdk.trace import TracerProvider
 
-import mlops_otel
 from mlops_otel import Runtime, Settings
 from mlops_otel.ab import ABTestConfig
 from mlops_otel.telemetry import Deferred, Telemetry
 from mlops_otel.testing import sample_value, samples
 from mlops_otel.validation import InvalidValueError
 
-from .test_prediction import _five_calls, _recorded, _same, start_test
+from .test_prediction import _five_calls, _recorded, _same, fresh_default, start_test  # noqa: F401  # (autouse)
 
 TEST = "gnn_v2.2_test"
-
-
-@pytest.fixture(autouse=True)
-def fresh_default() -> Iterator[None]:
-    mlops_otel.reset_default()
-    yield
-    mlops_otel.reset_default()
 
 
 def _wait(predicate: Any, timeout: float = 30.0) -> None:

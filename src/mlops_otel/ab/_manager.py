@@ -709,16 +709,8 @@ class ABTestManager:
         if tel is None:
             tel = default_telemetry()
         try:
-            view = self._tests.get(test_name)
-            test = None if view is None else view.test
-            if test is not None and test.state is not _ACTIVE:
+            if not self._add_checked(tel, test_name, variant, result_values(inference_time_ms, confidence, error)):
                 return False
-            if not self._collector.add(test_name, variant, result_values(inference_time_ms, confidence, error),
-                                       (), None):
-                tel.invalid("ab.test", test_name)  # too many distinct test names in this process
-                return False
-            if test is None:
-                self._worker_thread.wake()  # load it in the background
             if not count:
                 return True
             tel.add(semconv.AB_RESULTS, (test_name, variant))
@@ -735,19 +727,24 @@ class ABTestManager:
         if tel is None:
             tel = default_telemetry()
         try:
-            view = self._tests.get(test_name)
-            test = None if view is None else view.test
-            if test is not None and test.state is not _ACTIVE:
-                return False
-            if not self._collector.add(test_name, variant, result_sums(latencies, confidences), (), None):
-                tel.invalid("ab.test", test_name)  # too many distinct test names in this process
-                return False
-            if test is None:
-                self._worker_thread.wake()  # load it in the background
-            return True
+            return self._add_checked(tel, test_name, variant, result_sums(latencies, confidences))
         except Exception as exc:
             tel.fault("ab.record_result", exc)
         return False
+
+    def _add_checked(self, tel: Telemetry, test_name: str, variant: str, values: tuple[float, ...]) -> bool:
+        """Add the sums *values* to *variant* of *test_name* unless its test is known finished; False when
+        not added (finished, or too many tests in this process: counted)."""
+        view = self._tests.get(test_name)
+        test = None if view is None else view.test
+        if test is not None and test.state is not _ACTIVE:
+            return False
+        if not self._collector.add(test_name, variant, values, (), None):
+            tel.invalid("ab.test", test_name)  # too many distinct test names in this process
+            return False
+        if test is None:
+            self._worker_thread.wake()  # load it in the background
+        return True
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the background thread and publish this process's last results, within *timeout* seconds.

@@ -240,40 +240,20 @@ class HttpServerMiddleware:
             scheme = scope.get("scheme", "http")
             root_path = scope.get("root_path", "")
             parent = self._parent(scope)
-            # (A valid current span, e.g. an outer layer's or one of a provider passed by hand, keeps the
-            # traced path: its context is what the response propagator and the children must see.)
-            untraced = parent is None and self._no_sdk() and not trace.get_current_span().get_span_context().is_valid
-        except Exception:  # telemetry never breaks the request
-            _log.debug("HTTP server span could not start", exc_info=True)
-            await self.app(scope, receive, send)
-            return
-        if untraced:
-            # No caller context to carry and a tracer that cannot record: no span at all (it would be
-            # non-recording with an invalid context, and nothing would see it); the metrics still count.
-            await self._untraced(scope, receive, send, root_path, known, scheme, start)
-            return
-        try:
-            kind = SpanKind.SERVER
-            # No remote parent but a local span in progress (e.g. the app called in-process): an INTERNAL
-            # child of it, as OTel's _start_internal_or_server_span does.
-            if ((parent is None or not trace.get_current_span(parent).get_span_context().is_valid)
-                    and trace.get_current_span().is_recording()):
-                kind, parent = SpanKind.INTERNAL, None
-            span = self._tracer.start_span(
-                known if known != _OTHER else "HTTP", context=parent, kind=kind,
-                attributes={_METHOD: known, _SCHEME: scheme, _PATH: scope.get("path", "")},
-            )
-            ctx = span.get_span_context()
-            if ctx.is_valid:
-                token = otel_context.attach(trace.set_span_in_context(span, parent))
-            elif parent is not None:  # no SDK and no caller span: still the caller's baggage, as OTel's layer does
-                token = otel_context.attach(parent)
+            if parent is None and self._no_sdk() and not trace.get_current_span().get_span_context().is_valid:
+                # No caller context to carry and a tracer that cannot record: no span at all (it would be
+                # non-recording with an invalid context, and nothing would see it); the metrics still count.
+                # (A valid current span, e.g. an outer layer's or one of a provider passed by hand, keeps the
+                # span: its context is what the response propagator and the children must see.)
+                span = trace.INVALID_SPAN
+            else:
+                span, parent = self._start_span(scope, parent, method, known, scheme)
+                ctx = span.get_span_context()
+                if ctx.is_valid:
+                    token = otel_context.attach(trace.set_span_in_context(span, parent))
+                elif parent is not None:  # no SDK and no caller span: the caller's baggage, as OTel's layer does
+                    token = otel_context.attach(parent)
             recording = span.is_recording()
-            if recording:
-                _request_attributes(span, scope, method, known)
-                if self._config.request_headers:
-                    span.set_attributes(self._captured(scope, self._config.request_headers,
-                                                       normalise_request_header_name))
             active = {_METHOD: known, _SCHEME: scheme}
             responder = get_global_response_propagator()  # type: ignore[no-untyped-call]  # untyped upstream
             self._active.add(1, active)  # last: nothing after it in this block can fail and leave it up
@@ -320,40 +300,26 @@ class HttpServerMiddleware:
         return kind is trace.NoOpTracer or (kind is trace.ProxyTracer and type(trace.get_tracer_provider()) in (
             trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
-    async def _untraced(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
-                        send: Callable[[Message], Awaitable[None]], root_path: str,
-                        known: str, scheme: str, start: float) -> None:
-        """The request without a span: status and duration only (what :meth:`__call__` records)."""
-        status = 0
-        span = trace.INVALID_SPAN
-        try:
-            responder = get_global_response_propagator()  # type: ignore[no-untyped-call]  # untyped upstream
-            active = {_METHOD: known, _SCHEME: scheme}
-            self._active.add(1, active)
-        except Exception:  # telemetry never breaks the request
-            _log.debug("HTTP server metrics could not start", exc_info=True)
-            await self.app(scope, receive, send)
-            return
-
-        async def watched_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-                if responder is not None:
-                    self._on_response_start(span, message, responder, False)
-            await send(message)
-
-        error: BaseException | None = None
-        try:
-            await self.app(scope, receive, watched_send)
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            try:
-                self._finish(scope, root_path, span, active, known, scheme, status, error, perf_counter() - start)
-            except Exception:
-                _log.debug("HTTP server metrics could not be recorded", exc_info=True)
+    def _start_span(self, scope: Scope, parent: otel_context.Context | None, method: str, known: str,
+                    scheme: str) -> tuple[trace.Span, otel_context.Context | None]:
+        """The SERVER span (INTERNAL under a local span in progress, then with no parent context), with
+        the request's attributes, and the parent context it was started in."""
+        kind = SpanKind.SERVER
+        # No remote parent but a local span in progress (e.g. the app called in-process): an INTERNAL
+        # child of it, as OTel's _start_internal_or_server_span does.
+        if ((parent is None or not trace.get_current_span(parent).get_span_context().is_valid)
+                and trace.get_current_span().is_recording()):
+            kind, parent = SpanKind.INTERNAL, None
+        span = self._tracer.start_span(
+            known if known != _OTHER else "HTTP", context=parent, kind=kind,
+            attributes={_METHOD: known, _SCHEME: scheme, _PATH: scope.get("path", "")},
+        )
+        if span.is_recording():
+            _request_attributes(span, scope, method, known)
+            if self._config.request_headers:
+                span.set_attributes(self._captured(scope, self._config.request_headers,
+                                                   normalise_request_header_name))
+        return span, parent
 
     def _captured(self, message: Message, names: tuple[str, ...],
                   normalise: Callable[[str], str]) -> dict[str, list[str]]:
