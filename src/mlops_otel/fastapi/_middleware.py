@@ -72,6 +72,7 @@ except ImportError:  # pragma: no cover - older opentelemetry-util-http: no quer
 
 from .. import semconv
 from .._version import __version__
+from ..telemetry import tracer_cannot_record
 
 __all__ = ["DURATION_BUCKETS", "HttpServerConfig", "HttpServerMiddleware"]
 
@@ -240,7 +241,8 @@ class HttpServerMiddleware:
             scheme = scope.get("scheme", "http")
             root_path = scope.get("root_path", "")
             parent = self._parent(scope)
-            if parent is None and self._no_sdk() and not trace.get_current_span().get_span_context().is_valid:
+            if (parent is None and tracer_cannot_record(self._tracer)
+                    and not trace.get_current_span().get_span_context().is_valid):
                 # No caller context to carry and a tracer that cannot record: no span at all (it would be
                 # non-recording with an invalid context, and nothing would see it); the metrics still count.
                 # (A valid current span, e.g. an outer layer's or one of a provider passed by hand, keeps the
@@ -292,13 +294,6 @@ class HttpServerMiddleware:
                 _log.debug("HTTP server span could not end", exc_info=True)
             finally:
                 _undo(span, token)
-
-    def _no_sdk(self) -> bool:
-        """Whether this middleware's tracer cannot record (the API's no-op tracer, or its proxy while no SDK
-        provider is installed): public API types only, checked per request."""
-        kind = type(self._tracer)
-        return kind is trace.NoOpTracer or (kind is trace.ProxyTracer and type(trace.get_tracer_provider()) in (
-            trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
     def _start_span(self, scope: Scope, parent: otel_context.Context | None, method: str, known: str,
                     scheme: str) -> tuple[trace.Span, otel_context.Context | None]:

@@ -7,7 +7,7 @@ from ._fused import PredictionWrites
 from ._genai import GenAIOperation, GenAIRetrieval, GenAIShape, TokenPrices, gen_ai_shape_from_env
 from ._merge import merge_snapshots, snapshot_from_json, snapshot_to_json
 from ._otlp import MetricsExporter
-from ._telemetry import Mode, StageTracker, Telemetry, request_decorator
+from ._telemetry import Mode, StageTracker, Telemetry, request_decorator, tracer_cannot_record
 
 __all__ = [
     "Deferred",
@@ -29,5 +29,6 @@ __all__ = [
     "set_default_telemetry",
     "snapshot_from_json",
     "snapshot_to_json",
+    "tracer_cannot_record",
     "use_default_resolver",
 ]

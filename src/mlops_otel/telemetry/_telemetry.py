@@ -46,7 +46,7 @@ from ._genai import (
 from ._otlp import MetricsExporter, PeriodicPusher, to_metrics_data
 from ._prometheus import make_registry, render
 
-__all__ = ["Mode", "Telemetry"]
+__all__ = ["Mode", "Telemetry", "tracer_cannot_record"]
 
 Mode = Literal["aggregate", "passthrough"]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -111,10 +111,6 @@ _REQUEST: contextvars.ContextVar[_RequestState | None] = contextvars.ContextVar(
 # than the OTel context API's get_current_span() on the hot path.
 _STAGE_SPAN: contextvars.ContextVar[Span | None] = contextvars.ContextVar("mlops_otel_stage_span", default=None)
 
-# What a Telemetry's tracer can produce, decided once from its type (public API classes only):
-# spans of a real tracer (an SDK's), never (the API's NoOpTracer), or only once a global provider
-# other than the API's own is installed (the ProxyTracer of trace.get_tracer() without a provider).
-_TRACER_REAL, _TRACER_NOOP, _TRACER_PROXY = 0, 1, 2
 # The global providers under which a ProxyTracer starts nothing but non-recording spans.
 _NO_SDK_PROVIDERS = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
 _get_tracer_provider = trace.get_tracer_provider
@@ -162,7 +158,6 @@ class Telemetry:
 
     _agg: Aggregator = attrs.field(init=False, repr=False)
     _tracer: trace.Tracer = attrs.field(init=False, repr=False)
-    _tracer_kind: int = attrs.field(init=False, repr=False, default=_TRACER_REAL)
     _registry: CollectorRegistry = attrs.field(init=False, repr=False)
     _pusher: PeriodicPusher | None = attrs.field(init=False, repr=False, default=None)
     _instruments: dict[str, Any] = attrs.field(init=False, repr=False, factory=dict)
@@ -195,9 +190,6 @@ class Telemetry:
         self._rag_fams = (fams[semconv.RAG_GENERATION_DURATION.name], fams[semconv.RAG_TOKENS_USED.name])
         self._request_fams = (fams[semconv.DIAGNOSIS_REQUESTS.name], fams[semconv.DIAGNOSIS_DURATION.name])
         self._tracer = trace.get_tracer(SCOPE_NAME, _VERSION, tracer_provider=self.tracer_provider)
-        kind = type(self._tracer)
-        self._tracer_kind = (_TRACER_NOOP if kind is trace.NoOpTracer
-                             else _TRACER_PROXY if kind is trace.ProxyTracer else _TRACER_REAL)
         self._registry = make_registry(self._exposition_snapshot)
         self._scope = InstrumentationScope(SCOPE_NAME, _VERSION)
         if self.resource is None:
@@ -267,7 +259,7 @@ class Telemetry:
         """Whether a span started now by :attr:`tracer` could record (see ``track_stage``: none is started
         while it cannot). Public API types only; checked per request (per call outside one), so a provider
         installed later counts from the next request."""
-        return not (self._tracer_kind and _cannot_record(self))
+        return not _cannot_record(self)
 
     def add(self, spec: MetricSpec, labels: tuple[str, ...], value: float = 1.0) -> None:
         """Add *value* to the counter *spec* for *labels* (ordered as ``spec.labels``)."""
@@ -281,18 +273,13 @@ class Telemetry:
 
     def record(self, spec: MetricSpec, labels: tuple[str, ...], value: float) -> None:
         """Record *value* in the histogram *spec* for *labels*."""
-        try:
-            self._agg.record(self._agg.families[spec.name], labels, value, _STAGE_SPAN.get())
-        except Exception as exc:
-            self._agg.fault("record", exc)
-            return
-        if self._instruments:
-            self._forward(spec, labels, value)
+        self._record(spec, labels, value, _STAGE_SPAN.get())
 
-    def _record_spanless(self, spec: MetricSpec, labels: tuple[str, ...], value: float) -> None:
-        """:meth:`record` without an exemplar (a deferred write: never the applying thread's span)."""
+    def _record(self, spec: MetricSpec, labels: tuple[str, ...], value: float, span: Span | None) -> None:
+        """:meth:`record` with *span* (the exemplar's, or ``None``) given: a deferred write must not read
+        the context of whichever thread applies it."""
         try:
-            self._agg.record(self._agg.families[spec.name], labels, value, None)
+            self._agg.record(self._agg.families[spec.name], labels, value, span)
         except Exception as exc:
             self._agg.fault("record", exc)
             return
@@ -495,13 +482,12 @@ class Telemetry:
     # ------------------------------------------------------------------ export
     def snapshot(self) -> list[FamilySnapshot]:
         """Copy every recorded family (the one source of both exports), deferred writes applied first."""
-        self.deferred.apply()
+        self.apply_pending()
         return self._agg.snapshot()
 
     def apply_pending(self) -> None:
         """Apply every write deferred off the request path now (reads and decisions call it first)."""
         self.deferred.apply()
-
 
     def use_exposition_source(self, source: Callable[[], list[FamilySnapshot]] | None) -> None:
         """Serve *source*'s families on ``/metrics`` instead of this process's own.
@@ -626,18 +612,28 @@ def _no_sdk_provider() -> bool:
     return known
 
 
+def tracer_cannot_record(tracer: trace.Tracer) -> bool:
+    """Whether a span *tracer* started now could not record: it is the API's no-op tracer, or its proxy
+    while no SDK (no global provider but the API's own) is installed.
+
+    Public API types only; the provider is looked up once per request (per call outside one, see
+    :func:`_no_sdk_provider`), so a provider installed later is honoured from the next request.
+
+    >>> from opentelemetry import trace
+    >>> tracer_cannot_record(trace.NoOpTracer())
+    True
+    """
+    kind = type(tracer)
+    return kind is trace.NoOpTracer or (kind is trace.ProxyTracer and _no_sdk_provider())
+
+
 def _cannot_record(tel: Telemetry) -> bool:
     """Whether a span started now by *tel*'s tracer could not record, and skipping it changes nothing.
 
-    True when the tracer is the API's no-op one, or its proxy while no SDK (no global provider but
-    the API's own) is installed, and no recording stage span is current (opening a non-recording
-    one would hide that span from the seed helpers). Public API types only; checked per request
-    (per call outside one, see :func:`_no_sdk_provider`), so a provider installed later is honoured
-    from the next request.
+    :func:`tracer_cannot_record` of its tracer, while no recording stage span is current (opening a
+    non-recording one would hide that span from the seed helpers).
     """
-    kind = tel._tracer_kind
-    return bool(kind) and _STAGE_SPAN.get() is None and (
-        kind == _TRACER_NOOP or _no_sdk_provider())
+    return _STAGE_SPAN.get() is None and tracer_cannot_record(tel._tracer)
 
 
 def _open_span(tracer: trace.Tracer, name: str, attributes: dict[str, str]) -> _Opened:
@@ -739,13 +735,11 @@ class StageTracker:
         but the API's own) is installed: such a span would be non-recording, its context the
         parent's, and nothing would see it. Checked per request, or per call outside one (a provider
         installed later is honoured from the next request), and only when no recording stage span is
-        current (opening a non-recording one hides
-        it from the seed helpers inside the stage; skipping must not change what they annotate).
-        ``None``, as when opening failed: :meth:`_close` then records the stage's metrics alone.
+        current (opening a non-recording one hides it from the seed helpers inside the stage; skipping
+        must not change what they annotate). ``None``, as when opening failed: :meth:`_close` then
+        records the stage's metrics alone.
         """
-        kind = tel._tracer_kind  # _cannot_record(tel), inlined: prediction()'s path
-        if kind and _STAGE_SPAN.get() is None and (
-                kind == _TRACER_NOOP or _no_sdk_provider()):
+        if _cannot_record(tel):
             return None
         return StageTracker._open(tel, stage, model_version, model_type, extra)
 
@@ -759,7 +753,7 @@ class StageTracker:
                 and _STAGE_SPAN.get() is None:
             # Nothing of the request's context is needed (no span, no exemplar, no request model version):
             # the duration is written off the request path (see Deferred).
-            tel.deferred.defer(tel._record_spanless, semconv.DIAGNOSIS_DURATION, (stage,), elapsed)
+            tel.deferred.defer(tel._record, semconv.DIAGNOSIS_DURATION, (stage,), elapsed, None)
             return elapsed
         tel.record(semconv.DIAGNOSIS_DURATION, (stage,), elapsed)
         if gnn is not None:
@@ -798,7 +792,7 @@ class _RequestScope:
         self._token = _REQUEST.set(self._state)
         tel = self.telemetry
         try:  # no span while tracing cannot record one (see _cannot_record)
-            self._opened = None if tel._tracer_kind and _cannot_record(tel) else _open_span(
+            self._opened = None if _cannot_record(tel) else _open_span(
                 tel.tracer, semconv.SPAN_DIAGNOSIS, {semconv.SPAN_ATTR_REQUEST_NAME: self.name}
             )
         except Exception as exc:
