@@ -49,7 +49,7 @@ import attrs
 
 from .._forksafe import after_fork_in_child
 from .._worker import PeriodicWorker
-from ..validation import InvalidValueError
+from ..validation import positive
 
 __all__ = ["Deferred"]
 
@@ -59,24 +59,14 @@ _SLICE = 0.0005
 _WAKE_AT = 2048
 
 
-def _check_interval(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")):
-        raise InvalidValueError(attribute.name, "a positive finite number of seconds", value)
-
-
-def _check_limit(_: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-        raise InvalidValueError(attribute.name, "an int >= 1", value)
-
-
 @attrs.define(eq=False)
 class Deferred:
     """A queue of ``fn(*args)`` writes, applied in order off the request path and before reads."""
 
     #: ``on_fault(reason, exc)`` for a write that raised (Telemetry's ``fault``; must not hold an owner).
     on_fault: Callable[[str, BaseException], None]
-    interval: float = attrs.field(default=0.5, kw_only=True, validator=_check_interval)
-    limit: int = attrs.field(default=20_000, kw_only=True, validator=_check_limit)
+    interval: float = attrs.field(default=0.5, kw_only=True, validator=positive())
+    limit: int = attrs.field(default=20_000, kw_only=True, validator=positive(integer=True))
     _queue: deque[tuple[Callable[..., object], tuple[Any, ...]]] = attrs.field(factory=deque, init=False,
                                                                                repr=False)
     # Reentrant: a write may itself lead to a read (a drift check run inline) that applies the rest.

@@ -106,12 +106,22 @@ class PredictionWrites:
                 and 0.0 <= score <= 1.0 and 0.0 <= conf <= 1.0
                 and (latency_ms is None or (type(latency_ms) is float and 0.0 <= latency_ms <= _MAX_FLOAT)))
 
+    def _observe(self, elapsed: float, seconds: float, score: float, conf: float, span: object) -> None:
+        """The four histogram writes through the aggregator's own path (which counts a folded label's
+        overflow and keeps *span*'s exemplar); call with the lock held."""
+        observe = self.telemetry._agg.observe
+        duration, anomaly, confidence = self._gnn
+        labels = self._version_labels
+        observe(self._duration, self._stage_labels, elapsed, span)
+        observe(duration, labels, seconds, span)
+        observe(anomaly, labels, score, span)
+        observe(confidence, labels, conf, span)
+
     def _write(self, elapsed: float, latency_ms: float | None, score: float, conf: float,
                ab_result: tuple[str, str] | None, span: object) -> None:
         """The aggregator writes of :meth:`close` (*span*: the exemplar's, or ``None``), in one lock round."""
         seconds = (elapsed * 1000.0 if latency_ms is None else latency_ms) * _MS  # record_gnn_metrics' arithmetic
         agg = self.telemetry._agg
-        labels = self._version_labels
         duration, anomaly, confidence = self._gnn
         stage = self._duration
         with agg.lock:
@@ -122,11 +132,7 @@ class PredictionWrites:
                 _put(bound[2], anomaly.bounds, score)
                 _put(bound[3], confidence.bounds, conf)
             else:  # not bound yet, reset since, or an exemplar to keep: the aggregator's own writes
-                observe = agg.observe
-                observe(stage, self._stage_labels, elapsed, span)
-                observe(duration, labels, seconds, span)
-                observe(anomaly, labels, score, span)
-                observe(confidence, labels, conf, span)
+                self._observe(elapsed, seconds, score, conf, span)
                 self._bind()
             if ab_result is not None:
                 results = self._results
@@ -156,16 +162,11 @@ class PredictionWrites:
             agg = self.telemetry._agg
             duration, anomaly, confidence = self._gnn
             stage = self._duration
-            observe = agg.observe
-            labels = self._version_labels
             seconds = [x * _MS for x in latencies_ms]  # record_gnn_metrics' arithmetic
             with agg.lock:
                 bound = self._bound
                 if bound is None or stage.series is not self._bound_in:  # not bound yet, or reset since
-                    observe(stage, self._stage_labels, elapsed[0], None)
-                    observe(duration, labels, seconds[0], None)
-                    observe(anomaly, labels, scores[0], None)
-                    observe(confidence, labels, confs[0], None)
+                    self._observe(elapsed[0], seconds[0], scores[0], confs[0], None)
                     self._bind()
                     bound = self._bound
                     start = 1
@@ -178,10 +179,7 @@ class PredictionWrites:
                     _put_many(bound[3], confidence.bounds, confs, start)
                 else:  # a folded label value: the aggregator's own writes (each counts its overflow)
                     for i in range(start, len(elapsed)):
-                        observe(stage, self._stage_labels, elapsed[i], None)
-                        observe(duration, labels, seconds[i], None)
-                        observe(anomaly, labels, scores[i], None)
-                        observe(confidence, labels, confs[i], None)
+                        self._observe(elapsed[i], seconds[i], scores[i], confs[i], None)
                 results = self._results
                 for ab_result, n in ab_counts:
                     if results.series.get(ab_result) is not None:
@@ -215,7 +213,6 @@ class PredictionWrites:
         attributes, counts the error and ends the span. Never raises.
         """
         tel = self.telemetry
-        span = None
         try:
             span = _STAGE_SPAN.get()  # the sampled span, if any, becomes the buckets' exemplar
             self._write(elapsed, latency_ms, score, conf, ab_result, span)
