@@ -287,15 +287,20 @@ def _collector_scraped(*prometheus_args: str) -> Iterator[tuple[OtlpTraceSink, A
             yield sink, collector, prom
 
 
+def _check_service_through(collector: Any, sink: OtlpTraceSink, prom: PrometheusServer) -> None:
+    """Run the example service against *collector*: every family reaches *prom* with the SDK's values,
+    under the service's job (job/instance come from service.name/service.instance.id, kept by
+    honor_labels or by remote write), its traces reach *sink*, and the exemplars link to them."""
+    sdk = _sdk_samples(_run_service(collector.endpoint("OTELCOL_OTLP_HTTP_ENDPOINT")))
+    _check_families(prom, sdk)
+    assert {r["metric"]["job"] for r in prom.query(semconv.DIAGNOSIS_REQUESTS.prometheus_name)} == {SERVICE_NAME}
+    trace_ids = _check_traces(_all_spans(sink))
+    _check_exemplars(prom, trace_ids)
+
+
 def test_prometheus_scrapes_the_collector_exporter() -> None:
     with _collector_scraped(*_PROMETHEUS_FLAGS) as (sink, collector, prom):
-        sdk = _sdk_samples(_run_service(collector.endpoint("OTELCOL_OTLP_HTTP_ENDPOINT")))
-        _check_families(prom, sdk)
-        # job/instance come from service.name/service.instance.id, kept by honor_labels.
-        assert {r["metric"]["job"] for r in prom.query(semconv.DIAGNOSIS_REQUESTS.prometheus_name)} \
-            == {SERVICE_NAME}
-        trace_ids = _check_traces(_all_spans(sink))
-        _check_exemplars(prom, trace_ids)
+        _check_service_through(collector, sink, prom)
 
 
 def test_the_collector_remote_writes_into_prometheus() -> None:
@@ -306,12 +311,7 @@ def test_the_collector_remote_writes_into_prometheus() -> None:
     with prometheus_server(to_yaml(empty), extra_args=flags) as prom, otlp_trace_sink() as sink, \
             otel_collector(config, {"OTELCOL_TRACES_ENDPOINT": sink.url,
                                     "OTELCOL_REMOTE_WRITE_ENDPOINT": f"{prom.url}/api/v1/write"}) as collector:
-        sdk = _sdk_samples(_run_service(collector.endpoint("OTELCOL_OTLP_HTTP_ENDPOINT")))
-        _check_families(prom, sdk)
-        assert {r["metric"]["job"] for r in prom.query(semconv.DIAGNOSIS_REQUESTS.prometheus_name)} \
-            == {SERVICE_NAME}
-        trace_ids = _check_traces(_all_spans(sink))
-        _check_exemplars(prom, trace_ids)
+        _check_service_through(collector, sink, prom)
 
 
 def test_the_latest_experimental_genai_shape_through_the_collector() -> None:

@@ -64,6 +64,25 @@ def start_test(rt: Runtime, pct: float = 50.0) -> None:
                                   treatment_version="v2.2.0", treatment_traffic_pct=pct))
 
 
+def ready(rt: Runtime) -> Runtime:
+    """*rt* with both GNN versions registered and the A/B test started."""
+    rt.registry.register("gnn", "v2.1.0")
+    rt.registry.register("gnn", "v2.2.0")
+    start_test(rt)
+    return rt
+
+
+@contextlib.contextmanager
+def runtime_pair(settings: Settings) -> Iterator[tuple[Runtime, Runtime]]:
+    """Two :func:`ready` runtimes of *settings*: one for ``prediction()``, one for the single calls."""
+    one, five = (ready(Runtime.create(settings)) for _ in range(2))
+    try:
+        yield one, five
+    finally:
+        one.close()
+        five.close()
+
+
 def counts(rt: Runtime) -> dict[str, Any]:
     """What every part saw, per version."""
     rt.registry.flush()
@@ -272,10 +291,7 @@ def test_a_service_written_from_scratch_sees_every_request(
     rng = random.Random(7)
     served: Counter[str] = Counter()
     with TestClient(service.app, raise_server_exceptions=False) as client:
-        rt = mlops_otel.fastapi.get_runtime(service.app)
-        rt.registry.register("gnn", "v2.1.0")
-        rt.registry.register("gnn", "v2.2.0")
-        start_test(rt)
+        rt = ready(mlops_otel.fastapi.get_runtime(service.app))
         for i in range(sent):
             fail = rng.random() < 0.10
             failures += fail
@@ -331,12 +347,7 @@ _CONFIDENCES = st.one_of(st.none(), st.floats(0.0, 1.0), st.floats(allow_nan=Tru
 def test_prediction_records_exactly_what_the_five_calls_record(
         cases: list[tuple[float | int, float | int | None, bool, int]]) -> None:
     """Same registry statistics, A/B results, drift samples and invalid-measurement counts as the public calls."""
-    one, five = (Runtime.create(Settings(drift={"check_interval": None})) for _ in range(2))
-    try:
-        for r in (one, five):
-            r.registry.register("gnn", "v2.1.0")
-            r.registry.register("gnn", "v2.2.0")
-            start_test(r)
+    with runtime_pair(Settings(drift={"check_interval": None})) as (one, five):
         for latency, confidence, fail, user in cases:
             uid = f"user-{user}"
             with contextlib.suppress(ZeroDivisionError), one.prediction("gnn", user_id=uid) as p:
@@ -362,9 +373,6 @@ def test_prediction_records_exactly_what_the_five_calls_record(
         assert _same(_recorded(one), _recorded(five))
         stage_count = ("diagnosis_duration_seconds_count", frozenset({("stage", "gnn_inference")}))
         assert _recorded(one)[stage_count] == len(cases)
-    finally:
-        one.close()
-        five.close()
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -411,13 +419,8 @@ def _recorded(r: Runtime) -> dict[Any, float]:
 def test_the_fused_writes_follow_label_folding_a_fork_reset_and_passthrough(mode: str) -> None:
     """prediction()'s pre-bound series: never a folded one (each write counts its overflow), rebound after
     the reset a forked child does, and the single calls where OTel instruments must see every write."""
-    one, five = (Runtime.create(Settings(drift={"check_interval": None}, max_label_values=1, mode=mode))
-                 for _ in range(2))
-    try:
-        for r in (one, five):
-            r.registry.register("gnn", "v2.1.0")
-            r.registry.register("gnn", "v2.2.0")
-            start_test(r)
+    settings = Settings(drift={"check_interval": None}, max_label_values=1, mode=mode)
+    with runtime_pair(settings) as (one, five):
         for part in range(2):
             for i in range(16):
                 with one.prediction("gnn", user_id=f"user-{i}") as p:
@@ -433,9 +436,6 @@ def test_the_fused_writes_follow_label_folding_a_fork_reset_and_passthrough(mode
         # One version's series are folded into "other" (1 label value allowed), and every write to them counted.
         assert sum(v for k, v in after.items() if k[0] == "mlops_label_overflow_total") >= 16
         assert after == before  # the same 16 predictions again, counted from zero after the reset
-    finally:
-        one.close()
-        five.close()
 
 
 # Without an SDK (the API's no-op tracer, or its proxy while no global provider is installed) prediction()

@@ -13,14 +13,19 @@ from hypothesis import strategies as st
 from opentelemetry.sdk.trace import TracerProvider
 
 from mlops_otel import Runtime, Settings
-from mlops_otel.ab import ABTestConfig
 from mlops_otel.telemetry import Deferred, Telemetry
 from mlops_otel.testing import sample_value, samples
 from mlops_otel.validation import InvalidValueError
 
-from .test_prediction import _five_calls, _recorded, _same, fresh_default, start_test  # noqa: F401  # (autouse)
-
-TEST = "gnn_v2.2_test"
+from .test_prediction import (  # noqa: F401  # fresh_default: autouse
+    TEST,
+    _five_calls,
+    _recorded,
+    _same,
+    fresh_default,
+    ready,
+    runtime_pair,
+)
 
 
 def _wait(predicate: Any, timeout: float = 30.0) -> None:
@@ -143,12 +148,7 @@ def test_settings_are_validated(field: str, kwargs: dict[str, Any]) -> None:
 
 # ------------------------------------------------------------------ the integration paths
 def _runtime(**kwargs: Any) -> Runtime:
-    rt = Runtime.create(Settings(drift={"check_interval": None}), **kwargs)
-    rt.registry.register("gnn", "v2.1.0")
-    rt.registry.register("gnn", "v2.2.0")
-    rt.ab.start_test(ABTestConfig(name=TEST, model_type="gnn", control_version="v2.1.0",
-                                  treatment_version="v2.2.0", treatment_traffic_pct=50))
-    return rt
+    return ready(Runtime.create(Settings(drift={"check_interval": None}), **kwargs))
 
 
 def test_no_prediction_records_on_its_request_thread_without_a_span() -> None:
@@ -341,12 +341,7 @@ def test_a_batch_of_deferred_predictions_records_what_the_single_calls_record(
         cases: list[tuple[float, float, float, int]]) -> None:
     """Many predictions of one version applied together (summed per part, one lock round each) record what
     the single public calls record one by one, up to the order of float summation."""
-    one, five = (Runtime.create(Settings(drift={"check_interval": None})) for _ in range(2))
-    try:
-        for r in (one, five):
-            r.registry.register("gnn", "v2.1.0")
-            r.registry.register("gnn", "v2.2.0")
-            start_test(r)
+    with runtime_pair(Settings(drift={"check_interval": None})) as (one, five):
         one.telemetry.deferred.close()  # (reopened below) no background thread: the whole list is one batch
         one.telemetry.deferred = Deferred(one.telemetry._agg.fault, interval=3600.0)
         for latency, confidence, score, user in cases:
@@ -360,6 +355,3 @@ def test_a_batch_of_deferred_predictions_records_what_the_single_calls_record(
             assert (d1 and d1.accepted_samples) == (d5 and d5.accepted_samples)
         assert _same(one.ab.results(TEST), five.ab.results(TEST))
         assert _same(_recorded(one), _recorded(five))
-    finally:
-        one.close()
-        five.close()
