@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlops_otel.ab import (
     ABTestConfig,
@@ -21,6 +23,7 @@ from mlops_otel.ab import (
     Decision,
     Guardrails,
     InvalidConfigError,
+    assign,
 )
 from mlops_otel.registry import InvalidValueError, ModelRegistry
 from mlops_otel.stores import MemoryStore, StateStore
@@ -238,6 +241,27 @@ def test_assign_variant(parts: tuple[ModelRegistry, ABTestManager], tel: Telemet
     assert sample_value(tel, "ab_assignments_total", test="gnn_v2.2_test", variant="treatment") == 1.0
     assert sample_value(tel, "ab_assignments_total", test="gnn_v2.2_test", variant="champion") == 2.0
     assert "gnn_v2.2_test" in manager._active_tests  # the seed's idiom keeps working
+
+
+@settings(max_examples=60, deadline=None)
+@given(ids=st.lists(st.one_of(st.text(min_size=1, max_size=30), st.integers()), min_size=1, max_size=20),
+       pct=st.floats(min_value=0.0001, max_value=99.9999))
+def test_the_request_path_assigns_what_assign_computes(ids: list[Any], pct: float) -> None:
+    """The manager's request path inlines the assignment: it must agree with ``assign()`` for any id and split,
+    counted per arm (ints as their ``str()``, as ``assign`` does)."""
+    tel = Telemetry()
+    _, manager = setup(MemoryStore(), tel, Clock())
+    cfg = make_config(treatment_traffic_pct=pct)
+    manager.start_test(cfg)
+    try:
+        expected = [str(assign(str(u), cfg)) for u in ids]
+        got = [manager.assign_variant("gnn", u)["name"] for u in ids]
+        assert got == expected
+        for arm in ("control", "treatment"):
+            assert sample_value(tel, "ab_assignments_total", test=cfg.name, variant=arm) == \
+                (expected.count(arm) or None)
+    finally:
+        manager.close()
 
 
 def test_other_workers_tests_are_seen_after_the_refresh_interval(tel: Telemetry, clock: Clock) -> None:

@@ -218,7 +218,7 @@ def test_non_string_label_values_never_break_the_exposition() -> None:
 def test_the_tracer_provider_is_looked_up_once_per_request(monkeypatch: pytest.MonkeyPatch) -> None:
     """No SDK: the request's stages, GenAI operations and prediction reuse the request's answer to
     "can a span record?" (one provider lookup, an environment read while none is set, per request, #16);
-    outside a request every call asks."""
+    outside a request every call asks, unless a "no SDK" answer younger than NO_SDK_RECHECK_S is kept."""
     from mlops_otel.telemetry import _telemetry as impl
 
     calls: list[int] = []
@@ -229,6 +229,8 @@ def test_the_tracer_provider_is_looked_up_once_per_request(monkeypatch: pytest.M
         return lookup()
 
     monkeypatch.setattr(impl, "_get_tracer_provider", counting)
+    monkeypatch.setattr(impl._NO_SDK, "until", -1.0)
+    monkeypatch.setattr(impl, "NO_SDK_RECHECK_S", 0.0)  # every answer stale at once: the per-request reuse alone
     tel = Telemetry()
     try:
         @tel.track_diagnosis_request("create_diagnosis")
@@ -244,5 +246,35 @@ def test_the_tracer_provider_is_looked_up_once_per_request(monkeypatch: pytest.M
         with tel.track_stage("gnn_inference", "v1"), tel.track_stage("rag_generation", "rag-1"):
             pass
         assert len(calls) == 4
+        # A kept "no SDK" answer: no lookup at all until it is stale.
+        monkeypatch.setattr(impl, "NO_SDK_RECHECK_S", 3600.0)
+        monkeypatch.setattr(impl._NO_SDK, "until", -1.0)
+        handler()
+        handler()
+        with tel.track_stage("gnn_inference", "v1"):
+            pass
+        assert len(calls) == 5
+        monkeypatch.setattr(impl._NO_SDK, "until", -1.0)  # stale: the next question looks again
+        handler()
+        assert len(calls) == 6
     finally:
         tel.close()
+
+
+@settings(max_examples=40, deadline=None)
+@given(writes=st.lists(st.tuples(st.sampled_from(["t1", "t2", "t3"]), st.sampled_from(["control", "treatment"]),
+                                 st.integers(0, 5)), max_size=12),
+       limit=st.integers(1, 3))
+def test_add_each_records_what_as_many_add_calls_record(writes: list[tuple[str, str, int]], limit: int) -> None:
+    """``add_each(spec, labels, n)`` (a batch of counted additions) is *n* ``add`` calls, label folding and its
+    per-write overflow count included."""
+    each, one_by_one = Telemetry(max_label_values=limit), Telemetry(max_label_values=limit)
+    try:
+        for test, variant, n in writes:
+            each.add_each(semconv.AB_ASSIGNMENTS, (test, variant), n)
+            for _ in range(n):
+                one_by_one.add(semconv.AB_ASSIGNMENTS, (test, variant))
+        assert samples(each) == samples(one_by_one)
+    finally:
+        each.close()
+        one_by_one.close()

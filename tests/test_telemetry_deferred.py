@@ -3,6 +3,7 @@ every read, in the background, never lost, never on the request thread."""
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from typing import Any
@@ -12,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.sdk.trace import TracerProvider
 
-from mlops_otel import Runtime, Settings
+from mlops_otel import Runtime, Settings, semconv
+from mlops_otel.stats import VECTOR_MIN
 from mlops_otel.telemetry import Deferred, Telemetry
 from mlops_otel.testing import sample_value, samples
 from mlops_otel.validation import InvalidValueError
@@ -334,14 +336,43 @@ def test_after_the_runtime_closed_writes_are_applied_at_once() -> None:
     assert seen == [1]
 
 
+def _values(bounds: tuple[float, ...], lo: float, hi: float) -> st.SearchStrategy[float]:
+    """Floats in [lo, hi], often exactly on a bucket bound (where bisect and numpy must agree)."""
+    return st.one_of(st.sampled_from([b for b in bounds if lo <= b <= hi]), st.floats(lo, hi))
+
+
+_MS_BOUNDS = tuple(b * 1000.0 for b in semconv.GNN_INFERENCE_DURATION.buckets)
+
+
 @settings(max_examples=15, deadline=None)
-@given(cases=st.lists(st.tuples(st.floats(0.0, 5000.0), st.floats(0.0, 1.0), st.floats(0.0, 1.0),
-                                st.integers(0, 30)), min_size=8, max_size=80))
+@given(cases=st.lists(st.tuples(_values(_MS_BOUNDS, 0.0, 5000.0), _values(semconv.GNN_CONFIDENCE.buckets, 0.0, 1.0),
+                                _values(semconv.GNN_ANOMALY_SCORE.buckets, 0.0, 1.0), st.integers(0, 30)),
+                      min_size=8, max_size=80))
 def test_a_batch_of_deferred_predictions_records_what_the_single_calls_record(
         cases: list[tuple[float, float, float, int]]) -> None:
     """Many predictions of one version applied together (summed per part, one lock round each) record what
     the single public calls record one by one, up to the order of float summation."""
-    with runtime_pair(Settings(drift={"check_interval": None})) as (one, five):
+    _check_batch(cases)
+
+
+@pytest.mark.parametrize(("seed", "max_label_values"), [(0, 100), (1, 100), (2, 1)])
+def test_a_large_batch_is_summed_with_numpy_and_records_the_same(seed: int, max_label_values: int) -> None:
+    """From stats.VECTOR_MIN records of a version on, the batch's sums and histogram buckets are computed with
+    numpy: the same bucket counts (values on the bounds included), minimum and maximum, sums up to rounding;
+    with one label value allowed, the other version's batch goes to the folded series one by one."""
+    rng = random.Random(seed)
+
+    def pick(bounds: tuple[float, ...], lo: float, hi: float) -> float:
+        inside = [b for b in bounds if lo <= b <= hi]
+        return rng.choice(inside) if rng.random() < 0.3 else rng.uniform(lo, hi)
+
+    cases = [(pick(_MS_BOUNDS, 0.0, 5000.0), pick(semconv.GNN_CONFIDENCE.buckets, 0.0, 1.0),
+              pick(semconv.GNN_ANOMALY_SCORE.buckets, 0.0, 1.0), rng.randrange(40)) for _ in range(6 * VECTOR_MIN)]
+    _check_batch(cases, max_label_values)
+
+
+def _check_batch(cases: list[tuple[float, float, float, int]], max_label_values: int = 100) -> None:
+    with runtime_pair(Settings(drift={"check_interval": None}, max_label_values=max_label_values)) as (one, five):
         one.telemetry.deferred.close()  # (reopened below) no background thread: the whole list is one batch
         one.telemetry.deferred = Deferred(one.telemetry._agg.fault, interval=3600.0)
         for latency, confidence, score, user in cases:
@@ -355,3 +386,4 @@ def test_a_batch_of_deferred_predictions_records_what_the_single_calls_record(
             assert (d1 and d1.accepted_samples) == (d5 and d5.accepted_samples)
         assert _same(one.ab.results(TEST), five.ab.results(TEST))
         assert _same(_recorded(one), _recorded(five))
+        assert b"np." not in one.telemetry.render_prometheus()  # plain floats only, never a numpy repr

@@ -76,8 +76,8 @@ class _Handle:
     replaces a detector) and the fused telemetry writes of the last stage it was predicted in.
     """
 
-    __slots__ = ("add_sample", "add_samples", "record", "record_many", "stats_key", "update", "update_many",
-                 "version", "writes")
+    __slots__ = ("add_sample", "add_samples", "count_assignments", "record", "record_many", "stats_key", "update",
+                 "update_many", "version", "writes")
 
     def __init__(self, version: str, registry: ModelRegistry, ab: ABTestManager) -> None:
         self.version = version
@@ -85,6 +85,7 @@ class _Handle:
         self.update_many: Callable[[str, Sequence[float], Sequence[float]], None] = registry._update_checked_many
         self.record: Callable[[str, str, float | None, float | None, bool, bool], bool] = ab._record_checked
         self.record_many: Callable[[str, str, Sequence[float], Sequence[float]], bool] = ab._record_checked_many
+        self.count_assignments: Callable[[str, str, int], None] = ab._count_assignments
         self.stats_key: str | None = None
         self.add_sample: Callable[..., None] | None = None
         self.add_samples: Callable[[Sequence[float], Sequence[float]], None] | None = None
@@ -234,7 +235,8 @@ class Prediction:
         rt = self.runtime
         parts = self._parts = rt._hot or rt.hot_parts()
         try:
-            self.variant, version, test = parts[2]._assign(self.model_type, self.user_id)
+            # The arm's assignment is counted at the end, with the result (off the request path when deferred).
+            self.variant, version, test = parts[2]._assign(self.model_type, self.user_id, False)
             self.test = test
             version = self.version = version or self.default_version
         except Exception as exc:  # assignment never raises, but a broken runtime must not fail the request
@@ -267,6 +269,11 @@ class Prediction:
                 and type(conf) is float and self.features is None and self.embedding is None \
                 and not self.extra and not self.attributes and self._defer(version, latency, score, conf):
             return
+        if self.test is not None:  # the assignment __enter__ left uncounted
+            try:
+                parts[2]._count_assignments(self.test, self.variant)
+            except Exception as fault:
+                tel.fault("prediction.assign", fault)
         observed = version is not None and score is not None and conf is not None
         if exc_type is not None:
             self.error_type = exc_type.__name__
@@ -366,13 +373,14 @@ class Prediction:
         except Exception:  # not made yet, or an unhashable version: the immediate path
             return False
         writes = handle.writes
-        if handle.stats_key is None or handle.add_samples is None or writes is None or writes.stage != self.stage \
-                or not writes.covers(latency, score, conf) or not writes.context_free():
+        if writes is None or handle.add_samples is None or handle.stats_key is None \
+                or (writes.stage is not self.stage and writes.stage != self.stage) \
+                or not writes.defers(latency, score, conf):  # (__exit__ checked that score and conf are floats)
             return False
         elapsed = _perf_counter() - self._start
         if latency is None:
             latency = elapsed * 1000.0
-        if not 0.0 <= latency <= MAX_LATENCY_MS:  # (covers() checked its type)
+        if not 0.0 <= latency <= MAX_LATENCY_MS:  # (defers() checked its type)
             return False
         writes.mark_request()
         pending = self.runtime._pending_predictions
@@ -508,6 +516,10 @@ def _apply_one(handle: _Handle, writes: PredictionWrites, test: str | None, vari
     ab_result = None
     if test is not None:
         try:
+            handle.count_assignments(test, variant, 1)
+        except Exception as fault:
+            tel.fault("prediction.assign", fault)
+        try:
             if handle.record(test, variant, latency, conf, False, False):
                 ab_result = (test, variant)
         except Exception as fault:
@@ -529,11 +541,20 @@ def _apply_many(records: list[_Record]) -> None:
     except Exception as fault:
         tel.fault("prediction.registry", fault)
     arms: dict[tuple[str, str], list[_Record]] = {}
-    for r in records:
-        if r[2] is not None:
-            arms.setdefault((r[2], r[3]), []).append(r)
+    first = records[0]
+    if all(r[2] == first[2] and r[3] == first[3] for r in records):  # the usual batch: one arm (or none)
+        if first[2] is not None:
+            arms[(first[2], first[3])] = records
+    else:
+        for r in records:
+            if r[2] is not None:
+                arms.setdefault((r[2], r[3]), []).append(r)
     counts: list[tuple[tuple[str, str], int]] = []
     for arm, rs in arms.items():
+        try:
+            handle.count_assignments(arm[0], arm[1], len(rs))
+        except Exception as fault:
+            tel.fault("prediction.assign", fault)
         try:
             if handle.record_many(arm[0], arm[1], [r[5] for r in rs], [r[7] for r in rs]):
                 counts.append((arm, len(rs)))

@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import ClassVar
 
 import attrs
+import numpy as np
 
 from .validation import InvalidValueError
 
@@ -38,6 +39,9 @@ __all__ = ["CONFIDENCE_SHIFT", "LATENCY_SHIFT_MS", "Moments", "SufficientStats"]
 
 #: Shift subtracted from every confidence before summing (centre of ``[0, 1]``).
 CONFIDENCE_SHIFT = 0.5
+#: From this many values a batch is summed with numpy (pairwise summation, about 50x faster per value than
+#: ``math.fsum`` on a large batch; the sums may then differ from ``math.fsum``'s in their last bits).
+VECTOR_MIN = 64
 #: Shift subtracted from every latency in milliseconds before summing.
 LATENCY_SHIFT_MS = 0.0
 
@@ -149,6 +153,10 @@ class SufficientStats:
         (2.0, 0.0, 2.0, 6.0, 20.0, 2.0, 0.5, 0.25)
         """
         n = float(len(inference_times_ms))
+        if n >= VECTOR_MIN:
+            la = np.asarray(inference_times_ms, dtype=np.float64) - LATENCY_SHIFT_MS
+            ca = np.asarray(confidences, dtype=np.float64) - CONFIDENCE_SHIFT
+            return (n, 0.0, n, float(la.sum()), float((la * la).sum()), n, float(ca.sum()), float((ca * ca).sum()))
         ls = [x - LATENCY_SHIFT_MS for x in inference_times_ms]
         cs = [x - CONFIDENCE_SHIFT for x in confidences]
         return (n, 0.0, n, math.fsum(ls), math.fsum(x * x for x in ls), n, math.fsum(cs), math.fsum(x * x for x in cs))

@@ -28,7 +28,9 @@ from operator import add
 from typing import Any, cast
 
 import attrs
+import numpy as np
 
+from ..stats import VECTOR_MIN
 from ..stores import JSONValue, StateStore, make_key
 from ._variant import LOG_LATENCY_FLOOR_MS, VariantStats
 
@@ -72,6 +74,12 @@ def result_values(latency: float | None, confidence: float | None, error: bool) 
 def result_sums(latencies: Sequence[float], confidences: Sequence[float]) -> tuple[float, ...]:
     """The :func:`result_values` of successful results with both values, summed (values already validated)."""
     n = float(len(latencies))
+    if n >= VECTOR_MIN:  # numpy's pairwise sums (see stats.VECTOR_MIN)
+        la = np.asarray(latencies, dtype=np.float64)
+        ga = np.log(np.maximum(la, LOG_LATENCY_FLOOR_MS))
+        ca = np.asarray(confidences, dtype=np.float64) - _CONF_SHIFT
+        return (n, 0.0, n, float(la.sum()), float((la * la).sum()), n, float(ga.sum()), float((ga * ga).sum()),
+                n, float(ca.sum()), float((ca * ca).sum()))
     logs = [math.log(x if x > LOG_LATENCY_FLOOR_MS else LOG_LATENCY_FLOOR_MS) for x in latencies]
     cs = [x - _CONF_SHIFT for x in confidences]
     return (n, 0.0, n, math.fsum(latencies), math.fsum(x * x for x in latencies), n, math.fsum(logs),

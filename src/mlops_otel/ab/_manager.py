@@ -9,6 +9,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from hashlib import sha256 as _sha256
 from typing import Any, TypedDict, cast
 
 import attrs
@@ -20,7 +21,7 @@ from ..registry import ModelRegistry
 from ..stores import JSONValue, StateStore, make_key
 from ..telemetry import Telemetry, default_telemetry
 from ..validation import InvalidValueError, check_result_reporting
-from ._assign import Variant, assign
+from ._assign import Variant
 from ._collect import Collector, read_cut, result_sums, result_values
 from ._config import ABTestConfig, InvalidConfigError
 from ._evaluate import Decision, Evaluation, evaluate
@@ -591,8 +592,13 @@ class ABTestManager:
         name, version, test = self._assign(model_type, user_id)
         return {"name": name, "version": version, "test": test}
 
-    def _assign(self, model_type: str, user_id: str | None) -> tuple[str, str | None, str | None]:
-        """:meth:`assign_variant`'s answer as ``(name, version, test)``, no dict: ``prediction()``'s path."""
+    def _assign(self, model_type: str, user_id: str | None, count: bool = True) -> tuple[str, str | None, str | None]:
+        """:meth:`assign_variant`'s answer as ``(name, version, test)``, no dict: ``prediction()``'s path.
+
+        With *count* False an assignment into a test's arm is not counted here: the caller counts it
+        with :meth:`_count_assignments` (``prediction()`` does at its end, with its result, off the
+        request path when it can).
+        """
         try:
             view = self._models.get(model_type)
             if view is None:  # not loaded yet: _view registers it (and the first request waits, bounded)
@@ -615,17 +621,25 @@ class ABTestManager:
             if user_id is None or (type(user_id) is str and not user_id):
                 self._tel.add(semconv.AB_ASSIGNMENTS, (cfg.name, CHAMPION))
                 return CHAMPION, view.champion or cfg.control_version, None
-            variant = assign(user_id, cfg)
+            # assign(user_id, cfg), inlined (one call less on every prediction); tests check they agree.
+            if type(user_id) is not str:
+                user_id = str(user_id)
+            treatment = _sha256(cfg.salt_prefix + user_id.encode()).digest() < cfg.treatment_threshold
         except Exception as exc:  # an id whose str() fails: serve the champion
             self._tel.fault("ab.assign", exc)
             return CHAMPION, view.champion or cfg.control_version, None
         # Plain strings, not variant.value: Enum attribute access is slow on this hot path.
-        if variant is _TREATMENT:
+        if treatment:
             name, version = _TREATMENT_NAME, cfg.treatment_version
         else:
             name, version = _CONTROL_NAME, cfg.control_version
-        self._tel.add(semconv.AB_ASSIGNMENTS, (cfg.name, name))
+        if count:
+            self._tel.add(semconv.AB_ASSIGNMENTS, (cfg.name, name))
         return name, version, cfg.name
+
+    def _count_assignments(self, test: str, variant: str, n: int = 1) -> None:
+        """Count *n* assignments of *variant* of *test* that :meth:`_assign` was told not to count."""
+        self._tel.add_each(semconv.AB_ASSIGNMENTS, (test, variant), n)
 
     def record_result(
         self,

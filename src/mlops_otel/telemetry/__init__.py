@@ -7,9 +7,10 @@ from ._fused import PredictionWrites
 from ._genai import GenAIOperation, GenAIRetrieval, GenAIShape, TokenPrices, gen_ai_shape_from_env
 from ._merge import merge_snapshots, snapshot_from_json, snapshot_to_json
 from ._otlp import MetricsExporter
-from ._telemetry import Mode, StageTracker, Telemetry, request_decorator, tracer_cannot_record
+from ._telemetry import NO_SDK_RECHECK_S, Mode, StageTracker, Telemetry, request_decorator, tracer_cannot_record
 
 __all__ = [
+    "NO_SDK_RECHECK_S",
     "Deferred",
     "FamilySnapshot",
     "GenAIOperation",

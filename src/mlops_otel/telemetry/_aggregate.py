@@ -255,6 +255,17 @@ class Aggregator:
             series = family.series.get(labels) or self._series(family, labels)
             series.values[0] += value
 
+    def add_each(self, family: _Family, labels: tuple[str, ...], n: int) -> None:
+        """*n* additions of 1 to a counter, as *n* :meth:`add` calls record them (in one lock round): a
+        label value folded into ``"other"`` counts its overflow once per addition."""
+        with self.lock:
+            series = family.series.get(labels)
+            if series is not None:
+                series.values[0] += n
+                return
+            for _ in range(n):
+                self._series(family, labels).values[0] += 1.0
+
     def increment(self, family: _Family, labels: tuple[str, ...], value: float) -> None:
         """:meth:`add` for a *value* already validated; call with :attr:`lock` held."""
         series = family.series.get(labels) or self._series(family, labels)

@@ -20,9 +20,12 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
+
+import numpy as np
 
 from .. import semconv
+from ..stats import VECTOR_MIN
 from ._telemetry import _MAX_FLOAT, _MS, _REQUEST, _STAGE_SPAN, _close_span, _Opened
 
 if TYPE_CHECKING:
@@ -46,7 +49,20 @@ def _put(v: list[float], bounds: tuple[float, ...], value: float) -> None:
 
 
 def _put_many(v: list[float], bounds: tuple[float, ...], values: Sequence[float], start: int) -> None:
-    """:func:`_put` of ``values[start:]``."""
+    """:func:`_put` of ``values[start:]`` (from :data:`~mlops_otel.stats.VECTOR_MIN` values on, with numpy:
+    the same bucket counts, minimum and maximum; the sum pairwise, so its last bits may differ)."""
+    if len(values) - start >= VECTOR_MIN:
+        a = np.asarray(values[start:] if start else values, dtype=np.float64)
+        counts = np.bincount(np.searchsorted(bounds, a, side="left"), minlength=len(bounds) + 1)
+        for i in np.flatnonzero(counts).tolist():
+            v[i + 3] += float(counts[i])
+        v[0] += float(a.sum())
+        lo, hi = float(a.min()), float(a.max())
+        if lo < v[1]:
+            v[1] = lo
+        if hi > v[2]:
+            v[2] = hi
+        return
     total = v[0]
     lo, hi = v[1], v[2]
     for i in range(start, len(values)):
@@ -162,11 +178,13 @@ class PredictionWrites:
             agg = self.telemetry._agg
             duration, anomaly, confidence = self._gnn
             stage = self._duration
-            seconds = [x * _MS for x in latencies_ms]  # record_gnn_metrics' arithmetic
+            # record_gnn_metrics' arithmetic (numpy's product of two doubles is the same double)
+            seconds: Sequence[float] = (cast("Sequence[float]", np.asarray(latencies_ms, dtype=np.float64) * _MS)
+                                        if len(latencies_ms) >= VECTOR_MIN else [x * _MS for x in latencies_ms])
             with agg.lock:
                 bound = self._bound
                 if bound is None or stage.series is not self._bound_in:  # not bound yet, or reset since
-                    self._observe(elapsed[0], seconds[0], scores[0], confs[0], None)
+                    self._observe(elapsed[0], float(seconds[0]), scores[0], confs[0], None)
                     self._bind()
                     bound = self._bound
                     start = 1
@@ -179,7 +197,7 @@ class PredictionWrites:
                     _put_many(bound[3], confidence.bounds, confs, start)
                 else:  # a folded label value: the aggregator's own writes (each counts its overflow)
                     for i in range(start, len(elapsed)):
-                        self._observe(elapsed[i], seconds[i], scores[i], confs[i], None)
+                        self._observe(elapsed[i], float(seconds[i]), scores[i], confs[i], None)
                 results = self._results
                 for ab_result, n in ab_counts:
                     if results.series.get(ab_result) is not None:
@@ -189,6 +207,13 @@ class PredictionWrites:
                             agg.increment(results, ab_result, 1.0)
         except Exception as fault:
             self.telemetry._agg.fault("record_gnn_metrics", fault)
+
+    def defers(self, latency_ms: float | None, score: float, conf: float) -> bool:
+        """:meth:`covers` and :meth:`context_free` in one call (``prediction()``'s deferred exit), for a
+        *score* and *conf* whose type the caller has checked to be ``float``; a *latency_ms* given must be
+        a float in ``[0, MAX_LATENCY_MS]`` to be deferred, which the caller checks after this."""
+        return (not self.telemetry._instruments and 0.0 <= score <= 1.0 and 0.0 <= conf <= 1.0
+                and (latency_ms is None or type(latency_ms) is float) and _STAGE_SPAN.get() is None)
 
     @staticmethod
     def context_free() -> bool:
