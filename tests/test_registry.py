@@ -372,3 +372,19 @@ def test_variance_survives_large_means_summed_one_by_one() -> None:
     s = SufficientStats.from_counters(totals)
     assert s.latency_ms.variance == pytest.approx(float(np.var(x, ddof=1)), rel=1e-6)
     assert s.confidence.variance == pytest.approx(float(np.var(1e-3 * (x - 1000.0), ddof=1)), rel=1e-6)
+
+
+def test_the_role_reads_include_this_process_results(registry: ModelRegistry) -> None:
+    """get_champion()/get_challenger() return the version with every result recorded before the call, as
+    get() does (the results wait in a buffer flushed every second, or in the deferred queue)."""
+    registry.register("gnn", "v1")
+    registry.register("gnn", "v2")
+    registry.set_challenger("gnn", "v2", reason="shadow it")
+    for _ in range(3):
+        registry.update_metrics("gnn", "v1", 10.0, 0.9, error=False)
+    registry.update_metrics("gnn", "v2", 20.0, 0.8, error=True)
+    champion, challenger = registry.get_champion("gnn"), registry.get_challenger("gnn")
+    assert champion is not None
+    assert challenger is not None
+    assert (champion.version, champion.count, champion.error_rate) == ("v1", 3, 0.0)
+    assert (challenger.version, challenger.count, challenger.error_rate) == ("v2", 1, 1.0)

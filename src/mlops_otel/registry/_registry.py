@@ -390,16 +390,22 @@ class ModelRegistry:
         return champion
 
     def get_champion(self, model_type: str) -> ModelVersion | None:
-        """The champion of *model_type*, or ``None`` when nothing is registered."""
-        doc = self._read(model_type)
-        champion = doc["champion"]
-        return None if champion is None else self._version(model_type, champion, doc)
+        """The champion of *model_type* with its metrics (this process's pending results flushed first), or
+        ``None`` when nothing is registered."""
+        return self._role(model_type, "champion")
 
     def get_challenger(self, model_type: str) -> ModelVersion | None:
-        """The challenger of *model_type* (e.g. an A/B test's treatment), or ``None``."""
+        """The challenger of *model_type* (e.g. an A/B test's treatment) with its metrics, as
+        :meth:`get_champion`, or ``None``."""
+        return self._role(model_type, "challenger")
+
+    def _role(self, model_type: str, role: str) -> ModelVersion | None:
         doc = self._read(model_type)
-        challenger = doc["challenger"]
-        return None if challenger is None else self._version(model_type, challenger, doc)
+        version = doc[role]
+        if version is None:
+            return None
+        self.flush()  # as get(): the metrics include every result this process recorded before the call
+        return self._version(model_type, version, doc)
 
     def history(self, model_type: str) -> list[RoleChange]:
         """Every role change of *model_type*, oldest first (the newest ``max_history``)."""

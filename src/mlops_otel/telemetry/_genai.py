@@ -90,11 +90,19 @@ class _GenAISpan:
         self._token: object | None = None
         self._start = 0.0
 
+    def _skip(self) -> bool:
+        """Whether no span is started (tracing cannot record one, as for ``track_stage``): then the block is
+        only timed, from now. Asked before the span's name and attributes are built."""
+        try:
+            if self.telemetry.span_may_record():
+                return False
+        except Exception as exc:
+            self.telemetry.fault("gen_ai_span", exc)
+        self._start = time.perf_counter()
+        return True
+
     def _open(self, name: str, kind: SpanKind, attributes: dict[str, str]) -> None:
         try:
-            if not self.telemetry.span_may_record():  # no span while tracing cannot record one (as track_stage)
-                self._start = time.perf_counter()
-                return
             span = self.telemetry.tracer.start_span(name, kind=kind, attributes=attributes)
             self._span = span
             if span.get_span_context().is_valid:
@@ -144,6 +152,8 @@ class GenAIOperation(_GenAISpan):
         self._output: int | None = None
 
     def __enter__(self) -> GenAIOperation:
+        if self._skip():
+            return self
         self._open(semconv.gen_ai_span_name(self.operation, self.model),
                    SpanKind.CLIENT if self.remote else SpanKind.INTERNAL, {
                        semconv.ATTR_GEN_AI_OPERATION_NAME: self.operation,
@@ -186,6 +196,8 @@ class GenAIRetrieval(_GenAISpan):
         self.remote = remote
 
     def __enter__(self) -> trace.Span:
+        if self._skip():
+            return trace.get_current_span()  # (self.span with no span of its own)
         attributes = {semconv.ATTR_GEN_AI_OPERATION_NAME: semconv.GEN_AI_OPERATION_RETRIEVAL,
                       semconv.ATTR_GEN_AI_DATA_SOURCE_ID: self.data_source_id}
         if self.provider is not None:

@@ -258,8 +258,9 @@ class Telemetry:
 
     def span_may_record(self) -> bool:
         """Whether a span started now by :attr:`tracer` could record (see ``track_stage``: none is started
-        while it cannot). Public API types only; checked per request (per call outside one), so a provider
-        installed later counts from the next request."""
+        while it cannot). Public API types only; checked per request (per call outside one, a "no SDK"
+        answer kept :data:`NO_SDK_RECHECK_S`), so a provider installed later counts from the first
+        request starting that long after it."""
         return not _cannot_record(self)
 
     def add(self, spec: MetricSpec, labels: tuple[str, ...], value: float = 1.0) -> None:
