@@ -236,6 +236,22 @@ return 1
 """
 
 
+def _wait_until_blocked(url: str, timeout: float = 30.0) -> None:
+    """Return once the server stopped answering (a script is running): a PING on loopback gets no reply for
+    0.5 s, which a loaded machine alone does not explain (and leaves the caller 2.5 s of a 3 s block)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        probe = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=5)
+        try:
+            probe.ping()
+        except redis.exceptions.TimeoutError:
+            return  # (the probe's connection, with its unread reply, is dropped)
+        finally:
+            probe.close()
+        assert time.monotonic() < deadline, "the server never blocked"
+        time.sleep(0.005)
+
+
 def test_a_batch_whose_reply_was_lost_is_applied_once(
     redis_fresh: RedisServer, make_store: Callable[..., RedisStore], tel: Telemetry
 ) -> None:
@@ -243,13 +259,14 @@ def test_a_batch_whose_reply_was_lost_is_applied_once(
     store.incr("warm-up", {"n": 1})  # connects and loads the scripts
     assert store.flush()
     raw = redis.Redis.from_url(redis_fresh.url, socket_timeout=10)
+    raw.ping()  # connected before the race below starts
     store.incr("k", {"n": 1})
     store.append("w", ["x"], max_len=5)
-    # Block the server for 1 s: the flush's pipeline is read by Redis only after
+    # Block the server for 3 s: the flush's pipeline is read by Redis only after
     # the client timed out and hung up, so the batch is applied but its reply is lost.
-    blocker = threading.Thread(target=raw.eval, args=(BUSY_LUA, 0, 1_000_000))
+    blocker = threading.Thread(target=raw.eval, args=(BUSY_LUA, 0, 3_000_000))
     blocker.start()
-    time.sleep(0.1)
+    _wait_until_blocked(redis_fresh.url)  # not a fixed sleep: under load the script may start late
     assert store.flush(timeout=0.2) is False
     blocker.join()
     wait_until(lambda: raw.hgetall(f"{store.prefix}:k") == {b"n": b"1"})  # applied despite the timeout
