@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import signal
+import time
 import uuid
 
+import attrs
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from mlops_otel import FleetMetrics, Runtime, semconv
 from mlops_otel.cli import main
@@ -12,9 +17,13 @@ from mlops_otel.stores.redis import RedisStore
 from mlops_otel.telemetry import Telemetry
 from mlops_otel.testing import sample_value
 
-from .services import RedisServer
+from .services import RedisServer, uvicorn_process
 
 pytestmark = pytest.mark.integration
+
+#: FleetMetrics' defaults, which a service built by Runtime.from_env uses: publish every interval, TTL 3 x it + 10 s.
+FLEET_INTERVAL_S: float = attrs.fields(FleetMetrics).interval.default
+FLEET_TTL_S = 3 * FLEET_INTERVAL_S + 10.0
 
 
 class Clock:
@@ -98,3 +107,53 @@ def test_fleet_totals_never_go_back_when_the_store_loses_a_document(redis_fresh:
     finally:
         live.close()
         store.close()
+
+
+def _requests_total(url: str) -> float:
+    """The fleet's ``diagnosis_requests_total``, summed over its labels, as *url*'s ``/metrics`` serves it."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
+               if s.name == "diagnosis_requests_total")
+
+
+def _post(url: str, ids: list[str], n: int) -> None:
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for i in range(n):
+            status = client.post("/diagnosis/create", json={"equipment_id": ids[i % len(ids)],
+                                                            "user_id": f"u{i}"}).status_code
+            assert status in (200, 503), status  # 503: the example GNN's simulated failures, counted too
+
+
+def _settles_at(url: str, expected: float, timeout: float = 60.0) -> None:
+    """Wait until *url*'s fleet total is *expected*, then check it stays there for two more fleet refreshes
+    (a worker counted twice would push it above)."""
+    deadline = time.monotonic() + timeout
+    while (total := _requests_total(url)) != expected:
+        assert total < expected, f"fleet total {total} above the {expected} requests made"
+        assert time.monotonic() < deadline, f"fleet total {total}, expected {expected}"
+        time.sleep(0.25)
+    time.sleep(2 * FLEET_INTERVAL_S + 1.0)
+    assert _requests_total(url) == expected
+
+
+def test_a_worker_paused_past_its_ttl_is_counted_once_when_it_resumes(redis_service: RedisServer) -> None:
+    """Two services on one Redis store, fleet view on. One is SIGSTOPped for longer than its fleet TTL (a hung
+    host): the other's view keeps its requests (counters stay when a snapshot expires) and counts its own; once
+    resumed it publishes again, and its later requests are added once, never its earlier ones a second time."""
+    env = {"MLOPS_OTEL_STORE_URL": redis_service.url, "MLOPS_OTEL_STORE_PREFIX": f"pause-{uuid.uuid4().hex[:8]}"}
+    app = "examples.diagnosis_service.app:app"
+    with uvicorn_process(app, env=env) as (a, _), uvicorn_process(app, env=env) as (b, b_proc):
+        ids = httpx.get(f"{a}/equipment", timeout=30).json()
+        _post(a, ids, 20)
+        _post(b, ids, 30)
+        _settles_at(a, 50)
+        b_proc.send_signal(signal.SIGSTOP)
+        try:
+            _post(a, ids, 10)
+            time.sleep(FLEET_TTL_S + 2 * FLEET_INTERVAL_S)  # b's snapshot has expired in a's view
+            _settles_at(a, 60)
+        finally:
+            b_proc.send_signal(signal.SIGCONT)
+        _post(b, ids, 15)
+        _settles_at(a, 75)
+        _settles_at(b, 75)
