@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from mlops_otel import FleetMetrics, Runtime, semconv
-from mlops_otel.stores import MemoryStore
+from mlops_otel.stores import MemoryStore, make_key
 from mlops_otel.telemetry import Telemetry, merge_snapshots, snapshot_from_json, snapshot_to_json
 from mlops_otel.testing import sample_value
 
@@ -88,3 +90,64 @@ def test_runtime_enables_fleet_metrics_only_for_shared_stores() -> None:
 def test_bad_interval_is_rejected() -> None:
     with pytest.raises(ValueError, match=r"interval must be a positive number of seconds, got 0"):
         FleetMetrics(MemoryStore(), Telemetry(), interval=0)
+
+
+def test_bad_expired_recheck_is_rejected() -> None:
+    with pytest.raises(ValueError, match=r"expired_recheck must be a positive number of seconds, got 0"):
+        FleetMetrics(MemoryStore(), Telemetry(), expired_recheck=0)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_stopped_workers_document_is_fetched_again_only_every_expired_recheck() -> None:
+    """Workers recycled often leave many stopped workers' documents: each refresh lists them, but re-reads one
+    whose TTL ran out only every ``expired_recheck`` seconds (its counters stay in the view meanwhile), and a
+    worker that resumes publishing is seen again at the next re-read."""
+    fetched: list[str] = []
+
+    class Counting(MemoryStore):
+        def get_document(self, key: str) -> Any:
+            fetched.append(key)
+            return super().get_document(key)
+
+    store, clock = Counting(), _Clock()
+    stopped_tel, live_tel = Telemetry(), Telemetry()
+    stopped = FleetMetrics(store, stopped_tel, interval=1.0, ttl=5.0, clock=clock)
+    live = FleetMetrics(store, live_tel, interval=1.0, ttl=5.0, expired_recheck=30.0, clock=clock)
+    key = make_key("telemetry", "fleet", stopped.worker_id)
+    stopped_tel.set(semconv.MODEL_CHAMPION, ("gnn", "v1"), 1.0)
+    stopped_tel.add(semconv.DIAGNOSIS_REQUESTS, ("success", "v1"), 5)
+    assert stopped.publish()
+
+    def refresh_and_total() -> float | None:
+        fetched.clear()
+        assert live.refresh()
+        return sample_value(live_tel, "diagnosis_requests_total", status="success", model_version="v1")
+
+    live_tel.use_exposition_source(live.fleet_snapshot)
+    assert refresh_and_total() == 5.0
+    assert key in fetched
+    assert sample_value(live_tel, "model_champion", model_type="gnn", model_version="v1") == 1.0
+    for _ in range(3):  # within its TTL: read every refresh (its worker may be publishing)
+        clock.now += 1.0
+        assert refresh_and_total() == 5.0
+        assert key in fetched
+    clock.now += 3.0  # TTL ran out (last read 3 s ago)
+    for _ in range(26):
+        assert refresh_and_total() == 5.0  # its counters stay ...
+        assert key not in fetched  # ... and it is not read again
+        assert sample_value(live_tel, "model_champion", model_type="gnn", model_version="v1") is None
+        clock.now += 1.0
+    stopped_tel.add(semconv.DIAGNOSIS_REQUESTS, ("success", "v1"), 3)  # its worker resumes
+    assert stopped.publish()
+    clock.now += 2.0  # 31 s after the last read
+    assert refresh_and_total() == 8.0
+    assert key in fetched
+    assert sample_value(live_tel, "model_champion", model_type="gnn", model_version="v1") == 1.0
+    live.close()

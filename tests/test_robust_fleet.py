@@ -57,8 +57,9 @@ def test_dead_worker_gauges_expire_its_counters_stay(redis_service: RedisServer)
         assert sample_value(new_tel, "model_champion", model_type="gnn", model_version="v1") is None
         assert sample_value(new_tel, "model_champion", model_type="gnn", model_version="v2") == 1.0
         assert sample_value(new_tel, "diagnosis_requests_total", status="success", model_version="v1") == 5.0
-        # A live worker renews its TTL with every publish, so it never expires.
-        clock.now += 6.0
+        # A worker that resumes renews its TTL with its next publish; the others re-read a document whose
+        # TTL ran out every expired_recheck seconds (30 by default), and then show its gauges again.
+        clock.now += 30.0
         assert old.refresh()
         assert new.refresh()
         assert sample_value(new_tel, "model_champion", model_type="gnn", model_version="v1") == 1.0

@@ -62,6 +62,8 @@ class _Seen:
     published_at: float
     ttl: object
     snapshot: list[FamilySnapshot]
+    #: When this worker last fetched the document (its clock).
+    checked_at: float = float("-inf")
 
     def expired(self, now: float) -> bool:
         """Whether its worker stopped renewing it (or it was written by 0.1, which never renewed it)."""
@@ -99,6 +101,11 @@ class FleetMetrics:
     telemetry: Telemetry
     interval: float = attrs.field(default=2.0, kw_only=True)
     ttl: float | None = attrs.field(default=None, kw_only=True)
+    #: How often a document whose TTL ran out is fetched again (seconds). Each refresh lists the documents,
+    #: but a stopped worker's is re-read only this often: workers recycled often (gunicorn's
+    #: ``max_requests``) leave many, and re-reading each every *interval* cost a fetch and a JSON parse
+    #: apiece. A worker that hung past its TTL and resumed is seen again within this time.
+    expired_recheck: float = attrs.field(default=30.0, kw_only=True)
     clock: Callable[[], float] = attrs.field(default=time.time, kw_only=True, repr=False)
     _worker: str = attrs.field(factory=lambda: uuid.uuid4().hex, init=False)
     _thread: PeriodicWorker[FleetMetrics] | None = attrs.field(default=None, init=False, repr=False)
@@ -117,6 +124,8 @@ class FleetMetrics:
             self.ttl = 3 * self.interval + 10.0
         elif not self.interval < self.ttl < float("inf"):
             raise InvalidValueError("ttl", f"a number of seconds above interval ({self.interval!r})", self.ttl)
+        if not 0 < self.expired_recheck < float("inf"):
+            raise InvalidValueError("expired_recheck", "a positive number of seconds", self.expired_recheck)
         after_fork_in_child(self, FleetMetrics._after_fork)
 
     def _after_fork(self) -> None:
@@ -160,16 +169,22 @@ class FleetMetrics:
         The view of another worker never goes back: a document older than the one already
         seen (a store restored from an older copy) is ignored, and the counters of a document
         that left the store (restarted empty, flushed) stay in the view; a document seen
-        again unchanged is not parsed again.
+        again unchanged is not parsed again, and one whose TTL ran out is fetched again only
+        every *expired_recheck* seconds.
         """
         slicer = _Slicer()
         published = self.publish(slicer=slicer)
         own = make_key(_NAMESPACE, _GROUP, self._worker)
         seen = dict(self._seen)
+        now = self.clock()
         try:
             listed: set[str] = set()
             for key in self.store.list_keys(make_key(_NAMESPACE, _GROUP, "")):
                 if key == own:
+                    continue
+                previous = seen.get(key)
+                if previous is not None and previous.expired(now) and now - previous.checked_at < self.expired_recheck:
+                    listed.add(key)  # still in the store, its worker stopped: its last snapshot stands for now
                     continue
                 slicer()
                 found = self.store.get_document(key)
@@ -180,19 +195,18 @@ class FleetMetrics:
                     continue
                 listed.add(key)
                 stamp = _published_at(found.value)
-                previous = seen.get(key)
                 if previous is not None and (previous.published_at > stamp or (
                         previous.published_at == stamp and previous.version == found.version)):
+                    seen[key] = attrs.evolve(previous, checked_at=now)
                     continue  # unchanged, or older than what this worker already serves
                 snapshot: list[FamilySnapshot] = []
                 for name, body in families.items():
                     slicer()
                     snapshot += snapshot_from_json({name: body})
-                seen[key] = _Seen(found.version, stamp, found.value.get("ttl"), snapshot)
+                seen[key] = _Seen(found.version, stamp, found.value.get("ttl"), snapshot, now)
         except Exception as exc:  # keep serving the last view of the fleet
             self.telemetry.fault("fleet_refresh", exc)
             return False
-        now = self.clock()
         others = []
         for key, entry in seen.items():
             if key in listed and not entry.expired(now):
