@@ -247,8 +247,8 @@ def test_assign_variant(parts: tuple[ModelRegistry, ABTestManager], tel: Telemet
 @given(ids=st.lists(st.one_of(st.text(min_size=1, max_size=30), st.integers()), min_size=1, max_size=20),
        pct=st.floats(min_value=0.0001, max_value=99.9999))
 def test_the_request_path_assigns_what_assign_computes(ids: list[Any], pct: float) -> None:
-    """The manager's request path inlines the assignment: it must agree with ``assign()`` for any id and split,
-    counted per arm (ints as their ``str()``, as ``assign`` does)."""
+    """The manager's request path assigns what ``assign()`` computes for any id and split, counted per arm
+    (ints as their ``str()``, as ``assign`` does)."""
     tel = Telemetry()
     _, manager = setup(MemoryStore(), tel, Clock())
     cfg = make_config(treatment_traffic_pct=pct)

@@ -63,7 +63,7 @@ class _Seen:
     ttl: object
     snapshot: list[FamilySnapshot]
     #: When this worker last fetched the document (its clock).
-    checked_at: float = float("-inf")
+    checked_at: float
 
     def expired(self, now: float) -> bool:
         """Whether its worker stopped renewing it (or it was written by 0.1, which never renewed it)."""

@@ -35,12 +35,13 @@ import numpy as np
 
 from .validation import InvalidValueError
 
-__all__ = ["CONFIDENCE_SHIFT", "LATENCY_SHIFT_MS", "Moments", "SufficientStats"]
+__all__ = ["CONFIDENCE_SHIFT", "LATENCY_SHIFT_MS", "VECTOR_MIN", "Moments", "SufficientStats"]
 
 #: Shift subtracted from every confidence before summing (centre of ``[0, 1]``).
 CONFIDENCE_SHIFT = 0.5
-#: From this many values a batch is summed with numpy (pairwise summation, about 50x faster per value than
-#: ``math.fsum`` on a large batch; the sums may then differ from ``math.fsum``'s in their last bits).
+#: From this many values a batch is summed with numpy (pairwise summation; on a batch of 10,000 the registry
+#: and A/B sums took 0.07 µs per value against 0.29 with ``math.fsum``, see docs/performance.md). The sums
+#: may then differ from ``math.fsum``'s in their last bits.
 VECTOR_MIN = 64
 #: Shift subtracted from every latency in milliseconds before summing.
 LATENCY_SHIFT_MS = 0.0

@@ -209,17 +209,13 @@ class PredictionWrites:
             self.telemetry._agg.fault("record_gnn_metrics", fault)
 
     def defers(self, latency_ms: float | None, score: float, conf: float) -> bool:
-        """:meth:`covers` and :meth:`context_free` in one call (``prediction()``'s deferred exit), for a
-        *score* and *conf* whose type the caller has checked to be ``float``; a *latency_ms* given must be
-        a float in ``[0, MAX_LATENCY_MS]`` to be deferred, which the caller checks after this."""
+        """Whether :meth:`record` may write these outputs later, on another thread (``prediction()``'s
+        deferred exit): what :meth:`covers` accepts, for a *score* and *conf* whose type the caller has
+        checked to be ``float`` (a *latency_ms* given must be a float in ``[0, MAX_LATENCY_MS]``, which the
+        caller checks after this), while no recording stage span is current (then :meth:`record`, with no
+        exemplar and no span attribute, writes exactly what :meth:`close` would)."""
         return (not self.telemetry._instruments and 0.0 <= score <= 1.0 and 0.0 <= conf <= 1.0
                 and (latency_ms is None or type(latency_ms) is float) and _STAGE_SPAN.get() is None)
-
-    @staticmethod
-    def context_free() -> bool:
-        """Whether no recording stage span is current: then :meth:`record` (no exemplar, no span
-        attribute) writes exactly what :meth:`close` would, and may run later, on another thread."""
-        return _STAGE_SPAN.get() is None
 
     def mark_request(self) -> None:
         """Label the current ``@track_diagnosis_request`` call with this version (what :meth:`close` does)."""

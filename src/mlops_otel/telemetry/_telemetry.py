@@ -679,10 +679,7 @@ def _cannot_record(tel: Telemetry) -> bool:
     :func:`tracer_cannot_record` of its tracer, while no recording stage span is current (opening a
     non-recording one would hide that span from the seed helpers).
     """
-    if _STAGE_SPAN.get() is not None:
-        return False
-    kind = type(tel._tracer)  # tracer_cannot_record(tel._tracer), inlined: once or twice per request
-    return kind is trace.NoOpTracer or (kind is trace.ProxyTracer and _no_sdk_provider())
+    return _STAGE_SPAN.get() is None and tracer_cannot_record(tel._tracer)
 
 
 def _open_span(tracer: trace.Tracer, name: str, attributes: dict[str, str]) -> _Opened:
