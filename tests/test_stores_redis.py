@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import logging
 import multiprocessing as mp
+import random
 import subprocess
 import sys
 import threading
@@ -258,6 +259,7 @@ def test_a_batch_whose_reply_was_lost_is_applied_once(
     store = make_store(redis_fresh.url, socket_timeout=0.3, flush_interval=3600.0)
     store.incr("warm-up", {"n": 1})  # connects and loads the scripts
     assert store.flush()
+    store._flusher.stop()  # only flush() sends from here (a parked flusher would deliver the next write)
     raw = redis.Redis.from_url(redis_fresh.url, socket_timeout=10)
     raw.ping()  # connected before the race below starts
     store.incr("k", {"n": 1})
@@ -295,12 +297,89 @@ def test_resending_a_frozen_batch_is_a_no_op(redis_service: RedisServer, make_st
     assert store.read_window("w{g}") == [2, 3]
 
 
+def _wakeups(thread: threading.Thread | None) -> int:
+    """The voluntary context switches of *thread* (Linux): each return from a wait is one."""
+    assert thread is not None
+    assert thread.native_id is not None
+    status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("voluntary_ctxt_switches"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads thread wake-ups from Linux's /proc")
+def test_an_idle_flusher_sleeps_until_its_sentinel_check(
+    redis_service: RedisServer, make_store: Callable[..., RedisStore]
+) -> None:
+    store = make_store(redis_service.url, flush_interval=0.01, epoch_interval=0.5)
+    store.incr("k", {"n": 1})
+    wait_until(lambda: store.read_counters("k") == {"n": 1.0})
+    time.sleep(0.1)  # past the tick that finds nothing left and parks
+    before = _wakeups(store._flusher.thread)
+    time.sleep(1.0)
+    # Parked: one wake-up per sentinel check (a GET, so a few switches), not one per flush_interval (100).
+    assert _wakeups(store._flusher.thread) - before <= 20
+    store.incr("k", {"n": 1})  # a write wakes it: delivered long before the next sentinel check is due
+    wait_until(lambda: store.read_counters("k") == {"n": 2.0})
+
+
+def test_writes_to_a_parked_flusher_are_never_left_waiting(
+    redis_service: RedisServer, make_store: Callable[..., RedisStore], tel: Telemetry
+) -> None:
+    """The flusher parks between writes (its sentinel check 60 s away): every write wakes it, by any path.
+
+    Writes land at random moments around the flusher's park, direct and through a CounterBuffer
+    fed by the flusher; each must be delivered without a flush() well before the sentinel check.
+    """
+    from mlops_otel.stores import CounterBuffer
+
+    store = make_store(redis_service.url, flush_interval=0.005, epoch_interval=60.0)
+    buffer = CounterBuffer(store, ("n",))
+    rng = random.Random(7)
+    for i in range(1, 81):
+        time.sleep(rng.uniform(0.0, 0.012))  # sometimes before, sometimes after the park
+        if i % 2:
+            store.incr("direct", {"n": 1})
+        else:
+            buffer.add("buffered", (1.0,))
+        want = {"direct": {"n": float((i + 1) // 2)}, "buffered": {"n": float(i // 2)}}
+        wait_until(lambda want=want: all(store.read_counters(k) == (v if v["n"] else {})
+                                         for k, v in want.items()), timeout=5.0)
+    buffer.close()
+
+
+def test_a_buffered_write_racing_the_flusher_into_its_park_is_delivered(
+    redis_service: RedisServer, make_store: Callable[..., RedisStore]
+) -> None:
+    """The race the park must not lose: a sum handed to a CounterBuffer after the flusher took the
+    buffers' sums and before it parked (its wake-up then sees the flusher still awake, so none is
+    sent). A feeder registered after the buffer writes it at exactly that moment."""
+    from mlops_otel.stores import CounterBuffer
+
+    store = make_store(redis_service.url, flush_interval=0.01, epoch_interval=60.0)
+    buffer = CounterBuffer(store, ("n",))
+    armed = threading.Event()
+
+    def inject() -> None:  # runs on the flusher, right after the buffer handed over (nothing)
+        if armed.is_set():
+            armed.clear()
+            buffer.add("late", (1.0,))
+
+    store.add_feeder(inject)
+    buffer.add("early", (1.0,))
+    wait_until(lambda: store.read_counters("early") == {"n": 1.0})
+    time.sleep(0.05)  # parked
+    armed.set()
+    store.incr("wake", {"n": 1})  # wakes it: the tick that hands over nothing, then injects
+    wait_until(lambda: store.read_counters("late") == {"n": 1.0}, timeout=5.0)
+    buffer.close()
+
+
 def test_hot_path_writes_are_merged_into_one_update_per_key(
     redis_fresh: RedisServer, make_store: Callable[..., RedisStore]
 ) -> None:
     store = make_store(redis_fresh.url, flush_interval=3600.0)
     store.incr("warm-up", {"n": 1})
     assert store.flush()
+    store._flusher.stop()  # only flush() sends from here (a parked flusher would deliver the next write)
     raw = redis.Redis.from_url(redis_fresh.url)
     raw.config_resetstat()
     for i in range(1000):
@@ -318,8 +397,9 @@ def test_while_redis_is_down_writes_are_kept_bounded_and_delivered_later(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     store = make_store(redis_fresh.url, max_pending=5, flush_interval=3600.0)
-    store.incr("warm-up", {"n": 1})  # starts the flusher, which then sleeps: only flush() sends
+    store.incr("warm-up", {"n": 1})
     assert store.flush()
+    store._flusher.stop()  # only flush() sends from here (a parked flusher would deliver the next write)
     redis_fresh.stop()
     caplog.set_level(logging.WARNING, logger="mlops_otel.stores")
     for i in range(10):

@@ -54,7 +54,7 @@ class CounterBuffer:
     _deliver_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
     _pending: dict[str, list[float]] = attrs.field(factory=dict, init=False, repr=False)
     _worker: PeriodicWorker[CounterBuffer] = attrs.field(init=False, repr=False)
-    #: The store's "start your flusher" when the store's flusher feeds on this buffer, else None.
+    #: The store's "start or wake your flusher" when the store's flusher feeds on this buffer, else None.
     _fed_by: Callable[[], None] | None = attrs.field(default=None, init=False, repr=False)
     #: Whether the thread that flushes this buffer (its own, or the store's) was started in this process.
     _started: bool = attrs.field(default=False, init=False, repr=False)
@@ -102,6 +102,7 @@ class CounterBuffer:
         # it fails do we look at each field (a finite sum overflowing is a false alarm).
         with self._lock:
             acc = self._pending.get(key)
+            first = not self._pending
             merged = list(values) if acc is None else list(map(add, acc, values))
             if -_MAX <= sum(merged) <= _MAX or not _overflows(merged):
                 self._pending[key] = merged
@@ -111,6 +112,8 @@ class CounterBuffer:
             return
         if not self._started:
             self._start()
+        elif first and self._fed_by is not None:
+            self._fed_by()  # the first sum since the last hand-over: wake the store's flusher if it is parked
 
     def _start(self) -> None:
         self._started = True

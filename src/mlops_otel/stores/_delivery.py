@@ -176,6 +176,11 @@ class Delivery:
         self.next_attempt = time.monotonic() + delay
         return delay
 
+    def idle(self) -> bool:
+        """Whether nothing is pending or in flight (the flusher may then sleep until a write comes)."""
+        pending = self.pending
+        return self.inflight is None and not pending.counters and not pending.windows and self.next_attempt == 0.0
+
     def discard_key(self, key: str, deadline: float) -> bool:
         """Forget this process's writes to *key*; ``False`` when an undelivered batch still holds it.
 
