@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlops_otel import FleetMetrics, Runtime, semconv
 from mlops_otel.stores import MemoryStore, make_key
-from mlops_otel.telemetry import Telemetry, merge_snapshots, snapshot_from_json, snapshot_to_json
+from mlops_otel.telemetry import Telemetry, merge_snapshots, snapshot_from_json, snapshot_to_json, subtract_snapshots
 from mlops_otel.testing import sample_value
 
 
@@ -36,6 +38,47 @@ def test_merge_adds_counters_and_histograms_and_takes_latest_gauge() -> None:
     assert conf.sum == pytest.approx(1.45)
     assert (conf.min, conf.max) == (0.5, 0.95)
     assert merged["model_drift_score"].series[0].value == 0.4  # b reported last
+
+
+_OPS = st.lists(st.tuples(st.sampled_from(["v1", "v2", "v3"]), st.integers(1, 5),
+                          st.floats(0.0, 1.0, allow_nan=False)), max_size=12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(before=_OPS, after=_OPS)
+def test_subtracting_an_earlier_snapshot_leaves_what_was_counted_since(
+        before: list[tuple[str, int, float]], after: list[tuple[str, int, float]]) -> None:
+    """What a folded worker publishes under its new id (its snapshot less the folded one), merged with the
+    folded one, is its whole snapshot again; and it is what a process that only did the later work counts."""
+    tel, later = Telemetry(), Telemetry()
+
+    def run(ops: list[tuple[str, int, float]], *targets: Telemetry) -> None:
+        for version, n, value in ops:
+            for t in targets:
+                t.add(semconv.DIAGNOSIS_REQUESTS, ("success", version), n)
+                t.record(semconv.GNN_CONFIDENCE, (version,), value)
+                t.set(semconv.MODEL_DRIFT_SCORE, ("gnn", version), value)
+
+    run(before, tel)
+    base = tel.snapshot()
+    run(after, tel, later)
+    now = tel.snapshot()
+    delta = subtract_snapshots(now, base)
+
+    def counts(families: list[Any]) -> dict[tuple[str, tuple[str, ...]], Any]:
+        return {(f.spec.name, s.labels): (s.value, s.bucket_counts) for f in families
+                if f.spec.kind is not semconv.MetricKind.GAUGE for s in f.series
+                if s.value or any(s.bucket_counts)}
+
+    def sums(families: list[Any]) -> dict[tuple[str, tuple[str, ...]], Any]:
+        return {(f.spec.name, s.labels): pytest.approx(s.sum, abs=1e-9) for f in families
+                if f.spec.kind is semconv.MetricKind.HISTOGRAM for s in f.series if any(s.bucket_counts)}
+
+    assert counts(merge_snapshots([base, delta])) == counts(now)
+    assert counts(delta) == counts(later.snapshot())
+    assert sums(later.snapshot()) == sums(delta)
+    gauges = [f for f in delta if f.spec.kind is semconv.MetricKind.GAUGE]
+    assert gauges == [f for f in now if f.spec.kind is semconv.MetricKind.GAUGE]
 
 
 def test_every_worker_serves_the_fleet_totals() -> None:
@@ -151,3 +194,233 @@ def test_a_stopped_workers_document_is_fetched_again_only_every_expired_recheck(
     assert key in fetched
     assert sample_value(live_tel, "model_champion", model_type="gnn", model_version="v1") == 1.0
     live.close()
+
+
+# ------------------------------------------------------------------ retiring stopped workers' documents
+_HEAD = make_key("telemetry", "fleet", "")
+_RETIRED = make_key("telemetry", "fleet")
+
+
+def _fleet(store: MemoryStore, clock: _Clock, **options: Any) -> tuple[FleetMetrics, Telemetry]:
+    tel = Telemetry()
+    fleet = FleetMetrics(store, tel, interval=1.0, ttl=5.0, retire_after=60.0, clock=clock, **options)
+    tel.use_exposition_source(fleet.fleet_snapshot)
+    return fleet, tel
+
+
+def _requests(tel: Telemetry) -> float | None:
+    return sample_value(tel, "diagnosis_requests_total", status="success", model_version="v1")
+
+
+def _latency_count(tel: Telemetry) -> float | None:
+    return sample_value(tel, "gnn_confidence_count", model_version="v1")
+
+
+def _work(tel: Telemetry, n: int) -> None:
+    tel.add(semconv.DIAGNOSIS_REQUESTS, ("success", "v1"), n)
+    for _ in range(n):
+        tel.record_gnn_metrics("v1", 10.0, 0.3, 0.9)
+
+
+def test_stopped_workers_are_folded_into_one_retired_document_and_deleted() -> None:
+    store, clock = MemoryStore(), _Clock()
+    (a, ta), (b, tb) = _fleet(store, clock), _fleet(store, clock)
+    gone = [_fleet(store, clock) for _ in range(3)]
+    for i, (fleet, tel) in enumerate(gone):
+        _work(tel, i + 1)  # 1 + 2 + 3
+        tel.set(semconv.MODEL_CHAMPION, ("gnn", "v1"), 1.0)
+        assert fleet.publish()
+    _work(ta, 10)
+    _work(tb, 20)
+    for fleet in (a, b, a):
+        assert fleet.refresh()
+    assert _requests(ta) == _requests(tb) == 36.0
+    clock.now += 5.0 + 60.0 - 1.0  # not yet retire_after past the TTL
+    assert a.refresh()
+    assert len(store.list_keys(_HEAD)) == 5
+    clock.now += 2.0
+    assert b.refresh()  # b is live: its new document is not folded (a's view of it is 66 s old)
+    assert a.refresh()  # folds the three stopped workers' documents, deletes them
+    assert store.list_keys(_HEAD) == sorted(make_key("telemetry", "fleet", f.worker_id) for f in (a, b))
+    retired = store.get_document(_RETIRED)
+    assert retired is not None
+    assert sorted(retired.value["absorbed"]) == sorted(f.worker_id for f, _ in gone)  # type: ignore[index]
+    for _ in range(2):  # the same totals on every worker, before and after it reads the retired document
+        assert _requests(ta) == _requests(tb) == 36.0
+        assert _latency_count(ta) == _latency_count(tb) == 36.0
+        assert b.refresh()
+    assert sample_value(ta, "model_champion", model_type="gnn", model_version="v1") is None  # gauges left
+    c, tc = _fleet(store, clock)  # a worker started afterwards never saw the stopped ones
+    assert c.refresh()
+    assert _requests(tc) == 36.0
+    assert a.refresh()  # nothing left to fold: the retired document is not rewritten
+    assert store.get_document(_RETIRED) == retired
+
+
+def test_two_workers_folding_at_once_fold_each_document_once() -> None:
+    clock = _Clock()
+    racing: list[FleetMetrics] = []
+
+    class Racing(MemoryStore):
+        def compare_and_set(self, key: str, value: Any, *, expected_version: int) -> bool:
+            if key == _RETIRED and racing:  # the other worker folds first, between this one's read and write
+                racing.pop().refresh()
+            return super().compare_and_set(key, value, expected_version=expected_version)
+
+    store = Racing()
+    (a, ta), (b, tb) = _fleet(store, clock), _fleet(store, clock)
+    gone, tg = _fleet(store, clock)
+    _work(tg, 4)
+    assert gone.publish()
+    for fleet in (a, b):
+        assert fleet.refresh()
+    clock.now += 100.0
+    racing.append(b)
+    assert a.refresh()  # a's compare-and-set loses to b's
+    assert store.list_keys(_HEAD) == sorted(make_key("telemetry", "fleet", f.worker_id) for f in (a, b))
+    doc = store.get_document(_RETIRED)
+    assert doc is not None
+    assert doc.version == 1
+    for fleet in (a, b, a):
+        assert fleet.refresh()
+    assert _requests(ta) == _requests(tb) == 4.0
+    assert store.get_document(_RETIRED) == doc
+
+
+def test_a_worker_that_resumes_after_being_folded_is_counted_exactly_once() -> None:
+    store, clock = MemoryStore(), _Clock()
+    live, tl = _fleet(store, clock)
+    paused, tp = _fleet(store, clock)
+    _work(tp, 5)
+    assert paused.refresh()
+    assert live.refresh()
+    old_id = paused.worker_id
+    for pause in range(2):  # paused past retire_after twice: folded twice, under two ids
+        clock.now += 100.0
+        assert live.refresh()
+        assert store.get_document(make_key("telemetry", "fleet", paused.worker_id)) is None  # folded
+        _work(tp, 3)  # counted while paused (e.g. requests in flight when it stopped)
+        assert paused.refresh()  # notices, goes on under a new id with what it counted since
+        assert paused.worker_id != old_id
+        old_id = paused.worker_id
+        _work(tp, 2)
+        assert paused.refresh()
+        assert live.refresh()
+        want = 5.0 + 5.0 * (pause + 1)
+        assert _requests(tl) == _requests(tp) == want  # each view, the resumed worker's own included
+        assert _latency_count(tl) == _latency_count(tp) == want
+        assert sample_value(tp, "mlops_telemetry_errors_total", reason="fleet_refold") is None
+
+
+def test_a_worker_publishing_while_it_is_folded_is_left_alone() -> None:
+    clock = _Clock()
+    resume: list[FleetMetrics] = []
+
+    class Resuming(MemoryStore):
+        def get_document(self, key: str) -> Any:
+            if resume and key == make_key("telemetry", "fleet", resume[0].worker_id):
+                resume.pop().publish()  # its worker publishes right before the folder's last look
+            return super().get_document(key)
+
+    store = Resuming()
+    live, tl = _fleet(store, clock, expired_recheck=1000.0)
+    paused, tp = _fleet(store, clock)
+    _work(tp, 5)
+    assert paused.publish()
+    assert live.refresh()
+    clock.now += 100.0
+    _work(tp, 1)
+    resume.append(paused)
+    assert live.refresh()  # its listing skips the expired document; the fold looks once more, finds it new
+    doc = store.get_document(make_key("telemetry", "fleet", paused.worker_id))
+    assert doc is not None  # not folded, not deleted
+    assert store.get_document(_RETIRED) is None
+    assert live.refresh()  # ... and reads it at the next refresh, not expired_recheck later
+    assert _requests(tl) == 6.0
+
+
+def test_the_retired_counts_stay_when_the_store_loses_them() -> None:
+    store, clock = MemoryStore(), _Clock()
+    live, tl = _fleet(store, clock)
+    first, t1 = _fleet(store, clock)
+    _work(t1, 7)
+    assert first.publish()
+    assert live.refresh()
+    clock.now += 100.0
+    assert live.refresh()
+    assert store.get_document(_RETIRED) is not None
+    store.delete(_RETIRED)  # Redis restarted empty (or was flushed)
+    assert live.refresh()
+    assert _requests(tl) == 7.0  # never goes back
+    second, t2 = _fleet(store, clock)  # a worker of the new store's life, stopped in turn
+    _work(t2, 4)
+    assert second.publish()
+    assert live.refresh()
+    clock.now += 100.0
+    assert live.refresh()  # folded into a new incarnation of the retired document
+    assert live.refresh()
+    assert _requests(tl) == 11.0
+
+
+def test_forgotten_folds_still_stop_a_resumed_worker_counting_twice() -> None:
+    from mlops_otel._retired import FORGET_AFTER_S
+
+    store, clock = MemoryStore(), _Clock()
+    live, tl = _fleet(store, clock)
+    paused, tp = _fleet(store, clock)
+    other, to = _fleet(store, clock)
+    _work(tp, 5)
+    _work(to, 1)
+    assert paused.refresh()
+    assert other.publish()
+    assert live.refresh()
+    clock.now += 100.0
+    assert live.refresh()  # both folded
+    clock.now += FORGET_AFTER_S
+    late, tlate = _fleet(store, clock)
+    _work(tlate, 2)
+    assert late.publish()
+    assert live.refresh()
+    clock.now += 100.0
+    assert live.refresh()  # folds `late`, forgets the records of the two folded a day ago
+    doc = store.get_document(_RETIRED)
+    assert doc is not None
+    assert list(doc.value["absorbed"]) == [late.worker_id]  # type: ignore[index]
+    assert paused.refresh()  # its record is gone, the horizon says it was folded: a new id, no double count
+    _work(tp, 1)
+    assert paused.refresh()
+    assert live.refresh()
+    assert _requests(tl) == _requests(tp) == 9.0
+
+
+def test_bad_retire_after_is_rejected() -> None:
+    with pytest.raises(ValueError, match=r"retire_after must be a positive number of seconds, got -1"):
+        FleetMetrics(MemoryStore(), Telemetry(), retire_after=-1)
+
+
+def test_a_folded_document_left_behind_is_not_counted_twice_and_is_deleted_later() -> None:
+    failing = [True]
+
+    class DeleteFailsOnce(MemoryStore):
+        def delete(self, key: str) -> None:
+            if failing and key != _RETIRED:
+                failing.pop()
+                raise ConnectionError("the folding worker lost the store between its two writes")
+            super().delete(key)
+
+    store, clock = DeleteFailsOnce(), _Clock()
+    (a, ta), (b, tb) = _fleet(store, clock), _fleet(store, clock)
+    gone, tg = _fleet(store, clock)
+    _work(tg, 3)
+    assert gone.publish()
+    for fleet in (a, b):
+        assert fleet.refresh()
+    clock.now += 100.0
+    assert not a.refresh()  # folded, but the document could not be deleted (counted as a refresh fault)
+    left = make_key("telemetry", "fleet", gone.worker_id)
+    assert store.get_document(left) is not None
+    for fleet in (b, a):  # both read the retired document and skip the folded worker's own
+        assert fleet.refresh()
+        assert _requests(ta if fleet is a else tb) == 3.0
+    assert store.get_document(left) is None  # a later refresh deleted it
+    assert _requests(ta) == _requests(tb) == 3.0

@@ -34,6 +34,56 @@ class Clock:
         return self.now
 
 
+@pytest.mark.parametrize("topology", ["standalone", "cluster"])
+def test_recycled_workers_documents_are_folded_on_redis(
+        topology: str, request: pytest.FixtureRequest) -> None:
+    """Workers recycled (gunicorn ``max_requests``) leave documents that are folded into one and deleted on a
+    real Redis, standalone and Cluster: the keys stop growing, no count is lost, a resumed worker counts once."""
+    url = (request.getfixturevalue("redis_service").url if topology == "standalone"
+           else request.getfixturevalue("redis_cluster_nodes")[0].url)
+    prefix = "fold" + uuid.uuid4().hex[:8]
+    clock = Clock()
+    stores = [RedisStore.from_url(url, prefix=prefix) for _ in range(3)]
+    fleets: list[tuple[FleetMetrics, Telemetry]] = []
+    for store in stores:
+        tel = Telemetry()
+        fleets.append((FleetMetrics(store, tel, interval=1.0, ttl=5.0, retire_after=30.0, clock=clock), tel))
+        tel.use_exposition_source(fleets[-1][0].fleet_snapshot)
+    (live, live_tel), (other, other_tel), (_, paused_tel) = fleets
+    head = "telemetry:{fleet}:"
+
+    def total(tel: Telemetry) -> float | None:
+        return sample_value(tel, "diagnosis_requests_total", status="success", model_version="v1")
+
+    try:
+        for n in range(1, 6):  # five short-lived workers, each with its own store as a process would have
+            with RedisStore.from_url(url, prefix=prefix) as store:
+                tel = Telemetry()
+                tel.add(semconv.DIAGNOSIS_REQUESTS, ("success", "v1"), n)
+                assert FleetMetrics(store, tel, clock=clock).publish()
+        paused_tel.add(semconv.DIAGNOSIS_REQUESTS, ("success", "v1"), 100)
+        for fleet, _ in (*fleets, *fleets):
+            assert fleet.refresh()
+        assert len(stores[0].list_keys(head)) == 8
+        assert total(live_tel) == 115.0
+        for _ in range(50):  # 'paused' stops too; 'live' and 'other' go on refreshing every second
+            clock.now += 1.0
+            for fleet in (live, other):
+                assert fleet.refresh()
+        assert len(stores[0].list_keys(head)) == 2  # six documents folded into one and deleted
+        assert total(live_tel) == total(other_tel) == 115.0
+        paused_tel.add(semconv.DIAGNOSIS_REQUESTS, ("success", "v1"), 7)  # it resumes
+        for fleet, _ in (*fleets, *fleets):
+            assert fleet.refresh()
+        assert total(live_tel) == total(other_tel) == total(paused_tel) == 122.0
+        assert len(stores[0].list_keys(head)) == 3
+    finally:
+        for fleet, _ in fleets:
+            fleet.close()
+        for store in stores:
+            store.close()
+
+
 def test_dead_worker_gauges_expire_its_counters_stay(redis_service: RedisServer) -> None:
     """0.1: after a restart the fleet view showed two champions (the dead worker's hash never expired)."""
     prefix = "fl" + uuid.uuid4().hex[:8]

@@ -6,16 +6,25 @@ import logging
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 
 from ._forksafe import after_fork_in_child
+from ._retired import Retired
 from ._worker import PeriodicWorker, fault_hook
 from .semconv import MetricKind
 from .stores import StateStore, make_key
-from .telemetry import FamilySnapshot, Telemetry, merge_snapshots, snapshot_from_json, snapshot_to_json
+from .telemetry import (
+    FamilySnapshot,
+    Telemetry,
+    merge_snapshots,
+    snapshot_from_json,
+    snapshot_to_json,
+    subtract_snapshots,
+)
 from .validation import InvalidValueError
 
 __all__ = ["FleetMetrics"]
@@ -29,6 +38,10 @@ _SLICE_PAUSE_S = 0.0001
 #: Hand the GIL over only once a slice has run this long: each pause is a sleep and a wake-up of
 #: this thread, which at a few model versions cost more than the slices themselves (#16).
 _SLICE_S = 0.0005
+#: At most this many stopped workers' documents are folded into the retired document per refresh.
+_RETIRE_PER_REFRESH = 16
+#: This worker's last publishes kept (stamp, snapshot): one of them is what was folded in if it was.
+_HISTORY = 4
 
 
 class _Slicer:
@@ -47,6 +60,15 @@ class _Slicer:
 
 def _telemetry_of(fleet: FleetMetrics) -> Telemetry:
     return fleet.telemetry
+
+
+def _retirable(entry: _Seen, now: float, retire_after: float) -> bool:
+    """Whether *entry*'s worker stopped *retire_after* seconds or more past its TTL (0.1's documents,
+    with no TTL or stamp, are never folded)."""
+    ttl = entry.ttl
+    if entry.published_at == float("-inf") or not isinstance(ttl, (int, float)) or isinstance(ttl, bool):
+        return False
+    return now > entry.published_at + ttl + retire_after
 
 
 def _published_at(doc: dict[str, Any]) -> float:
@@ -70,6 +92,15 @@ class _Seen:
         if not isinstance(self.ttl, (int, float)) or self.published_at == float("-inf"):
             return True
         return now > self.published_at + self.ttl
+
+
+@attrs.frozen
+class _Stored:
+    """The retired document as a refresh read it: its version and value (``None``: absent, or not one)."""
+
+    version: int
+    value: Retired | None
+    present: bool
 
 
 @attrs.define(eq=False)
@@ -101,6 +132,11 @@ class FleetMetrics:
     telemetry: Telemetry
     interval: float = attrs.field(default=2.0, kw_only=True)
     ttl: float | None = attrs.field(default=None, kw_only=True)
+    #: Seconds after its TTL ran out that a stopped worker's document is folded into the fleet's one
+    #: retired document (its counters kept, the document deleted), by whichever worker refreshes first.
+    #: A worker that was paused that long and resumes notices, and goes on under a new id publishing
+    #: only what it counted since (no count is lost or counted twice).
+    retire_after: float = attrs.field(default=600.0, kw_only=True)
     #: How often a document whose TTL ran out is fetched again (seconds). Each refresh lists the documents,
     #: but a stopped worker's is re-read only this often: workers recycled often (gunicorn's
     #: ``max_requests``) leave many, and re-reading each every *interval* cost a fetch and a JSON parse
@@ -116,6 +152,14 @@ class FleetMetrics:
     #: so a publish is one compare-and-set instead of a read of the whole document and a write.
     _own_version: int | None = attrs.field(default=None, init=False, repr=False)
     _seen: dict[str, _Seen] = attrs.field(factory=dict, init=False, repr=False)
+    #: Every incarnation of the retired document seen (id -> (version, value)): one the store lost
+    #: keeps counting here, as a lost worker document does.
+    _retired: dict[str, tuple[int, Retired]] = attrs.field(factory=dict, init=False, repr=False)
+    #: (published_at, snapshot) of this worker's last publishes.
+    _history: deque[tuple[float, list[FamilySnapshot]]] = attrs.field(
+        factory=lambda: deque(maxlen=_HISTORY), init=False, repr=False)
+    #: After this worker found itself folded in: the snapshot that was, subtracted from what it publishes.
+    _baseline: list[FamilySnapshot] | None = attrs.field(default=None, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if not 0 < self.interval < float("inf"):
@@ -126,6 +170,8 @@ class FleetMetrics:
             raise InvalidValueError("ttl", f"a number of seconds above interval ({self.interval!r})", self.ttl)
         if not 0 < self.expired_recheck < float("inf"):
             raise InvalidValueError("expired_recheck", "a positive number of seconds", self.expired_recheck)
+        if not 0 < self.retire_after < float("inf"):
+            raise InvalidValueError("retire_after", "a positive number of seconds", self.retire_after)
         after_fork_in_child(self, FleetMetrics._after_fork)
 
     def _after_fork(self) -> None:
@@ -134,6 +180,9 @@ class FleetMetrics:
         self._others = []
         self._own_version = None
         self._seen = {}
+        self._retired = {}
+        self._history = deque(maxlen=_HISTORY)
+        self._baseline = None
         if self._thread is not None:
             self._thread.after_fork()  # reset before restarting: the child publishes under its new id
             if not self._closed:
@@ -170,17 +219,26 @@ class FleetMetrics:
         seen (a store restored from an older copy) is ignored, and the counters of a document
         that left the store (restarted empty, flushed) stay in the view; a document seen
         again unchanged is not parsed again, and one whose TTL ran out is fetched again only
-        every *expired_recheck* seconds.
+        every *expired_recheck* seconds. Documents stopped for *retire_after* past their TTL are
+        folded into the retired document (:meth:`_retire`).
         """
         slicer = _Slicer()
+        now = self.clock()
+        stored = self._read_retired()  # first: this worker may have been folded in while it was paused
+        self._check_folded(now)
         published = self.publish(slicer=slicer)
         own = make_key(_NAMESPACE, _GROUP, self._worker)
-        seen = dict(self._seen)
-        now = self.clock()
+        head = make_key(_NAMESPACE, _GROUP, "")
+        folded = {w for _, r in self._retired.values() for w in r.absorbed}
+        seen = {k: v for k, v in self._seen.items() if k[len(head):] not in folded}
+        leftovers: list[str] = []
         try:
             listed: set[str] = set()
-            for key in self.store.list_keys(make_key(_NAMESPACE, _GROUP, "")):
+            for key in self.store.list_keys(head):
                 if key == own:
+                    continue
+                if key[len(head):] in folded:  # counted in the retired document; deleted below
+                    leftovers.append(key)
                     continue
                 previous = seen.get(key)
                 if previous is not None and previous.expired(now) and now - previous.checked_at < self.expired_recheck:
@@ -204,10 +262,12 @@ class FleetMetrics:
                     slicer()
                     snapshot += snapshot_from_json({name: body})
                 seen[key] = _Seen(found.version, stamp, found.value.get("ttl"), snapshot, now)
+            if stored is not None:
+                self._retire(stored, seen, listed, leftovers, now)
         except Exception as exc:  # keep serving the last view of the fleet
             self.telemetry.fault("fleet_refresh", exc)
             return False
-        others = []
+        others = [list(r.families) for _, r in self._retired.values()]
         for key, entry in seen.items():
             if key in listed and not entry.expired(now):
                 others.append(entry.snapshot)
@@ -215,7 +275,101 @@ class FleetMetrics:
                 others.append([f for f in entry.snapshot if f.spec.kind is not MetricKind.GAUGE])
         self._seen = seen
         self._others = others
-        return published
+        return published and stored is not None
+
+    @property
+    def _retired_key(self) -> str:
+        return make_key(_NAMESPACE, _GROUP)  # the group's own key: on the same Cluster slot as the documents
+
+    def _read_retired(self) -> _Stored | None:
+        """The retired document as stored now; ``None`` when it could not be read."""
+        try:
+            found = self.store.get_document(self._retired_key)
+        except Exception as exc:
+            self.telemetry.fault("fleet_refresh", exc)
+            return None
+        if found is None:
+            return _Stored(0, None, present=False)
+        incarnation = found.value.get("id") if isinstance(found.value, dict) else None
+        known = self._retired.get(incarnation) if isinstance(incarnation, str) else None
+        if known is not None and known[0] == found.version:
+            return _Stored(found.version, known[1], present=True)  # unchanged: not parsed again
+        retired = Retired.from_json(found.value)
+        if retired is not None and (known is None or known[0] < found.version):  # never go back to an older copy
+            self._retired[retired.id] = (found.version, retired)
+        return _Stored(found.version, retired, present=True)
+
+    def _check_folded(self, now: float) -> None:
+        """If this worker's document was folded into the retired document (it was paused for longer
+        than its TTL and *retire_after*), go on under a new id, publishing only what it counted since."""
+        if not self._history:
+            return
+        last = self._history[-1][0]
+        stamp = next((r.absorbed[self._worker] for _, r in self._retired.values() if self._worker in r.absorbed),
+                     None)
+        if stamp is None:
+            # Folded long ago and the record forgotten since (only its stamp's horizon is left)?
+            if (now - last <= float(self.ttl or 0.0) + self.retire_after
+                    or not any(r.horizon >= last for _, r in self._retired.values())):
+                return
+            try:
+                if self.store.get_document(make_key(_NAMESPACE, _GROUP, self._worker)) is not None:
+                    return
+            except Exception as exc:
+                self.telemetry.fault("fleet_refresh", exc)
+                return
+            stamp = last
+        folded = next((snapshot for at, snapshot in reversed(self._history) if at == stamp), None)
+        if folded is None:  # not one of our last publishes: count from now on (what came between is lost)
+            self.telemetry.fault("fleet_refold", LookupError(f"no publish of this worker at {stamp}"))
+            folded = self.telemetry.snapshot()
+        _log.warning("mlops-otel: fleet worker %s was paused long enough to be retired (its counts are in the "
+                     "retired document); it goes on under a new id", self._worker)
+        self._baseline = folded
+        self._worker = uuid.uuid4().hex
+        self._own_version = None
+        self._history.clear()
+
+    def _retire(self, stored: _Stored, seen: dict[str, _Seen], listed: set[str], leftovers: list[str],
+                now: float) -> None:
+        """Fold the documents of workers stopped for *retire_after* past their TTL into the retired
+        document (compare-and-set: two workers folding at once fold each document once), then delete them.
+
+        A document is folded as this worker last read it, and only if it is still that document (a
+        worker that resumed meanwhile is left alone). Documents of workers already folded (a delete
+        that failed) are deleted; nobody counts them.
+        """
+        head = make_key(_NAMESPACE, _GROUP, "")
+        for key in leftovers[:_RETIRE_PER_REFRESH]:
+            self.store.delete(key)
+        due = [key for key in sorted(listed) if _retirable(seen[key], now, self.retire_after)][:_RETIRE_PER_REFRESH]
+        if stored.present and stored.value is None:
+            return  # something else wrote the key: leave it alone
+        retired = stored.value if stored.value is not None else Retired.new(uuid.uuid4().hex)
+        known = self._retired.get(retired.id)
+        if known is not None and known[0] > stored.version:
+            retired = known[1]  # the store went back to an older copy: build on the newer one read before
+        folding = []
+        for key in due:
+            entry = seen[key]
+            found = self.store.get_document(key)
+            if (found is None or found.version != entry.version or not isinstance(found.value, dict)
+                    or _published_at(found.value) != entry.published_at):
+                seen[key] = attrs.evolve(entry, checked_at=float("-inf"))  # its worker is back: read it next time
+                continue
+            retired = retired.absorb(key[len(head):], entry.published_at, entry.snapshot)
+            folding.append(key)
+        stored_keys = listed.union(leftovers)
+        pruned = retired.forget(now, lambda worker: make_key(_NAMESPACE, _GROUP, worker) in stored_keys)
+        if not folding and pruned is retired:
+            return
+        if not self.store.compare_and_set(self._retired_key, pruned.to_json(), expected_version=stored.version):
+            return  # another worker changed it first: the next refresh reads its version
+        self._retired[pruned.id] = (stored.version + 1, pruned)
+        for key in folding:
+            del seen[key]
+            listed.discard(key)
+            self.store.delete(key)
 
     def publish(self, *, gauges: bool = True, slicer: Callable[[], None] | None = None) -> bool:
         """Write this worker's snapshot to the store now; return whether it was stored.
@@ -225,12 +379,14 @@ class FleetMetrics:
         """
         pause = _Slicer() if slicer is None else slicer
         key = make_key(_NAMESPACE, _GROUP, self._worker)
-        families = self.telemetry.snapshot()
+        raw = self.telemetry.snapshot()
+        families = self._own(raw)
         if not gauges:
             families = [f for f in families if f.spec.kind is not MetricKind.GAUGE]
         pause()
+        stamp = self.clock()
         doc: dict[str, Any] = {"worker": self._worker, "families": snapshot_to_json(families),
-                               "published_at": self.clock(), "ttl": self.ttl}
+                               "published_at": stamp, "ttl": self.ttl}
         pause()
         try:
             known = self._own_version
@@ -238,12 +394,14 @@ class FleetMetrics:
             # expect (a store that numbers versions otherwise, or a lost key, costs one read).
             if known is not None and self.store.compare_and_set(key, doc, expected_version=known):
                 self._own_version = known + 1
+                self._history.append((stamp, raw))
                 return True
             for _ in range(3):
                 current = self.store.get_document(key)
                 expected = 0 if current is None else current.version
                 if self.store.compare_and_set(key, doc, expected_version=expected):
                     self._own_version = expected + 1
+                    self._history.append((stamp, raw))
                     return True
         except Exception as exc:  # the store being down must not break scrapes or the service
             self._own_version = None
@@ -252,7 +410,12 @@ class FleetMetrics:
 
     def fleet_snapshot(self) -> list[FamilySnapshot]:
         """This worker's live snapshot merged with the others' last fetched ones (no store I/O)."""
-        return merge_snapshots([self.telemetry.snapshot(), *self._others])
+        return merge_snapshots([self._own(self.telemetry.snapshot()), *self._others])
+
+    def _own(self, snapshot: list[FamilySnapshot]) -> list[FamilySnapshot]:
+        """What this worker counts in the fleet: all of *snapshot*, less what was folded in under its old id."""
+        baseline = self._baseline
+        return snapshot if baseline is None else subtract_snapshots(snapshot, baseline)
 
     def close(self) -> None:
         """Publish once more (counters only: a stopped worker exports no gauges) and stop.

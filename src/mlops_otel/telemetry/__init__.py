@@ -5,7 +5,7 @@ from ._default import default_telemetry, set_default_telemetry, use_default_reso
 from ._deferred import Deferred
 from ._fused import PredictionWrites
 from ._genai import GenAIOperation, GenAIRetrieval, GenAIShape, TokenPrices, gen_ai_shape_from_env
-from ._merge import merge_snapshots, snapshot_from_json, snapshot_to_json
+from ._merge import merge_snapshots, snapshot_from_json, snapshot_to_json, subtract_snapshots
 from ._otlp import MetricsExporter
 from ._telemetry import NO_SDK_RECHECK_S, Mode, StageTracker, Telemetry, request_decorator, tracer_cannot_record
 
@@ -30,6 +30,7 @@ __all__ = [
     "set_default_telemetry",
     "snapshot_from_json",
     "snapshot_to_json",
+    "subtract_snapshots",
     "tracer_cannot_record",
     "use_default_resolver",
 ]

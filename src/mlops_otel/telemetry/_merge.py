@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import attrs
+
 from .. import semconv
 from ..semconv import MetricKind
 from ._aggregate import BucketExemplar, FamilySnapshot, SeriesSnapshot
 
-__all__ = ["merge_snapshots", "snapshot_from_json", "snapshot_to_json"]
+__all__ = ["merge_snapshots", "snapshot_from_json", "snapshot_to_json", "subtract_snapshots"]
 
 
 def snapshot_to_json(families: Sequence[FamilySnapshot]) -> dict[str, Any]:
@@ -88,6 +90,46 @@ def merge_snapshots(workers: Iterable[Sequence[FamilySnapshot]]) -> list[FamilyS
         FamilySnapshot(specs[name], tuple(s for _, s in table.values()), *times[name])
         for name, table in merged.items()
     ]
+
+
+def subtract_snapshots(current: Sequence[FamilySnapshot], base: Sequence[FamilySnapshot]) -> list[FamilySnapshot]:
+    """What *current* counted since *base* (an earlier snapshot of the same process).
+
+    Counters and histogram counts and sums are differences (never below zero); gauges, histogram
+    minimum and maximum and exemplars are *current*'s. ``merge_snapshots([base, result])`` gives
+    *current* back for every counter and histogram count (the fleet view of a worker that publishes
+    only what it counted after its earlier counts were folded into another document).
+
+    >>> from mlops_otel import semconv
+    >>> from mlops_otel.telemetry import FamilySnapshot, SeriesSnapshot
+    >>> spec = semconv.STORE_DROPPED
+    >>> now = [FamilySnapshot(spec, (SeriesSnapshot(("redis",), value=7.0),), 0, 2)]
+    >>> then = [FamilySnapshot(spec, (SeriesSnapshot(("redis",), value=5.0),), 0, 1)]
+    >>> [s.value for s in subtract_snapshots(now, then)[0].series]
+    [2.0]
+    """
+    before = {(f.spec.name, s.labels): s for f in base if f.spec.kind is not MetricKind.GAUGE for s in f.series}
+    out = []
+    for f in current:
+        if f.spec.kind is MetricKind.GAUGE:
+            out.append(f)
+            continue
+        series = []
+        for s in f.series:
+            old = before.get((f.spec.name, s.labels))
+            if old is None:
+                series.append(s)
+            elif s.bucket_counts and len(old.bucket_counts) == len(s.bucket_counts):
+                series.append(attrs.evolve(
+                    s, bucket_counts=tuple(max(0, x - y) for x, y in zip(s.bucket_counts, old.bucket_counts,
+                                                                        strict=True)),
+                    sum=s.sum - old.sum))
+            elif not s.bucket_counts:
+                series.append(attrs.evolve(s, value=max(0.0, s.value - old.value)))
+            else:  # a bucket layout that changed: nothing to subtract from
+                series.append(s)
+        out.append(attrs.evolve(f, series=tuple(series)))
+    return out
 
 
 def _add(a: SeriesSnapshot, b: SeriesSnapshot) -> SeriesSnapshot:

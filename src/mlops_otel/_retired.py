@@ -1,0 +1,93 @@
+"""The fleet's retired document: the counts of workers gone for good, folded into one (#16).
+
+A worker recycled by its server (gunicorn's ``max_requests``, a deploy) leaves its fleet
+document behind, and its counters must stay in the fleet's totals. Kept one document per dead
+worker, they grow without bound: every refresh of every worker lists them, and every worker
+holds each one's snapshot. :class:`Retired` is the value of the one document that replaces them:
+the summed counters and histograms of every worker folded in, and which worker (at which
+publish) was folded in, so that no reader counts a folded worker's own document again.
+
+Pure values here; the store I/O (compare-and-set, delete) is :class:`~mlops_otel._fleet.FleetMetrics`'s.
+
+>>> from mlops_otel import semconv
+>>> from mlops_otel.telemetry import FamilySnapshot, SeriesSnapshot
+>>> spec = semconv.STORE_DROPPED
+>>> r = Retired.new("a1")
+>>> r = r.absorb("w1", 100.0, [FamilySnapshot(spec, (SeriesSnapshot(("redis",), value=2.0),), 0, 1)])
+>>> r = r.absorb("w2", 150.0, [FamilySnapshot(spec, (SeriesSnapshot(("redis",), value=3.0),), 0, 2)])
+>>> [s.value for f in r.families for s in f.series], sorted(r.absorbed)
+([5.0], ['w1', 'w2'])
+>>> Retired.from_json(r.to_json()) == r
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from .semconv import MetricKind
+from .telemetry import FamilySnapshot, merge_snapshots, snapshot_from_json, snapshot_to_json
+
+__all__ = ["FORGET_AFTER_S", "Retired"]
+
+#: How long (seconds) the record of a folded worker is kept once its own document is gone.
+#: After that only :attr:`Retired.horizon` remembers it (one number, however many workers).
+FORGET_AFTER_S = 86_400.0
+
+
+def _counts_only(families: Sequence[FamilySnapshot]) -> tuple[FamilySnapshot, ...]:
+    return tuple(f for f in families if f.spec.kind is not MetricKind.GAUGE)
+
+
+@attrs.frozen
+class Retired:
+    """One incarnation of the retired document (a store that restarted empty starts a new one)."""
+
+    #: Random id of this incarnation: readers keep what an older one counted when the store loses it.
+    id: str
+    #: Worker id -> ``published_at`` of the document that was folded in.
+    absorbed: Mapping[str, float] = attrs.field(factory=dict)
+    #: The newest ``published_at`` among folded workers whose record was forgotten (``-inf``: none).
+    horizon: float = float("-inf")
+    #: The folded workers' counters and histograms, summed (no gauges: a stopped worker exports none).
+    families: tuple[FamilySnapshot, ...] = ()
+
+    @classmethod
+    def new(cls, incarnation: str) -> Retired:
+        return cls(incarnation)
+
+    @classmethod
+    def from_json(cls, doc: object) -> Retired | None:
+        """The value of a stored document; ``None`` when it is not one (written by something else)."""
+        if not isinstance(doc, dict):
+            return None
+        incarnation, absorbed, families = doc.get("id"), doc.get("absorbed"), doc.get("families")
+        horizon = doc.get("horizon")
+        if (not isinstance(incarnation, str) or not isinstance(absorbed, dict) or not isinstance(families, dict)
+                or not (horizon is None or isinstance(horizon, (int, float)))):
+            return None
+        stamps = {str(k): float(v) for k, v in absorbed.items() if isinstance(v, (int, float))}
+        return cls(incarnation, stamps, float("-inf") if horizon is None else float(horizon),
+                   _counts_only(snapshot_from_json(families)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "absorbed": dict(self.absorbed),
+                "horizon": None if self.horizon == float("-inf") else self.horizon,
+                "families": snapshot_to_json(self.families)}
+
+    def absorb(self, worker: str, published_at: float, families: Sequence[FamilySnapshot]) -> Retired:
+        """This document with *worker*'s document (published at *published_at*) folded in."""
+        merged = merge_snapshots([self.families, _counts_only(families)])
+        return attrs.evolve(self, absorbed={**self.absorbed, worker: published_at}, families=tuple(merged))
+
+    def forget(self, now: float, still_stored: Callable[[str], bool]) -> Retired:
+        """Drop the records of folded workers whose document is gone and was folded over
+        :data:`FORGET_AFTER_S` ago (by its ``published_at``); :attr:`horizon` keeps the newest such stamp."""
+        gone = {w: t for w, t in self.absorbed.items() if t < now - FORGET_AFTER_S and not still_stored(w)}
+        if not gone:
+            return self
+        return attrs.evolve(self, absorbed={w: t for w, t in self.absorbed.items() if w not in gone},
+                            horizon=max(self.horizon, *gone.values()))
