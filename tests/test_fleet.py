@@ -386,7 +386,7 @@ def test_forgotten_folds_still_stop_a_resumed_worker_counting_twice() -> None:
     doc = store.get_document(_RETIRED)
     assert doc is not None
     assert list(doc.value["absorbed"]) == [late.worker_id]  # type: ignore[index]
-    assert paused.refresh()  # its record is gone, the horizon says it was folded: a new id, no double count
+    assert paused.refresh()  # its record is gone, but so is its document after such a silence: a new id
     _work(tp, 1)
     assert paused.refresh()
     assert live.refresh()
@@ -424,3 +424,126 @@ def test_a_folded_document_left_behind_is_not_counted_twice_and_is_deleted_later
         assert _requests(ta if fleet is a else tb) == 3.0
     assert store.get_document(left) is None  # a later refresh deleted it
     assert _requests(ta) == _requests(tb) == 3.0
+
+
+def test_a_resumed_workers_own_view_never_dips_during_its_refresh() -> None:
+    """From the review of the fold: the resumed worker's baseline and the retired counts it subtracts change
+    together, so a scrape in the middle of its refresh sees neither half alone."""
+    scraped: list[float | None] = []
+    spying: list[Telemetry] = []
+
+    class Spy(MemoryStore):
+        def list_keys(self, prefix: str) -> list[str]:
+            if spying:
+                scraped.append(_requests(spying[0]))  # a scrape on the request thread, mid-refresh
+            return super().list_keys(prefix)
+
+    store, clock = Spy(), _Clock()
+    live, _ = _fleet(store, clock)
+    paused, tp = _fleet(store, clock)
+    _work(tp, 5)
+    for fleet in (paused, live):
+        assert fleet.refresh()
+    clock.now += 100.0
+    assert live.refresh()  # folds `paused`
+    spying.append(tp)
+    assert paused.refresh()  # it resumes
+    assert scraped == [5.0]
+    assert _requests(tp) == 5.0
+
+
+def test_a_worker_resuming_while_it_is_being_folded_is_counted_once_throughout() -> None:
+    """From the review: the worker resumes after the folder's last look at its document and before the folder
+    writes the retired document. The folder's mark makes the worker's publish fail; it finds the mark and goes
+    on under a new id, so no reader ever sees a total go down."""
+    clock = _Clock()
+    during: list[Any] = []
+
+    class Racy(MemoryStore):
+        def compare_and_set(self, key: str, value: Any, *, expected_version: int) -> bool:
+            if key == _RETIRED and during:
+                during.pop()()
+            return super().compare_and_set(key, value, expected_version=expected_version)
+
+    store = Racy()
+    folder, _ = _fleet(store, clock)
+    reader, tr = _fleet(store, clock)
+    w, tw = _fleet(store, clock)
+    _work(tw, 5)
+    for fleet in (w, folder, reader):
+        assert fleet.refresh()
+    clock.now += 100.0
+    old_id = w.worker_id
+    totals: list[float | None] = []
+
+    def resume() -> None:
+        _work(tw, 3)
+        assert w.publish()
+        assert reader.refresh()
+        totals.append(_requests(tr))
+
+    during.append(resume)
+    assert folder.refresh()
+    assert w.worker_id != old_id
+    for fleet in (reader, w, reader):
+        assert fleet.refresh()
+        totals.append(_requests(tr))
+    assert totals == [8.0] * 4
+    assert _requests(tw) == 8.0
+    assert store.list_keys(_HEAD) == sorted(make_key("telemetry", "fleet", f.worker_id) for f in (folder, reader, w))
+
+
+def test_a_folded_worker_resuming_after_the_store_lost_everything_counts_once() -> None:
+    """From the review: Redis restarted empty while a folded worker was paused. It cannot read its record any
+    more, but its document is gone after a silence long enough for a fold: it goes on under a new id."""
+    store, clock = MemoryStore(), _Clock()
+    reader, tr = _fleet(store, clock)
+    w, tw = _fleet(store, clock)
+    _work(tw, 5)
+    for fleet in (w, reader):
+        assert fleet.refresh()
+    clock.now += 100.0
+    assert reader.refresh()  # folds w
+    store._docs.clear()  # restarted empty
+    for fleet in (reader, w, reader, w, reader):
+        assert fleet.refresh()
+    assert _requests(tr) == 5.0
+    _work(tw, 3)
+    for fleet in (w, reader):
+        assert fleet.refresh()
+    assert _requests(tr) == 8.0  # the reader kept what it read of the lost retired document: 5, and w's 3
+    # w itself never read the retired document the store lost (it was paused): like any worker that starts
+    # after a loss, it serves what the store holds, its 3 since the fold (documented in docs/stores.md).
+    assert _requests(tw) == 3.0
+    assert sample_value(tw, "mlops_telemetry_errors_total", reason="fleet_refold") is None
+
+
+def test_a_publish_whose_reply_was_lost_is_still_known_when_it_is_folded() -> None:
+    clock = _Clock()
+    lose: list[str] = []
+
+    class LostReply(MemoryStore):
+        def compare_and_set(self, key: str, value: Any, *, expected_version: int) -> bool:
+            won = super().compare_and_set(key, value, expected_version=expected_version)
+            if lose and key == lose[0]:
+                lose.pop()
+                raise TimeoutError("applied, but the reply was lost")
+            return won
+
+    store = LostReply()
+    live, tl = _fleet(store, clock)
+    w, tw = _fleet(store, clock)
+    _work(tw, 2)
+    for fleet in (w, live):
+        assert fleet.refresh()
+    _work(tw, 3)
+    clock.now += 1.0
+    lose.append(make_key("telemetry", "fleet", w.worker_id))
+    assert not w.publish()  # stored, but w cannot know
+    clock.now += 100.0
+    assert live.refresh()  # folds w's last document (5)
+    _work(tw, 1)
+    for fleet in (w, live):
+        assert fleet.refresh()
+    assert _requests(tl) == _requests(tw) == 6.0
+    assert sample_value(tw, "mlops_telemetry_errors_total", reason="fleet_refold") is None

@@ -259,7 +259,7 @@ def test_a_batch_whose_reply_was_lost_is_applied_once(
     store = make_store(redis_fresh.url, socket_timeout=0.3, flush_interval=3600.0)
     store.incr("warm-up", {"n": 1})  # connects and loads the scripts
     assert store.flush()
-    store._flusher.stop()  # only flush() sends from here (a parked flusher would deliver the next write)
+    store._flusher.stop()  # only flush() sends from here (the flusher's sentinel-check ticks would deliver too)
     raw = redis.Redis.from_url(redis_fresh.url, socket_timeout=10)
     raw.ping()  # connected before the race below starts
     store.incr("k", {"n": 1})
@@ -312,7 +312,7 @@ def test_an_idle_flusher_sleeps_until_its_sentinel_check(
     store = make_store(redis_service.url, flush_interval=0.01, epoch_interval=0.5)
     store.incr("k", {"n": 1})
     wait_until(lambda: store.read_counters("k") == {"n": 1.0})
-    time.sleep(0.1)  # past the tick that finds nothing left and parks
+    time.sleep(0.3)  # past the five ticks that find nothing left (0.05 s): parked
     before = _wakeups(store._flusher.thread)
     time.sleep(1.0)
     # Parked: one wake-up per sentinel check (a GET, so a few switches), not one per flush_interval (100).
@@ -335,7 +335,7 @@ def test_writes_to_a_parked_flusher_are_never_left_waiting(
     buffer = CounterBuffer(store, ("n",))
     rng = random.Random(7)
     for i in range(1, 81):
-        time.sleep(rng.uniform(0.0, 0.012))  # sometimes before, sometimes after the park
+        time.sleep(rng.uniform(0.0, 0.04))  # it parks after five empty ticks (25 ms): sometimes before, sometimes after
         if i % 2:
             store.incr("direct", {"n": 1})
         else:
@@ -344,6 +344,28 @@ def test_writes_to_a_parked_flusher_are_never_left_waiting(
         wait_until(lambda want=want: all(store.read_counters(k) == (v if v["n"] else {})
                                          for k, v in want.items()), timeout=5.0)
     buffer.close()
+
+
+def test_a_flusher_sends_at_most_one_batch_per_flush_interval_at_any_write_rate(
+    redis_fresh: RedisServer, make_store: Callable[..., RedisStore]
+) -> None:
+    """From the review of the park: writes spaced wider than a round trip must not each wake the flusher for a
+    delivery of their own (before the fix, 20 writes 50 ms apart cost 20 script calls)."""
+    store = make_store(redis_fresh.url, flush_interval=0.5, epoch_interval=60.0)
+    store.incr("warm-up", {"n": 1})
+    assert store.flush()
+    time.sleep(3.0)  # parked (five empty ticks)
+    raw = redis.Redis.from_url(redis_fresh.url)
+    raw.config_resetstat()
+    started = time.monotonic()
+    for _ in range(20):
+        store.incr("k", {"n": 1})
+        time.sleep(0.05)
+    elapsed = time.monotonic() - started
+    assert store.flush()
+    calls = int(raw.info("commandstats")["cmdstat_evalsha"]["calls"])
+    assert calls <= elapsed / 0.5 + 2  # one batch per interval, the first at once, and the final flush()
+    assert store.read_counters("k") == {"n": 20.0}
 
 
 def test_a_buffered_write_racing_the_flusher_into_its_park_is_delivered(
@@ -366,9 +388,9 @@ def test_a_buffered_write_racing_the_flusher_into_its_park_is_delivered(
     store.add_feeder(inject)
     buffer.add("early", (1.0,))
     wait_until(lambda: store.read_counters("early") == {"n": 1.0})
-    time.sleep(0.05)  # parked
+    time.sleep(0.3)  # parked (after five empty ticks, 0.05 s)
     armed.set()
-    store.incr("wake", {"n": 1})  # wakes it: the tick that hands over nothing, then injects
+    store._flusher.wake()  # a tick of the parked flusher (as its sentinel check's): nothing to send, then the sum
     wait_until(lambda: store.read_counters("late") == {"n": 1.0}, timeout=5.0)
     buffer.close()
 
@@ -379,7 +401,7 @@ def test_hot_path_writes_are_merged_into_one_update_per_key(
     store = make_store(redis_fresh.url, flush_interval=3600.0)
     store.incr("warm-up", {"n": 1})
     assert store.flush()
-    store._flusher.stop()  # only flush() sends from here (a parked flusher would deliver the next write)
+    store._flusher.stop()  # only flush() sends from here (the flusher's sentinel-check ticks would deliver too)
     raw = redis.Redis.from_url(redis_fresh.url)
     raw.config_resetstat()
     for i in range(1000):
@@ -399,7 +421,7 @@ def test_while_redis_is_down_writes_are_kept_bounded_and_delivered_later(
     store = make_store(redis_fresh.url, max_pending=5, flush_interval=3600.0)
     store.incr("warm-up", {"n": 1})
     assert store.flush()
-    store._flusher.stop()  # only flush() sends from here (a parked flusher would deliver the next write)
+    store._flusher.stop()  # only flush() sends from here (the flusher's sentinel-check ticks would deliver too)
     redis_fresh.stop()
     caplog.set_level(logging.WARNING, logger="mlops_otel.stores")
     for i in range(10):

@@ -16,7 +16,7 @@ from ._forksafe import after_fork_in_child
 from ._retired import Retired
 from ._worker import PeriodicWorker, fault_hook
 from .semconv import MetricKind
-from .stores import StateStore, make_key
+from .stores import StateStore, Versioned, make_key
 from .telemetry import (
     FamilySnapshot,
     Telemetry,
@@ -40,8 +40,12 @@ _SLICE_PAUSE_S = 0.0001
 _SLICE_S = 0.0005
 #: At most this many stopped workers' documents are folded into the retired document per refresh.
 _RETIRE_PER_REFRESH = 16
-#: This worker's last publishes kept (stamp, snapshot): one of them is what was folded in if it was.
-_HISTORY = 4
+#: This worker's last publish attempts kept (stamp, snapshot): one of them is what was folded in if it was.
+_HISTORY = 8
+#: The mark a folding worker puts on a document before it folds it.
+_FOLDING = "folding"
+#: "Not known": the stored document was not read (publish's first check), or no baseline was given.
+_UNKNOWN: Any = object()
 
 
 class _Slicer:
@@ -135,7 +139,7 @@ class FleetMetrics:
     #: Seconds after its TTL ran out that a stopped worker's document is folded into the fleet's one
     #: retired document (its counters kept, the document deleted), by whichever worker refreshes first.
     #: A worker that was paused that long and resumes notices, and goes on under a new id publishing
-    #: only what it counted since (no count is lost or counted twice).
+    #: only what it counted since (docs/stores.md, "Retired workers", gives the rules and the limits).
     retire_after: float = attrs.field(default=600.0, kw_only=True)
     #: How often a document whose TTL ran out is fetched again (seconds). Each refresh lists the documents,
     #: but a stopped worker's is re-read only this often: workers recycled often (gunicorn's
@@ -147,17 +151,24 @@ class FleetMetrics:
     _thread: PeriodicWorker[FleetMetrics] | None = attrs.field(default=None, init=False, repr=False)
     _closed: bool = attrs.field(default=False, init=False, repr=False)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
-    _others: list[list[FamilySnapshot]] = attrs.field(factory=list, init=False, repr=False)
+    #: What a scrape merges with this worker's live snapshot: (the baseline to subtract from it, the other
+    #: workers' snapshots), replaced as one at the end of a refresh so a scrape never sees half of a change.
+    _view: tuple[list[FamilySnapshot] | None, list[list[FamilySnapshot]]] = attrs.field(
+        default=(None, []), init=False, repr=False)
     #: The version of this worker's own document after its last publish (only this worker writes it),
     #: so a publish is one compare-and-set instead of a read of the whole document and a write.
     _own_version: int | None = attrs.field(default=None, init=False, repr=False)
     _seen: dict[str, _Seen] = attrs.field(factory=dict, init=False, repr=False)
-    #: Every incarnation of the retired document seen (id -> (version, value)): one the store lost
+    #: The newest copy seen of every incarnation of the retired document (by id): one the store lost
     #: keeps counting here, as a lost worker document does.
-    _retired: dict[str, tuple[int, Retired]] = attrs.field(factory=dict, init=False, repr=False)
-    #: (published_at, snapshot) of this worker's last publishes.
+    _retired: dict[str, Retired] = attrs.field(factory=dict, init=False, repr=False)
+    #: (store version, incarnation id) of the retired document as last read.
+    _retired_version: tuple[int, str] = attrs.field(default=(-1, ""), init=False, repr=False)
+    #: (published_at, snapshot) of this worker's last publish attempts (one whose reply was lost included).
     _history: deque[tuple[float, list[FamilySnapshot]]] = attrs.field(
         factory=lambda: deque(maxlen=_HISTORY), init=False, repr=False)
+    #: The ``published_at`` of this worker's last publish known stored.
+    _stored_at: float | None = attrs.field(default=None, init=False, repr=False)
     #: After this worker found itself folded in: the snapshot that was, subtracted from what it publishes.
     _baseline: list[FamilySnapshot] | None = attrs.field(default=None, init=False, repr=False)
 
@@ -177,11 +188,13 @@ class FleetMetrics:
     def _after_fork(self) -> None:
         self._worker = uuid.uuid4().hex
         self._lock = threading.Lock()
-        self._others = []
+        self._view = (None, [])
         self._own_version = None
         self._seen = {}
         self._retired = {}
+        self._retired_version = (-1, "")
         self._history = deque(maxlen=_HISTORY)
+        self._stored_at = None
         self._baseline = None
         if self._thread is not None:
             self._thread.after_fork()  # reset before restarting: the child publishes under its new id
@@ -225,11 +238,10 @@ class FleetMetrics:
         slicer = _Slicer()
         now = self.clock()
         stored = self._read_retired()  # first: this worker may have been folded in while it was paused
-        self._check_folded(now)
         published = self.publish(slicer=slicer)
         own = make_key(_NAMESPACE, _GROUP, self._worker)
         head = make_key(_NAMESPACE, _GROUP, "")
-        folded = {w for _, r in self._retired.values() for w in r.absorbed}
+        folded = {w for r in self._retired.values() for w in r.absorbed}
         seen = {k: v for k, v in self._seen.items() if k[len(head):] not in folded}
         leftovers: list[str] = []
         try:
@@ -267,14 +279,14 @@ class FleetMetrics:
         except Exception as exc:  # keep serving the last view of the fleet
             self.telemetry.fault("fleet_refresh", exc)
             return False
-        others = [list(r.families) for _, r in self._retired.values()]
+        others = [list(r.families) for r in self._retired.values()]
         for key, entry in seen.items():
             if key in listed and not entry.expired(now):
                 others.append(entry.snapshot)
             else:  # its worker stopped renewing it, or the store lost it: counters only
                 others.append([f for f in entry.snapshot if f.spec.kind is not MetricKind.GAUGE])
         self._seen = seen
-        self._others = others
+        self._view = (self._baseline, others)
         return published and stored is not None
 
     @property
@@ -290,82 +302,86 @@ class FleetMetrics:
             return None
         if found is None:
             return _Stored(0, None, present=False)
-        incarnation = found.value.get("id") if isinstance(found.value, dict) else None
-        known = self._retired.get(incarnation) if isinstance(incarnation, str) else None
-        if known is not None and known[0] == found.version:
-            return _Stored(found.version, known[1], present=True)  # unchanged: not parsed again
+        if found.version == self._retired_version[0] and self._retired_version[1] in self._retired:
+            return _Stored(found.version, self._retired[self._retired_version[1]], present=True)  # not parsed again
         retired = Retired.from_json(found.value)
-        if retired is not None and (known is None or known[0] < found.version):  # never go back to an older copy
-            self._retired[retired.id] = (found.version, retired)
+        if retired is not None:
+            known = self._retired.get(retired.id)
+            if known is None or known.generation <= retired.generation:
+                self._retired[retired.id] = retired  # never back to an older copy (a store restored from one)
+            self._retired_version = (found.version, retired.id)
         return _Stored(found.version, retired, present=True)
 
-    def _check_folded(self, now: float) -> None:
-        """If this worker's document was folded into the retired document (it was paused for longer
-        than its TTL and *retire_after*), go on under a new id, publishing only what it counted since."""
-        if not self._history:
-            return
-        last = self._history[-1][0]
-        stamp = next((r.absorbed[self._worker] for _, r in self._retired.values() if self._worker in r.absorbed),
-                     None)
-        if stamp is None:
-            # Folded long ago and the record forgotten since (only its stamp's horizon is left)?
-            if (now - last <= float(self.ttl or 0.0) + self.retire_after
-                    or not any(r.horizon >= last for _, r in self._retired.values())):
-                return
-            try:
-                if self.store.get_document(make_key(_NAMESPACE, _GROUP, self._worker)) is not None:
-                    return
-            except Exception as exc:
-                self.telemetry.fault("fleet_refresh", exc)
-                return
-            stamp = last
+    def _folded_at(self, current: object) -> float | None:
+        """The ``published_at`` at which this worker's document was folded in (``None``: it was not), judged
+        from the retired document's record, else from *current*, its document as now stored (``_UNKNOWN``:
+        not read): marked by a folding worker, or gone after a silence long enough for a fold (the record
+        forgotten, or lost with the store)."""
+        for retired in self._retired.values():
+            if self._worker in retired.absorbed:
+                return retired.absorbed[self._worker]
+        if isinstance(current, Versioned) and isinstance(current.value, dict) and current.value.get(_FOLDING):
+            return _published_at(current.value)
+        last = self._stored_at
+        if current is None and last is not None and self.clock() - last > float(self.ttl or 0) + self.retire_after:
+            return last
+        return None
+
+    def _leave(self, stamp: float) -> None:
+        """Go on under a new id, publishing only what this worker counted after its publish at *stamp*."""
         folded = next((snapshot for at, snapshot in reversed(self._history) if at == stamp), None)
         if folded is None:  # not one of our last publishes: count from now on (what came between is lost)
             self.telemetry.fault("fleet_refold", LookupError(f"no publish of this worker at {stamp}"))
             folded = self.telemetry.snapshot()
-        _log.warning("mlops-otel: fleet worker %s was paused long enough to be retired (its counts are in the "
+        _log.warning("mlops-otel: fleet worker %s was stopped long enough to be retired (its counts are in the "
                      "retired document); it goes on under a new id", self._worker)
         self._baseline = folded
         self._worker = uuid.uuid4().hex
         self._own_version = None
+        self._stored_at = None
         self._history.clear()
 
     def _retire(self, stored: _Stored, seen: dict[str, _Seen], listed: set[str], leftovers: list[str],
                 now: float) -> None:
         """Fold the documents of workers stopped for *retire_after* past their TTL into the retired
-        document (compare-and-set: two workers folding at once fold each document once), then delete them.
+        document, then delete them.
 
-        A document is folded as this worker last read it, and only if it is still that document (a
-        worker that resumed meanwhile is left alone). Documents of workers already folded (a delete
-        that failed) are deleted; nobody counts them.
+        Each document is first marked as being folded with a compare-and-set on the version this worker
+        read (so it is folded only as it still is, and a worker that resumes finds the mark instead of
+        publishing over it); then the retired document is written with a compare-and-set (two workers
+        folding at once fold each document once; a marked document not folded yet is counted as any
+        other and folded later). Documents of workers already folded (a delete that failed) are deleted.
         """
         head = make_key(_NAMESPACE, _GROUP, "")
         for key in leftovers[:_RETIRE_PER_REFRESH]:
             self.store.delete(key)
-        due = [key for key in sorted(listed) if _retirable(seen[key], now, self.retire_after)][:_RETIRE_PER_REFRESH]
         if stored.present and stored.value is None:
             return  # something else wrote the key: leave it alone
+        due = [key for key in sorted(listed) if _retirable(seen[key], now, self.retire_after)][:_RETIRE_PER_REFRESH]
         retired = stored.value if stored.value is not None else Retired.new(uuid.uuid4().hex)
-        known = self._retired.get(retired.id)
-        if known is not None and known[0] > stored.version:
-            retired = known[1]  # the store went back to an older copy: build on the newer one read before
+        retired = self._retired.get(retired.id, retired)  # the newest copy seen (the store may hold an older one)
         folding = []
         for key in due:
             entry = seen[key]
             found = self.store.get_document(key)
             if (found is None or found.version != entry.version or not isinstance(found.value, dict)
-                    or _published_at(found.value) != entry.published_at):
-                seen[key] = attrs.evolve(entry, checked_at=float("-inf"))  # its worker is back: read it next time
+                    or _published_at(found.value) != entry.published_at
+                    or not self.store.compare_and_set(key, {**found.value, _FOLDING: True},
+                                                      expected_version=found.version)):
+                seen[key] = attrs.evolve(entry, checked_at=float("-inf"))  # changed: read it again next time
                 continue
+            seen[key] = attrs.evolve(entry, version=found.version + 1)  # the mark: the same counts
             retired = retired.absorb(key[len(head):], entry.published_at, entry.snapshot)
             folding.append(key)
         stored_keys = listed.union(leftovers)
         pruned = retired.forget(now, lambda worker: make_key(_NAMESPACE, _GROUP, worker) in stored_keys)
         if not folding and pruned is retired:
             return
-        if not self.store.compare_and_set(self._retired_key, pruned.to_json(), expected_version=stored.version):
-            return  # another worker changed it first: the next refresh reads its version
-        self._retired[pruned.id] = (stored.version + 1, pruned)
+        written = pruned.successor()
+        if not self.store.compare_and_set(self._retired_key, written.to_json(), expected_version=stored.version):
+            return  # another worker changed it first: the next refresh reads it (the marked ones are folded then)
+        self._retired[written.id] = written
+        self._retired_version = (stored.version + 1, written.id)
         for key in folding:
             del seen[key]
             listed.discard(key)
@@ -375,34 +391,42 @@ class FleetMetrics:
         """Write this worker's snapshot to the store now; return whether it was stored.
 
         ``gauges=False`` leaves the gauges out (a one-shot writer such as the CLI, whose
-        gauges would go stale at once, while its counters must reach the totals).
+        gauges would go stale at once, while its counters must reach the totals). A worker
+        whose document was folded into the retired document (it was stopped for longer than
+        its TTL and *retire_after*) goes on under a new id, publishing what it counted since.
         """
         pause = _Slicer() if slicer is None else slicer
-        key = make_key(_NAMESPACE, _GROUP, self._worker)
-        raw = self.telemetry.snapshot()
-        families = self._own(raw)
-        if not gauges:
-            families = [f for f in families if f.spec.kind is not MetricKind.GAUGE]
-        pause()
-        stamp = self.clock()
-        doc: dict[str, Any] = {"worker": self._worker, "families": snapshot_to_json(families),
-                               "published_at": stamp, "ttl": self.ttl}
-        pause()
         try:
-            known = self._own_version
-            # Only this worker writes its key, so the version its last write left is the one to
-            # expect (a store that numbers versions otherwise, or a lost key, costs one read).
-            if known is not None and self.store.compare_and_set(key, doc, expected_version=known):
+            stamp = self._folded_at(_UNKNOWN)  # the retired document's record (no I/O)
+            if stamp is not None:
+                self._leave(stamp)
+            raw = self.telemetry.snapshot()
+            pause()
+            for _ in range(4):
+                key = make_key(_NAMESPACE, _GROUP, self._worker)
+                families = self._own(raw)
+                if not gauges:
+                    families = [f for f in families if f.spec.kind is not MetricKind.GAUGE]
+                stamp = self.clock()
+                doc: dict[str, Any] = {"worker": self._worker, "families": snapshot_to_json(families),
+                                       "published_at": stamp, "ttl": self.ttl}
+                pause()
+                self._history.append((stamp, raw))  # before the write: one whose reply is lost may be stored
+                # Only this worker writes its key, so the version its last write left is the one to expect (a
+                # store that numbers versions otherwise, a lost key, or a fold's mark costs one read).
+                known = self._own_version
+                if known is None or not self.store.compare_and_set(key, doc, expected_version=known):
+                    current = self.store.get_document(key)
+                    folded = self._folded_at(current)
+                    if folded is not None:
+                        self._leave(folded)
+                        continue
+                    known = 0 if current is None else current.version
+                    if not self.store.compare_and_set(key, doc, expected_version=known):
+                        continue
                 self._own_version = known + 1
-                self._history.append((stamp, raw))
+                self._stored_at = stamp
                 return True
-            for _ in range(3):
-                current = self.store.get_document(key)
-                expected = 0 if current is None else current.version
-                if self.store.compare_and_set(key, doc, expected_version=expected):
-                    self._own_version = expected + 1
-                    self._history.append((stamp, raw))
-                    return True
         except Exception as exc:  # the store being down must not break scrapes or the service
             self._own_version = None
             self.telemetry.fault("fleet_publish", exc)
@@ -410,12 +434,13 @@ class FleetMetrics:
 
     def fleet_snapshot(self) -> list[FamilySnapshot]:
         """This worker's live snapshot merged with the others' last fetched ones (no store I/O)."""
-        return merge_snapshots([self._own(self.telemetry.snapshot()), *self._others])
+        baseline, others = self._view
+        return merge_snapshots([self._own(self.telemetry.snapshot(), baseline), *others])
 
-    def _own(self, snapshot: list[FamilySnapshot]) -> list[FamilySnapshot]:
-        """What this worker counts in the fleet: all of *snapshot*, less what was folded in under its old id."""
-        baseline = self._baseline
-        return snapshot if baseline is None else subtract_snapshots(snapshot, baseline)
+    def _own(self, snapshot: list[FamilySnapshot], baseline: object = _UNKNOWN) -> list[FamilySnapshot]:
+        """What this worker counts in the fleet: all of *snapshot*, less what was folded in under an old id."""
+        base = self._baseline if baseline is _UNKNOWN else baseline
+        return snapshot if not isinstance(base, list) else subtract_snapshots(snapshot, base)
 
     def close(self) -> None:
         """Publish once more (counters only: a stopped worker exports no gauges) and stop.

@@ -33,8 +33,8 @@ from .telemetry import FamilySnapshot, merge_snapshots, snapshot_from_json, snap
 
 __all__ = ["FORGET_AFTER_S", "Retired"]
 
-#: How long (seconds) the record of a folded worker is kept once its own document is gone.
-#: After that only :attr:`Retired.horizon` remembers it (one number, however many workers).
+#: How long (seconds) after its publish the record of a folded worker is kept once its own document
+#: is gone. A worker that resumes later still finds out: its document is gone after a long silence.
 FORGET_AFTER_S = 86_400.0
 
 
@@ -50,10 +50,11 @@ class Retired:
     id: str
     #: Worker id -> ``published_at`` of the document that was folded in.
     absorbed: Mapping[str, float] = attrs.field(factory=dict)
-    #: The newest ``published_at`` among folded workers whose record was forgotten (``-inf``: none).
-    horizon: float = float("-inf")
     #: The folded workers' counters and histograms, summed (no gauges: a stopped worker exports none).
     families: tuple[FamilySnapshot, ...] = ()
+    #: Raised by every write: of two copies of one incarnation the higher is the newer (the store's
+    #: own version number goes back with a store restored from an older copy).
+    generation: int = 0
 
     @classmethod
     def new(cls, incarnation: str) -> Retired:
@@ -65,18 +66,20 @@ class Retired:
         if not isinstance(doc, dict):
             return None
         incarnation, absorbed, families = doc.get("id"), doc.get("absorbed"), doc.get("families")
-        horizon = doc.get("horizon")
+        generation = doc.get("generation")
         if (not isinstance(incarnation, str) or not isinstance(absorbed, dict) or not isinstance(families, dict)
-                or not (horizon is None or isinstance(horizon, (int, float)))):
+                or type(generation) is not int):
             return None
         stamps = {str(k): float(v) for k, v in absorbed.items() if isinstance(v, (int, float))}
-        return cls(incarnation, stamps, float("-inf") if horizon is None else float(horizon),
-                   _counts_only(snapshot_from_json(families)))
+        return cls(incarnation, stamps, _counts_only(snapshot_from_json(families)), generation)
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "absorbed": dict(self.absorbed),
-                "horizon": None if self.horizon == float("-inf") else self.horizon,
-                "families": snapshot_to_json(self.families)}
+        return {"id": self.id, "absorbed": dict(self.absorbed), "families": snapshot_to_json(self.families),
+                "generation": self.generation}
+
+    def successor(self) -> Retired:
+        """This value as the next write stores it."""
+        return attrs.evolve(self, generation=self.generation + 1)
 
     def absorb(self, worker: str, published_at: float, families: Sequence[FamilySnapshot]) -> Retired:
         """This document with *worker*'s document (published at *published_at*) folded in."""
@@ -84,10 +87,9 @@ class Retired:
         return attrs.evolve(self, absorbed={**self.absorbed, worker: published_at}, families=tuple(merged))
 
     def forget(self, now: float, still_stored: Callable[[str], bool]) -> Retired:
-        """Drop the records of folded workers whose document is gone and was folded over
-        :data:`FORGET_AFTER_S` ago (by its ``published_at``); :attr:`horizon` keeps the newest such stamp."""
-        gone = {w: t for w, t in self.absorbed.items() if t < now - FORGET_AFTER_S and not still_stored(w)}
+        """Drop the records of folded workers whose document is gone, published over
+        :data:`FORGET_AFTER_S` before *now*."""
+        gone = {w for w, t in self.absorbed.items() if t < now - FORGET_AFTER_S and not still_stored(w)}
         if not gone:
             return self
-        return attrs.evolve(self, absorbed={w: t for w, t in self.absorbed.items() if w not in gone},
-                            horizon=max(self.horizon, *gone.values()))
+        return attrs.evolve(self, absorbed={w: t for w, t in self.absorbed.items() if w not in gone})

@@ -64,6 +64,9 @@ logger = logging.getLogger("mlops_otel.stores")
 
 _Client: TypeAlias = Redis | RedisCluster
 _T = TypeVar("_T")
+#: The flusher parks after this many ticks in a row with nothing to deliver (0.5 s at the default
+#: flush_interval: the deferred writes of a loaded worker arrive every 0.5 s, so it then never parks).
+_PARK_AFTER_TICKS = 5
 
 # ----------------------------------------------------------------- Lua scripts
 # Every write-behind script takes KEYS = [data key, writer's companion hash] and
@@ -323,8 +326,10 @@ class RedisStore:
     _closed: bool = attrs.field(default=False, init=False, repr=False)
     #: The flusher found nothing to deliver and sleeps until the next sentinel check; the next write wakes it.
     _parked: bool = attrs.field(default=False, init=False, repr=False)
-    #: When the flusher may deliver again after its last delivery (monotonic seconds).
+    #: When a woken flusher may deliver again: flush_interval after its last delivery (monotonic seconds).
     _not_before: float = attrs.field(default=0.0, init=False, repr=False)
+    #: Flusher ticks in a row that found nothing to deliver.
+    _idle_ticks: int = attrs.field(default=0, init=False, repr=False)
     _atexit_hook: Callable[[], None] | None = attrs.field(default=None, init=False, repr=False)
 
     @property
@@ -400,6 +405,7 @@ class RedisStore:
         self._epoch_due = 0.0
         self._parked = False
         self._not_before = 0.0
+        self._idle_ticks = 0
 
     def _nudge(self) -> None:
         """A write was buffered: start the flusher, or wake it if it is parked (see :meth:`_tick`)."""
@@ -636,11 +642,13 @@ class RedisStore:
     def _tick(self) -> float:
         """One flusher iteration; return the seconds to wait before the next one.
 
-        With nothing left to deliver the flusher parks: it sleeps until the next sentinel check
-        (*epoch_interval*) instead of waking every *flush_interval*, and the next buffered write
-        wakes it (:meth:`_kick`, :meth:`_nudge`). An idle worker's flusher then wakes once a second
-        instead of ten times (#16: each wake-up of a thread costs about 0.1-0.3 ms of CPU on the
-        virtual machines measured, docs/performance-analysis.md).
+        After :data:`_PARK_AFTER_TICKS` ticks in a row with nothing to deliver the flusher parks:
+        it sleeps until the next sentinel check (*epoch_interval*) instead of waking every
+        *flush_interval*, and the next buffered write wakes it (:meth:`_kick`, :meth:`_nudge`). An
+        idle worker's flusher then wakes once a second instead of ten times (#16: each wake-up of a
+        thread costs about 0.1-0.3 ms of CPU on the virtual machines measured,
+        docs/performance-analysis.md). Under steady load (the deferred writes arrive every 0.5 s)
+        it never parks, so writers do not wake it.
         """
         self._parked = False
         now = time.monotonic()
@@ -651,16 +659,19 @@ class RedisStore:
         self._hooks.feed()  # the buffers in front of this store hand over their sums first
         if time.monotonic() >= self._epoch_due and time.monotonic() >= self._delivery.next_attempt:
             self._check_epoch()
+        empty, seq = self._delivery.idle(), self._delivery.seq
         delay = self._delivery.tick()
         until_epoch = max(0.0, self._epoch_due - time.monotonic())
         if delay is None:
-            if self._delivery.idle():
+            self._idle_ticks = self._idle_ticks + 1 if empty else 0
+            if self._idle_ticks >= _PARK_AFTER_TICKS and self._delivery.idle():
                 self._parked = True  # first the flag, then the buffers: see _kick
                 self._hooks.feed()
                 if self._delivery.idle():
                     return until_epoch
                 self._parked = False
-            self._not_before = now + self.flush_interval
+            if self._delivery.seq != seq:  # a batch went out
+                self._not_before = now + self.flush_interval
             return min(self.flush_interval, until_epoch)
         return min(delay, max(until_epoch, self.flush_interval) if delay > 0 else 0.0)
 
