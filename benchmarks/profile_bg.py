@@ -12,7 +12,8 @@ the no-SDK service of the same round, and each thread name's CPU (ms/s) and wake
 
 Run: ``python -m benchmarks.profile_bg [--redis] [--workers N] [--rates 50,150] [--seconds 6] [--rounds 3]
 [--compare PYTHONPATH]`` (``--compare``: a third case, the SDK case importing the code found first on
-that path, e.g. ``git archive main src`` unpacked somewhere: before/after side by side).
+that path, e.g. ``git archive main src`` unpacked somewhere: before/after side by side). A rate of 0
+measures the idle service (no load for *seconds*; ``cpu_ms_req`` is then the CPU of the whole interval).
 Not part of ``python -m benchmarks``: its output is the attribution in docs/performance-analysis.md.
 """
 
@@ -113,12 +114,17 @@ def run(*, redis: bool, workers: int, rates: list[float], seconds: float, rounds
                 for name in rot:
                     url, pid = procs[name]
                     before, t0 = threads(pid), time.perf_counter()
-                    res = run_wrk(url, rate=rate, seconds=seconds, warmup_seconds=0.5, equipment_ids=ids[name])
+                    if rate > 0:
+                        res = run_wrk(url, rate=rate, seconds=seconds, warmup_seconds=0.5, equipment_ids=ids[name])
+                        sent, p50 = res.sent, res.percentile(50)
+                    else:  # idle: what the service costs with no request at all
+                        time.sleep(seconds)
+                        sent, p50 = 0, 0.0
                     after, elapsed = threads(pid), time.perf_counter() - t0
                     per = _delta(before, after, elapsed)
                     total = sum(v["cpu_ms_s"] for v in per.values()) * elapsed / 1e3
                     samples.setdefault((name, rate), []).append(
-                        {"cpu_ms_req": total * 1e3 / max(1, res.sent), "threads": per, "p50": res.percentile(50)})
+                        {"cpu_ms_req": total * 1e3 / max(1, sent), "threads": per, "p50": p50})
     rows = []
     for (name, rate), runs in samples.items():
         base = samples[(BASELINE, rate)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -547,3 +548,172 @@ def test_a_publish_whose_reply_was_lost_is_still_known_when_it_is_folded() -> No
         assert fleet.refresh()
     assert _requests(tl) == _requests(tw) == 6.0
     assert sample_value(tw, "mlops_telemetry_errors_total", reason="fleet_refold") is None
+
+
+# ------------------------------------------------------------------ from the second review of the fold
+
+
+def test_a_retired_document_of_a_new_store_life_is_not_taken_for_the_cached_one() -> None:
+    """From the second review: r last read the retired document at version 1; the store restarts empty and
+    another worker's fold writes a new one, at version 1 again. r must not take it for the copy it cached
+    (its next fold would then overwrite the new document with the old one)."""
+    store, clock = MemoryStore(), _Clock()
+    r, tr = _fleet(store, clock)
+    d1, t1 = _fleet(store, clock)
+    _work(t1, 7)
+    assert d1.publish()
+    assert r.refresh()
+    clock.now += 100.0
+    assert r.refresh()  # A v1 = {d1: 7}
+    store._docs.clear()  # Redis restarted empty
+    g, _tg = _fleet(store, clock)
+    d2, t2 = _fleet(store, clock)
+    d3, t3 = _fleet(store, clock)
+    _work(t2, 100)
+    _work(t3, 1)
+    assert d2.publish()
+    assert g.refresh()
+    clock.now += 100.0
+    assert g.refresh()  # B v1 = {d2: 100}
+    assert d3.publish()  # stopped at once
+    assert r.refresh()  # reads version 1 of the new store life
+    clock.now += 100.0
+    assert r.refresh()  # folds d3 into it
+    z, tz = _fleet(store, clock)  # a worker started now serves what the store holds
+    assert z.refresh()
+    assert _requests(tz) == 101.0
+    assert _requests(tr) == 108.0  # r also kept what it read before the restart
+
+
+def test_a_worker_folded_between_its_read_and_its_publish_keeps_its_own_view() -> None:
+    clock = _Clock()
+    hook: list[FleetMetrics] = []
+
+    class S(MemoryStore):
+        def get_document(self, key: str) -> Any:
+            got = super().get_document(key)
+            if key == _RETIRED and hook:
+                hook.pop().refresh()  # the folder runs while w is paused right after its read
+            return got
+
+    store = S()
+    f, _tf = _fleet(store, clock)
+    w, tw = _fleet(store, clock)
+    _work(tw, 5)
+    for x in (w, f):
+        assert x.refresh()
+    assert _requests(tw) == 5.0
+    clock.now += 100.0
+    hook.append(f)
+    assert w.refresh()
+    dipped = _requests(tw)
+    assert w.refresh()
+    assert dipped == 5.0
+
+
+def test_a_worker_that_finds_the_mark_keeps_its_own_view_while_the_fold_completes() -> None:
+    clock = _Clock()
+    go, marked = threading.Event(), threading.Event()
+    armed = [False]
+    finish: list[threading.Thread] = []
+
+    class S(MemoryStore):
+        def compare_and_set(self, key: str, value: Any, *, expected_version: int) -> bool:
+            if key == _RETIRED and armed[0] and threading.current_thread() is not threading.main_thread():
+                marked.set()
+                go.wait(5)
+            return super().compare_and_set(key, value, expected_version=expected_version)
+
+        def list_keys(self, prefix: str) -> list[str]:
+            if finish and threading.current_thread() is threading.main_thread():
+                go.set()
+                finish.pop().join(5)
+            return super().list_keys(prefix)
+
+    store = S()
+    f, _tf = _fleet(store, clock)
+    w, tw = _fleet(store, clock)
+    _work(tw, 5)
+    for x in (w, f):
+        assert x.refresh()
+    clock.now += 100.0
+    armed[0] = True
+    t = threading.Thread(target=f.refresh)
+    t.start()
+    assert marked.wait(5)  # f marked w's doc, about to write the retired document
+    finish.append(t)
+    assert w.refresh()  # w: publish refused, finds the mark, leaves; f finishes before w lists
+    dipped = _requests(tw)
+    assert w.refresh()
+    assert dipped == 5.0
+
+
+def test_a_worker_cut_off_past_its_retirement_loses_no_count() -> None:
+    clock = _Clock()
+    shared = MemoryStore()
+    down = [False]
+
+    class Partitioned(MemoryStore):
+        def __getattribute__(self, name: str) -> Any:
+            if name in ("get_document", "compare_and_set", "list_keys", "delete"):
+                if down[0]:
+                    def fail(*a: Any, **k: Any) -> Any:
+                        raise ConnectionError("partitioned")
+                    return fail
+                return getattr(shared, name)
+            return super().__getattribute__(name)
+
+    live, tl = _fleet(shared, clock)
+    tw = Telemetry()
+    w = FleetMetrics(Partitioned(), tw, interval=1.0, ttl=5.0, retire_after=60.0, clock=clock)
+    tw.use_exposition_source(w.fleet_snapshot)
+    _work(tw, 5)
+    for x in (w, live):
+        assert x.refresh()
+    down[0] = True
+    for _ in range(70):  # w keeps serving and counting, cut off from the store
+        clock.now += 1.0
+        _work(tw, 1)
+        assert not w.refresh()
+        assert live.refresh()
+    down[0] = False
+    for x in (w, live, w):
+        assert x.refresh()
+    assert _requests(tl) == _requests(tw) == 75.0
+    assert sample_value(tw, "mlops_telemetry_errors_total", reason="fleet_refold") is None
+
+
+def test_a_folder_with_a_clock_ahead_loses_no_count_of_a_closing_worker() -> None:
+    base = _Clock()
+
+    class Ahead:
+        def __call__(self) -> float:
+            return base.now + 4.0
+
+    hook: list[Any] = []
+
+    class S(MemoryStore):
+        def get_document(self, key: str) -> Any:
+            got = super().get_document(key)
+            if key == _RETIRED and hook:
+                hook.pop()()
+            return got
+
+    store = S()
+    tf = Telemetry()
+    f = FleetMetrics(store, tf, interval=1.0, ttl=5.0, retire_after=60.0, clock=Ahead())
+    tf.use_exposition_source(f.fleet_snapshot)
+    r, tr = _fleet(store, base)
+    w, tw = _fleet(store, base)
+    _work(tw, 5)
+    for x in (w, f, r):
+        assert x.refresh()
+    base.now += 63.0  # f sees 67 s > 65; w sees 63 s
+    _work(tw, 2)
+    hook.append(f.refresh)  # f folds w right after w read the retired document
+    assert w.refresh()  # w's doc is gone but its silence (63 s on its clock) is under ttl + retire_after
+    assert store.get_document(make_key("telemetry", "fleet", w.worker_id)) is not None  # re-created, old id
+    assert r.refresh()  # r skips it as folded, and deletes it
+    w.close()  # graceful shutdown: publishes again under the folded id
+    assert r.refresh()
+    assert _requests(tr) == 7.0

@@ -164,11 +164,17 @@ class FleetMetrics:
     _retired: dict[str, Retired] = attrs.field(factory=dict, init=False, repr=False)
     #: (store version, incarnation id) of the retired document as last read.
     _retired_version: tuple[int, str] = attrs.field(default=(-1, ""), init=False, repr=False)
+    #: When the retired document was last read (this worker's clock), and whether it must be read next time.
+    _retired_checked: float = attrs.field(default=float("-inf"), init=False, repr=False)
+    _retired_due: bool = attrs.field(default=True, init=False, repr=False)
+    #: The other workers' documents the last refresh listed.
+    _listed: set[str] = attrs.field(factory=set, init=False, repr=False)
     #: (published_at, snapshot) of this worker's last publish attempts (one whose reply was lost included).
     _history: deque[tuple[float, list[FamilySnapshot]]] = attrs.field(
         factory=lambda: deque(maxlen=_HISTORY), init=False, repr=False)
-    #: The ``published_at`` of this worker's last publish known stored.
-    _stored_at: float | None = attrs.field(default=None, init=False, repr=False)
+    #: (published_at, snapshot) of this worker's last publish known stored: kept apart from the attempts,
+    #: which a long outage can push out of the history.
+    _stored: tuple[float, list[FamilySnapshot]] | None = attrs.field(default=None, init=False, repr=False)
     #: After this worker found itself folded in: the snapshot that was, subtracted from what it publishes.
     _baseline: list[FamilySnapshot] | None = attrs.field(default=None, init=False, repr=False)
 
@@ -193,8 +199,9 @@ class FleetMetrics:
         self._seen = {}
         self._retired = {}
         self._retired_version = (-1, "")
+        self._retired_checked, self._retired_due, self._listed = float("-inf"), True, set()
         self._history = deque(maxlen=_HISTORY)
-        self._stored_at = None
+        self._stored = None
         self._baseline = None
         if self._thread is not None:
             self._thread.after_fork()  # reset before restarting: the child publishes under its new id
@@ -233,11 +240,19 @@ class FleetMetrics:
         that left the store (restarted empty, flushed) stay in the view; a document seen
         again unchanged is not parsed again, and one whose TTL ran out is fetched again only
         every *expired_recheck* seconds. Documents stopped for *retire_after* past their TTL are
-        folded into the retired document (:meth:`_retire`).
+        folded into the retired document (:meth:`_retire`), which is read when a document left the
+        listing and otherwise every *expired_recheck* seconds.
         """
         slicer = _Slicer()
         now = self.clock()
-        stored = self._read_retired()  # first: this worker may have been folded in while it was paused
+        # The retired document changes only with a fold, which deletes documents: read it when one left the
+        # listing, else every expired_recheck seconds (a worker checks its own fold when it publishes).
+        stored: _Stored | None = None
+        if self._retired_due or now - self._retired_checked >= self.expired_recheck:
+            stored = self._read_retired()
+            if stored is None:
+                return False
+            self._retired_due, self._retired_checked = False, now
         published = self.publish(slicer=slicer)
         own = make_key(_NAMESPACE, _GROUP, self._worker)
         head = make_key(_NAMESPACE, _GROUP, "")
@@ -274,11 +289,20 @@ class FleetMetrics:
                     slicer()
                     snapshot += snapshot_from_json({name: body})
                 seen[key] = _Seen(found.version, stamp, found.value.get("ttl"), snapshot, now)
-            if stored is not None:
-                self._retire(stored, seen, listed, leftovers, now)
+            if any(_retirable(seen[key], now, self.retire_after) for key in listed) or leftovers:
+                stored = stored or self._read_retired()
+                if stored is not None:
+                    self._retire(stored, seen, listed, leftovers, now)
         except Exception as exc:  # keep serving the last view of the fleet
             self.telemetry.fault("fleet_refresh", exc)
             return False
+        if self._listed - listed - {own}:  # a document left the store: folded (or lost), read the retired one
+            self._retired_due = True
+        self._listed = listed
+        # Never a folded worker's own counts beside the retired ones (the retired document may have been
+        # read for a fold after the listing started).
+        folded = {w for r in self._retired.values() for w in r.absorbed}
+        seen = {k: v for k, v in seen.items() if k[len(head):] not in folded}
         others = [list(r.families) for r in self._retired.values()]
         for key, entry in seen.items():
             if key in listed and not entry.expired(now):
@@ -287,7 +311,7 @@ class FleetMetrics:
                 others.append([f for f in entry.snapshot if f.spec.kind is not MetricKind.GAUGE])
         self._seen = seen
         self._view = (self._baseline, others)
-        return published and stored is not None
+        return published
 
     @property
     def _retired_key(self) -> str:
@@ -302,8 +326,11 @@ class FleetMetrics:
             return None
         if found is None:
             return _Stored(0, None, present=False)
-        if found.version == self._retired_version[0] and self._retired_version[1] in self._retired:
-            return _Stored(found.version, self._retired[self._retired_version[1]], present=True)  # not parsed again
+        cached = self._retired.get(self._retired_version[1])
+        if (cached is not None and found.version == self._retired_version[0] and isinstance(found.value, dict)
+                and found.value.get("id") == cached.id and found.value.get("generation") == cached.generation):
+            return _Stored(found.version, cached, present=True)  # not parsed again (a store restarted empty
+            # numbers its versions from 1 again: the incarnation and generation tell the copies apart)
         retired = Retired.from_json(found.value)
         if retired is not None:
             known = self._retired.get(retired.id)
@@ -322,23 +349,34 @@ class FleetMetrics:
                 return retired.absorbed[self._worker]
         if isinstance(current, Versioned) and isinstance(current.value, dict) and current.value.get(_FOLDING):
             return _published_at(current.value)
-        last = self._stored_at
-        if current is None and last is not None and self.clock() - last > float(self.ttl or 0) + self.retire_after:
-            return last
+        last = self._stored
+        if current is None and last is not None and self.clock() - last[0] > float(self.ttl or 0) + self.retire_after:
+            return last[0]
         return None
 
-    def _leave(self, stamp: float) -> None:
-        """Go on under a new id, publishing only what this worker counted after its publish at *stamp*."""
+    def _leave(self, stamp: float, *, marked: bool = False) -> None:
+        """Go on under a new id, publishing only what this worker counted after its publish at *stamp*.
+
+        *marked*: a folder marked the document and has not folded it yet (as far as this worker knows):
+        its counts are kept in this worker's view as those of a stopped worker until the retired
+        document or the marked document is read, so its own /metrics does not dip meanwhile.
+        """
         folded = next((snapshot for at, snapshot in reversed(self._history) if at == stamp), None)
+        if folded is None and self._stored is not None and self._stored[0] == stamp:
+            folded = self._stored[1]
         if folded is None:  # not one of our last publishes: count from now on (what came between is lost)
             self.telemetry.fault("fleet_refold", LookupError(f"no publish of this worker at {stamp}"))
             folded = self.telemetry.snapshot()
         _log.warning("mlops-otel: fleet worker %s was stopped long enough to be retired (its counts are in the "
                      "retired document); it goes on under a new id", self._worker)
         self._baseline = folded
+        if marked:
+            counts = [f for f in folded if f.spec.kind is not MetricKind.GAUGE]
+            self._seen[make_key(_NAMESPACE, _GROUP, self._worker)] = _Seen(-1, stamp, self.ttl, counts,
+                                                                             float("-inf"))
         self._worker = uuid.uuid4().hex
         self._own_version = None
-        self._stored_at = None
+        self._stored = None
         self._history.clear()
 
     def _retire(self, stored: _Stored, seen: dict[str, _Seen], listed: set[str], leftovers: list[str],
@@ -417,15 +455,22 @@ class FleetMetrics:
                 known = self._own_version
                 if known is None or not self.store.compare_and_set(key, doc, expected_version=known):
                     current = self.store.get_document(key)
+                    if current is None:
+                        self._read_retired()  # folded and deleted since this refresh read it?
                     folded = self._folded_at(current)
                     if folded is not None:
-                        self._leave(folded)
+                        self._leave(folded, marked=current is not None)
                         continue
+                    if current is not None and isinstance(current.value, dict):  # what is stored (a reply lost?)
+                        at = _published_at(current.value)
+                        raw_at = next((snap for t, snap in reversed(self._history) if t == at), None)
+                        if raw_at is not None:
+                            self._stored = (at, raw_at)
                     known = 0 if current is None else current.version
                     if not self.store.compare_and_set(key, doc, expected_version=known):
                         continue
                 self._own_version = known + 1
-                self._stored_at = stamp
+                self._stored = (stamp, raw)
                 return True
         except Exception as exc:  # the store being down must not break scrapes or the service
             self._own_version = None
@@ -451,5 +496,6 @@ class FleetMetrics:
         worker = self._thread
         if worker is not None:
             worker.stop()
+        self._read_retired()  # folded meanwhile? (then the last publish goes under a new id)
         self.publish(gauges=False)
         self.telemetry.use_exposition_source(None)

@@ -326,8 +326,6 @@ class RedisStore:
     _closed: bool = attrs.field(default=False, init=False, repr=False)
     #: The flusher found nothing to deliver and sleeps until the next sentinel check; the next write wakes it.
     _parked: bool = attrs.field(default=False, init=False, repr=False)
-    #: When a woken flusher may deliver again: flush_interval after its last delivery (monotonic seconds).
-    _not_before: float = attrs.field(default=0.0, init=False, repr=False)
     #: Flusher ticks in a row that found nothing to deliver.
     _idle_ticks: int = attrs.field(default=0, init=False, repr=False)
     _atexit_hook: Callable[[], None] | None = attrs.field(default=None, init=False, repr=False)
@@ -404,7 +402,6 @@ class RedisStore:
         self._flusher.after_fork()  # the child's first write starts its own flusher
         self._epoch_due = 0.0
         self._parked = False
-        self._not_before = 0.0
         self._idle_ticks = 0
 
     def _nudge(self) -> None:
@@ -651,15 +648,10 @@ class RedisStore:
         it never parks, so writers do not wake it.
         """
         self._parked = False
-        now = time.monotonic()
-        if now < self._not_before and now < self._epoch_due and self._delivery.pending.entries < self.max_batch:
-            # Woken from a park sooner than flush_interval after the last delivery: deliver with the
-            # writes that follow, at most one batch per flush_interval as when it never parks.
-            return self._not_before - now
         self._hooks.feed()  # the buffers in front of this store hand over their sums first
         if time.monotonic() >= self._epoch_due and time.monotonic() >= self._delivery.next_attempt:
             self._check_epoch()
-        empty, seq = self._delivery.idle(), self._delivery.seq
+        empty = self._delivery.idle()
         delay = self._delivery.tick()
         until_epoch = max(0.0, self._epoch_due - time.monotonic())
         if delay is None:
@@ -670,8 +662,6 @@ class RedisStore:
                 if self._delivery.idle():
                     return until_epoch
                 self._parked = False
-            if self._delivery.seq != seq:  # a batch went out
-                self._not_before = now + self.flush_interval
             return min(self.flush_interval, until_epoch)
         return min(delay, max(until_epoch, self.flush_interval) if delay > 0 else 0.0)
 
