@@ -13,9 +13,8 @@ from typing import Any
 import attrs
 
 from ._forksafe import after_fork_in_child
-from ._retired import Retired
+from ._retired import Retired, counts_only
 from ._worker import PeriodicWorker, fault_hook
-from .semconv import MetricKind
 from .stores import StateStore, Versioned, make_key
 from .telemetry import (
     FamilySnapshot,
@@ -44,7 +43,7 @@ _RETIRE_PER_REFRESH = 16
 _HISTORY = 8
 #: The mark a folding worker puts on a document before it folds it.
 _FOLDING = "folding"
-#: "Not known": the stored document was not read (publish's first check), or no baseline was given.
+#: "Not known": the stored document was not read (publish's first check, from the retired document alone).
 _UNKNOWN: Any = object()
 
 
@@ -256,8 +255,8 @@ class FleetMetrics:
         published = self.publish(slicer=slicer)
         own = make_key(_NAMESPACE, _GROUP, self._worker)
         head = make_key(_NAMESPACE, _GROUP, "")
-        folded = {w for r in self._retired.values() for w in r.absorbed}
-        seen = {k: v for k, v in self._seen.items() if k[len(head):] not in folded}
+        folded = self._folded_ids()
+        seen = dict(self._seen)  # a folded worker's entry is dropped below, and its key not listed
         leftovers: list[str] = []
         try:
             listed: set[str] = set()
@@ -289,10 +288,11 @@ class FleetMetrics:
                     slicer()
                     snapshot += snapshot_from_json({name: body})
                 seen[key] = _Seen(found.version, stamp, found.value.get("ttl"), snapshot, now)
-            if any(_retirable(seen[key], now, self.retire_after) for key in listed) or leftovers:
+            due = [key for key in sorted(listed) if _retirable(seen[key], now, self.retire_after)]
+            if due or leftovers:
                 stored = stored or self._read_retired()
                 if stored is not None:
-                    self._retire(stored, seen, listed, leftovers, now)
+                    self._retire(stored, seen, due[:_RETIRE_PER_REFRESH], listed, leftovers, now)
         except Exception as exc:  # keep serving the last view of the fleet
             self.telemetry.fault("fleet_refresh", exc)
             return False
@@ -301,17 +301,28 @@ class FleetMetrics:
         self._listed = listed
         # Never a folded worker's own counts beside the retired ones (the retired document may have been
         # read for a fold after the listing started).
-        folded = {w for r in self._retired.values() for w in r.absorbed}
+        folded = self._folded_ids()
         seen = {k: v for k, v in seen.items() if k[len(head):] not in folded}
         others = [list(r.families) for r in self._retired.values()]
         for key, entry in seen.items():
             if key in listed and not entry.expired(now):
                 others.append(entry.snapshot)
             else:  # its worker stopped renewing it, or the store lost it: counters only
-                others.append([f for f in entry.snapshot if f.spec.kind is not MetricKind.GAUGE])
+                others.append(counts_only(entry.snapshot))
         self._seen = seen
         self._view = (self._baseline, others)
         return published
+
+    def _folded_ids(self) -> set[str]:
+        """The workers whose documents were folded into a retired document this worker has read."""
+        return {worker for retired in self._retired.values() for worker in retired.absorbed}
+
+    def _published(self, stamp: float) -> list[FamilySnapshot] | None:
+        """The snapshot this worker published (or tried to) at *stamp*, if it still knows it."""
+        found = next((snapshot for at, snapshot in reversed(self._history) if at == stamp), None)
+        if found is None and self._stored is not None and self._stored[0] == stamp:
+            found = self._stored[1]
+        return found
 
     @property
     def _retired_key(self) -> str:
@@ -361,9 +372,7 @@ class FleetMetrics:
         its counts are kept in this worker's view as those of a stopped worker until the retired
         document or the marked document is read, so its own /metrics does not dip meanwhile.
         """
-        folded = next((snapshot for at, snapshot in reversed(self._history) if at == stamp), None)
-        if folded is None and self._stored is not None and self._stored[0] == stamp:
-            folded = self._stored[1]
+        folded = self._published(stamp)
         if folded is None:  # not one of our last publishes: count from now on (what came between is lost)
             self.telemetry.fault("fleet_refold", LookupError(f"no publish of this worker at {stamp}"))
             folded = self.telemetry.snapshot()
@@ -371,18 +380,17 @@ class FleetMetrics:
                      "retired document); it goes on under a new id", self._worker)
         self._baseline = folded
         if marked:
-            counts = [f for f in folded if f.spec.kind is not MetricKind.GAUGE]
-            self._seen[make_key(_NAMESPACE, _GROUP, self._worker)] = _Seen(-1, stamp, self.ttl, counts,
+            self._seen[make_key(_NAMESPACE, _GROUP, self._worker)] = _Seen(-1, stamp, self.ttl, counts_only(folded),
                                                                              float("-inf"))
         self._worker = uuid.uuid4().hex
         self._own_version = None
         self._stored = None
         self._history.clear()
 
-    def _retire(self, stored: _Stored, seen: dict[str, _Seen], listed: set[str], leftovers: list[str],
-                now: float) -> None:
-        """Fold the documents of workers stopped for *retire_after* past their TTL into the retired
-        document, then delete them.
+    def _retire(self, stored: _Stored, seen: dict[str, _Seen], due: list[str], listed: set[str],
+                leftovers: list[str], now: float) -> None:
+        """Fold the *due* documents (of workers stopped for *retire_after* past their TTL) into the
+        retired document, then delete them.
 
         Each document is first marked as being folded with a compare-and-set on the version this worker
         read (so it is folded only as it still is, and a worker that resumes finds the mark instead of
@@ -395,7 +403,6 @@ class FleetMetrics:
             self.store.delete(key)
         if stored.present and stored.value is None:
             return  # something else wrote the key: leave it alone
-        due = [key for key in sorted(listed) if _retirable(seen[key], now, self.retire_after)][:_RETIRE_PER_REFRESH]
         retired = stored.value if stored.value is not None else Retired.new(uuid.uuid4().hex)
         retired = self._retired.get(retired.id, retired)  # the newest copy seen (the store may hold an older one)
         folding = []
@@ -442,9 +449,9 @@ class FleetMetrics:
             pause()
             for _ in range(4):
                 key = make_key(_NAMESPACE, _GROUP, self._worker)
-                families = self._own(raw)
+                families = self._own(raw, self._baseline)
                 if not gauges:
-                    families = [f for f in families if f.spec.kind is not MetricKind.GAUGE]
+                    families = counts_only(families)
                 stamp = self.clock()
                 doc: dict[str, Any] = {"worker": self._worker, "families": snapshot_to_json(families),
                                        "published_at": stamp, "ttl": self.ttl}
@@ -463,7 +470,7 @@ class FleetMetrics:
                         continue
                     if current is not None and isinstance(current.value, dict):  # what is stored (a reply lost?)
                         at = _published_at(current.value)
-                        raw_at = next((snap for t, snap in reversed(self._history) if t == at), None)
+                        raw_at = self._published(at)
                         if raw_at is not None:
                             self._stored = (at, raw_at)
                     known = 0 if current is None else current.version
@@ -482,10 +489,11 @@ class FleetMetrics:
         baseline, others = self._view
         return merge_snapshots([self._own(self.telemetry.snapshot(), baseline), *others])
 
-    def _own(self, snapshot: list[FamilySnapshot], baseline: object = _UNKNOWN) -> list[FamilySnapshot]:
-        """What this worker counts in the fleet: all of *snapshot*, less what was folded in under an old id."""
-        base = self._baseline if baseline is _UNKNOWN else baseline
-        return snapshot if not isinstance(base, list) else subtract_snapshots(snapshot, base)
+    @staticmethod
+    def _own(snapshot: list[FamilySnapshot], baseline: list[FamilySnapshot] | None) -> list[FamilySnapshot]:
+        """What this worker counts in the fleet: all of *snapshot*, less *baseline*, what was folded in
+        under an old id."""
+        return snapshot if baseline is None else subtract_snapshots(snapshot, baseline)
 
     def close(self) -> None:
         """Publish once more (counters only: a stopped worker exports no gauges) and stop.

@@ -31,15 +31,16 @@ import attrs
 from .semconv import MetricKind
 from .telemetry import FamilySnapshot, merge_snapshots, snapshot_from_json, snapshot_to_json
 
-__all__ = ["FORGET_AFTER_S", "Retired"]
+__all__ = ["FORGET_AFTER_S", "Retired", "counts_only"]
 
 #: How long (seconds) after its publish the record of a folded worker is kept once its own document
 #: is gone. A worker that resumes later still finds out: its document is gone after a long silence.
 FORGET_AFTER_S = 86_400.0
 
 
-def _counts_only(families: Sequence[FamilySnapshot]) -> tuple[FamilySnapshot, ...]:
-    return tuple(f for f in families if f.spec.kind is not MetricKind.GAUGE)
+def counts_only(families: Sequence[FamilySnapshot]) -> list[FamilySnapshot]:
+    """*families* without the gauges: what a stopped worker still counts in the fleet's totals."""
+    return [f for f in families if f.spec.kind is not MetricKind.GAUGE]
 
 
 @attrs.frozen
@@ -71,7 +72,7 @@ class Retired:
                 or type(generation) is not int):
             return None
         stamps = {str(k): float(v) for k, v in absorbed.items() if isinstance(v, (int, float))}
-        return cls(incarnation, stamps, _counts_only(snapshot_from_json(families)), generation)
+        return cls(incarnation, stamps, tuple(counts_only(snapshot_from_json(families))), generation)
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "absorbed": dict(self.absorbed), "families": snapshot_to_json(self.families),
@@ -83,7 +84,7 @@ class Retired:
 
     def absorb(self, worker: str, published_at: float, families: Sequence[FamilySnapshot]) -> Retired:
         """This document with *worker*'s document (published at *published_at*) folded in."""
-        merged = merge_snapshots([self.families, _counts_only(families)])
+        merged = merge_snapshots([self.families, counts_only(families)])
         return attrs.evolve(self, absorbed={**self.absorbed, worker: published_at}, families=tuple(merged))
 
     def forget(self, now: float, still_stored: Callable[[str], bool]) -> Retired:

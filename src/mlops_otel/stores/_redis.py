@@ -404,14 +404,6 @@ class RedisStore:
         self._parked = False
         self._idle_ticks = 0
 
-    def _nudge(self) -> None:
-        """A write was buffered: start the flusher, or wake it if it is parked (see :meth:`_tick`)."""
-        if not self._flusher.started:
-            self._ensure_flusher()
-        elif self._parked:
-            self._parked = False
-            self._flusher.wake()
-
     def _ensure_flusher(self) -> None:
         with self._state_lock:
             if self._flusher.started or self._closed:
@@ -486,7 +478,7 @@ class RedisStore:
         a flusher that found nothing to deliver and is sleeping until its next sentinel check.
         """
         self._hooks.add_feeder(hand_over)
-        return self._nudge
+        return self._kick
 
     def add_state_loss_listener(self, callback: Callable[[], None]) -> None:
         """Call *callback* (on the flusher thread) whenever the store's state is found lost.
@@ -641,9 +633,9 @@ class RedisStore:
 
         After :data:`_PARK_AFTER_TICKS` ticks in a row with nothing to deliver the flusher parks:
         it sleeps until the next sentinel check (*epoch_interval*) instead of waking every
-        *flush_interval*, and the next buffered write wakes it (:meth:`_kick`, :meth:`_nudge`). An
-        idle worker's flusher then wakes once a second instead of ten times (#16: each wake-up of a
-        thread costs about 0.1-0.3 ms of CPU on the virtual machines measured,
+        *flush_interval*, and the next buffered write wakes it (:meth:`_kick`, also called by the
+        buffers it feeds on). An idle worker's flusher then wakes once a second instead of ten times
+        (#16: each wake-up of a thread costs about 0.1-0.3 ms of CPU on the virtual machines measured,
         docs/performance-analysis.md). Under steady load (the deferred writes arrive every 0.5 s)
         it never parks, so writers do not wake it.
         """
