@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -585,18 +586,23 @@ def test_a_retired_document_of_a_new_store_life_is_not_taken_for_the_cached_one(
     assert _requests(tr) == 108.0  # r also kept what it read before the restart
 
 
+class _AfterRetiredRead(MemoryStore):
+    """Runs the next of *hooks* right after a read of the retired document (a worker paused just there)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hooks: list[Callable[[], object]] = []
+
+    def get_document(self, key: str) -> Any:
+        got = super().get_document(key)
+        if key == _RETIRED and self.hooks:
+            self.hooks.pop()()
+        return got
+
+
 def test_a_worker_folded_between_its_read_and_its_publish_keeps_its_own_view() -> None:
     clock = _Clock()
-    hook: list[FleetMetrics] = []
-
-    class S(MemoryStore):
-        def get_document(self, key: str) -> Any:
-            got = super().get_document(key)
-            if key == _RETIRED and hook:
-                hook.pop().refresh()  # the folder runs while w is paused right after its read
-            return got
-
-    store = S()
+    store = _AfterRetiredRead()
     f, _tf = _fleet(store, clock)
     w, tw = _fleet(store, clock)
     _work(tw, 5)
@@ -604,7 +610,7 @@ def test_a_worker_folded_between_its_read_and_its_publish_keeps_its_own_view() -
         assert x.refresh()
     assert _requests(tw) == 5.0
     clock.now += 100.0
-    hook.append(f)
+    store.hooks.append(f.refresh)  # the folder runs while w is paused right after its read
     assert w.refresh()
     dipped = _requests(tw)
     assert w.refresh()
@@ -690,16 +696,7 @@ def test_a_folder_with_a_clock_ahead_loses_no_count_of_a_closing_worker() -> Non
         def __call__(self) -> float:
             return base.now + 4.0
 
-    hook: list[Any] = []
-
-    class S(MemoryStore):
-        def get_document(self, key: str) -> Any:
-            got = super().get_document(key)
-            if key == _RETIRED and hook:
-                hook.pop()()
-            return got
-
-    store = S()
+    store = _AfterRetiredRead()
     tf = Telemetry()
     f = FleetMetrics(store, tf, interval=1.0, ttl=5.0, retire_after=60.0, clock=Ahead())
     tf.use_exposition_source(f.fleet_snapshot)
@@ -710,10 +707,14 @@ def test_a_folder_with_a_clock_ahead_loses_no_count_of_a_closing_worker() -> Non
         assert x.refresh()
     base.now += 63.0  # f sees 67 s > 65; w sees 63 s
     _work(tw, 2)
-    hook.append(f.refresh)  # f folds w right after w read the retired document
-    assert w.refresh()  # w's doc is gone but its silence (63 s on its clock) is under ttl + retire_after
-    assert store.get_document(make_key("telemetry", "fleet", w.worker_id)) is not None  # re-created, old id
-    assert r.refresh()  # r skips it as folded, and deletes it
-    w.close()  # graceful shutdown: publishes again under the folded id
+    store.hooks.append(f.refresh)  # f folds w right after w read the retired document
+    old_id = w.worker_id
+    # w's document is gone and its own silence (63 s on its clock) is under ttl + retire_after, but it reads
+    # the retired document again, finds its record and goes on under a new id (before the fix: the old id)
+    assert w.refresh()
+    assert w.worker_id != old_id
+    assert store.get_document(make_key("telemetry", "fleet", w.worker_id)) is not None
+    assert r.refresh()
+    w.close()  # its last publish, under the new id too
     assert r.refresh()
     assert _requests(tr) == 7.0
