@@ -388,3 +388,38 @@ def test_the_role_reads_include_this_process_results(registry: ModelRegistry) ->
     assert challenger is not None
     assert (champion.version, champion.count, champion.error_rate) == ("v1", 3, 0.0)
     assert (challenger.version, challenger.count, challenger.error_rate) == ("v2", 1, 1.0)
+
+
+# ------------------------------------------------------------------ the view's refresher
+def test_the_view_refresher_wakes_once_per_refresh_interval(monkeypatch: pytest.MonkeyPatch, tel: Telemetry) -> None:
+    """#16: the refresher sleeps until its oldest document is due, instead of waking every half interval
+    and finding nothing due every other time; each document is still re-read every interval."""
+    import time
+
+    from mlops_otel.registry import _registry
+
+    runs: list[float] = []
+    reads: list[str] = []
+    refresh_due = _registry._DocView.refresh_due
+
+    def counted(view: _registry._DocView) -> float:
+        runs.append(time.monotonic())
+        return refresh_due(view)
+
+    class Counting(MemoryStore):
+        def get_document(self, key: str) -> object:  # type: ignore[override]
+            reads.append(key)
+            return super().get_document(key)
+
+    monkeypatch.setattr(_registry._DocView, "refresh_due", counted)
+    registry = ModelRegistry(Counting(), telemetry=tel, refresh_interval=0.2)
+    try:
+        registry.register("gnn", "v1")
+        time.sleep(0.05)
+        runs.clear()
+        reads.clear()
+        time.sleep(1.0)
+        assert len(reads) >= 4  # re-read every 0.2 s
+        assert len(runs) <= 7, runs  # about one run per read (waking every 0.1 s: ten)
+    finally:
+        registry.close()

@@ -312,7 +312,7 @@ def test_an_idle_flusher_sleeps_until_its_sentinel_check(
     store = make_store(redis_service.url, flush_interval=0.01, epoch_interval=0.5)
     store.incr("k", {"n": 1})
     wait_until(lambda: store.read_counters("k") == {"n": 1.0})
-    time.sleep(0.3)  # past the five ticks that find nothing left (0.05 s): parked
+    time.sleep(0.3)  # past the tick that finds nothing left (0.01 s): parked
     before = _wakeups(store._flusher.thread)
     time.sleep(1.0)
     # Parked: one wake-up per sentinel check (a GET, so a few switches), not one per flush_interval (100).
@@ -335,7 +335,7 @@ def test_writes_to_a_parked_flusher_are_never_left_waiting(
     buffer = CounterBuffer(store, ("n",))
     rng = random.Random(7)
     for i in range(1, 81):
-        time.sleep(rng.uniform(0.0, 0.04))  # it parks after five empty ticks (25 ms): sometimes before, sometimes after
+        time.sleep(rng.uniform(0.0, 0.012))  # it parks after an empty tick (5 ms): sometimes before, sometimes after
         if i % 2:
             store.incr("direct", {"n": 1})
         else:
@@ -354,7 +354,7 @@ def test_a_flusher_sends_at_most_one_batch_per_flush_interval_at_any_write_rate(
     store = make_store(redis_fresh.url, flush_interval=0.5, epoch_interval=60.0)
     store.incr("warm-up", {"n": 1})
     assert store.flush()
-    time.sleep(3.0)  # parked (five empty ticks)
+    time.sleep(1.5)  # parked (after an empty tick)
     raw = redis.Redis.from_url(redis_fresh.url)
     raw.config_resetstat()
     started = time.monotonic()
@@ -366,6 +366,55 @@ def test_a_flusher_sends_at_most_one_batch_per_flush_interval_at_any_write_rate(
     calls = int(raw.info("commandstats")["cmdstat_evalsha"]["calls"])
     assert calls <= elapsed / 0.5 + 2  # one batch per interval, the first at once, and the final flush()
     assert store.read_counters("k") == {"n": 20.0}
+
+
+def test_a_flusher_sleeps_between_bursts_of_writes(
+    redis_service: RedisServer, make_store: Callable[..., RedisStore]
+) -> None:
+    """#16: a loaded worker's writes come in bursts (its background workers share one schedule).
+    Between two bursts the flusher sleeps instead of ticking every *flush_interval*: it delivers
+    the burst, ticks once more, finds nothing and parks until the next burst wakes it. Its ticks are
+    counted by a feeder (called at every tick, and once more as it parks)."""
+    store = make_store(redis_service.url, flush_interval=0.01, epoch_interval=60.0)
+    store.incr("k", {"n": 1})
+    wait_until(lambda: store.read_counters("k") == {"n": 1.0})
+    ticks: list[float] = []
+
+    def count() -> None:
+        ticks.append(time.monotonic())
+
+    store.add_feeder(count)
+    time.sleep(0.1)
+    ticks.clear()
+    for n in range(2, 12):
+        store.incr("k", {"n": 1})
+        wait_until(lambda n=n: store.read_counters("k") == {"n": float(n)})
+        time.sleep(0.2)
+    # Per burst: the tick that delivers, the one that finds nothing, the park's second look (3);
+    # ticking on through the 0.2 s between bursts, or parking only after five empty ticks, is 7 or more.
+    assert len(ticks) <= 10 * 3 + 4, len(ticks)
+
+
+def test_a_write_that_wakes_the_flusher_waits_for_the_rest_of_its_burst(
+    redis_service: RedisServer, make_store: Callable[..., RedisStore]
+) -> None:
+    """The first write of a burst wakes the parked flusher, which gathers the burst for _GATHER_S before it
+    delivers: the writes of the other background workers on the same beat go out in the same batch."""
+    from mlops_otel.stores import _redis
+
+    store = make_store(redis_service.url, flush_interval=0.5, epoch_interval=60.0)
+    store.incr("k", {"n": 1})
+    assert store.flush()
+    delivered: list[float] = []
+    store.add_feeder(lambda: delivered.append(time.monotonic()))
+    time.sleep(0.7)  # parked
+    delivered.clear()
+    woken = time.monotonic()
+    store.incr("k", {"n": 1})
+    wait_until(lambda: store.read_counters("k") == {"n": 2.0})
+    assert delivered, "delivered by the flusher"
+    assert delivered[0] - woken >= _redis._GATHER_S * 0.9  # not at once (sleeps may end a little early)
+    assert delivered[0] - woken < 30.0  # woken by the write, not by the sentinel check (60 s)
 
 
 def test_a_buffered_write_racing_the_flusher_into_its_park_is_delivered(
@@ -388,7 +437,7 @@ def test_a_buffered_write_racing_the_flusher_into_its_park_is_delivered(
     store.add_feeder(inject)
     buffer.add("early", (1.0,))
     wait_until(lambda: store.read_counters("early") == {"n": 1.0})
-    time.sleep(0.3)  # parked (after five empty ticks, 0.05 s)
+    time.sleep(0.3)  # parked (after an empty tick, 0.01 s)
     armed.set()
     store._flusher.wake()  # a tick of the parked flusher (as its sentinel check's): nothing to send, then the sum
     wait_until(lambda: store.read_counters("late") == {"n": 1.0}, timeout=5.0)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import pytest
 
 from mlops_otel import DriftSettings
-from mlops_otel._worker import PeriodicWorker, WorkerThread, fault_hook
+from mlops_otel._worker import PeriodicWorker, WorkerThread, fault_hook, slot_offset, until_beat
 from mlops_otel.drift import DriftMonitor
 from mlops_otel.stores import MemoryStore
 from mlops_otel.telemetry import Telemetry
@@ -171,3 +171,55 @@ def test_fault_hook_counts_on_the_owners_telemetry_without_keeping_it_alive() ->
     gc.collect()
     assert ref() is None
     hook("mlops-otel-test", RuntimeError("after"))  # owner gone: nothing to count, never raises
+
+
+class _Clock:
+    """Records the monotonic time of each run."""
+
+    def __init__(self) -> None:
+        self.at: list[float] = []
+
+    def tick(self) -> None:
+        self.at.append(time.monotonic())
+
+
+def test_workers_whose_intervals_divide_each_other_run_on_the_same_beats() -> None:
+    """#16: one schedule per process, so periodic work comes in one burst instead of several apart.
+
+    Two workers started 37 ms apart, every 0.2 s and every 0.4 s: each run of the slower one falls on a
+    run of the faster one, their slots apart (within the scheduling noise of a thread wake-up, far below
+    the 37 ms the starts were apart, which they kept before the shared schedule), on this process's beats.
+    """
+    fast, slow = _Clock(), _Clock()
+    a = PeriodicWorker(fast, _Clock.tick, name="mlops-otel-test-fast", interval=0.2)
+    b = PeriodicWorker(slow, _Clock.tick, name="mlops-otel-test-slow", interval=0.4)
+    a.start()
+    time.sleep(0.037)
+    b.start()
+    assert _until(lambda: len(slow.at) >= 4)
+    a.stop()
+    b.stop()
+    apart = slot_offset("mlops-otel-test-slow") - slot_offset("mlops-otel-test-fast")
+    gaps = [min(abs(t - f - apart) for f in fast.at) for t in slow.at]
+    assert max(gaps) < 0.015, gaps
+    for t in slow.at:  # on the beats: the nearest beat (shifted by the slot) is within the noise
+        offset = slot_offset("mlops-otel-test-slow")
+        left = until_beat(0.4, t - 0.4 / 2, offset=offset) - 0.4 / 2
+        assert abs(left) < 0.015, left
+
+
+def test_the_sdks_beat_scheduled_workers_run_in_distinct_slots() -> None:
+    """The workers on the same beats (deferred 0.5 s, drift check and A/B sync 1 s, fleet 2 s) run one
+    after another, not all at the beat's instant (they would queue for the GIL together)."""
+    names = ["mlops-otel-deferred", "mlops-otel-drift-check", "mlops-otel-ab", "mlops-otel-fleet"]
+    slots = [slot_offset(n) for n in names]
+    assert len(set(slots)) == len(names), dict(zip(names, slots, strict=True))
+    assert all(0.0 <= s <= 0.021 + 1e-9 for s in slots)
+
+
+def test_until_beat_never_schedules_a_run_sooner_than_a_quarter_interval() -> None:
+    for i in range(1000):
+        now = 1000.0 + i * 0.0137
+        delay = until_beat(0.5, now, pid=1234, offset=0.006)
+        assert 0.125 <= delay <= 0.625 + 1e-9
+        assert until_beat(0.5, now + delay, pid=1234, offset=0.006) == pytest.approx(0.5, abs=1e-6)  # a beat

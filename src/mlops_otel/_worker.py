@@ -13,6 +13,15 @@ A/B manager's view refreshers, the drift monitor's checker. They all share one p
 * **wake-up**: :meth:`PeriodicWorker.wake` runs the task now instead of at the end of
   the interval; a task may return the delay (seconds, a float or int that is not a
   ``bool``) until its next run, ``None`` or anything else means *interval*;
+* **one schedule per process**: a run every *interval* lands on the process's *beats* of
+  that interval (multiples of it from one phase per process, see :func:`until_beat`), so
+  workers whose intervals divide each other run together: the deferred writes (0.5 s), the
+  drift check and the A/B sync (1 s), the fleet document (2 s) make one burst of work and one
+  batch for the store's flusher instead of several apart (#16: each burst wakes threads and
+  takes the GIL from the requests). The phase differs between processes, so the workers of
+  a server do not all burst at once. Within a beat each worker runs a few milliseconds after
+  it, by a slot derived from its name (:func:`slot_offset`), so the workers of a beat run one
+  after another instead of all waking at the same instant to queue for the GIL;
 * **exceptions**: a task that raises is reported to *on_error* (the owners count it with
   ``Telemetry.fault``), never raised, and the thread keeps running;
 * **stop/join**: :meth:`PeriodicWorker.stop` wakes the thread, joins it with a timeout
@@ -34,7 +43,9 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 import weakref
+import zlib
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
@@ -76,10 +87,46 @@ def _set(event: threading.Event) -> None:
     event.set()
 
 
-def _delay(result: object, interval: float) -> float:
+#: This process's beats are ``phase + k * interval``, the phase from the process id (Fibonacci hashing:
+#: consecutive ids far apart), in seconds of the monotonic clock.
+_PHASE_STEP = 0.6180339887498949
+#: Slots within a beat: a worker runs ``slot * _SLOT_S`` after it, the slot from its name.
+_SLOTS = 8
+_SLOT_S = 0.003
+
+
+def slot_offset(name: str) -> float:
+    """The seconds after each beat that the worker named *name* runs (0 to 21 ms, by its name's CRC-32).
+
+    The names of the SDK's beat-scheduled workers have distinct slots (tests/test_threads.py checks it).
+    """
+    return (zlib.crc32(name.encode()) % _SLOTS) * _SLOT_S
+
+
+def until_beat(interval: float, now: float | None = None, *, pid: int | None = None, offset: float = 0.0) -> float:
+    """Seconds from *now* (default: the monotonic clock) to this process's next beat of *interval*
+    (plus *offset*, a worker's :func:`slot_offset`).
+
+    At least a quarter of *interval* (a run just after a beat, e.g. a woken one, skips to the
+    following beat rather than running again at once), at most 1.25 *interval*.
+
+    >>> phase = (7 * _PHASE_STEP) % 1.0
+    >>> round(until_beat(0.5, phase + 10.1, pid=7), 6)  # beats at phase + 10.0, 10.5, ...
+    0.4
+    >>> round(until_beat(0.5, phase + 10.45, pid=7), 6)  # 0.05 to the beat is too soon: the next one
+    0.55
+    """
+    now = time.monotonic() if now is None else now
+    phase = ((os.getpid() if pid is None else pid) * _PHASE_STEP) % 1.0 + offset
+    delay = interval - (now - phase) % interval
+    return delay + interval if delay < interval / 4 else delay
+
+
+def _delay(result: object, interval: float, on_demand: bool, offset: float) -> float:
     if isinstance(result, (int, float)) and not isinstance(result, bool) and 0 <= result < float("inf"):
         return float(result)
-    return interval
+    # On demand: the interval is the idle timeout, not a schedule.
+    return interval if on_demand else until_beat(interval, offset=offset)
 
 
 def _loop(
@@ -95,7 +142,8 @@ def _loop(
     on_demand: bool,
 ) -> None:
     first = run_first
-    delay = interval
+    offset = slot_offset(name)
+    delay = _delay(None, interval, on_demand, offset)
     while True:
         if not first:
             woke = wake.wait(delay)
@@ -112,14 +160,15 @@ def _loop(
         owner = ref()
         if owner is None:  # collected without close(): nothing left to work for
             return
-        delay = interval
+        result: object = None
         try:
-            delay = _delay(task(owner), interval)
+            result = task(owner)
         except Exception as exc:  # the worker survives any one failed run
             if on_error is not None:
                 with contextlib.suppress(Exception):  # a broken error hook must not kill the thread
                     on_error(name, exc)
         del owner
+        delay = _delay(result, interval, on_demand, offset)
 
 
 class PeriodicWorker(Generic[T]):

@@ -40,6 +40,10 @@ T = TypeVar("T")
 NAMESPACE = "registry"
 #: Compare-and-set attempts before a role change gives up under contention.
 _MAX_ATTEMPTS = 64
+#: The view's refresher retries a lost document's restore at least this often (seconds).
+_RESTORE_RETRY_S = 0.2
+#: The shortest sleep of the view's refresher between two refreshes (seconds).
+_MIN_REFRESH_DELAY_S = 0.01
 
 
 class Role(enum.StrEnum):
@@ -704,9 +708,17 @@ class _DocView:
                     self._restore.add(model_type)
         with self._lock:
             oldest = min((t for _, t in self._docs.values()), default=None)
+        now = time.monotonic()
         if registry is not None and oldest is not None:
-            registry._tel.set(semconv.VIEW_AGE, ("registry",), max(0.0, time.monotonic() - oldest))
-        return self._interval / 2 if not self._restore else min(self._interval / 2, 0.2)
+            registry._tel.set(semconv.VIEW_AGE, ("registry",), max(0.0, now - oldest))
+        if self._restore:
+            return min(self._interval / 2, _RESTORE_RETRY_S)
+        # Sleep until the oldest document is due (#16: waking every half interval found nothing due
+        # every other time, and a thread's wake-up is what costs); a document read just failed
+        # (unreachable store) is retried after half an interval, as it was.
+        if oldest is None or now - oldest >= self._interval:
+            return self._interval / 2
+        return max(oldest + self._interval - now, _MIN_REFRESH_DELAY_S)
 
     def _start(self) -> None:
         if not self._worker.started:

@@ -64,9 +64,12 @@ logger = logging.getLogger("mlops_otel.stores")
 
 _Client: TypeAlias = Redis | RedisCluster
 _T = TypeVar("_T")
-#: The flusher parks after this many ticks in a row with nothing to deliver (0.5 s at the default
-#: flush_interval: the deferred writes of a loaded worker arrive every 0.5 s, so it then never parks).
-_PARK_AFTER_TICKS = 5
+#: A write that wakes the parked flusher is delivered this long after it (seconds, at most
+#: *flush_interval*): the other writes of its burst join the same batch. The background workers of a
+#: process run on one schedule (see ``mlops_otel._worker``), so a loaded worker's writes (the deferred
+#: batch, the drift samples, the A/B sync) come together, within the 21 ms of a beat's slots
+#: (#16, docs/performance-analysis.md).
+_GATHER_S = 0.03
 
 # ----------------------------------------------------------------- Lua scripts
 # Every write-behind script takes KEYS = [data key, writer's companion hash] and
@@ -326,8 +329,10 @@ class RedisStore:
     _closed: bool = attrs.field(default=False, init=False, repr=False)
     #: The flusher found nothing to deliver and sleeps until the next sentinel check; the next write wakes it.
     _parked: bool = attrs.field(default=False, init=False, repr=False)
-    #: Flusher ticks in a row that found nothing to deliver.
-    _idle_ticks: int = attrs.field(default=0, init=False, repr=False)
+    #: The flusher returned a parked delay: its next tick is a write's wake-up or the sentinel check.
+    _resting: bool = attrs.field(default=False, init=False, repr=False)
+    #: When the flusher last delivered a batch (monotonic): the next one comes *flush_interval* later at the soonest.
+    _delivered_at: float = attrs.field(default=float("-inf"), init=False, repr=False)
     _atexit_hook: Callable[[], None] | None = attrs.field(default=None, init=False, repr=False)
 
     @property
@@ -402,7 +407,8 @@ class RedisStore:
         self._flusher.after_fork()  # the child's first write starts its own flusher
         self._epoch_due = 0.0
         self._parked = False
-        self._idle_ticks = 0
+        self._resting = False
+        self._delivered_at = float("-inf")
 
     def _ensure_flusher(self) -> None:
         with self._state_lock:
@@ -631,27 +637,39 @@ class RedisStore:
     def _tick(self) -> float:
         """One flusher iteration; return the seconds to wait before the next one.
 
-        After :data:`_PARK_AFTER_TICKS` ticks in a row with nothing to deliver the flusher parks:
-        it sleeps until the next sentinel check (*epoch_interval*) instead of waking every
-        *flush_interval*, and the next buffered write wakes it (:meth:`_kick`, also called by the
-        buffers it feeds on). An idle worker's flusher then wakes once a second instead of ten times
-        (#16: each wake-up of a thread costs about 0.1-0.3 ms of CPU on the virtual machines measured,
-        docs/performance-analysis.md). Under steady load (the deferred writes arrive every 0.5 s)
-        it never parks, so writers do not wake it.
+        A tick that finds nothing to deliver **parks** the flusher: it sleeps until its next sentinel
+        check (*epoch_interval*) instead of waking every *flush_interval*, and the next buffered write
+        wakes it (:meth:`_kick`, also called by the buffers it feeds on). It then waits
+        :data:`_GATHER_S` for the rest of the write's burst, and at least until *flush_interval* after
+        its last delivery (so never more than one batch per *flush_interval*, whatever the write
+        rate), and delivers. A loaded worker's background writes come in bursts (its background
+        workers share one schedule): per burst the flusher wakes for the write, to deliver, and once
+        more to find nothing and park. Writes that keep coming (a request path's buffered sums) keep
+        it ticking every *flush_interval*, with no wake-up by the writers (#16: each wake-up of a
+        thread costs about 0.1-0.3 ms of CPU on the virtual machines measured,
+        docs/performance-analysis.md).
         """
+        resumed, self._resting = self._resting, False
         self._parked = False
+        now = time.monotonic()
+        if resumed and now < self._epoch_due:
+            # Woken before its sentinel check: a write (direct, or a buffer's first sum since the last
+            # hand-over). Gather the rest of its burst, and keep to one batch per flush_interval.
+            return max(min(_GATHER_S, self.flush_interval), self._delivered_at + self.flush_interval - now)
         self._hooks.feed()  # the buffers in front of this store hand over their sums first
         if time.monotonic() >= self._epoch_due and time.monotonic() >= self._delivery.next_attempt:
             self._check_epoch()
-        empty = self._delivery.idle()
+        sent = not self._delivery.idle()
         delay = self._delivery.tick()
         until_epoch = max(0.0, self._epoch_due - time.monotonic())
         if delay is None:
-            self._idle_ticks = self._idle_ticks + 1 if empty else 0
-            if self._idle_ticks >= _PARK_AFTER_TICKS and self._delivery.idle():
+            if sent:
+                self._delivered_at = time.monotonic()
+            if not sent and self._delivery.idle():
                 self._parked = True  # first the flag, then the buffers: see _kick
                 self._hooks.feed()
                 if self._delivery.idle():
+                    self._resting = True
                     return until_epoch
                 self._parked = False
             return min(self.flush_interval, until_epoch)
